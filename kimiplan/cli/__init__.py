@@ -1,0 +1,54 @@
+"""The `kimiplan` command line. Each sub-command group lives in its own module with a `register(subparsers)`
+function; this file only wires them together. No arithmetic lives in the CLI: it calls the library."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import KimiplanError
+
+# Modules that add sub-commands; each exposes register(subparsers).
+_COMMAND_MODULES = [
+    "kimiplan.cli.catalog_cmds",
+    "kimiplan.cli.tokens_cmds",
+    "kimiplan.cli.cost_cmds",
+    "kimiplan.cli.scenario_cmds",
+    "kimiplan.cli.capacity_cmds",
+    "kimiplan.cli.forecast_cmds",
+    "kimiplan.cli.calibration_cmds",
+    "kimiplan.cli.report_cmds",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kimiplan",
+        description="Plan Kimi K2.6 in production: tokens per route, rate-limit headroom, monthly cost.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            # A command group still being built must not break the others.
+            if exc.name == name:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KimiplanError as exc:
+        print(f"kimiplan: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""`kimiplan prices` and `kimiplan tiers`: the dated catalog as tables or JSON."""
+from __future__ import annotations
+
+from ..catalog import load_catalog
+from ._util import parse_date, print_json, print_table
+
+
+def _common(p):
+    p.add_argument("--provider", help="moonshot, cloudflare, openrouter, siliconflow (default: all)")
+    p.add_argument("--region", help="intl or cn for moonshot; global for the others")
+    p.add_argument("--on", metavar="YYYY-MM-DD", help="only rows in force on this date (default: all rows, with dates)")
+    p.add_argument("--catalog", action="append", default=[], metavar="FILE",
+                   help="extra catalog file (TOML/YAML rows, or LiteLLM JSON); repeatable")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _filter(df, args):
+    if args.provider:
+        df = df[df["provider"] == args.provider]
+    if args.region:
+        df = df[df["region"] == args.region]
+    return df
+
+
+def cmd_prices(args) -> int:
+    df = _filter(load_catalog(args.catalog).prices_frame(parse_date(args.on)), args)
+    if args.json:
+        print_json(df)
+    else:
+        print_table(df[["provider", "region", "model", "currency", "input_cache_hit", "input_cache_miss", "output",
+                        "web_search_per_call", "batch_multiplier", "context_window", "effective_from", "effective_to",
+                        "verified_on", "official"]])
+        print("\nPrices per 1M tokens. Sources: kimiplan prices --json (field 'source').")
+    return 0
+
+
+def cmd_tiers(args) -> int:
+    df = _filter(load_catalog(args.catalog).tiers_frame(parse_date(args.on)), args)
+    if args.json:
+        print_json(df)
+    else:
+        print_table(df[["provider", "region", "tier", "version", "concurrency", "rpm", "tpm", "tpd", "rpd",
+                        "recharge", "recharge_currency", "effective_from", "effective_to", "verified_on", "official"]],
+                    floatfmt="{:,.0f}")
+        print("\nEmpty limit = not limited. Sources: kimiplan tiers --json (field 'source').")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("prices", help="price cards per 1M tokens, with source and dates")
+    _common(p)
+    p.set_defaults(func=cmd_prices)
+    p = sub.add_parser("tiers", help="rate-limit tiers (concurrency, RPM, TPM, TPD), with source and dates")
+    _common(p)
+    p.set_defaults(func=cmd_tiers)

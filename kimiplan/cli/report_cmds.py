@@ -1,0 +1,19 @@
+"""`kimiplan report SCENARIO -o report.html`: the main job."""
+from __future__ import annotations
+
+from ..report import write_report
+from ..scenario import load_scenario
+
+
+def cmd_report(args) -> int:
+    scenario = load_scenario(args.scenario)
+    path = write_report(scenario, args.output)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) for scenario {scenario.name!r}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML report (tokens, cost, capacity, forecast)")
+    p.add_argument("scenario", help="scenario file or bundled example name")
+    p.add_argument("-o", "--output", default="report.html")
+    p.set_defaults(func=cmd_report)

@@ -1,0 +1,60 @@
+"""`kimiplan schema`, `kimiplan validate`, `kimiplan examples`, `kimiplan breakdown`."""
+from __future__ import annotations
+
+from ..cost import cost_summary, expected_cost
+from ..scenario import example_path, list_examples, load_scenario, scenario_json_schema
+from ..workload import context_check, expected_tokens
+from ._util import print_json, print_table
+
+
+def cmd_schema(args) -> int:
+    print_json(scenario_json_schema())
+    return 0
+
+
+def cmd_examples(args) -> int:
+    for name in list_examples():
+        print(f"{name}\t{example_path(name)}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    s = load_scenario(args.scenario)
+    ctx = context_check(s)
+    over = ctx[ctx["exceeds"]]
+    print(f"{args.scenario}: valid ({len(s.routes)} routes, model {s.model} on {s.provider}/{s.resolved_region})")
+    for r in over.itertuples():
+        print(f"warning: route {r.route!r}: p99 input {r.input_tokens_at_quantile:,.0f} + max_completion_tokens "
+              f"{r.max_completion_tokens:,} exceeds the context window {r.context_window:,}; Kimi answers "
+              f"{r.share_rejected_400:.2%} of such requests with 400 invalid_request_error")
+    return 0
+
+
+def cmd_breakdown(args) -> int:
+    s = load_scenario(args.scenario)
+    exp = expected_tokens(s)
+    cost = expected_cost(s, expected=exp)
+    if args.json:
+        print_json({"tokens": exp, "cost": cost, "summary": cost_summary(cost)})
+        return 0
+    cols = ["route", "share", "system", "history", "rag", "documents", "user", "input_tokens", "cached_tokens",
+            "reasoning_tokens", "output_tokens", "truncation_rate"]
+    print("Mean tokens per request")
+    print_table(exp[cols], floatfmt="{:,.1f}")
+    print(f"\nExpected cost ({cost['currency'].iloc[0]})")
+    print_table(cost_summary(cost), floatfmt="{:,.4f}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("schema", help="JSON Schema of scenario files")
+    p.set_defaults(func=cmd_schema)
+    p = sub.add_parser("examples", help="list the bundled example scenarios")
+    p.set_defaults(func=cmd_examples)
+    p = sub.add_parser("validate", help="validate a scenario file against the schema and the catalog")
+    p.add_argument("scenario", help="scenario file (YAML/JSON) or the name of a bundled example")
+    p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("breakdown", help="tokens per request by component and expected cost per route")
+    p.add_argument("scenario")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_breakdown)

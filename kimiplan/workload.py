@@ -1,0 +1,175 @@
+"""Expands a scenario into per-request token counts (numpy arrays / pandas frames).
+
+Per request: system, history, rag, documents and user tokens make the prompt; the model then wants to write
+`reasoning` (thinking on) plus `output` tokens, but stops at `max_completion_tokens` with
+`finish_reason=length`. Reasoning comes first and shares the budget. Billing counts what was generated;
+Kimi's rate limiter counts prompt + `max_completion_tokens` (the `reserved_tokens` column).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .errors import ConfigError
+from .scenario import Route, Scenario
+
+COLUMNS = (
+    "system", "history", "rag", "documents", "user", "input_tokens", "cached_tokens", "cache_hit", "reasoning_tokens",
+    "output_tokens", "completion_tokens", "truncated", "max_completion_tokens", "reserved_tokens",
+    "web_search_calls", "ttft_s", "latency_s",
+)
+
+
+@dataclass(frozen=True)
+class RouteContext:
+    """What a route's draws need from outside the route: the budget used when the route sets none."""
+
+    max_completion_tokens: int
+    context_window: int
+
+
+def _tokens(x: np.ndarray) -> np.ndarray:
+    return np.rint(np.maximum(x, 0.0)).astype(np.int64)
+
+
+def draw_route(route: Route, n: int, rng: np.random.Generator, ctx: RouteContext) -> dict[str, np.ndarray]:
+    """`n` requests of `route`: a dict of equal-length arrays (see COLUMNS)."""
+    if n < 0:
+        raise ConfigError(f"n must be >= 0, got {n}")
+    system = _tokens(route.system.sample(rng, n))
+    history = _tokens(route.history.turns.sample(rng, n)) * _tokens(route.history.tokens_per_turn.sample(rng, n))
+    rag = _tokens(route.rag.top_k.sample(rng, n)) * _tokens(route.rag.chunk_tokens.sample(rng, n))
+    has_doc = rng.random(n) < route.documents.probability
+    documents = np.where(
+        has_doc, _tokens(route.documents.pages.sample(rng, n)) * _tokens(route.documents.tokens_per_page.sample(rng, n)), 0
+    )
+    user = _tokens(route.user.sample(rng, n))
+    input_tokens = system + history + rag + documents + user
+
+    cached = np.zeros(n, dtype=np.int64)
+    hit = np.zeros(n, dtype=bool)
+    if route.cache.mode == "prefix_rule":
+        parts = {"system": system, "history": history, "rag": rag, "documents": documents}
+        prefix = sum((parts[p] for p in route.cache.prefix), np.zeros(n, dtype=np.int64))
+        hit = (rng.random(n) < route.cache.hit_rate) & (input_tokens > route.cache.min_prompt_tokens)
+        cached = np.where(hit, prefix, 0)
+
+    budget = route.max_completion_tokens or ctx.max_completion_tokens
+    want_reasoning = _tokens(route.reasoning.sample(rng, n)) if route.thinking else np.zeros(n, dtype=np.int64)
+    want_output = _tokens(route.output.sample(rng, n))
+    # Reasoning is generated first; whatever is left of the budget goes to the visible answer.
+    reasoning = np.minimum(want_reasoning, budget)
+    output = np.minimum(want_output, budget - reasoning)
+    completion = reasoning + output
+    truncated = (want_reasoning + want_output) > budget
+
+    tools = _tokens(route.tools.web_search_calls.sample(rng, n))
+    if route.latency.total_s is not None:
+        ttft = np.zeros(n)
+        latency = route.latency.total_s.sample(rng, n)
+    else:
+        ttft = route.latency.ttft_s.sample(rng, n)
+        tps = np.maximum(route.latency.decode_tps.sample(rng, n), 1e-3)
+        latency = ttft + completion / tps
+    return {
+        "system": system, "history": history, "rag": rag, "documents": documents, "user": user,
+        "input_tokens": input_tokens, "cached_tokens": cached, "cache_hit": hit, "reasoning_tokens": reasoning,
+        "output_tokens": output, "completion_tokens": completion, "truncated": truncated,
+        "max_completion_tokens": np.full(n, budget, dtype=np.int64),
+        "reserved_tokens": input_tokens + budget, "web_search_calls": tools,
+        "ttft_s": ttft, "latency_s": latency,
+    }
+
+
+def route_context(scenario: Scenario, route: Route, card=None) -> RouteContext:
+    card = card or scenario.price_card()
+    return RouteContext(max_completion_tokens=scenario.max_completion(route, card), context_window=card.context_window)
+
+
+def sample_requests(scenario: Scenario, n: int, rng: np.random.Generator | int | None = None, card=None) -> pd.DataFrame:
+    """`n` requests of the scenario's route mix (routes drawn by share), one row each, in random order."""
+    if n <= 0:
+        raise ConfigError(f"n must be > 0, got {n}")
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(scenario.seed if rng is None else rng)
+    card = card or scenario.price_card()
+    shares = np.array([r.share for r in scenario.routes])
+    which = rng.choice(len(scenario.routes), size=n, p=shares / shares.sum())
+    frames = []
+    for i, route in enumerate(scenario.routes):
+        k = int((which == i).sum())
+        if k == 0:
+            continue
+        d = draw_route(route, k, rng, route_context(scenario, route, card))
+        f = pd.DataFrame(d)
+        f.insert(0, "route", route.name)
+        f["_pos"] = np.flatnonzero(which == i)
+        frames.append(f)
+    out = pd.concat(frames, ignore_index=True).sort_values("_pos").drop(columns="_pos").reset_index(drop=True)
+    out["route"] = pd.Categorical(out["route"], categories=[r.name for r in scenario.routes])
+    return out
+
+
+# Nonlinear pieces (budget truncation, the cache threshold) have no closed form for arbitrary
+# distributions; they are estimated from a large fixed-seed sample and reported with their standard error.
+EXPECTATION_SAMPLES = 200_000
+_EXPECT_SEED = 20260420
+
+
+def expected_tokens(scenario: Scenario, card=None, samples: int = EXPECTATION_SAMPLES) -> pd.DataFrame:
+    """Mean tokens per request of each route, by component, with standard errors and truncation rate.
+
+    Linear components (system, history, RAG, documents, user) use exact means of the specs; cached,
+    reasoning, output and completion tokens are estimated from `samples` fixed-seed draws per route."""
+    card = card or scenario.price_card()
+    rows = []
+    for i, route in enumerate(scenario.routes):
+        rng = np.random.default_rng([_EXPECT_SEED, i])
+        d = draw_route(route, samples, rng, route_context(scenario, route, card))
+        exact = {
+            "system": route.system.mean(),
+            "history": route.history.turns.mean() * route.history.tokens_per_turn.mean(),
+            "rag": route.rag.top_k.mean() * route.rag.chunk_tokens.mean(),
+            "documents": route.documents.probability * route.documents.pages.mean() * route.documents.tokens_per_page.mean(),
+            "user": route.user.mean(),
+        }
+        row = {"route": route.name, "share": route.share}
+        for k in ("system", "history", "rag", "documents", "user"):
+            row[f"{k}_cached"] = float((d[k] * d["cache_hit"]).mean()) if k in route.cache.prefix else 0.0
+        for k in ("system", "history", "rag", "documents", "user"):
+            # Specs are continuous but tokens are whole numbers: the sample mean includes rounding, the
+            # spec mean does not; the difference is < 0.5 token per component.
+            row[k] = float(d[k].mean())
+            row[f"{k}_spec_mean"] = exact[k]
+        for k in ("input_tokens", "cached_tokens", "reasoning_tokens", "output_tokens", "completion_tokens",
+                  "reserved_tokens", "web_search_calls", "latency_s"):
+            row[k] = float(d[k].mean())
+            row[f"{k}_se"] = float(d[k].std(ddof=1) / np.sqrt(samples))
+        row["truncation_rate"] = float(d["truncated"].mean())
+        row["max_completion_tokens"] = int(d["max_completion_tokens"][0])
+        row["input_p99"] = float(np.quantile(d["input_tokens"], 0.99))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def context_check(scenario: Scenario, card=None, quantile: float = 0.99, samples: int = 50_000) -> pd.DataFrame:
+    """Routes whose high-percentile prompt plus `max_completion_tokens` exceeds the context window.
+
+    Kimi answers such requests with 400 `invalid_request_error` ("exceeded model token limit"), so they
+    fail outright rather than truncate."""
+    card = card or scenario.price_card()
+    rows = []
+    for i, route in enumerate(scenario.routes):
+        ctx = route_context(scenario, route, card)
+        d = draw_route(route, samples, np.random.default_rng([_EXPECT_SEED, 99, i]), ctx)
+        need = d["input_tokens"] + d["max_completion_tokens"]
+        q_input = float(np.quantile(d["input_tokens"], quantile))
+        rows.append({
+            "route": route.name, "quantile": quantile, "input_tokens_at_quantile": q_input,
+            "max_completion_tokens": ctx.max_completion_tokens,
+            "needed_at_quantile": q_input + ctx.max_completion_tokens, "context_window": ctx.context_window,
+            "exceeds": q_input + ctx.max_completion_tokens > ctx.context_window,
+            "share_rejected_400": float((need > ctx.context_window).mean()),
+        })
+    return pd.DataFrame(rows)
