@@ -161,3 +161,25 @@ def count_messages(
     if add_reply_primer:
         total += template.reply_primer
     return total
+
+
+def rank_file_bytes() -> bytes:
+    """Moonshot's `tiktoken.model` rebuilt from the ranks embedded in splintr (base64 token, space, rank).
+
+    Its sha256 must equal RANK_FILE_SHA256: that is how we know the offline vocabulary is Moonshot's."""
+    import base64
+
+    tok = _splintr()
+    n = VOCAB_SIZE - 256  # 163,584 mergeable ranks; the last 256 ids are special tokens
+    return b"".join(base64.b64encode(tok.decode_token_bytes(i)) + b" " + str(i).encode() + b"\n" for i in range(n))
+
+
+def tiktoken_encoding():
+    """The same tokenizer as a `tiktoken.Encoding` (Kimi's pattern and ranks): an independent engine, used to
+    cross-check ids and as the benchmark's reference. Needs the optional package tiktoken."""
+    import splintr
+    import tiktoken
+
+    tok = _splintr()
+    ranks = {tok.decode_token_bytes(i): i for i in range(VOCAB_SIZE - 256)}
+    return tiktoken.Encoding("kimi-k2", pat_str=splintr.KIMI_PATTERN, mergeable_ranks=ranks, special_tokens={})

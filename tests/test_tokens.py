@@ -59,3 +59,23 @@ def test_bad_messages_name_the_field():
         count_messages([{"role": "wizard", "content": "x"}])
     with pytest.raises(ConfigError, match=r"messages\[0\]"):
         count_messages(["just text"])
+
+
+def test_embedded_vocabulary_is_moonshots_rank_file():
+    import hashlib
+
+    from kimiplan.tokens import RANK_FILE_SHA256, rank_file_bytes
+
+    data = rank_file_bytes()
+    assert len(data) == 2_795_286
+    assert hashlib.sha256(data).hexdigest() == RANK_FILE_SHA256
+
+
+def test_independent_engine_agrees_on_mixed_text():
+    pytest.importorskip("tiktoken")
+    from kimiplan.tokens import tiktoken_encoding
+
+    enc = tiktoken_encoding()
+    text = ("Xin chào! 你好，世界。 def f(x):\n    return x**2  # 12345678 \r\n\tTABS  and   spaces "
+            "I'm here, they'll go; CamelCaseWord naïve café ÅÄÖ 😀 混合English文本 2026-11-26") * 50
+    assert enc.encode_ordinary(text) == get_tokenizer().encode(text)

@@ -1,0 +1,91 @@
+# %% [markdown]
+# # kimiplan quick start: tokens and cost per route
+#
+# Load a bundled example scenario (a support chat with RAG on Moonshot's international platform), look at
+# what each route sends and receives, and what it costs. Everything here runs offline and is seeded, so CI
+# re-runs this notebook with nbval and compares the numbers.
+
+# %%
+import pandas as pd
+import plotly.io as pio
+
+from kimiplan.catalog import load_catalog
+from kimiplan.cost import Usage, cost_of_usage, cost_summary, expected_cost
+from kimiplan.plots import cost_breakdown_figure, token_breakdown_figure
+from kimiplan.scenario import example_path, load_scenario
+from kimiplan.tokens import count_messages, count_text
+from kimiplan.workload import context_check, expected_tokens
+
+pd.set_option("display.width", 160)
+pd.set_option("display.max_columns", 20)
+pd.set_option("display.float_format", "{:,.4f}".format)
+pio.renderers.default = "notebook_connected"
+
+catalog = load_catalog()
+scenario = load_scenario(example_path("support_chat"))
+print(scenario.name, "|", scenario.model, "on", scenario.provider, scenario.resolved_region, "| tier", scenario.tier)
+print(f"{scenario.traffic.per_day:,.0f} requests/day over {len(scenario.routes)} routes")
+
+# %% [markdown]
+# ## The price card and the tier, with their sources
+# Prices are per 1M tokens. Every row carries where it came from and when it was verified.
+
+# %%
+card = scenario.price_card(catalog)
+tier = scenario.rate_tier(catalog)
+pd.DataFrame([
+    {"what": "cache-hit input", "per 1M": float(card.cache_hit_price)},
+    {"what": "cache-miss input", "per 1M": float(card.input_cache_miss)},
+    {"what": "output (visible + reasoning)", "per 1M": float(card.output)},
+    {"what": "$web_search per call", "per 1M": float(card.web_search_per_call)},
+]).assign(currency=card.currency)
+
+# %%
+print("price source:", card.source[:90], "... verified", card.verified_on)
+print(f"tier {tier.name} (version {tier.version}):", {k: v for k, v in tier.limits().items() if v})
+
+# %% [markdown]
+# ## Tokens per request, by component
+# Input components are system prompt, conversation history, RAG context, documents and the user's message;
+# the hatched part of each bar is served from Kimi's prefix cache.
+
+# %%
+exp = expected_tokens(scenario, card)
+exp[["route", "share", "system", "history", "rag", "user", "input_tokens", "cached_tokens", "output_tokens",
+     "truncation_rate"]].round(1)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+token_breakdown_figure(exp)
+
+# %% [markdown]
+# ## Expected cost per request, per day and per month
+
+# %%
+cost = expected_cost(scenario, catalog, card, expected=exp)
+cost_summary(cost)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+cost_breakdown_figure(cost, "price_class")
+
+# %% [markdown]
+# ## One response, priced exactly
+# Kimi's `usage.prompt_tokens` includes `usage.cached_tokens` (top level of `usage`); reasoning is inside
+# `completion_tokens`. The cost engine sums in Decimal, so millions of records add up to the cent.
+
+# %%
+usage = Usage.from_response({"usage": {"prompt_tokens": 5200, "completion_tokens": 410, "cached_tokens": 3800}})
+c = cost_of_usage(usage, card)
+print(c.to_dict()["by_price_class"], "total", c.total, card.currency)
+
+# %%
+messages = [{"role": "system", "content": "You are a helpful support assistant for ACME."},
+            {"role": "user", "content": "How do I reset my password?"}]
+print("text tokens:", count_text(messages[1]["content"]), "| chat request tokens:", count_messages(messages))
+
+# %% [markdown]
+# ## Will any request overflow the 262,144-token context window?
+
+# %%
+context_check(scenario, card)
