@@ -15,9 +15,10 @@ def test_report_is_self_contained(tmp_path):
     out = write_report(load_scenario(example_path("support_chat")), tmp_path / "r.html")
     text = out.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and "Tokens per request" in text and "Expected cost by route" in text
-    # plotly.js inlined once, no CDN needed
-    assert text.count("plotly.js v") == 1 and "cdn.plot.ly" not in text
+    # plotly.js inlined once; no script is loaded from the network
+    assert text.count("plotly.js v") == 1 and '<script src="http' not in text
     assert not list(tmp_path.glob(".r.html.*"))  # no temporary left behind
+    assert out.stat().st_mode & 0o044 == 0o044  # readable like any file the user writes, not 0600
 
 
 def test_report_failure_keeps_existing_file(tmp_path, monkeypatch):
