@@ -121,7 +121,7 @@ class CostBreakdown:
         }
 
 
-def _multiplier(card: PriceCard, batch: bool) -> Decimal:
+def price_multiplier(card: PriceCard, batch: bool) -> Decimal:
     if not batch:
         return Decimal(1)
     if card.batch_multiplier is None:
@@ -131,7 +131,7 @@ def _multiplier(card: PriceCard, batch: bool) -> Decimal:
 
 def cost_of_usage(usage: Usage, card: PriceCard, *, batch: bool = False, tax_rate: float | Decimal = 0) -> CostBreakdown:
     """Exact cost of one response (or of summed usage) on `card`."""
-    m = _multiplier(card, batch)
+    m = price_multiplier(card, batch)
     tax_rate = Decimal(str(tax_rate))
     if tax_rate < 0:
         raise ConfigError(f"tax_rate must be >= 0, got {tax_rate}")
@@ -201,7 +201,7 @@ def expected_cost(scenario: Scenario, catalog=None, card: PriceCard | None = Non
     tax = 1.0 + scenario.tax_rate
     rows = []
     for route, e in zip(scenario.routes, exp.to_dict("records")):
-        m = float(_multiplier(card, route.batch))
+        m = float(price_multiplier(card, route.batch))
         hit_p, miss_p, out_p = (float(card.cache_hit_price) * m, float(card.input_cache_miss) * m, float(card.output) * m)
         reqs_day = per_day_total * route.share
         items = []

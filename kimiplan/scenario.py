@@ -117,7 +117,10 @@ class Burst(_M):
 
 
 class Event(_M):
-    """A one-off change of volume: a launch that doubles traffic from a date."""
+    """A one-off change of volume: a launch that doubles traffic from a date.
+
+    Applies from `start` to `end`, both inclusive (no `end`: for good). Holiday factors multiply the
+    weekday factor of that date; event factors multiply both."""
 
     name: str = "event"
     start: dt.date

@@ -1,0 +1,79 @@
+"""`kimiplan emulator serve` and `kimiplan calibrate sample|fit`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import ConfigError
+
+
+def register(sub) -> None:
+    em = sub.add_parser("emulator", help="a local Kimi-compatible emulator with known ground truth")
+    em_sub = em.add_subparsers(dest="emulator_command", metavar="ACTION")
+    em_sub.required = True
+    serve = em_sub.add_parser("serve", help="serve the emulator on 127.0.0.1 until interrupted")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--config", help="YAML file of EmulatorConfig (routes, overhead, limits, faults)")
+    serve.set_defaults(func=_serve)
+
+    cal = sub.add_parser("calibrate", help="sample calls and fit route distributions from them")
+    cal_sub = cal.add_subparsers(dest="calibrate_command", metavar="ACTION")
+    cal_sub.required = True
+    s = cal_sub.add_parser("sample", help="send the planned calls (resumable) and append them to a store")
+    s.add_argument("config", help="YAML sampler config (run_id, routes with n, max_completion_tokens ...)")
+    s.add_argument("--store", required=True, help="JSONL store; re-running resumes it")
+    s.add_argument("--model", required=True, help="exact model id, e.g. kimi-k2.6 (never guessed)")
+    s.add_argument("--base-url", default="https://api.moonshot.ai/v1",
+                   help="https://api.moonshot.ai/v1, https://api.moonshot.cn/v1 or a local emulator URL")
+    s.add_argument("--tier", help="catalog tier name to stay under (e.g. Tier1)")
+    s.add_argument("--region", default=None, help="catalog region for prices and tiers (intl or cn)")
+    s.add_argument("--time-scale", type=float, default=1.0, help="wait multiplier (match the emulator's)")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=_sample)
+    f = cal_sub.add_parser("fit", help="fit a calibration file from stores and usage logs")
+    f.add_argument("inputs", nargs="+", help="sampler stores (JSONL), usage logs (JSONL responses or CSV)")
+    f.add_argument("-o", "--output", required=True, help="calibration JSON to write, e.g. data/calibrations/X.json")
+    f.add_argument("--model", help="model id when the inputs mix several")
+    f.set_defaults(func=_fit)
+
+
+def _serve(args) -> int:
+    from ..emulator import EmulatorConfig, load_emulator_config, serve_forever
+
+    cfg = load_emulator_config(args.config) if args.config else EmulatorConfig()
+    print(f"kimiplan emulator (not the real service) on http://127.0.0.1:{args.port}/v1 — Ctrl-C to stop", file=sys.stderr)
+    try:
+        serve_forever(cfg, port=args.port)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        raise ConfigError(f"--port {args.port}: cannot listen ({exc.strerror})") from exc
+    return 0
+
+
+def _sample(args) -> int:
+    from ..catalog import load_catalog
+    from ..client import KimiClient, KimiConfig, RetryPolicy
+    from ..sampler import load_sampler_config, run_sampler
+
+    config = load_sampler_config(args.config)
+    catalog = load_catalog()
+    card = catalog.price(args.model, region=args.region)
+    if args.tier:
+        config = config.with_tier(catalog.tier(args.tier, region=args.region))
+    kc = KimiConfig.from_env(args.model, base_url=args.base_url, retry=RetryPolicy(time_scale=args.time_scale))
+    with KimiClient(kc) as client:
+        summary = run_sampler(client, config, args.store, card=card, progress=not args.no_progress)
+    print(summary)
+    return 2 if summary.stopped_reason else 0
+
+
+def _fit(args) -> int:
+    from ..calibrate import fit_calibration, samples_frame
+
+    df = samples_frame(*args.inputs)
+    cal = fit_calibration(df, model=args.model)
+    path = cal.save(args.output)
+    print(cal.summary().round(3).to_string())
+    print(f"wrote {path} ({cal.n_samples} samples, provenance {cal.provenance})")
+    return 0

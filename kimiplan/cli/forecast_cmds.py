@@ -1,0 +1,85 @@
+"""`kimiplan forecast`: monthly spend with Monte Carlo bands, budget probability, balance run-out, exports."""
+from __future__ import annotations
+
+import argparse
+
+from ..catalog import load_catalog
+from ..scenario import load_scenario
+from ._util import parse_date, print_json, print_table
+
+
+def cmd_forecast(args) -> int:
+    from ..balance import exhaustion, topup_needed
+    from ..export import export_forecast
+    from ..forecast import forecast
+
+    catalog = load_catalog(args.catalog)
+    scenario = load_scenario(args.scenario, catalog)
+    fc = forecast(scenario, args.months, start=args.start, catalog=catalog, paths=args.paths, seed=args.seed,
+                  budget=args.budget, daily_cv=args.daily_cv, growth_sd=args.growth_sd,
+                  calibration_samples=args.calibration_samples, currency=args.currency)
+    ex = None
+    topup = None
+    if args.balance is not None:
+        ex = exhaustion(fc, args.balance)
+        if args.until:
+            topup = topup_needed(fc, args.balance, parse_date(args.until, "--until"), args.confidence)
+    cols = ["month", "requests", "expected", "mean", *fc.quantile_columns()]
+    cols += ["p_over_budget"] if args.budget is not None else []
+    cols += ["status"]
+    extra = {} if ex is None else {"balance": ex}
+    export_forecast(fc, xlsx=args.xlsx, csv=args.csv, extra=extra)
+    if args.json:
+        print_json({"scenario": scenario.name, "currency": fc.currency, "settings": fc.settings,
+                    "monthly": fc.monthly, "by_route": fc.by_route, "warnings": fc.warnings,
+                    "balance": ex, "topup_needed": topup})
+        return 0
+    print(f"{scenario.name}: {scenario.provider}/{scenario.resolved_region} {scenario.model}, "
+          f"{len(fc.months)} months from {fc.months[0]}, {fc.settings['paths']:,} paths, seed {fc.settings['seed']}, "
+          f"{fc.currency}")
+    print_table(fc.monthly[cols], "{:,.2f}")
+    for w in fc.warnings:
+        print(f"warning: {w}")
+    if ex is not None:
+        print(f"\nprepaid balance {args.balance:,.2f} {fc.currency}: runs out (then every call gets "
+              f"{ex['after_that'].iloc[0]}):")
+        print_table(ex[["quantile", "runs_out_on", "p_within_horizon"]])
+    if topup is not None:
+        print(f"top-up needed now to last until {args.until} with probability {args.confidence:.0%}: "
+              f"{topup:,.2f} {fc.currency}")
+    return 0
+
+
+def _int(name):
+    # Ranges are checked by the library, which names the field; here only "is it a whole number".
+    def parse(v: str) -> int:
+        try:
+            n = int(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {v!r}") from None
+        return n
+    return parse
+
+
+def register(sub) -> None:
+    p = sub.add_parser("forecast", help="monthly spend forecast with bands, budget probability and balance run-out")
+    p.add_argument("scenario", metavar="SCENARIO", help="scenario file or example name (support_chat, ...)")
+    p.add_argument("--months", type=_int("--months"), default=12, help="horizon in calendar months (1-120)")
+    p.add_argument("--start", metavar="YYYY-MM", help="first month (default: the month of the scenario's as_of)")
+    p.add_argument("--budget", type=float, help="monthly budget: report P(month > budget)")
+    p.add_argument("--paths", type=_int("--paths"), default=10_000, help="Monte Carlo paths")
+    p.add_argument("--seed", type=_int("--seed"), help="random seed (default: the scenario's)")
+    p.add_argument("--daily-cv", type=float, default=0.15, help="day-to-day traffic coefficient of variation")
+    p.add_argument("--growth-sd", type=float, default=0.02, help="uncertainty (sd) of the monthly growth rate")
+    p.add_argument("--calibration-samples", type=_int("--calibration-samples"),
+                   help="calls the token sizes were calibrated from (adds the uncertainty of their mean)")
+    p.add_argument("--currency", help="report in this currency (needs the scenario's exchange_rate)")
+    p.add_argument("--balance", type=float, help="prepaid balance now (as of the scenario's as_of)")
+    p.add_argument("--until", metavar="YYYY-MM-DD", help="with --balance: the top-up that lasts until this date")
+    p.add_argument("--confidence", type=float, default=0.9, help="with --until: probability of lasting (default 0.9)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--xlsx", metavar="OUT.xlsx", help="Excel workbook: one sheet per view plus assumptions")
+    p.add_argument("--csv", metavar="OUT.csv", help="CSV of the monthly view")
+    p.add_argument("--catalog", action="append", default=[], metavar="FILE")
+    p.set_defaults(func=cmd_forecast)
+

@@ -1,0 +1,133 @@
+"""Ground truth for the local Kimi-compatible emulator.
+
+Everything the emulator "knows" (output lengths per route, the hidden prompt overhead, latency, rate limits,
+faults) is declared here, so calibration can be checked against a known answer. Numbers that mirror Kimi
+(default output budget 32,768, context 262,144, the 256-token cache rule) come from
+kimi-platform-facts.md §2-§3.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..errors import ConfigError
+
+Z95 = 1.6448536269514722  # standard normal 95th percentile
+
+FaultKind = Literal["ok", "server_error", "unavailable", "stream_cut", "no_usage", "overloaded", "quota"]
+
+
+class LogNormalTruth(BaseModel):
+    """A lognormal given by its median and 95th percentile (the way people describe token lengths)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    median: float = Field(gt=0)
+    p95: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.p95 <= self.median:
+            raise ValueError(f"p95 {self.p95} must exceed median {self.median}")
+        return self
+
+    @property
+    def mu(self) -> float:
+        return math.log(self.median)
+
+    @property
+    def sigma(self) -> float:
+        return (math.log(self.p95) - math.log(self.median)) / Z95
+
+    def draw(self, rng: np.random.Generator) -> float:
+        return float(rng.lognormal(self.mu, self.sigma))
+
+
+class RouteTruth(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: substring of the first system message that selects this route when no header/metadata names one
+    match: str | None = None
+    output: LogNormalTruth = LogNormalTruth(median=300, p95=1200)
+    #: reasoning tokens, drawn only when thinking is enabled (Kimi's default)
+    reasoning: LogNormalTruth | None = None
+
+
+class LatencyTruth(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ttft: LogNormalTruth = LogNormalTruth(median=0.6, p95=1.5)
+    prefill_tokens_per_s: float = Field(default=20_000.0, gt=0)  # uncached input adds to TTFT
+    decode_tokens_per_s: float = Field(default=60.0, gt=0)
+
+
+class LimitsTruth(BaseModel):
+    """None = no limit. Admission follows Kimi's rule: input + max_completion_tokens counts against TPM/TPD."""
+
+    model_config = ConfigDict(extra="forbid")
+    concurrency: int | None = Field(default=None, gt=0)
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    tpd: int | None = Field(default=None, gt=0)
+
+
+class FaultTruth(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: consumed one per chat request in arrival order before the probabilities apply (deterministic tests)
+    script: list[FaultKind] = Field(default_factory=list)
+    p_server_error: float = Field(default=0.0, ge=0, le=1)
+    p_stream_cut: float = Field(default=0.0, ge=0, le=1)
+    p_no_usage: float = Field(default=0.0, ge=0, le=1)
+    p_overloaded: float = Field(default=0.0, ge=0, le=1)
+    retry_after_s: int = Field(default=1, ge=0)
+    #: every chat request is refused with exceeded_current_quota_error
+    quota_exceeded: bool = False
+
+
+class EmulatorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[str] = Field(default_factory=lambda: ["kimi-k2.6"], min_length=1)
+    seed: int = 0
+    #: tokens the "server" adds to every prompt that the client cannot see (calibration should recover it)
+    hidden_overhead: int = Field(default=0, ge=0)
+    #: a prompt becomes a cache source only when its prompt tokens exceed this (Kimi: 256)
+    cache_min_prompt_tokens: int = Field(default=256, ge=0)
+    default_max_completion_tokens: int = Field(default=32_768, gt=0)
+    context_window: int = Field(default=262_144, gt=0)
+    #: real seconds per emulated second: 0.01 runs 100x faster than real time; 0 never sleeps
+    time_scale: float = Field(default=1.0, ge=0)
+    #: tokens per SSE chunk; bigger chunks keep the (slow) client-side chunk parsing off the critical path
+    stream_chunk_tokens: int = Field(default=32, gt=0)
+    #: where the final stream chunk carries usage: top level (current OpenAPI) or inside choices[0] (Jan-2026)
+    stream_usage_location: Literal["top", "choice", "both"] = "top"
+    routes: dict[str, RouteTruth] = Field(default_factory=lambda: {"default": RouteTruth()})
+    default_route: str = "default"
+    latency: LatencyTruth = Field(default_factory=LatencyTruth)
+    limits: LimitsTruth = Field(default_factory=LimitsTruth)
+    faults: FaultTruth = Field(default_factory=FaultTruth)
+    organization_id: str = "org-emulated"
+    ak_id: str = "ak-emulated"
+    token_credit: int = 0
+
+    @model_validator(mode="after")
+    def _default_route_exists(self):
+        if self.default_route not in self.routes:
+            raise ValueError(f"default_route {self.default_route!r} is not among routes {sorted(self.routes)}")
+        return self
+
+
+def load_emulator_config(path: str | Path) -> EmulatorConfig:
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"emulator config {str(p)!r} cannot be read: {exc.strerror}") from exc
+    try:
+        return EmulatorConfig.model_validate(data)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        loc = ".".join(str(x) for x in e["loc"])
+        raise ConfigError(f"emulator config {str(p)!r}: field {loc or '(root)'}: {e['msg']} (got {e.get('input')!r:.80})") from exc

@@ -1,0 +1,332 @@
+"""The emulator's brain, independent of HTTP: token counts, draws, prefix cache, admission and faults.
+
+Thread-safe: one `Engine` serves every request thread. All shared state sits behind one lock and is touched
+only for a few microseconds per request (no sleeping while holding it).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..tokens import SPECIAL_IDS, count_messages, get_tokenizer
+from .config import EmulatorConfig
+
+# Filler words that are one token each, so "n tokens of text" is exact and concatenation stays exact.
+CONTENT_WORD = " hello"
+REASONING_WORD = " think"
+_HIDDEN_TOKEN = 276  # " the": the hidden server-side prefix is opaque filler of known length
+
+
+class EmulatorRefusal(Exception):
+    """An HTTP error the emulator answers with Kimi's body shape."""
+
+    def __init__(self, status: int, etype: str, message: str, headers: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.etype, self.message = status, etype, message
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict:
+        return {"error": {"type": self.etype, "message": self.message}}
+
+
+@dataclass
+class Reply:
+    """What to send back for one admitted chat request."""
+
+    model: str
+    route: str
+    prompt_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
+    content_tokens: int
+    finish_reason: str
+    ttft_s: float  # emulated seconds
+    decode_tokens_per_s: float
+    fault: str
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.reasoning_tokens + self.content_tokens
+
+    def usage(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "cached_tokens": self.cached_tokens,
+        }
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    admitted: int = 0
+    completed: int = 0
+    refusals: dict[str, int] = field(default_factory=dict)
+    faults: dict[str, int] = field(default_factory=dict)
+    max_in_flight: int = 0
+    in_flight_seconds: float = 0.0  # integral of in-flight over real time
+
+
+def _seed_of(*parts: Any) -> int:
+    h = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(h[:8], "little")
+
+
+def render_prompt_ids(messages: Sequence[Mapping[str, Any]], tools=None) -> list[int]:
+    """Token ids of a prompt under the default chat template; len() equals tokens.count_messages()."""
+    tok = get_tokenizer()
+    ids: list[int] = []
+    starts = {"system": "<|im_system|>", "user": "<|im_user|>", "assistant": "<|im_assistant|>", "tool": "<|im_system|>"}
+    for msg in messages:
+        role = msg["role"]
+        ids.append(SPECIAL_IDS[starts[role]])
+        ids += tok.encode(role)
+        ids.append(SPECIAL_IDS["<|im_middle|>"])
+        content = msg.get("content")
+        if isinstance(content, list):
+            content = "".join(p.get("text", "") for p in content if isinstance(p, Mapping) and p.get("type") == "text")
+        ids += tok.encode(content or "")
+        if msg.get("reasoning_content"):
+            ids += tok.encode(str(msg["reasoning_content"]))
+        for call in msg.get("tool_calls") or []:
+            fn = call.get("function", {})
+            ids += tok.encode(str(fn.get("name", ""))) + tok.encode(str(fn.get("arguments", "")))
+        ids.append(SPECIAL_IDS["<|im_end|>"])
+    for t in tools or []:
+        ids += tok.encode(json.dumps(t, ensure_ascii=False, separators=(",", ":")))
+    ids += [SPECIAL_IDS["<|im_assistant|>"], *tok.encode("assistant"), SPECIAL_IDS["<|im_middle|>"]]
+    return ids
+
+
+class _PrefixCache:
+    """Kimi's automatic prefix cache: cached = longest common prefix with an earlier eligible prompt."""
+
+    def __init__(self, min_tokens: int, capacity: int = 4096):
+        self.min_tokens = min_tokens
+        self.capacity = capacity
+        self._prompts: dict[bytes, np.ndarray] = {}
+
+    def lookup_and_add(self, ids: np.ndarray) -> int:
+        best = 0
+        n = len(ids)
+        for seen in self._prompts.values():
+            m = min(n, len(seen))
+            if m <= best:
+                continue
+            neq = np.flatnonzero(seen[:m] != ids[:m])
+            best = max(best, int(neq[0]) if len(neq) else m)
+        # Only a prompt longer than the threshold can be hit later (caching guide, facts §3).
+        if n > self.min_tokens:
+            key = hashlib.sha1(ids.tobytes()).digest()
+            if key not in self._prompts:
+                if len(self._prompts) >= self.capacity:
+                    self._prompts.pop(next(iter(self._prompts)))
+                self._prompts[key] = ids
+        return best
+
+
+class Engine:
+    def __init__(self, config: EmulatorConfig):
+        self.config = config
+        self._lock = threading.Lock()
+        self._cache = _PrefixCache(config.cache_min_prompt_tokens)
+        self._script = deque(config.faults.script)
+        self._fault_rng = np.random.default_rng(_seed_of(config.seed, "faults"))
+        self._counter = 0
+        self._in_flight = 0
+        self._last_change = time.monotonic()
+        self._t0 = time.monotonic()
+        self._minute: deque[tuple[float, int]] = deque()  # (emulated time, tokens) admitted in the last 60 s
+        self._day: deque[tuple[float, int]] = deque()
+        self._day_tokens = 0
+        self._minute_tokens = 0
+        self.stats = Stats()
+
+    # -- time -----------------------------------------------------------------------------------------
+    def now(self) -> float:
+        """Emulated seconds since start (real seconds when time_scale is 0, so windows still expire)."""
+        scale = self.config.time_scale or 1.0
+        return (time.monotonic() - self._t0) / scale
+
+    def sleep(self, emulated_s: float) -> None:
+        if self.config.time_scale > 0 and emulated_s > 0:
+            time.sleep(emulated_s * self.config.time_scale)
+
+    # -- helpers ----------------------------------------------------------------------------------------
+    def _msg_prefix(self) -> str:
+        return f"Your account {self.config.organization_id}<{self.config.ak_id}> "
+
+    def _touch_in_flight(self, delta: int) -> None:
+        now = time.monotonic()
+        self.stats.in_flight_seconds += self._in_flight * (now - self._last_change)
+        self._last_change = now
+        self._in_flight += delta
+        self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
+
+    def release(self) -> None:
+        with self._lock:
+            self._touch_in_flight(-1)
+            self.stats.completed += 1
+
+    def _refuse(self, kind: str, exc: EmulatorRefusal) -> EmulatorRefusal:
+        self.stats.refusals[kind] = self.stats.refusals.get(kind, 0) + 1
+        return exc
+
+    def route_of(self, body: Mapping[str, Any], headers: Mapping[str, str]) -> str:
+        """Header X-Kimiplan-Route, then body metadata.route, then user "route:<name>", then system-prompt match."""
+        routes = self.config.routes
+        candidates = [headers.get("x-kimiplan-route"), (body.get("metadata") or {}).get("route")]
+        user = body.get("user")
+        if isinstance(user, str) and user.startswith("route:"):
+            candidates.append(user[6:])
+        for c in candidates:
+            if c:
+                if c not in routes:
+                    raise EmulatorRefusal(400, "invalid_request_error", f"unknown route {c!r}; known: {sorted(routes)}")
+                return c
+        system = next((m.get("content") for m in body.get("messages", []) if m.get("role") == "system"), None)
+        if isinstance(system, str):
+            for name, truth in routes.items():
+                if truth.match and truth.match in system:
+                    return name
+        return self.config.default_route
+
+    def _pick_fault(self) -> str:
+        f = self.config.faults
+        if self._script:
+            return self._script.popleft()
+        u = self._fault_rng.random()
+        for kind, p in (("server_error", f.p_server_error), ("overloaded", f.p_overloaded),
+                        ("stream_cut", f.p_stream_cut), ("no_usage", f.p_no_usage)):
+            if u < p:
+                return kind
+            u -= p
+        return "ok"
+
+    # -- the endpoints -----------------------------------------------------------------------------------
+    def estimate(self, body: Mapping[str, Any]) -> dict:
+        messages = self._validate_messages(body)
+        self._check_model(body)
+        return {"data": {"total_tokens": count_messages(messages, tools=body.get("tools")) + self.config.hidden_overhead}}
+
+    def models(self) -> dict:
+        return {"object": "list", "data": [
+            {"id": m, "object": "model", "created": 0, "owned_by": "kimiplan-emulator",
+             "context_length": self.config.context_window} for m in self.config.models]}
+
+    def _check_model(self, body) -> str:
+        model = body.get("model")
+        if model not in self.config.models:
+            raise EmulatorRefusal(404, "resource_not_found_error", f"Not found the model {model} or Permission denied")
+        return model
+
+    @staticmethod
+    def _validate_messages(body) -> list:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise EmulatorRefusal(400, "invalid_request_error", "messages must be a non-empty list")
+        for m in messages:
+            if not isinstance(m, Mapping) or m.get("role") not in ("system", "user", "assistant", "tool"):
+                raise EmulatorRefusal(400, "invalid_request_error", f"invalid message {m!r:.80}")
+        return messages
+
+    def chat(self, body: Mapping[str, Any], headers: Mapping[str, str]) -> Reply:
+        """Validate, admit and draw one chat completion. The caller must call release() when done sending."""
+        cfg = self.config
+        messages = self._validate_messages(body)
+        model = self._check_model(body)
+        budget = body.get("max_completion_tokens", body.get("max_tokens"))
+        if budget is None:
+            budget = cfg.default_max_completion_tokens
+        if not isinstance(budget, int) or budget < 1:
+            raise EmulatorRefusal(400, "invalid_request_error", f"max_completion_tokens must be a positive integer, got {budget!r}")
+        thinking = (body.get("thinking") or {}).get("type", "enabled")
+        if thinking not in ("enabled", "disabled"):
+            raise EmulatorRefusal(400, "invalid_request_error", f"thinking.type must be enabled or disabled, got {thinking!r}")
+        route = self.route_of(body, headers)
+        ids = np.asarray([_HIDDEN_TOKEN] * cfg.hidden_overhead + render_prompt_ids(messages, body.get("tools")), dtype=np.int64)
+        prompt_tokens = len(ids)
+        if prompt_tokens + budget > cfg.context_window:
+            raise EmulatorRefusal(400, "invalid_request_error", f"Your request exceeded model token limit : {cfg.context_window}")
+
+        with self._lock:
+            self.stats.requests += 1
+            fault = self._pick_fault()
+            if fault != "ok":
+                self.stats.faults[fault] = self.stats.faults.get(fault, 0) + 1
+            if cfg.faults.quota_exceeded or fault == "quota":
+                raise self._refuse("quota", EmulatorRefusal(429, "exceeded_current_quota_error",
+                    f"You exceeded your current token quota: <{cfg.organization_id}> {cfg.token_credit}, please check your account balance"))
+            if fault in ("server_error", "unavailable"):
+                status, etype = (500, "server_error") if fault == "server_error" else (503, "server_unavailable")
+                raise self._refuse(fault, EmulatorRefusal(status, etype, "emulated server fault"))
+            if fault == "overloaded":
+                raise self._refuse("overloaded", EmulatorRefusal(429, "engine_overloaded_error",
+                    "The engine is currently overloaded, please try again later",
+                    {"Retry-After": str(cfg.faults.retry_after_s)}))
+            self._admit(prompt_tokens + budget)
+            cached = self._cache.lookup_and_add(ids)
+            self._touch_in_flight(+1)
+            self.stats.admitted += 1
+            self._counter += 1
+            counter = self._counter
+
+        reasoning, content, finish = self._draw_lengths(body, messages, route, thinking, budget, headers, counter)
+        rng = np.random.default_rng(_seed_of(cfg.seed, "latency", headers.get("x-kimiplan-call-id") or counter, len(messages)))
+        ttft = cfg.latency.ttft.draw(rng) + (prompt_tokens - cached) / cfg.latency.prefill_tokens_per_s
+        return Reply(model, route, prompt_tokens, cached, reasoning, content, finish, ttft,
+                     cfg.latency.decode_tokens_per_s, fault)
+
+    def _admit(self, tokens: int) -> None:
+        """Kimi's admission: concurrency, RPM, then input + max_completion_tokens against TPM and TPD."""
+        lim, now, pre = self.config.limits, self.now(), self._msg_prefix()
+        while self._minute and self._minute[0][0] <= now - 60:
+            self._minute_tokens -= self._minute.popleft()[1]
+        while self._day and self._day[0][0] <= now - 86_400:
+            self._day_tokens -= self._day.popleft()[1]
+        if lim.concurrency is not None and self._in_flight >= lim.concurrency:
+            raise self._refuse("concurrency", EmulatorRefusal(429, "rate_limit_reached_error",
+                f"{pre}request reached organization max concurrency: {lim.concurrency}, please try again after 1 seconds"))
+        if lim.rpm is not None and len(self._minute) >= lim.rpm:
+            wait = max(1, math.ceil(self._minute[0][0] + 60 - now))
+            raise self._refuse("rpm", EmulatorRefusal(429, "rate_limit_reached_error",
+                f"{pre}request reached organization max RPM: {lim.rpm}, please try again after {wait} seconds"))
+        if lim.tpm is not None and self._minute_tokens + tokens > lim.tpm:
+            raise self._refuse("tpm", EmulatorRefusal(429, "rate_limit_reached_error",
+                f"{pre}request reached organization TPM rate limit, current:{self._minute_tokens}, limit:{lim.tpm}"))
+        if lim.tpd is not None and self._day_tokens + tokens > lim.tpd:
+            raise self._refuse("tpd", EmulatorRefusal(429, "rate_limit_reached_error",
+                f"{pre}request reached organization TPD rate limit,current:{self._day_tokens}, limit:{lim.tpd}"))
+        self._minute.append((now, tokens))
+        self._minute_tokens += tokens
+        self._day.append((now, tokens))
+        self._day_tokens += tokens
+
+    def _draw_lengths(self, body, messages, route, thinking, budget, headers, counter) -> tuple[int, int, str]:
+        """Ground-truth lengths for this call; with Partial Mode, what is left of the same draw."""
+        cfg, tok = self.config, get_tokenizer()
+        last = messages[-1]
+        partial = last.get("role") == "assistant" and bool(last.get("partial"))
+        # The draw is keyed by the call id, so a Partial Mode continuation sees the same target lengths.
+        key = headers.get("x-kimiplan-call-id") or f"#{counter}"
+        rng = np.random.default_rng(_seed_of(cfg.seed, "lengths", route, key))
+        truth = cfg.routes[route]
+        want_content = max(1, round(truth.output.draw(rng)))
+        want_reasoning = max(1, round(truth.reasoning.draw(rng))) if (truth.reasoning and thinking == "enabled") else 0
+        if partial:
+            want_content = max(0, want_content - tok.count(last.get("content") or ""))
+            want_reasoning = max(0, want_reasoning - tok.count(last.get("reasoning_content") or ""))
+        # reasoning_content tokens + content tokens <= max_completion_tokens (facts §3)
+        reasoning = min(want_reasoning, budget)
+        content = min(want_content, budget - reasoning)
+        finish = "length" if reasoning + content < want_reasoning + want_content else "stop"
+        return reasoning, content, finish
