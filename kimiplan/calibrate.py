@@ -18,10 +18,10 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy import optimize, stats
 
+from .dists import Z95
 from .errors import ConfigError
 
 SCHEMA_VERSION = 1
-Z95 = 1.6448536269514722
 _Z = stats.norm.ppf(0.975)
 
 

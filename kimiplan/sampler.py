@@ -29,6 +29,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .client import DailyLimitError, KimiAPIError, KimiClient, QuotaExceededError
+from .cost import Usage
 from .errors import ConfigError
 from .paths import data_path
 from .tokens import count_messages
@@ -88,19 +89,24 @@ def load_sampler_config(path: str | Path) -> SamplerConfig:
                           f"(got {e.get('input')!r:.80})") from exc
 
 
+def _jsonl_objects(p: Path, what: str):
+    """(line number, parsed object) for each non-blank line; a bad line is an error naming file and line."""
+    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield i, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{what} {str(p)!r} line {i}: not JSON ({exc.msg})") from exc
+
+
 def load_prompts(path: str | Path) -> list[list[dict]]:
     """A prompt set: JSONL, one {"messages": [...]} (or a bare list of messages) per line."""
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"prompts file {str(p)!r} does not exist")
     out = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"prompts file {str(p)!r} line {i}: not JSON ({exc.msg})") from exc
+    for i, obj in _jsonl_objects(p, "prompts file"):
         msgs = obj.get("messages") if isinstance(obj, dict) else obj
         if not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) and "role" in m for m in msgs):
             raise ConfigError(f"prompts file {str(p)!r} line {i}: field messages must be a non-empty list of messages")
@@ -427,22 +433,21 @@ def read_usage_log(path: str | Path, *, provenance: str = "usage-log", route: st
                 rec["model"] = row.get("model")
                 rows.append(rec)
     else:
-        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"usage log {str(p)!r} line {i}: not JSON ({exc.msg})") from exc
+        for i, obj in _jsonl_objects(p, "usage log"):
             resp = obj.get("response", obj)
-            usage = resp.get("usage") or {}
+            # Kimi semantics: usage at the top level or in choices[0]; cached_tokens at the top of usage.
+            usage = resp.get("usage") or ((resp.get("choices") or [{}])[0] or {}).get("usage") or {}
             if usage.get("prompt_tokens") is None:
                 raise ConfigError(f"usage log {str(p)!r} line {i}: field usage.prompt_tokens is missing")
+            try:
+                u = Usage.from_response(resp, web_search_calls=0)
+            except (ConfigError, KeyError, TypeError, ValueError) as exc:
+                raise ConfigError(f"usage log {str(p)!r} line {i}: field usage is malformed ({exc})") from None
             choice = (resp.get("choices") or [{}])[0]
             msg = choice.get("message") or {}
             rc = msg.get("reasoning_content")
-            rec = {"prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage.get("completion_tokens"),
-                   "cached_tokens": usage.get("cached_tokens", (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)),
+            rec = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                   "cached_tokens": u.cached_tokens,
                    "finish_reason": choice.get("finish_reason"), "model": resp.get("model"),
                    "route": obj.get("route") or route or "default", "ttft_s": obj.get("ttft_s"), "total_s": obj.get("total_s"),
                    "reasoning_tokens": count_text(rc) if rc else (0 if msg else None),

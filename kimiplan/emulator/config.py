@@ -7,7 +7,6 @@ kimi-platform-facts.md §2-§3.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Literal
 
@@ -15,33 +14,15 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..dists import LogNormal
 from ..errors import ConfigError
 
-Z95 = 1.6448536269514722  # standard normal 95th percentile
 
 FaultKind = Literal["ok", "server_error", "unavailable", "stream_cut", "no_usage", "overloaded", "quota"]
 
 
-class LogNormalTruth(BaseModel):
-    """A lognormal given by its median and 95th percentile (the way people describe token lengths)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    median: float = Field(gt=0)
-    p95: float = Field(gt=0)
-
-    @model_validator(mode="after")
-    def _order(self):
-        if self.p95 <= self.median:
-            raise ValueError(f"p95 {self.p95} must exceed median {self.median}")
-        return self
-
-    @property
-    def mu(self) -> float:
-        return math.log(self.median)
-
-    @property
-    def sigma(self) -> float:
-        return (math.log(self.p95) - math.log(self.median)) / Z95
+class LogNormalTruth(LogNormal):
+    """A lognormal given by its median and 95th percentile, drawn one value at a time by the emulator."""
 
     def draw(self, rng: np.random.Generator) -> float:
         return float(rng.lognormal(self.mu, self.sigma))
