@@ -26,7 +26,6 @@ Section = tuple[str, Any]
 
 # Optional section providers from the analysis modules: (module, function).
 _PROVIDERS = [
-    ("kimiplan.plan", "capacity_report_sections"),
     ("kimiplan.report_capacity", "capacity_report_sections"),
     ("kimiplan.forecast", "forecast_report_sections"),
 ]

@@ -1,0 +1,97 @@
+"""`kimiplan plan` (analytic capacity plan) and `kimiplan simulate` (per-request simulation)."""
+from __future__ import annotations
+
+import sys
+
+from ..catalog import load_catalog
+from ..scenario import load_scenario
+from ._util import print_json, print_table
+
+
+def cmd_plan(args) -> int:
+    from ..plan import plan
+
+    catalog = load_catalog(args.catalog)
+    scenario = load_scenario(args.scenario, catalog)
+    p = plan(scenario, catalog, target=args.target, percentile=args.percentile)
+    if args.json:
+        out = {k: v for k, v in p.items() if k != "moments"}
+        print_json(out)
+        return 0
+    print(f"scenario {scenario.name}: {scenario.traffic.per_day:,.0f} requests/day on {scenario.provider}"
+          f" {p.get('tier') or '(no tier)'}; target refusals < {args.target:.2%}")
+    if p.get("tier"):
+        ex = p["exhaustion"]
+        print(f"refusals at the busiest minute: {p['refusal_total']:.3%} (week average "
+              f"{p['week_average']['refusal_total']:.3%}); binding limit: {p['binding_limit']}")
+        print(f"sustains {p['max_scale']:.2f}x today's traffic ({p['max_requests_per_second']:.3g} req/s); "
+              f"exhausted by growth: {'now' if ex['months'] == 0 else ex['date'] or 'not within 3 years'}")
+    print(f"smallest tier that holds: {p['smallest_tier'] or 'none'}\n")
+    d = p["demand"]
+    print_table(d[d["route"] == "total"].drop(columns=["route"]))
+    if len(p["ladder"]):
+        print()
+        print_table(p["ladder"][["tier", "concurrency", "rpm", "tpm", "tpd", "refusal_total", "binding_limit",
+                                 "holds", "max_requests_per_second"]])
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from ..admission import WindowSettings
+    from ..simulate import ClientPolicy, SimSettings, load_trace, replay_trace, simulate
+
+    catalog = load_catalog(args.catalog)
+    scenario = load_scenario(args.scenario, catalog)
+    settings = SimSettings(
+        hours=args.hours, seed=args.seed, client=ClientPolicy(kind=args.client, max_retries=args.max_retries),
+        window=WindowSettings(rate_window=args.window),
+        progress=not args.json and sys.stderr.isatty(),
+    )
+    if args.trace:
+        result = replay_trace(load_trace(args.trace), scenario, catalog,
+                              settings if args.hours_given else settings.model_copy(update={"hours": 0.0}))
+    else:
+        result = simulate(scenario, catalog, settings)
+    s = result.summary
+    if args.json:
+        print_json(s)
+        return 0
+    print(f"{s['requests']:,} requests in {s['hours']:g} h ({s['attempts']:,} attempts, client {s['client']}, "
+          f"{s['window']} window, seed {s['seed']})")
+    rf = s["rejected_fraction"]
+    print("refused (share of attempts): " + ", ".join(f"{k} {v:.3%}" for k, v in rf.items()))
+    print(f"failed for good: {s['failed_fraction']:.3%}; throughput {s['throughput_rps']:.3f} req/s; "
+          f"mean in flight {s['mean_in_flight']:.2f}")
+    print("wait s: " + ", ".join(f"{k} {v:.3g}" for k, v in s["wait_s"].items()))
+    print("end-to-end s: " + ", ".join(f"{k} {v:.3g}" for k, v in s["end_to_end_s"].items()))
+    return 0
+
+
+
+def register(sub) -> None:
+    p = sub.add_parser("plan", help="analytic capacity plan: headroom per limit, binding limit, smallest tier")
+    p.add_argument("scenario", help="scenario file (YAML/JSON) or example name")
+    p.add_argument("--target", type=float, default=0.001, help="refusal target (default 0.001 = 0.1%%)")
+    p.add_argument("--percentile", type=float, default=0.999, help="percentile of peak demand (default 0.999)")
+    p.add_argument("--catalog", action="append", default=[], metavar="FILE")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plan)
+
+    s = sub.add_parser("simulate", help="per-request simulation against the tier's limits (429s by limit)")
+    s.add_argument("scenario", help="scenario file (YAML/JSON) or example name")
+    s.add_argument("--hours", type=float, default=None, help="horizon in hours (default 24; a trace: its length)")
+    s.add_argument("--seed", type=int, default=None, help="default: the scenario's seed")
+    s.add_argument("--client", choices=["none", "retry", "pace"], default="none", help="client behaviour on 429")
+    s.add_argument("--max-retries", type=int, default=5)
+    s.add_argument("--window", choices=["sliding", "fixed"], default="sliding", help="RPM/TPM window (default sliding)")
+    s.add_argument("--trace", metavar="FILE", help="replay a usage log (CSV/JSONL: timestamp, input_tokens, ...)")
+    s.add_argument("--catalog", action="append", default=[], metavar="FILE")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_simulate_entry)
+
+
+def _simulate_entry(args) -> int:
+    args.hours_given = args.hours is not None
+    if args.hours is None:
+        args.hours = 24.0
+    return cmd_simulate(args)

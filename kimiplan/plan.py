@@ -1,0 +1,382 @@
+"""Analytic capacity plan: demand on every limit, refusal probabilities, the binding limit, the smallest tier
+that holds, the largest sustainable rate per tier and the month growth exhausts it. Closed forms only.
+
+Model (per account, at the busiest minute of a typical week):
+- requests arrive as Poisson at the peak rate (hourly profile x weekday x bursts), so requests per minute are
+  Poisson and reserved tokens per minute are compound Poisson (sum of a Poisson number of per-request
+  reservations, input + max_completion_tokens); their tails use the exact Poisson law and a translated-gamma
+  fit of the first three moments of the compound sum;
+- requests in flight: Little's law L = lambda * E[latency] with latency = TTFT + completion tokens / decode
+  speed; with no limit it is Poisson(L) (M/G/inf); with c slots, refusals follow Erlang B (M/G/c/c loss,
+  insensitive to the latency distribution beyond its mean). Kimi refuses, it does not queue, so Erlang C does
+  not apply.
+- refusal fractions: concurrency exact (Erlang B); RPM exact for a fixed-minute window, E[(N-K)+]/E[N];
+  TPM/TPD the share of reserved tokens over the limit, E[(S-K)+]/E[S]. Limits are treated as independent:
+  total = 1 - prod(1 - p). The simulator checks the approximations.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .admission import LIMITS, limit_values, rule_for
+from .errors import ConfigError
+
+DEFAULT_TARGET = 0.001  # refusals under 0.1 %
+DEFAULT_PERCENTILE = 0.999
+MOMENT_SAMPLES = 50_000
+_SEED = 20260421
+
+
+# ---------------------------------------------------------------- queueing formulas
+
+def erlang_b(servers: int, load: float) -> float:
+    """Blocking probability of M/G/c/c with c=`servers` and offered load `load` (Erlangs).
+
+    Recursion B(0)=1, B(k) = a B(k-1) / (k + a B(k-1)): every step is a ratio in [0, 1], so it never overflows
+    (unlike the a^c/c! form) and is exact to rounding for any c."""
+    if servers < 0 or load < 0 or not math.isfinite(load):
+        raise ConfigError(f"erlang_b: servers and load must be >= 0, got {servers}, {load}")
+    b = 1.0
+    for k in range(1, int(servers) + 1):
+        b = load * b / (k + load * b)
+    return b
+
+
+def erlang_b_servers(load: float, target: float) -> int:
+    """Smallest c with Erlang B(c, load) <= target."""
+    if not 0 < target < 1:
+        raise ConfigError(f"target must be in (0, 1), got {target}")
+    b, c = 1.0, 0
+    while b > target:
+        c += 1
+        b = load * b / (c + load * b)
+    return c
+
+
+def poisson_overflow_fraction(mean: float, limit: float) -> float:
+    """E[(N - K)+] / E[N] for N ~ Poisson(mean): the share of requests a fixed window refuses."""
+    if mean <= 0:
+        return 0.0
+    k = math.floor(limit)
+    # E[(N-K)+] = mean * P(N >= K) - K * P(N >= K+1)
+    excess = mean * stats.poisson.sf(k - 1, mean) - k * stats.poisson.sf(k, mean)
+    return float(max(excess, 0.0) / mean)
+
+
+@dataclass(frozen=True)
+class CompoundPoisson:
+    """S = sum of N iid X with N ~ Poisson(n); given the raw moments m1, m2, m3 of X."""
+
+    n: float
+    m1: float
+    m2: float
+    m3: float
+
+    @property
+    def mean(self) -> float:
+        return self.n * self.m1
+
+    @property
+    def var(self) -> float:
+        return self.n * self.m2
+
+    @property
+    def skew(self) -> float:
+        return self.n * self.m3 / self.var**1.5 if self.var > 0 else 0.0
+
+    def _gamma(self):
+        # Translated gamma with the same mean, variance and skewness: S ~ x0 + Gamma(alpha, theta).
+        g = max(self.skew, 1e-9)
+        sd = math.sqrt(self.var)
+        alpha = 4.0 / g**2
+        theta = sd * g / 2.0
+        return self.mean - alpha * theta, alpha, theta
+
+    def quantile(self, q: float) -> float:
+        if self.var <= 0:
+            return self.mean
+        x0, a, th = self._gamma()
+        return float(x0 + stats.gamma.ppf(q, a, scale=th))
+
+    def overflow_fraction(self, limit: float) -> float:
+        """E[(S - K)+] / E[S]."""
+        if self.mean <= 0:
+            return 0.0
+        if self.var <= 0:
+            return max(self.mean - limit, 0.0) / self.mean
+        x0, a, th = self._gamma()
+        d = max(limit - x0, 0.0)
+        excess = a * th * stats.gamma.sf(d, a + 1, scale=th) - d * stats.gamma.sf(d, a, scale=th)
+        return float(max(excess, 0.0) / self.mean)
+
+
+# ---------------------------------------------------------------- demand from a scenario
+
+def route_moments(scenario, catalog=None, samples: int = MOMENT_SAMPLES) -> pd.DataFrame:
+    """Per route: share, raw moments of reserved tokens and mean latency, from fixed-seed draws (the route
+    specs are arbitrary mixtures, so these few numbers are the only sampled inputs of the plan)."""
+    from .workload import draw_route, route_context
+
+    card = scenario.price_card(catalog)
+    rows = []
+    for i, route in enumerate(scenario.routes):
+        d = draw_route(route, samples, np.random.default_rng([_SEED, i]), route_context(scenario, route, card))
+        r = d["reserved_tokens"].astype(np.float64)
+        lat = d["latency_s"]
+        rows.append({
+            "route": route.name, "share": route.share, "batch": route.batch,
+            "reserved_mean": r.mean(), "reserved_m2": np.mean(r**2), "reserved_m3": np.mean(r**3),
+            "latency_mean_s": lat.mean(), "latency_se_s": lat.std(ddof=1) / math.sqrt(samples),
+            "input_mean": d["input_tokens"].mean(), "input_p99": float(np.quantile(d["input_tokens"], 0.99)),
+            "completion_mean": d["completion_tokens"].mean(),
+            "max_completion_tokens": int(d["max_completion_tokens"][0]),
+        })
+    return pd.DataFrame(rows)
+
+
+def peak_factors(scenario) -> dict:
+    """Peak-minute and peak-day rate relative to the mean rate, over one week from `as_of`."""
+    from .simulate import rate_per_minute
+
+    rate = rate_per_minute(scenario.traffic, 7 * 86400.0, scenario.as_of)
+    mean = scenario.traffic.mean_rps
+    per_day = rate.reshape(7, 1440).sum(axis=1) * 60.0
+    return {"peak_minute": float(rate.max() / mean), "peak_day": float(per_day.max() / (mean * 86400.0)),
+            "mean_week": float(rate.mean() / mean)}
+
+
+def _limits_for(scenario, catalog, tier) -> dict:
+    from .simulate import scenario_limits
+
+    return scenario_limits(scenario, catalog, tier)
+
+
+def _demand(moments: pd.DataFrame, rps: float, peaks: dict, q: float) -> list[dict]:
+    """Demand on each limit for each route and in total (rows of route, limit, mean, peak, percentile)."""
+    live = moments[~moments["batch"]]  # Batch API requests do not load the online limits
+    groups = [(r["route"], live[live["route"] == r["route"]]) for _, r in live.iterrows()] + [("total", live)]
+    rows = []
+    for name, g in groups:
+        lam = rps * g["share"].sum()
+        if lam <= 0:
+            continue
+        w = g["share"] / g["share"].sum()
+        m1, m2, m3 = (float((w * g[c]).sum()) for c in ("reserved_mean", "reserved_m2", "reserved_m3"))
+        lat = float((w * g["latency_mean_s"]).sum())
+        lam_pk = lam * peaks["peak_minute"]
+        day_n = lam * 86400.0 * peaks["peak_day"]
+        conc_load = lam_pk * lat
+        tpm = CompoundPoisson(60.0 * lam_pk, m1, m2, m3)
+        tpd = CompoundPoisson(day_n, m1, m2, m3)
+        rows += [
+            {"route": name, "limit": "concurrency", "mean": lam * lat, "peak_mean": conc_load,
+             "peak": float(stats.poisson.ppf(q, conc_load)), "_model": ("erlang", conc_load)},
+            {"route": name, "limit": "rpm", "mean": 60 * lam, "peak_mean": 60 * lam_pk,
+             "peak": float(stats.poisson.ppf(q, 60 * lam_pk)), "_model": ("poisson", 60 * lam_pk)},
+            {"route": name, "limit": "tpm", "mean": 60 * lam * m1, "peak_mean": tpm.mean,
+             "peak": tpm.quantile(q), "_model": ("compound", tpm)},
+            {"route": name, "limit": "tpd", "mean": 86400 * lam * m1, "peak_mean": tpd.mean,
+             "peak": tpd.quantile(q), "_model": ("compound", tpd)},
+            {"route": name, "limit": "rpd", "mean": 86400 * lam, "peak_mean": day_n,
+             "peak": float(stats.poisson.ppf(q, day_n)), "_model": ("poisson", day_n)},
+        ]
+    return rows
+
+
+def _refusal(model, limit: float | None) -> float:
+    if limit is None:
+        return 0.0
+    kind, x = model
+    if kind == "erlang":
+        return erlang_b(int(limit), x)
+    if kind == "poisson":
+        return poisson_overflow_fraction(x, limit)
+    return x.overflow_fraction(limit)
+
+
+def demand_table(scenario, catalog=None, tier=None, percentile: float = DEFAULT_PERCENTILE,
+                 scale: float = 1.0, moments: pd.DataFrame | None = None, peaks: dict | None = None) -> pd.DataFrame:
+    """Tidy: one row per (route incl. 'total', limit) with mean and peak demand, utilization, headroom and
+    (for the total) the refusal fraction. `scale` multiplies the traffic (growth, what-ifs)."""
+    if not 0 < percentile < 1:
+        raise ConfigError(f"percentile must be in (0, 1), got {percentile}")
+    if not scale > 0:
+        raise ConfigError(f"scale must be > 0, got {scale}")
+    limits = _limits_for(scenario, catalog, tier) if (tier is not None or scenario.tier is not None) else \
+        {k: None for k in LIMITS}
+    moments = route_moments(scenario, catalog) if moments is None else moments
+    peaks = peak_factors(scenario) if peaks is None else peaks
+    rows = _demand(moments, scenario.traffic.mean_rps * scale, peaks, percentile)
+    for r in rows:
+        lim = limits.get(r["limit"])
+        r["limit_value"] = lim
+        r["utilization"] = r["mean"] / lim if lim else np.nan
+        r["peak_utilization"] = r["peak"] / lim if lim else np.nan
+        r["headroom"] = 1 - r["peak"] / lim if lim else np.nan
+        r["refusal"] = _refusal(r["_model"], lim) if r["route"] == "total" else np.nan
+        del r["_model"]
+    df = pd.DataFrame(rows)
+    df.insert(2, "percentile", percentile)
+    return df
+
+
+def refusal_summary(demand: pd.DataFrame) -> dict:
+    """Total refusal (limits independent), refusal per limit and the binding limit from a demand table."""
+    tot = demand[demand["route"] == "total"].set_index("limit")
+    per = {k: float(tot.loc[k, "refusal"]) for k in tot.index}
+    total = 1.0 - float(np.prod([1.0 - v for v in per.values()]))
+    enforced = tot[tot["limit_value"].notna()]
+    binding = None
+    if len(enforced):
+        # The binding limit refuses most; when none refuses measurably, it is the one with least headroom.
+        binding = enforced["refusal"].idxmax() if enforced["refusal"].max() > 1e-12 else enforced["headroom"].idxmin()
+    return {"refusal_by_limit": per, "refusal_total": total, "binding_limit": binding}
+
+
+def max_sustainable_scale(scenario, catalog=None, tier=None, target: float = DEFAULT_TARGET,
+                          moments: pd.DataFrame | None = None) -> float:
+    """Largest multiple of today's traffic whose total refusal stays <= target (bisection on a log scale)."""
+    moments = route_moments(scenario, catalog) if moments is None else moments
+    peaks = peak_factors(scenario)
+
+    def ok(s):
+        d = demand_table(scenario, catalog, tier, scale=s, moments=moments, peaks=peaks)
+        return refusal_summary(d)["refusal_total"] <= target
+
+    lo, hi = 1e-6, 1.0
+    if not ok(lo):
+        return 0.0
+    while ok(hi):
+        lo, hi = hi, hi * 4
+        if hi > 1e9:
+            return math.inf  # nothing binds (no limits that traffic can reach)
+    for _ in range(40):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+        if hi / lo < 1.001:
+            break
+    return lo
+
+
+def week_average_refusal(scenario, catalog=None, tier=None, moments: pd.DataFrame | None = None) -> dict:
+    """Refusal averaged over a week's requests (each minute at its own rate), next to the peak-minute value
+    the plan sizes for: a tier can refuse 40 % in a 15-minute burst and 1 % over the day."""
+    from .simulate import rate_per_minute
+
+    moments = route_moments(scenario, catalog) if moments is None else moments
+    rate = rate_per_minute(scenario.traffic, 7 * 86400.0, scenario.as_of) / scenario.traffic.mean_rps
+    factors, counts = np.unique(np.round(rate, 9), return_counts=True)
+    base = peak_factors(scenario)
+    per = {k: 0.0 for k in LIMITS}
+    weight = 0.0
+    for f, n in zip(factors, counts):
+        if f <= 0:
+            continue
+        d = demand_table(scenario, catalog, tier, moments=moments, peaks={**base, "peak_minute": float(f)})
+        s = refusal_summary(d)
+        w = f * n  # requests in those minutes
+        weight += w
+        for k, v in s["refusal_by_limit"].items():
+            if k not in ("tpd", "rpd"):  # daily limits are already evaluated on the peak day
+                per[k] += w * v
+    per = {k: (v / weight if k not in ("tpd", "rpd") else 0.0) for k, v in per.items()}
+    tot = refusal_summary(demand_table(scenario, catalog, tier, moments=moments, peaks=base))["refusal_by_limit"]
+    per["tpd"], per["rpd"] = tot["tpd"], tot["rpd"]
+    return {"refusal_by_limit": per, "refusal_total": 1.0 - float(np.prod([1 - v for v in per.values()]))}
+
+
+def tier_ladder(scenario, catalog=None, target: float = DEFAULT_TARGET, percentile: float = DEFAULT_PERCENTILE,
+                tiers=None) -> pd.DataFrame:
+    """Every tier of the scenario's provider on `as_of`, ascending: refusal per limit, total, binding limit,
+    whether it holds the target, and the largest sustainable request rate."""
+    from .catalog import load_catalog
+
+    catalog = catalog or load_catalog()
+    tiers = tiers if tiers is not None else catalog.tiers(scenario.provider, scenario.resolved_region, scenario.as_of)
+    if not tiers:
+        raise ConfigError(f"provider {scenario.provider!r}: no tiers in the catalog on {scenario.as_of}")
+    moments = route_moments(scenario, catalog)
+    peaks = peak_factors(scenario)
+    rows = []
+    for t in tiers:
+        d = demand_table(scenario, catalog, t, percentile, moments=moments, peaks=peaks)
+        s = refusal_summary(d)
+        scale = max_sustainable_scale(scenario, catalog, t, target, moments)
+        row = {"tier": t.name, "provider": t.provider, **{k: getattr(t, k) for k in LIMITS}}
+        row.update({f"refusal_{k}": v for k, v in s["refusal_by_limit"].items()})
+        row.update({"refusal_total": s["refusal_total"], "binding_limit": s["binding_limit"],
+                    "holds": s["refusal_total"] <= target, "max_scale": scale,
+                    "max_requests_per_second": scale * scenario.traffic.mean_rps,
+                    "max_requests_per_day": scale * scenario.traffic.per_day})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def smallest_tier(ladder: pd.DataFrame) -> str | None:
+    """The first tier (ascending) that holds the target, or None if none does."""
+    ok = ladder[ladder["holds"]]
+    return None if ok.empty else str(ok.iloc[0]["tier"])
+
+
+def growth_exhaustion(scenario, max_scale: float, months: int = 36) -> dict:
+    """The first month in which compound monthly growth takes traffic past `max_scale` x today."""
+    g = scenario.traffic.monthly_growth
+    if max_scale <= 1.0:
+        return {"months": 0, "date": scenario.as_of, "growth": g, "max_scale": max_scale}
+    if g <= 0 or math.isinf(max_scale):
+        return {"months": None, "date": None, "growth": g, "max_scale": max_scale}
+    m = math.floor(math.log(max_scale) / math.log1p(g)) + 1
+    y, mo = divmod(scenario.as_of.month - 1 + m, 12)
+    date = scenario.as_of.replace(year=scenario.as_of.year + y, month=mo + 1, day=1)
+    return {"months": m, "date": date if m <= months else None, "growth": g, "max_scale": max_scale}
+
+
+def plan(scenario, catalog=None, target: float = DEFAULT_TARGET, percentile: float = DEFAULT_PERCENTILE) -> dict:
+    """Everything `kimiplan plan` prints: demand vs the chosen tier, the ladder, the smallest tier, growth."""
+    from .catalog import load_catalog
+
+    catalog = catalog or load_catalog()
+    moments = route_moments(scenario, catalog)
+    tier = scenario.rate_tier(catalog)
+    out = {"scenario": scenario.name, "target": target, "percentile": percentile, "moments": moments}
+    if tier is not None:
+        demand = demand_table(scenario, catalog, tier, percentile, moments=moments)
+        out["tier"] = tier.name
+        out["demand"] = demand
+        out.update(refusal_summary(demand))
+        out["week_average"] = week_average_refusal(scenario, catalog, tier, moments)
+        scale = max_sustainable_scale(scenario, catalog, tier, target, moments)
+        out["max_scale"] = scale
+        out["max_requests_per_second"] = scale * scenario.traffic.mean_rps
+        out["exhaustion"] = growth_exhaustion(scenario, scale)
+    else:
+        out["demand"] = demand_table(scenario, catalog, None, percentile, moments=moments)
+    try:
+        ladder = tier_ladder(scenario, catalog, target, percentile)
+    except ConfigError:
+        ladder = pd.DataFrame()
+    out["ladder"] = ladder
+    out["smallest_tier"] = smallest_tier(ladder) if len(ladder) else None
+    return out
+
+
+def tier_headroom(scenario, catalog=None, percentile: float = DEFAULT_PERCENTILE, tiers=None) -> pd.DataFrame:
+    """Tidy: for each tier and each limit it sets, the total peak demand, utilization and headroom."""
+    from .catalog import load_catalog
+
+    catalog = catalog or load_catalog()
+    tiers = tiers if tiers is not None else catalog.tiers(scenario.provider, scenario.resolved_region, scenario.as_of)
+    moments = route_moments(scenario, catalog)
+    peaks = peak_factors(scenario)
+    frames = []
+    for t in tiers:
+        d = demand_table(scenario, catalog, t, percentile, moments=moments, peaks=peaks)
+        d = d[(d["route"] == "total") & d["limit_value"].notna()].copy()
+        d.insert(0, "tier", t.name)
+        frames.append(d.drop(columns=["route"]))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -1,0 +1,49 @@
+"""Capacity sections for `kimiplan report`: the plan, the tier ladder, budgets and a short simulation."""
+from __future__ import annotations
+
+import html
+
+from .budgets import budget_curve, recommend_budgets
+from .plan import plan, tier_headroom
+from .plots_capacity import budget_tradeoff_figure, headroom_figure, tier_ladder_figure, utilization_figure
+
+REPORT_SIM_HOURS = 24.0
+
+
+def capacity_report_sections(scenario, catalog=None) -> list:
+    """(title, DataFrame | Figure | HTML) pairs; a scenario without a tier gets demand and budgets only."""
+    from .catalog import load_catalog
+    from .simulate import SimSettings, simulate
+
+    catalog = catalog or load_catalog()
+    p = plan(scenario, catalog)
+    out = []
+    if p.get("tier") is not None:
+        ex = p["exhaustion"]
+        when = ("already over the target" if ex["months"] == 0 else
+                "not within 3 years" if ex["date"] is None else f"{ex['date']:%Y-%m} (month {ex['months']})")
+        wk = p["week_average"]["refusal_total"]
+        out.append(("Capacity summary", (
+            f"<p>Tier <b>{html.escape(p['tier'])}</b>: refusals at the busiest minute {p['refusal_total']:.3%} "
+            f"(averaged over a week {wk:.3%}); binding limit <b>{p['binding_limit']}</b>. "
+            f"It sustains {p['max_scale']:.2f}x today's traffic; with growth of "
+            f"{scenario.traffic.monthly_growth:.0%}/month it is exhausted: {when}. "
+            f"Smallest tier under {p['target']:.1%} refusals: <b>{p['smallest_tier'] or 'none'}</b>.</p>")))
+        total = p["demand"][p["demand"]["route"] == "total"]
+        out.append(("Demand and headroom per limit (total)", total.round(4)))
+    out.append(("Demand per route", p["demand"][p["demand"]["route"] != "total"].round(4)))
+    if len(p["ladder"]):
+        out.append(("Tier ladder", p["ladder"].round(6)))
+        out.append(("Largest sustainable rate per tier", tier_ladder_figure(p["ladder"], scenario.traffic.mean_rps)))
+        out.append(("Headroom per limit per tier", headroom_figure(tier_headroom(scenario, catalog))))
+    rec = recommend_budgets(scenario, catalog)
+    out.append(("max_completion_tokens per route (1 % truncation target)", rec.round(4)))
+    worst = rec.sort_values("tpm_freed_vs_current", ascending=False).iloc[0]
+    out.append((f"Budget trade-off: {worst['route']}", budget_tradeoff_figure(
+        budget_curve(scenario, worst["route"], catalog), int(worst["current_budget"]), int(worst["recommended_budget"]))))
+    if p.get("tier") is not None:
+        tier = scenario.rate_tier(catalog)
+        if any(v is not None for v in tier.limits().values()):
+            sim = simulate(scenario, catalog, SimSettings(hours=REPORT_SIM_HOURS))
+            out.append((f"Simulated {REPORT_SIM_HOURS:g} h against {tier.name} (no retries)", utilization_figure(sim)))
+    return out
