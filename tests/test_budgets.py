@@ -8,21 +8,11 @@ from kimiplan.budgets import (
     budget_curve, budgets_for_tier, completion_demand, recommend_budgets, truncation_probability,
 )
 from kimiplan.errors import ConfigError
-from kimiplan.scenario import parse_scenario
+from theory import theory_scenario
 
 
 
-def scenario(**over):
-    """A scenario checkable against theory: constant-rate Poisson, fixed tokens, exponential latency."""
-    data = {
-        "name": "theory", "provider": "moonshot", "model": "kimi-k2.6", "as_of": "2026-11-26", "seed": 11,
-        "tier": {"name": "only-concurrency", "concurrency": 20},
-        "traffic": {"requests_per_second": 4.0},
-        "routes": [{"name": "r", "share": 1.0, "system": 1000, "output": 200, "max_completion_tokens": 1024,
-                    "latency": {"total_s": {"kind": "exponential", "mean": 4.0}}}],
-    }
-    data.update(over)
-    return parse_scenario(data)
+scenario = theory_scenario
 
 def sc_lognormal():
     return scenario(routes=[{"name": "think", "share": 1.0, "thinking": True, "system": 2000,

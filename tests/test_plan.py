@@ -12,21 +12,11 @@ from kimiplan.plan import (
     CompoundPoisson, demand_table, erlang_b, erlang_b_servers, growth_exhaustion, plan, poisson_overflow_fraction,
     refusal_summary, smallest_tier, tier_ladder,
 )
-from kimiplan.scenario import parse_scenario
+from theory import theory_scenario
 
 
 
-def scenario(**over):
-    """A scenario checkable against theory: constant-rate Poisson, fixed tokens, exponential latency."""
-    data = {
-        "name": "theory", "provider": "moonshot", "model": "kimi-k2.6", "as_of": "2026-11-26", "seed": 11,
-        "tier": {"name": "only-concurrency", "concurrency": 20},
-        "traffic": {"requests_per_second": 4.0},
-        "routes": [{"name": "r", "share": 1.0, "system": 1000, "output": 200, "max_completion_tokens": 1024,
-                    "latency": {"total_s": {"kind": "exponential", "mean": 4.0}}}],
-    }
-    data.update(over)
-    return parse_scenario(data)
+scenario = theory_scenario
 
 def _erlang_b_direct(c, a):
     terms = [a**k / math.factorial(k) for k in range(c + 1)]

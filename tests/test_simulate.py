@@ -12,7 +12,7 @@ import pytest
 from kimiplan.dists import Exponential, Fixed, LogNormal
 from kimiplan.errors import ConfigError, ScenarioError
 from kimiplan.plan import erlang_b, poisson_overflow_fraction
-from kimiplan.scenario import parse_scenario
+from theory import theory_scenario
 from kimiplan.simulate import (
     ClientPolicy, SimSettings, load_trace, poisson_arrivals, rate_per_minute, replay_trace, run_stream, simulate,
     simulate_arrays, simulate_poisson,
@@ -30,16 +30,7 @@ def _within(values, theory, k=4.0):
     return se
 
 
-def scenario(**over):
-    data = {
-        "name": "theory", "provider": "moonshot", "model": "kimi-k2.6", "as_of": "2026-11-26", "seed": 11,
-        "tier": {"name": "only-concurrency", "concurrency": 20},
-        "traffic": {"requests_per_second": 4.0},
-        "routes": [{"name": "r", "share": 1.0, "system": 1000, "output": 200, "max_completion_tokens": 1024,
-                    "latency": {"total_s": {"kind": "exponential", "mean": 4.0}}}],
-    }
-    data.update(over)
-    return parse_scenario(data)
+scenario = theory_scenario
 
 
 @pytest.mark.parametrize("latency", [Exponential(mean=5.0), LogNormal.from_mu_sigma(math.log(5.0) - 0.5, 1.0)],
