@@ -43,7 +43,7 @@ print(f"{scenario.traffic.per_day:,.0f} requests/day, growth {scenario.traffic.m
 # paths where the month costs more than the budget.
 
 # %%
-fc = forecast(scenario, 12, catalog=catalog, paths=10_000, budget=20_000, calibration_samples=200)
+fc = forecast(scenario, 12, catalog=catalog, paths=10_000, budget=5_000, calibration_samples=200)
 fc.monthly[["month", "days", "requests", "expected", "P10", "P50", "P90", "p_over_budget", "status"]]
 
 # %%
@@ -66,19 +66,19 @@ monthly_by(fc, "component").head(3)
 # %% [markdown]
 # ## Prepaid balance
 # Moonshot is prepaid: at zero balance every call fails with HTTP 429 `exceeded_current_quota_error`. With
-# 30,000 USD on 2026-11-26 and a 20,000 USD top-up on 2027-01-15, when does it run out? `P10` is the early
+# 10,000 USD on 2026-11-26 and a 5,000 USD top-up on 2027-01-15, when does it run out? `P10` is the early
 # (pessimistic) date: one path in ten has run out by then.
 
 # %%
-topups = {dt.date(2027, 1, 15): 20_000.0}
-exhaustion(fc, 30_000.0, topups=topups)
+topups = {dt.date(2027, 1, 15): 5_000.0}
+exhaustion(fc, 10_000.0, topups=topups)
 
 # %%
-rw = runway(fc, 30_000.0, topups=topups)
+rw = runway(fc, 10_000.0, topups=topups)
 rw[rw["date"].isin([dt.date(2027, 1, 1), dt.date(2027, 1, 15), dt.date(2027, 2, 1), dt.date(2027, 3, 1)])]
 
 # %%
-need = topup_needed(fc, 30_000.0, until=dt.date(2027, 3, 31), confidence=0.9, topups=topups)
+need = topup_needed(fc, 10_000.0, until=dt.date(2027, 3, 31), confidence=0.9, topups=topups)
 print(f"Top up {need:,.0f} USD now to keep serving until 2027-03-31 with 90 % probability")
 
 # %% [markdown]
@@ -155,5 +155,5 @@ bt[["month", "forecast_requests", "actual_requests", "forecast", "actual", "pct_
 # %%
 with tempfile.TemporaryDirectory() as tmp:
     path = Path(tmp) / "forecast.xlsx"
-    export_forecast(fc, xlsx=path, extra={"balance": exhaustion(fc, 30_000.0, topups=topups)})
+    export_forecast(fc, xlsx=path, extra={"balance": exhaustion(fc, 10_000.0, topups=topups)})
     print(openpyxl.load_workbook(path, read_only=True).sheetnames)
