@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .client import DailyLimitError, KimiAPIError, KimiClient, QuotaExceededError
-from .cost import Usage
+from .cost import Usage, cost_of_usage
 from .errors import ConfigError
 from .paths import data_path
 from .tokens import count_messages
@@ -241,18 +241,17 @@ class SpendGuard:
         self._lock = threading.Lock()
 
     def worst_case(self, input_tokens: int, max_completion_tokens: int) -> Decimal:
-        return (Decimal(input_tokens) * self.card.input_cache_miss + Decimal(max_completion_tokens) * self.card.output) / Decimal(1_000_000)
+        # Nothing cached and the whole budget generated: the most this call can cost.
+        return cost_of_usage(Usage(int(input_tokens), int(max_completion_tokens)), self.card).subtotal
 
     def actual(self, rec: Mapping[str, Any]) -> Decimal:
-        c = self.card
-        hit = c.input_cache_miss if c.input_cache_hit is None else c.input_cache_hit
         prompt = rec.get("prompt_tokens")
         if prompt is None:
             prompt = rec.get("local_prompt_tokens") or 0
-        cached = rec.get("cached_tokens") or 0
-        extra_in = rec.get("continuation_prompt_tokens") or 0
-        return ((Decimal(prompt - cached + extra_in) * c.input_cache_miss + Decimal(cached) * hit
-                 + Decimal(rec.get("completion_tokens") or 0) * c.output) / Decimal(1_000_000))
+        # A Partial Mode continuation resends the prefix: extra input at the cache-miss price.
+        usage = Usage(int(prompt) + int(rec.get("continuation_prompt_tokens") or 0),
+                      int(rec.get("completion_tokens") or 0), int(rec.get("cached_tokens") or 0))
+        return cost_of_usage(usage, self.card).subtotal
 
     def reserve(self, amount: Decimal) -> bool:
         with self._lock:
