@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -71,12 +72,15 @@ class CrashingStore(SampleStore):
     def __init__(self, path, after):
         super().__init__(path)
         self.after = after
+        # Worker threads append concurrently: count and crash atomically, or two appends can skip past 0.
+        self._count_lock = threading.Lock()
 
     def append(self, record):
-        if self.after == 0:
-            raise _Crash()
-        super().append(record)
-        self.after -= 1
+        with self._count_lock:
+            if self.after <= 0:
+                raise _Crash()
+            super().append(record)
+            self.after -= 1
 
 
 def test_exception_after_k_records_then_resume(make_emulator, make_client, tmp_path):
