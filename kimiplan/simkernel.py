@@ -41,12 +41,19 @@ N_COUNTERS = C_REFUSED0 + N_LIMITS
 S_WAIT, S_LATENCY, S_RESERVED, S_BILLED, S_WAIT_ADMITTED = 0, 1, 2, 3, 4
 N_SUMS = 5
 
-# Log-spaced histogram for waits and end-to-end latency: 200 bins per decade from 1 ms to 1e6 s (1.2 % wide).
-HIST_LO, HIST_PER_DECADE, HIST_DECADES = -3.0, 200, 9
-HIST_BINS = HIST_PER_DECADE * HIST_DECADES + 2  # bin 0: exactly zero; last bin: overflow
+# Log-spaced histogram for waits and end-to-end latency, binned on the bits of the float64 itself (as HDR
+# histograms do): the exponent and the top HIST_SUB_BITS of the mantissa give 64 bins per octave, each at most
+# 1.6 % wide, from 2**-10 s (about 1 ms) to 2**20 s (12 days). A log10 per sample cost ~28 ns a request.
+HIST_SUB_BITS = 6
+HIST_SHIFT = 52 - HIST_SUB_BITS
+HIST_LO_OCT, HIST_HI_OCT = -10, 20
+HIST_KEY_LO = (1023 + HIST_LO_OCT) << HIST_SUB_BITS  # key of 2**-10
+HIST_KEY_HI = (1023 + HIST_HI_OCT) << HIST_SUB_BITS
+# bin 0: exactly zero; bin 1: (0, 2**-10); bins 2..: one per key; last bin: 2**20 and over.
+HIST_BINS = HIST_KEY_HI - HIST_KEY_LO + 3
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def _splitmix(state):
     # splitmix64 on a one-element uint64 array: a reproducible jitter stream owned by the run, not global.
     state[0] += np.uint64(0x9E3779B97F4A7C15)
@@ -57,23 +64,24 @@ def _splitmix(state):
     return (z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def _hist_bin(x):
     if x <= 0.0:
         return 0
-    b = int((math.log10(x) - HIST_LO) * HIST_PER_DECADE) + 1
-    if b < 1:
+    key = np.float64(x).view(np.int64) >> HIST_SHIFT  # positive floats order like their bits
+    if key < HIST_KEY_LO:
         return 1
-    if b > HIST_BINS - 1:
+    if key >= HIST_KEY_HI:
         return HIST_BINS - 1
-    return b
+    return key - HIST_KEY_LO + 2
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def _heap_push(h, n, v):
+    # A 4-ary min-heap: half the depth of a binary one, and its four children share a cache line.
     i = n
     while i > 0:
-        p = (i - 1) >> 1
+        p = (i - 1) >> 2
         if h[p] <= v:
             break
         h[i] = h[p]
@@ -82,26 +90,33 @@ def _heap_push(h, n, v):
     return n + 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def _heap_pop(h, n):
-    # Floyd's pop: walk the hole to a leaf along the smaller child (a branch-free choice), then sift the last
-    # item up. Fewer mispredicted branches than the textbook sift-down, which dominates the M/G/c/c loop.
+    # Floyd's pop: walk the hole down to a leaf along the smallest child (chosen with selects, not branches),
+    # then sift the last item up. Fewer mispredicted branches than the textbook sift-down, which dominates
+    # the M/G/c/c loop.
     n -= 1
     last = h[n]
     i = 0
     while True:
-        l = 2 * i + 1
-        if l + 1 < n:
-            c = l + (h[l + 1] < h[l])
-            h[i] = h[c]
-            i = c
+        c = 4 * i + 1
+        if c + 3 < n:
+            a = c + (h[c + 1] < h[c])
+            b = c + 2 + (h[c + 3] < h[c + 2])
+            m = b if h[b] < h[a] else a
+            h[i] = h[m]
+            i = m
         else:
-            if l < n:
-                h[i] = h[l]
-                i = l
+            if c < n:
+                m = c
+                for j in range(c + 1, n):
+                    if h[j] < h[m]:
+                        m = j
+                h[i] = h[m]
+                i = m
             break
     while i > 0:
-        p = (i - 1) >> 1
+        p = (i - 1) >> 2
         if h[p] <= last:
             break
         h[i] = h[p]
@@ -110,7 +125,7 @@ def _heap_pop(h, n):
     return n
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def _rt_push(rt_t, rt_i, n, t, payload):
     # Min-heap on time with an int64 payload row index (into rt_p) that moves with it.
     i = n
@@ -126,7 +141,7 @@ def _rt_push(rt_t, rt_i, n, t, payload):
     return n + 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def _rt_pop(rt_t, rt_i, n):
     n -= 1
     rt_t[0] = rt_t[n]
@@ -148,7 +163,7 @@ def _rt_pop(rt_t, rt_i, n):
     return n
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def _expire(t, lim, fixed, ist, fst, heap, ring_t, ring_tok, day_s, day_offset):
     """Bring every window up to time t (t never decreases)."""
     if lim[CONCURRENCY] >= 0:
@@ -188,7 +203,7 @@ def _expire(t, lim, fixed, ist, fst, heap, ring_t, ring_tok, day_s, day_offset):
             fst[F_DAY_REQ] = 0.0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def _first_broken(r, lim, fixed, ist, fst):
     """Index of the first limit that refuses a request reserving r tokens now, or -1 if it is admitted."""
     if lim[CONCURRENCY] >= 0 and ist[I_HEAP_N] + 1 > lim[CONCURRENCY]:
@@ -210,7 +225,7 @@ def _first_broken(r, lim, fixed, ist, fst):
     return -1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def _next_chance(k, t, lim, fixed, ist, heap, ring_t, day_s, day_offset):
     """Earliest time after t at which limit k may have room again (the pacing client waits until then)."""
     if k == CONCURRENCY:
@@ -223,7 +238,7 @@ def _next_chance(k, t, lim, fixed, ist, heap, ring_t, day_s, day_offset):
     return (math.floor((t + day_offset) / day_s) + 1.0) * day_s - day_offset
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def run_chunk(
     start, arr_t, arr_res, arr_bill, arr_lat,
     lim, pace_lim, fixed, day_s, day_offset, mode, max_retries, backoff_base, backoff_cap, jitter,
@@ -377,11 +392,15 @@ def run_chunk(
         day_bill[d] += bill
 
 
+def _key_value(key) -> np.ndarray:
+    return (np.asarray(key, dtype=np.int64) << HIST_SHIFT).view(np.float64)
+
+
 def hist_edges() -> np.ndarray:
     """Upper edges (seconds) of the wait/latency histogram bins; bin 0 holds exact zeros."""
-    k = np.arange(HIST_BINS, dtype=np.float64)
-    edges = 10.0 ** (HIST_LO + k / HIST_PER_DECADE)
+    edges = np.empty(HIST_BINS, dtype=np.float64)
     edges[0] = 0.0
+    edges[1:-1] = _key_value(np.arange(HIST_KEY_LO, HIST_KEY_HI + 1))
     edges[-1] = np.inf
     return edges
 
@@ -395,11 +414,12 @@ def hist_quantile(hist: np.ndarray, q: float) -> float:
     b = int(np.searchsorted(c, q * total, side="left"))
     if b == 0:
         return 0.0
-    lo = 10.0 ** (HIST_LO + (b - 1) / HIST_PER_DECADE)
-    hi = 10.0 ** (HIST_LO + b / HIST_PER_DECADE)
+    edges = hist_edges()
     if b == 1:
-        return hi / 2
-    return float(np.sqrt(lo * hi))
+        return float(edges[1] / 2)
+    if b == HIST_BINS - 1:
+        return float(edges[-2])
+    return float(np.sqrt(edges[b - 1] * edges[b]))
 
 
 class KernelState:

@@ -18,6 +18,7 @@ from kimiplan.simulate import (
     simulate_arrays, simulate_poisson,
 )
 from kimiplan.admission import WindowSettings
+from kimiplan import simkernel as K
 
 NONE = {"concurrency": None, "rpm": None, "tpm": None, "tpd": None, "rpd": None}
 R = 6
@@ -172,3 +173,20 @@ def test_bad_input_names_the_field(tmp_path):
     bad.write_text("time,input_tokens\n1,2\n")
     with pytest.raises(ConfigError, match="timestamp"):
         load_trace(bad)
+
+
+def test_wait_histogram_bins_and_quantiles():
+    edges = K.hist_edges()
+    rng = np.random.default_rng(3)
+    x = np.concatenate([np.zeros(50), rng.uniform(0, 1e-3, 50), rng.lognormal(0.0, 2.0, 20_000), [3e6]])
+    hist = np.zeros(K.HIST_BINS, dtype=np.int64)
+    for v in x:
+        b = K._hist_bin(v)
+        hist[b] += 1
+        if b >= 2:  # bin b holds [edges[b-1], edges[b])
+            assert edges[b - 1] <= v < edges[b]
+    assert hist[0] == 50 and hist[1] >= 50 and hist[-1] == 1
+    assert np.all(np.diff(edges[1:-1]) > 0) and np.all(edges[2:-1] / edges[1:-2] <= 1.016)
+    for q in (0.5, 0.9, 0.99):
+        assert K.hist_quantile(hist, q) == pytest.approx(np.quantile(x, q), rel=0.016)
+    assert math.isnan(K.hist_quantile(np.zeros(K.HIST_BINS, dtype=np.int64), 0.5))
