@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SCENARIO ?= data/scenarios/support_chat.yaml
 
-.PHONY: demo test install install-test bench clean
+.PHONY: demo test install install-test bench notebooks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,14 @@ test: install-test
 ## bench: speed benchmarks (ratios against references measured in the same run)
 bench: install-test
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+## notebooks: rebuild every notebook from notebooks/src and execute it, so the stored outputs are fresh
+notebooks: install-test
+	$(BIN)/python tools/build_notebook.py notebooks/src/01_quickstart.py notebooks/01_quickstart.ipynb
+	$(BIN)/python tools/build_notebook.py notebooks/src/03_monthly_forecast.py notebooks/03_monthly_forecast.ipynb
+	$(BIN)/python notebooks/src/02_quota_sizing_build.py
+	$(BIN)/python notebooks/src/04_calibration_build.py
+	$(BIN)/jupyter nbconvert --to notebook --execute --inplace notebooks/02_quota_sizing.ipynb notebooks/04_calibration.ipynb
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info report.html

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError
+from .dists import Fixed
 from .scenario import Route, Scenario
 
 COLUMNS = (
@@ -30,55 +31,68 @@ class RouteContext:
     context_window: int
 
 
-def _tokens(x: np.ndarray) -> np.ndarray:
-    return np.rint(np.maximum(x, 0.0)).astype(np.int64)
+def _tokens(dist, rng: np.random.Generator, n: int):
+    """Whole tokens drawn from `dist`; a fixed count stays a scalar (it broadcasts, and costs no pass)."""
+    if isinstance(dist, Fixed):
+        return int(np.rint(max(dist.value, 0.0)))
+    x = np.asarray(dist.sample(rng, n), dtype=np.float64)  # every sample() returns a fresh array
+    np.maximum(x, 0.0, out=x)
+    np.rint(x, out=x)
+    return x.astype(np.int64)
+
+
+def _column(x, n: int, dtype=np.int64) -> np.ndarray:
+    return x if isinstance(x, np.ndarray) else np.full(n, x, dtype=dtype)
 
 
 def draw_route(route: Route, n: int, rng: np.random.Generator, ctx: RouteContext) -> dict[str, np.ndarray]:
     """`n` requests of `route`: a dict of equal-length arrays (see COLUMNS)."""
     if n < 0:
         raise ConfigError(f"n must be >= 0, got {n}")
-    system = _tokens(route.system.sample(rng, n))
-    history = _tokens(route.history.turns.sample(rng, n)) * _tokens(route.history.tokens_per_turn.sample(rng, n))
-    rag = _tokens(route.rag.top_k.sample(rng, n)) * _tokens(route.rag.chunk_tokens.sample(rng, n))
-    has_doc = rng.random(n) < route.documents.probability
-    documents = np.where(
-        has_doc, _tokens(route.documents.pages.sample(rng, n)) * _tokens(route.documents.tokens_per_page.sample(rng, n)), 0
-    )
-    user = _tokens(route.user.sample(rng, n))
-    input_tokens = system + history + rag + documents + user
+    system = _tokens(route.system, rng, n)
+    history = _tokens(route.history.turns, rng, n) * _tokens(route.history.tokens_per_turn, rng, n)
+    rag = _tokens(route.rag.top_k, rng, n) * _tokens(route.rag.chunk_tokens, rng, n)
+    p_doc = route.documents.probability
+    if p_doc > 0:
+        doc = _tokens(route.documents.pages, rng, n) * _tokens(route.documents.tokens_per_page, rng, n)
+        documents = doc if p_doc >= 1 else np.where(rng.random(n) < p_doc, doc, 0)
+    else:
+        documents = 0
+    user = _tokens(route.user, rng, n)
+    input_tokens = _column(system + history + rag + documents + user, n)
 
     cached = np.zeros(n, dtype=np.int64)
     hit = np.zeros(n, dtype=bool)
     if route.cache.mode == "prefix_rule":
         parts = {"system": system, "history": history, "rag": rag, "documents": documents}
-        prefix = sum((parts[p] for p in route.cache.prefix), np.zeros(n, dtype=np.int64))
+        prefix = _column(sum((parts[p] for p in route.cache.prefix), 0), n)
         hit = (rng.random(n) < route.cache.hit_rate) & (input_tokens > route.cache.min_prompt_tokens)
         cached = np.where(hit, prefix, 0)
 
     budget = route.max_completion_tokens or ctx.max_completion_tokens
-    want_reasoning = _tokens(route.reasoning.sample(rng, n)) if route.thinking else np.zeros(n, dtype=np.int64)
-    want_output = _tokens(route.output.sample(rng, n))
+    want_reasoning = _column(_tokens(route.reasoning, rng, n) if route.thinking else 0, n)
+    want_output = _column(_tokens(route.output, rng, n), n)
     # Reasoning is generated first; whatever is left of the budget goes to the visible answer.
     reasoning = np.minimum(want_reasoning, budget)
     output = np.minimum(want_output, budget - reasoning)
     completion = reasoning + output
     truncated = (want_reasoning + want_output) > budget
 
-    tools = _tokens(route.tools.web_search_calls.sample(rng, n))
+    tools = _tokens(route.tools.web_search_calls, rng, n)
     if route.latency.total_s is not None:
         ttft = np.zeros(n)
-        latency = route.latency.total_s.sample(rng, n)
+        latency = _column(route.latency.total_s.sample(rng, n), n, np.float64)
     else:
         ttft = route.latency.ttft_s.sample(rng, n)
         tps = np.maximum(route.latency.decode_tps.sample(rng, n), 1e-3)
         latency = ttft + completion / tps
     return {
-        "system": system, "history": history, "rag": rag, "documents": documents, "user": user,
+        "system": _column(system, n), "history": _column(history, n), "rag": _column(rag, n),
+        "documents": _column(documents, n), "user": _column(user, n),
         "input_tokens": input_tokens, "cached_tokens": cached, "cache_hit": hit, "reasoning_tokens": reasoning,
         "output_tokens": output, "completion_tokens": completion, "truncated": truncated,
         "max_completion_tokens": np.full(n, budget, dtype=np.int64),
-        "reserved_tokens": input_tokens + budget, "web_search_calls": tools,
+        "reserved_tokens": input_tokens + budget, "web_search_calls": _column(tools, n),
         "ttft_s": ttft, "latency_s": latency,
     }
 

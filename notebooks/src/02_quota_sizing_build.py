@@ -1,8 +1,7 @@
-"""Builds notebooks/02_quota_sizing.ipynb (unexecuted); then run
+"""Builds notebooks/02_quota_sizing.ipynb (unexecuted); `make notebooks` then executes it in place with
 `jupyter nbconvert --to notebook --execute --inplace notebooks/02_quota_sizing.ipynb`."""
 from pathlib import Path
 
-"""Builds notebooks/02_quota_sizing.ipynb (run: .venv/bin/python notebooks/build_02_quota_sizing.py, then execute in place with nbconvert)."""
 import nbformat as nbf
 
 nb = nbf.v4.new_notebook()
