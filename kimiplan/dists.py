@@ -79,12 +79,56 @@ class Normal(_Dist):
         return f"normal {self.mean_:g}±{self.sd_:g}"
 
 
+_LOGNORMAL_FORMS = ("median", "p95", "mean", "sigma")
+
+
+def _lognormal_median_p95(d: dict) -> dict:
+    """Any two of median, p95, mean and sigma (of log x) -> the stored median and p95."""
+    given = [k for k in _LOGNORMAL_FORMS if d.get(k) is not None]
+    if set(given) == {"median", "p95"}:
+        return d
+    if len(given) != 2:
+        raise ValueError(f"lognormal: give exactly two of median, p95, mean, sigma (got {', '.join(given) or 'none'})")
+    for k in given:
+        if not d[k] > 0 and not (k == "sigma" and d[k] == 0):
+            raise ValueError(f"lognormal: {k} must be > 0, got {d[k]!r}")
+    v = {k: float(d[k]) for k in given}
+    if "sigma" in v:
+        s = v["sigma"]
+        mu = math.log(v["median"]) if "median" in v else (
+            math.log(v["mean"]) - s * s / 2 if "mean" in v else math.log(v["p95"]) - Z95 * s)
+    elif "median" in v:  # median and mean: mean = median * exp(sigma^2 / 2)
+        if v["mean"] < v["median"]:
+            raise ValueError(f"lognormal: mean ({v['mean']:g}) is below the median ({v['median']:g})")
+        mu, s = math.log(v["median"]), math.sqrt(2 * math.log(v["mean"] / v["median"]))
+    else:  # mean and p95: sigma^2 / 2 - Z95 sigma + ln(p95 / mean) = 0, the smaller root
+        disc = Z95 * Z95 - 2 * math.log(v["p95"] / v["mean"])
+        if v["p95"] < v["mean"] or disc < 0:
+            raise ValueError(f"lognormal: no lognormal has mean {v['mean']:g} and p95 {v['p95']:g}")
+        s = Z95 - math.sqrt(disc)
+        mu = math.log(v["mean"]) - s * s / 2
+    out = {k: x for k, x in d.items() if k not in _LOGNORMAL_FORMS}
+    return {**out, "median": math.exp(mu), "p95": math.exp(mu + Z95 * s)}
+
+
 class LogNormal(_Dist):
-    """Lognormal given by its median and 95th percentile (how people state lengths), or by mu/sigma."""
+    """Lognormal given by its median and 95th percentile (how people state lengths); a file may instead give
+    any two of median, p95, mean and sigma (the sd of log x), which are turned into the median and p95."""
 
     kind: Literal["lognormal"] = "lognormal"
     median: float = Field(gt=0)
     p95: float = Field(gt=0)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid",
+        json_schema_extra=lambda s: (s.pop("required", None), s["properties"].update(
+            mean={"type": "number", "exclusiveMinimum": 0, "description": "mean (with one of median, p95, sigma)"},
+            sigma={"type": "number", "minimum": 0, "description": "sd of log x (with one of median, p95, mean)"})),
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _forms(cls, d):
+        return _lognormal_median_p95(d) if isinstance(d, dict) else d
 
     @model_validator(mode="after")
     def _order(self):

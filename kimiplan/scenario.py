@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .dists import Dist, Fixed, LogNormal, Texts
 from .errors import CatalogError, ScenarioError
 from .paths import data_path
+from .simsettings import Simulation
 
 COMPONENTS = ("system", "history", "rag", "documents", "user")  # input components, in prompt order
 
@@ -220,6 +221,9 @@ class Scenario(_M):
     )
     traffic: Traffic
     routes: tuple[Route, ...] = Field(min_length=1)
+    simulation: Simulation = Field(
+        default_factory=Simulation,
+        description="Defaults for `kimiplan simulate`: horizon (hours), client on 429 (none/retry/pace), windows")
 
     @model_validator(mode="after")
     def _routes(self):
@@ -335,7 +339,11 @@ def parse_scenario(data: dict, origin: str = "<scenario>", base_dir: str | None 
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        lines = [_describe_error(e, data, origin) for e in exc.errors()]
+        errs = exc.errors()
+        # pydantic also reports a tuple with a bad item as too short; the item's own error says it all.
+        bad_items = {e["loc"][0] for e in errs if len(e["loc"]) > 1 and isinstance(e["loc"][1], int)}
+        errs = [e for e in errs if not (e["type"] == "too_short" and tuple(e["loc"]) in {(k,) for k in bad_items})]
+        lines = [_describe_error(e, data, origin) for e in errs]
         raise ScenarioError("\n".join(lines[:5]) + (f"\n... and {len(lines) - 5} more" if len(lines) > 5 else "")) from None
 
 

@@ -19,58 +19,16 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 
 from . import simkernel as K
 from .admission import LIMITS, WindowSettings, limit_values, limits_array, rule_for
 from .errors import ConfigError, ScenarioError
-
-CHUNK = 1 << 21  # requests per chunk: ~100 MB of arrays, big enough to amortize the kernel call
-
-
-class ClientPolicy(BaseModel):
-    """What the client does with a 429 or before sending.
-
-    - `none`: send once; a refusal is final.
-    - `retry`: resend after exponential backoff with full jitter, min(cap, base * 2**attempt) * U(0, 1), up to
-      `max_retries` times; each retry is a new request for every limit (it counts against RPM again).
-    - `pace`: the client holds each request (FIFO) until the account has room under `pace_headroom` x each
-      limit, the way the OpenAI cookbook's parallel processor waits for capacity. Limits are per account, so
-      a single client sees the whole load and can mirror the account's own counting; headroom < 1 leaves room
-      for other traffic on the same account. Refusals then remain only for requests that can never fit.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    kind: Literal["none", "retry", "pace"] = "none"
-    max_retries: int = Field(default=5, ge=0)
-    backoff_base_s: float = Field(default=1.0, gt=0)
-    backoff_cap_s: float = Field(default=60.0, gt=0)
-    jitter: bool = True
-    pace_headroom: float = Field(default=1.0, gt=0, le=1)
-
-
-class SimSettings(BaseModel):
-    """Simulation-only settings (the scenario says what the traffic is; this says how to run it)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    hours: float = Field(default=24.0, description="Horizon in hours; must be > 0")
-    seed: int | None = Field(default=None, ge=0, description="None: the scenario's seed")
-    client: ClientPolicy = ClientPolicy()
-    window: WindowSettings = WindowSettings()
-    chunk: int = Field(default=CHUNK, ge=1024)
-    token_pool: int | None = Field(
-        default=None, ge=1024,
-        description="None: every request draws its own tokens and latency (exact). N: each chunk draws N fresh "
-                    "requests from the route model and every arrival of the chunk picks one at random; each "
-                    "request keeps the route's distribution, at a small cost in independence, and long runs "
-                    "get several times faster (drawing dominates the per-request cost)")
-    progress: bool = False
-
+from .simsettings import CHUNK, ClientPolicy, SimSettings, Simulation  # noqa: F401 (re-exported)
 
 @dataclass
 class SimResult:
@@ -268,8 +226,10 @@ def scenario_limits(scenario, catalog=None, tier=None) -> dict:
     return limit_values(tier, rule_for(provider))
 
 
-def simulate(scenario, catalog=None, settings: SimSettings = SimSettings(), tier=None) -> SimResult:
-    """Simulate `settings.hours` of the scenario's traffic against its tier (or `tier`)."""
+def simulate(scenario, catalog=None, settings: SimSettings | None = None, tier=None) -> SimResult:
+    """Simulate `settings.hours` of the scenario's traffic against its tier (or `tier`); without settings, the
+    scenario's `simulation:` section decides the horizon, the client and the windows."""
+    settings = settings if settings is not None else SimSettings.for_scenario(scenario)
     limits = scenario_limits(scenario, catalog, tier)
     if all(v is None for v in limits.values()):
         raise ConfigError(f"tier: {getattr(tier or scenario.tier, 'name', scenario.tier)!r} sets no limit "
@@ -334,11 +294,15 @@ def load_trace(path: str | Path) -> pd.DataFrame:
     return out.sort_values("t_s", kind="stable").reset_index(drop=True)
 
 
-def replay_trace(trace: pd.DataFrame, scenario, catalog=None, settings: SimSettings = SimSettings(),
+def replay_trace(trace: pd.DataFrame, scenario, catalog=None, settings: SimSettings | None = None,
                  tier=None) -> SimResult:
     """Replay a usage log against the tier. Requests without a budget count the model default; missing
-    completion tokens or latencies are drawn from the scenario's first route."""
+    completion tokens or latencies are drawn from the scenario's first route. Without settings, the client
+    and windows come from the scenario and the horizon is the trace's length (`hours=0` means the same)."""
     from .workload import draw_route, route_context
+
+    if settings is None:
+        settings = SimSettings.for_scenario(scenario, hours=0.0)
 
     limits = scenario_limits(scenario, catalog, tier)
     card = scenario.price_card(catalog)

@@ -101,3 +101,16 @@ def test_with_changes_validates():
     assert not any(r.thinking for r in off.routes)
     with pytest.raises(Exception):
         s.with_changes(tax_rate=2)
+
+
+@pytest.mark.parametrize("given", [
+    {"mean": 5.0, "sigma": 1.0}, {"median": 3.0, "sigma": 0.5}, {"mean": 5.0, "p95": 12.0},
+    {"median": 4.0, "mean": 5.0}, {"p95": 10.0, "sigma": 0.8}, {"median": 2.0, "p95": 9.0},
+])
+def test_lognormal_from_any_two_of_median_p95_mean_sigma(given):
+    d = LogNormal(**given)
+    got = {"mean": d.mean(), "median": d.median, "p95": float(d.quantile(0.95)), "sigma": d.sigma}
+    for k, v in given.items():
+        assert got[k] == pytest.approx(v, rel=1e-12)
+    # The stored form is median and p95, so a dump reloads to the same distribution.
+    assert LogNormal(**d.model_dump()) == d

@@ -37,19 +37,21 @@ def cmd_plan(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    from ..admission import WindowSettings
-    from ..simulate import ClientPolicy, SimSettings, load_trace, replay_trace, simulate
+    from ..simulate import SimSettings, load_trace, replay_trace, simulate
 
     catalog = load_catalog(args.catalog)
     scenario = load_scenario(args.scenario, catalog)
-    settings = SimSettings(
-        hours=args.hours, seed=args.seed, client=ClientPolicy(kind=args.client, max_retries=args.max_retries),
-        window=WindowSettings(rate_window=args.window),
-        progress=not args.json and sys.stderr.isatty(),
+    # Flags override the scenario's `simulation:` section field by field; a trace defaults to its own length.
+    sim = scenario.simulation
+    client = sim.client.model_copy(update={k: v for k, v in (("kind", args.client),
+                                                             ("max_retries", args.max_retries)) if v is not None})
+    window = sim.window if args.window is None else sim.window.model_copy(update={"rate_window": args.window})
+    settings = SimSettings.for_scenario(
+        scenario, hours=args.hours if args.hours is not None else (0.0 if args.trace else None), seed=args.seed,
+        client=client, window=window, progress=not args.json and sys.stderr.isatty(),
     )
     if args.trace:
-        result = replay_trace(load_trace(args.trace), scenario, catalog,
-                              settings if args.hours_given else settings.model_copy(update={"hours": 0.0}))
+        result = replay_trace(load_trace(args.trace), scenario, catalog, settings)
     else:
         result = simulate(scenario, catalog, settings)
     s = result.summary
@@ -79,19 +81,15 @@ def register(sub) -> None:
 
     s = sub.add_parser("simulate", help="per-request simulation against the tier's limits (429s by limit)")
     s.add_argument("scenario", help="scenario file (YAML/JSON) or example name")
-    s.add_argument("--hours", type=float, default=None, help="horizon in hours (default 24; a trace: its length)")
+    s.add_argument("--hours", type=float, default=None,
+                   help="horizon in hours (default: the scenario's simulation.hours, 24 unless set; a trace: its length)")
     s.add_argument("--seed", type=int, default=None, help="default: the scenario's seed")
-    s.add_argument("--client", choices=["none", "retry", "pace"], default="none", help="client behaviour on 429")
-    s.add_argument("--max-retries", type=int, default=5)
-    s.add_argument("--window", choices=["sliding", "fixed"], default="sliding", help="RPM/TPM window (default sliding)")
+    s.add_argument("--client", choices=["none", "retry", "pace"], default=None,
+                   help="client behaviour on 429 (default: the scenario's simulation.client, none unless set)")
+    s.add_argument("--max-retries", type=int, default=None, help="default: the scenario's, 5 unless set")
+    s.add_argument("--window", choices=["sliding", "fixed"], default=None,
+                   help="RPM/TPM window (default: the scenario's simulation.window, sliding unless set)")
     s.add_argument("--trace", metavar="FILE", help="replay a usage log (CSV/JSONL: timestamp, input_tokens, ...)")
     s.add_argument("--catalog", action="append", default=[], metavar="FILE")
     s.add_argument("--json", action="store_true")
-    s.set_defaults(func=_simulate_entry)
-
-
-def _simulate_entry(args) -> int:
-    args.hours_given = args.hours is not None
-    if args.hours is None:
-        args.hours = 24.0
-    return cmd_simulate(args)
+    s.set_defaults(func=cmd_simulate)

@@ -14,6 +14,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..admission import WindowSettings
 from ..dists import LogNormal
 from ..errors import ConfigError
 
@@ -88,6 +89,10 @@ class EmulatorConfig(BaseModel):
     default_route: str = "default"
     latency: LatencyTruth = Field(default_factory=LatencyTruth)
     limits: LimitsTruth = Field(default_factory=LimitsTruth)
+    #: how the limits' windows are counted, with the simulator's default (sliding 60 s RPM/TPM; TPD resets at
+    #: midnight UTC+8, where Moonshot runs), so emulator runs and simulations refuse the same requests.
+    #: Emulated time 0 is read as 00:00 UTC, as in the simulator: by default TPD first resets 16 h after start.
+    window: WindowSettings = WindowSettings()
     faults: FaultTruth = Field(default_factory=FaultTruth)
     organization_id: str = "org-emulated"
     ak_id: str = "ak-emulated"

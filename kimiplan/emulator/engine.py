@@ -12,7 +12,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -135,8 +135,10 @@ class _PrefixCache:
 
 
 class Engine:
-    def __init__(self, config: EmulatorConfig):
+    def __init__(self, config: EmulatorConfig, clock: Callable[[], float] | None = None):
+        """`clock` returns emulated seconds and replaces the scaled real clock (tests drive the windows with it)."""
         self.config = config
+        self._clock = clock
         self._lock = threading.Lock()
         self._cache = _PrefixCache(config.cache_min_prompt_tokens)
         self._script = deque(config.faults.script)
@@ -145,15 +147,20 @@ class Engine:
         self._in_flight = 0
         self._last_change = time.monotonic()
         self._t0 = time.monotonic()
-        self._minute: deque[tuple[float, int]] = deque()  # (emulated time, tokens) admitted in the last 60 s
-        self._day: deque[tuple[float, int]] = deque()
-        self._day_tokens = 0
+        self._minute: deque[tuple[float, int]] = deque()  # (emulated time, tokens) in the current minute window
         self._minute_tokens = 0
+        self._day: int | None = None  # index of the calendar day (config.window's reset offset) being counted
+        self._day_tokens = 0
         self.stats = Stats()
 
     # -- time -----------------------------------------------------------------------------------------
     def now(self) -> float:
-        """Emulated seconds since start (real seconds when time_scale is 0, so windows still expire)."""
+        """Emulated seconds since start (real seconds when time_scale is 0, so windows still expire).
+
+        The windows read it as epoch seconds, so start is 00:00 UTC, the simulator's time 0.
+        """
+        if self._clock is not None:
+            return self._clock()
         scale = self.config.time_scale or 1.0
         return (time.monotonic() - self._t0) / scale
 
@@ -286,18 +293,41 @@ class Engine:
         return Reply(model, route, prompt_tokens, cached, reasoning, content, finish, ttft,
                      cfg.latency.decode_tokens_per_s, fault)
 
+    def _in_minute_window(self, t: float, now: float) -> bool:
+        """Whether an admission at t still counts against RPM/TPM at now (same rule as admission.AccountState)."""
+        if self.config.window.rate_window == "fixed":
+            return math.floor(t / 60.0) == math.floor(now / 60.0)
+        return t + 60.0 > now
+
+    def _expire_minute(self, now: float) -> None:
+        # Admissions are logged in time order (now() is read under the lock), so expiry pops from the front.
+        while self._minute and not self._in_minute_window(self._minute[0][0], now):
+            self._minute_tokens -= self._minute.popleft()[1]
+
+    def _roll_day(self, now: float) -> None:
+        """Start a fresh TPD count at local midnight of the configured UTC offset, not 24 h after a request."""
+        day = math.floor((now + self.config.window.day_offset_s) / 86_400.0)
+        if day != self._day:
+            self._day, self._day_tokens = day, 0
+
+    def _rpm_wait(self, now: float) -> int:
+        """Whole seconds until an RPM slot frees: the oldest admission slides out, or the fixed minute ends."""
+        if False:
+            free_at = (math.floor(now / 60.0) + 1) * 60.0
+        else:
+            free_at = self._minute[0][0] + 60.0
+        return max(1, math.ceil(free_at - now))
+
     def _admit(self, tokens: int) -> None:
         """Kimi's admission: concurrency, RPM, then input + max_completion_tokens against TPM and TPD."""
         lim, now, pre = self.config.limits, self.now(), self._msg_prefix()
-        while self._minute and self._minute[0][0] <= now - 60:
-            self._minute_tokens -= self._minute.popleft()[1]
-        while self._day and self._day[0][0] <= now - 86_400:
-            self._day_tokens -= self._day.popleft()[1]
+        self._expire_minute(now)
+        self._roll_day(now)
         if lim.concurrency is not None and self._in_flight >= lim.concurrency:
             raise self._refuse("concurrency", EmulatorRefusal(429, "rate_limit_reached_error",
                 f"{pre}request reached organization max concurrency: {lim.concurrency}, please try again after 1 seconds"))
         if lim.rpm is not None and len(self._minute) >= lim.rpm:
-            wait = max(1, math.ceil(self._minute[0][0] + 60 - now))
+            wait = self._rpm_wait(now)
             raise self._refuse("rpm", EmulatorRefusal(429, "rate_limit_reached_error",
                 f"{pre}request reached organization max RPM: {lim.rpm}, please try again after {wait} seconds"))
         if lim.tpm is not None and self._minute_tokens + tokens > lim.tpm:
@@ -308,7 +338,6 @@ class Engine:
                 f"{pre}request reached organization TPD rate limit,current:{self._day_tokens}, limit:{lim.tpd}"))
         self._minute.append((now, tokens))
         self._minute_tokens += tokens
-        self._day.append((now, tokens))
         self._day_tokens += tokens
 
     def _draw_lengths(self, body, messages, route, thinking, budget, headers, counter) -> tuple[int, int, str]:

@@ -1,0 +1,71 @@
+"""How a simulation runs: the client's behaviour on a 429, the window rules, the horizon.
+
+`Simulation` is the part a scenario file may carry (`simulation:`), so a scenario alone can state a check
+against theory (constant Poisson rate, custom tier, fixed tokens, no retries, horizon, seed). `SimSettings`
+adds the knobs of one run (seed override, chunking, token pool, progress bar); `SimSettings.for_scenario`
+starts from the scenario's section, and anything given explicitly (a CLI flag) wins.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .admission import WindowSettings
+
+CHUNK = 1 << 21  # requests per chunk: ~100 MB of arrays, big enough to amortize the kernel call
+
+
+class ClientPolicy(BaseModel):
+    """What the client does with a 429 or before sending.
+
+    - `none`: send once; a refusal is final.
+    - `retry`: resend after exponential backoff with full jitter, min(cap, base * 2**attempt) * U(0, 1), up to
+      `max_retries` times; each retry is a new request for every limit (it counts against RPM again).
+    - `pace`: the client holds each request (FIFO) until the account has room under `pace_headroom` x each
+      limit, the way the OpenAI cookbook's parallel processor waits for capacity. Limits are per account, so
+      a single client sees the whole load and can mirror the account's own counting; headroom < 1 leaves room
+      for other traffic on the same account. Refusals then remain only for requests that can never fit.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: Literal["none", "retry", "pace"] = "none"
+    max_retries: int = Field(default=5, ge=0)
+    backoff_base_s: float = Field(default=1.0, gt=0)
+    backoff_cap_s: float = Field(default=60.0, gt=0)
+    jitter: bool = True
+    pace_headroom: float = Field(default=1.0, gt=0, le=1)
+
+
+class Simulation(BaseModel):
+    """The `simulation:` section of a scenario: defaults for `kimiplan simulate` and `simulate()`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    hours: float = Field(default=24.0, gt=0, description="Horizon in hours")
+    client: ClientPolicy = ClientPolicy()
+    window: WindowSettings = WindowSettings()
+
+
+class SimSettings(BaseModel):
+    """Simulation-only settings (the scenario says what the traffic is; this says how to run it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    hours: float = Field(default=24.0, description="Horizon in hours; must be > 0")
+    seed: int | None = Field(default=None, ge=0, description="None: the scenario's seed")
+    client: ClientPolicy = ClientPolicy()
+    window: WindowSettings = WindowSettings()
+    chunk: int = Field(default=CHUNK, ge=1024)
+    token_pool: int | None = Field(
+        default=None, ge=1024,
+        description="None: every request draws its own tokens and latency (exact). N: each chunk draws N fresh "
+                    "requests from the route model and every arrival of the chunk picks one at random; each "
+                    "request keeps the route's distribution, at a small cost in independence, and long runs "
+                    "get faster (drawing is most of the per-request cost)")
+    progress: bool = False
+
+    @classmethod
+    def for_scenario(cls, scenario, **given) -> "SimSettings":
+        """The scenario's `simulation:` section, with every argument that is not None taking precedence."""
+        sim = getattr(scenario, "simulation", None) or Simulation()
+        base = {"hours": sim.hours, "client": sim.client, "window": sim.window}
+        return cls(**{**base, **{k: v for k, v in given.items() if v is not None}})
