@@ -82,12 +82,38 @@ def _check_log(df: pd.DataFrame, origin: str = "usage log") -> pd.DataFrame:
     return df
 
 
+def _prediction_band(y: np.ndarray, cpr: np.ndarray, level: float) -> tuple[float, float]:
+    """Half-width, in log space, of the prediction interval for next month's cost, and its degrees of freedom.
+
+    Two independent parts: the log-linear volume trend's prediction error (residual variance, leverage of the
+    next point) and the month-to-month spread of cost per request over the token window (the forecast uses
+    their pooled mean, hence the 1 + 1/k). Student t on the trend's degrees of freedom, n - 2."""
+    from scipy import stats
+
+    n = y.size
+    if n < 3:
+        return float("nan"), 0.0
+    x = np.arange(n, dtype=float)
+    slope, icpt = np.polyfit(x, y, 1)
+    s2 = float(np.sum((y - (icpt + slope * x)) ** 2) / (n - 2))
+    var_vol = s2 * (1 + 1 / n + (n - x.mean()) ** 2 / np.sum((x - x.mean()) ** 2))
+    k = cpr.size
+    var_cpr = float(np.var(np.log(cpr), ddof=1)) * (1 + 1 / k) if k > 1 else 0.0
+    t = stats.t.ppf(0.5 + level / 2, n - 2)
+    return float(t * np.sqrt(var_vol + var_cpr)), float(n - 2)
+
+
 def backtest(usage_log: pd.DataFrame | str | Path, scenario: Scenario, *, catalog: Catalog | None = None,
-             min_history: int = 3, token_window: int = 3) -> pd.DataFrame:
+             min_history: int = 3, token_window: int = 3, level: float = 0.8) -> pd.DataFrame:
     """One row per month that has `min_history` earlier months: forecast from the earlier months only, actual
-    cost from the log (exact), and the error; plus a naive forecast (last month's cost per day) for scale."""
+    cost from the log (exact), and the error; plus a naive forecast (last month's cost per day) for scale.
+
+    Each forecast carries a `level` prediction band (`band_low`, `band_high`; NaN with fewer than 3 months of
+    history) and whether the actual fell `inside` it; `df.attrs["coverage"]` is the share of months inside,
+    which should come out near `level` when the band is honest."""
     _check_range("min_history", min_history, 1, 120, integer=True)
     _check_range("token_window", token_window, 1, 120, integer=True)
+    _check_range("level", level, 0.01, 0.999)
     catalog = catalog or load_catalog()
     log = read_usage_log(usage_log) if isinstance(usage_log, (str, Path)) else _check_log(usage_log)
     routes = {r.name: r for r in scenario.routes}
@@ -126,27 +152,44 @@ def backtest(usage_log: pd.DataFrame | str | Path, scenario: Scenario, *, catalo
         per_route = recent.groupby("route")[list(LOG_COLUMNS[2:])].sum()
         card = catalog.price(scenario.model, scenario.provider, scenario.resolved_region,
                              dt.date.fromisoformat(target + "-01"))
-        fc_cost = 0.0
-        for name, row in per_route.iterrows():
-            n = row["requests"]
-            if n == 0:
-                continue
-            q = np.array([row["cached_tokens"], row["prompt_tokens"] - row["cached_tokens"], 0.0,
-                          row["completion_tokens"], row["web_search_calls"]]) / n
-            fc_cost += volume * (n / per_route["requests"].sum()) * float(price_vector(card, routes[name].batch) @ q) * tax
+        fc_cost = volume * _cost_per_request(per_route, card, routes, tax)
+        # Cost per request of each window month alone, at the target month's prices: its spread widens the band.
+        window = recent.groupby(["month", "route"])[list(LOG_COLUMNS[2:])].sum()
+        cpr = np.array([_cost_per_request(window.loc[m], card, routes, tax) for m in hist[-token_window:]])
+        half, dof = _prediction_band(y, cpr[cpr > 0], level)
         prev = hist[-1]
         naive = actual_cost[prev] / days_m[prev] * days_m[target]
         act = actual_cost[target]
+        low, high = fc_cost * np.exp(-half), fc_cost * np.exp(half)
         rows.append({
             "month": target, "history_months": len(hist), "forecast_requests": volume,
             "actual_requests": float(log.loc[log["month"] == target, "requests"].sum()),
             "forecast": fc_cost, "actual": act, "error": fc_cost - act, "pct_error": (fc_cost - act) / act * 100,
+            "band_low": low, "band_high": high, "inside": bool(low <= act <= high) if half == half else None,
             "naive_forecast": naive, "naive_pct_error": (naive - act) / act * 100, "currency": card.currency,
         })
     if not rows:
         raise ConfigError(f"the usage log has {len(months)} month(s); min_history={min_history} needs at least "
                           f"{min_history + 1}")
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    judged = out["inside"].dropna()
+    out.attrs.update(level=level, coverage=float(judged.astype(bool).mean()) if len(judged) else float("nan"),
+                     months_judged=int(len(judged)))
+    return out
+
+
+def _cost_per_request(per_route: pd.DataFrame, card, routes: dict, tax: float) -> float:
+    """Mean cost of one request of the route mix in `per_route` (summed log columns by route) on `card`."""
+    total = per_route["requests"].sum()
+    cost = 0.0
+    for name, row in per_route.iterrows():
+        n = row["requests"]
+        if n == 0:
+            continue
+        q = np.array([row["cached_tokens"], row["prompt_tokens"] - row["cached_tokens"], 0.0,
+                      row["completion_tokens"], row["web_search_calls"]]) / n
+        cost += (n / total) * float(price_vector(card, routes[name].batch) @ q) * tax
+    return cost
 
 
 def _main(argv: list[str]) -> int:  # pragma: no cover - regenerates the shipped example log

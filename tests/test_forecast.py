@@ -234,7 +234,35 @@ def test_backtest_recovers_a_noise_free_trend(support, catalog):
         backtest(log.assign(route="other"), support, catalog=catalog)
 
 
+def test_backtest_bands_cover_at_their_level(support, catalog):
+    # Six synthetic 30-month logs with month-level shocks, 24 judged months each: the share of actual months
+    # inside the band tracks the band's level (144 months: a standard error of about 0.035).
+    logs = [synthetic_usage_log(support, "2026-05", 30, seed=s, catalog=catalog) for s in range(6)]
+    for level in (0.8, 0.5):
+        runs = [backtest(log, support, catalog=catalog, min_history=6, level=level) for log in logs]
+        assert all(b.attrs["months_judged"] == 24 for b in runs)
+        coverage = np.mean([b.attrs["coverage"] for b in runs])
+        assert abs(coverage - level) < 0.12, (level, coverage)
+    b = runs[0]
+    assert ((b["band_low"] < b["forecast"]) & (b["forecast"] < b["band_high"])).all()
+    assert (b["inside"] == ((b["band_low"] <= b["actual"]) & (b["actual"] <= b["band_high"]))).all()
+    with pytest.raises(ConfigError, match="level"):
+        backtest(logs[0], support, catalog=catalog, level=1.5)
+
+
 # ---------------------------------------------------------------- CLI and report
+
+
+def test_backtest_cli(capsys):
+    from kimiplan.cli import main
+
+    log = str(data_path("usage", "past_months_synthetic.csv"))
+    assert main(["backtest", "support_chat", log, "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["level"] == 0.8 and d["months_judged"] == 3 and [m["month"] for m in d["months"]] == [
+        "2026-08", "2026-09", "2026-10"]
+    assert main(["backtest", "support_chat", log, "--level", "2"]) == 2
+    assert "level must be a number" in capsys.readouterr().err
 
 def test_cli_json_and_bad_budget(capsys, tmp_path):
     from kimiplan.cli import main

@@ -50,6 +50,25 @@ def cmd_forecast(args) -> int:
     return 0
 
 
+def cmd_backtest(args) -> int:
+    from ..backtest import backtest
+
+    catalog = load_catalog(args.catalog)
+    scenario = load_scenario(args.scenario, catalog)
+    bt = backtest(args.usage_log, scenario, catalog=catalog, min_history=args.min_history,
+                  token_window=args.token_window, level=args.level)
+    if args.json:
+        print_json({"scenario": scenario.name, **bt.attrs, "months": bt})
+        return 0
+    print(f"{scenario.name}: each month forecast from the months before it only, against the exact cost of the "
+          f"log ({bt['currency'].iloc[0]})")
+    print_table(bt[["month", "history_months", "forecast", "band_low", "band_high", "actual", "inside",
+                    "pct_error", "naive_pct_error"]], "{:,.2f}")
+    print(f"actual inside the {bt.attrs['level']:.0%} band in {bt.attrs['coverage']:.0%} of "
+          f"{bt.attrs['months_judged']} months")
+    return 0
+
+
 def _int(name):
     # Ranges are checked by the library, which names the field; here only "is it a whole number".
     def parse(v: str) -> int:
@@ -82,4 +101,16 @@ def register(sub) -> None:
     p.add_argument("--csv", metavar="OUT.csv", help="CSV of the monthly view")
     p.add_argument("--catalog", action="append", default=[], metavar="FILE")
     p.set_defaults(func=cmd_forecast)
+
+    b = sub.add_parser("backtest", help="forecast past months from the months before them; compare with a usage log")
+    b.add_argument("scenario", metavar="SCENARIO", help="scenario file or example name (support_chat, ...)")
+    b.add_argument("usage_log", metavar="USAGE_LOG",
+                   help="CSV: date, route, requests, prompt_tokens, cached_tokens, completion_tokens, web_search_calls")
+    b.add_argument("--min-history", type=_int("--min-history"), default=3, help="months of history before a forecast")
+    b.add_argument("--token-window", type=_int("--token-window"), default=3,
+                   help="recent months whose tokens per request the forecast uses")
+    b.add_argument("--level", type=float, default=0.8, help="prediction band level (default 0.8)")
+    b.add_argument("--json", action="store_true")
+    b.add_argument("--catalog", action="append", default=[], metavar="FILE")
+    b.set_defaults(func=cmd_backtest)
 

@@ -141,11 +141,15 @@ fc_retired.monthly[["month", "expected", "P50", "retired_days", "status"]]
 # `data/usage/past_months_synthetic.csv` is a **synthetic** usage log (six months, generated from this scenario
 # with month-to-month shocks by `python -m kimiplan.backtest`). Each month is forecast from the months before it
 # only and compared with the exact cost of what the log shows; the naive forecast (last month's cost per day)
-# gives a scale.
+# gives a scale. Each forecast carries an 80 % prediction band (the volume trend's prediction error and the
+# month-to-month spread of cost per request): over many months, about 80 % of actuals should land inside.
+# Same from a shell: `kimiplan backtest support_chat data/usage/past_months_synthetic.csv`.
 
 # %%
 bt = backtest(data_path("usage", "past_months_synthetic.csv"), scenario, catalog=catalog)
-bt[["month", "forecast_requests", "actual_requests", "forecast", "actual", "pct_error", "naive_pct_error"]]
+print(f"inside the {bt.attrs['level']:.0%} band: {bt.attrs['coverage']:.0%} of {bt.attrs['months_judged']} months")
+bt[["month", "forecast_requests", "actual_requests", "forecast", "band_low", "band_high", "actual", "inside",
+    "pct_error", "naive_pct_error"]]
 
 # %% [markdown]
 # ## Spreadsheet export
