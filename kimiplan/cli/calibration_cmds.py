@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 from ..errors import ConfigError
 
@@ -11,9 +13,14 @@ def register(sub) -> None:
     em = sub.add_parser("emulator", help="a local Kimi-compatible emulator with known ground truth")
     em_sub = em.add_subparsers(dest="emulator_command", metavar="ACTION")
     em_sub.required = True
-    serve = em_sub.add_parser("serve", help="serve the emulator on 127.0.0.1 until interrupted")
-    serve.add_argument("--port", type=int, default=8765)
-    serve.add_argument("--config", help="YAML file of EmulatorConfig (routes, overhead, limits, faults)")
+    serve = em_sub.add_parser(
+        "serve", help="serve the emulator on 127.0.0.1 until interrupted",
+        description="Serve the emulator on 127.0.0.1. Once it listens, the base URL (http://127.0.0.1:PORT/v1) is "
+                    "printed alone on stdout and flushed; notices go to stderr. SIGINT (Ctrl-C) or SIGTERM stops "
+                    "it cleanly with exit code 0.")
+    serve.add_argument("--port", type=int, default=8765,
+                       help="port on 127.0.0.1 (default 8765); 0 picks a free port, read it from the URL on stdout")
+    serve.add_argument("--config", help="YAML file of EmulatorConfig (routes, overhead, limits, window, faults)")
     serve.set_defaults(func=_serve)
 
     cal = sub.add_parser("calibrate", help="sample calls and fit route distributions from them")
@@ -40,15 +47,42 @@ def register(sub) -> None:
 def _serve(args) -> int:
     from ..emulator import EmulatorConfig, load_emulator_config, serve_forever
 
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be 0-65535 (0 picks a free port), got {args.port}")
     cfg = load_emulator_config(args.config) if args.config else EmulatorConfig()
-    print(f"kimiplan emulator (not the real service) on http://127.0.0.1:{args.port}/v1 — Ctrl-C to stop", file=sys.stderr)
+    previous = _stop_on_signals()
     try:
-        serve_forever(cfg, port=args.port)
+        serve_forever(cfg, port=args.port, on_ready=_announce)
     except KeyboardInterrupt:
         pass
     except OSError as exc:
         raise ConfigError(f"--port {args.port}: cannot listen ({exc.strerror})") from exc
+    finally:
+        _restore_signals(previous)
     return 0
+
+
+def _announce(base_url: str) -> None:
+    # Only the URL goes to stdout, flushed at once: a script (or test) started with --port 0 reads the port from it.
+    print(base_url, flush=True)
+    print(f"kimiplan emulator (not the real service) on {base_url} — Ctrl-C to stop", file=sys.stderr, flush=True)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _stop_on_signals() -> dict:
+    """Make SIGINT and SIGTERM both end serve_forever cleanly. Set explicitly: a child process that inherits an
+    ignored SIGINT (background job of a non-interactive shell) would not get Python's KeyboardInterrupt handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}  # signal handlers can only be set from the main thread
+    return {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signals(previous: dict) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 def _sample(args) -> int:

@@ -312,7 +312,7 @@ class Engine:
 
     def _rpm_wait(self, now: float) -> int:
         """Whole seconds until an RPM slot frees: the oldest admission slides out, or the fixed minute ends."""
-        if False:
+        if self.config.window.rate_window == "fixed":
             free_at = (math.floor(now / 60.0) + 1) * 60.0
         else:
             free_at = self._minute[0][0] + 60.0

@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .config import EmulatorConfig
 from .engine import CONTENT_WORD, REASONING_WORD, EmulatorRefusal, Engine, Reply
@@ -240,10 +240,14 @@ def emulator(config: EmulatorConfig | None = None, host: str = "127.0.0.1", port
         thread.join(timeout=5)
 
 
-def serve_forever(config: EmulatorConfig, host: str = "127.0.0.1", port: int = 8765) -> None:
-    """Blocking server for `kimiplan emulator serve`."""
+def serve_forever(config: EmulatorConfig, host: str = "127.0.0.1", port: int = 8765,
+                  on_ready: Callable[[str], None] | None = None) -> None:
+    """Blocking server for `kimiplan emulator serve`; `on_ready(base_url)` runs once the socket listens
+    (port 0 binds a free port, and base_url names the one bound)."""
     server = EmulatorServer(config, host, port)
     try:
+        if on_ready is not None:
+            on_ready(server.base_url)
         server.serve_forever()
     finally:
         server.server_close()
