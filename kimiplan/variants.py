@@ -257,7 +257,7 @@ def waterfall(base: Scenario | Forecast, other: Scenario | Forecast, months: int
         d["output tokens"] += vb * (qb[3] - qa[3]) * pa[3]
         d["tool calls"] += vb * (qb[4] - qa[4]) * pa[4]
         d["price (model, provider, batch, tax)"] += vb * float(qb @ (pb - pa))
-    d["free allowance"] = -(fb.free_credit - fa.free_credit)
+    d["free allowance"] = fa.free_credit - fb.free_credit
     total_a = float(fa.monthly["expected"].sum())
     total_b = float(fb.monthly["expected"].sum())
     rows = [{"step": "base", "amount": total_a, "measure": "absolute"}]

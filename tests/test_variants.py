@@ -102,3 +102,31 @@ def test_cny_variant_converts(catalog):
         cache_variant(sc, 1.5)
     with pytest.raises(ConfigError, match="batch routes"):
         batch_variant(sc, ["nope"])
+
+
+def test_compare_cli_standard_variants_and_drivers(capsys):
+    import json
+
+    from kimiplan.cli import main
+
+    assert main(["compare", "support_chat", "--months", "2", "--paths", "200", "--drivers",
+                 "Batch API (all routes)", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    names = [v["variant"] for v in d["variants"]]
+    assert names[0] == "base" and "Batch API (all routes)" in names and "openrouter" in names
+    steps = {s["step"]: s["amount"] for s in d["drivers"]}
+    base = next(v for v in d["variants"] if v["variant"] == "base")["expected_total"]
+    batch = next(v for v in d["variants"] if v["variant"] == "Batch API (all routes)")["expected_total"]
+    # Only the price changes under the Batch API, and the drivers add up to the difference.
+    assert steps["price (model, provider, batch, tax)"] == pytest.approx(batch - base)
+    assert sum(v for k, v in steps.items() if k not in ("base", "other")) == pytest.approx(batch - base)
+    assert main(["compare", "support_chat", "--drivers", "nope"]) == 2
+    assert "unknown variant 'nope'" in capsys.readouterr().err
+
+
+def test_compare_cli_with_other_scenarios(capsys):
+    from kimiplan.cli import main
+
+    assert main(["compare", "support_chat", "coding_assistant", "--months", "1", "--paths", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "coding-assistant" in out and "base" in out

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..catalog import load_catalog
+from ..errors import ConfigError
 from ..scenario import load_scenario
 from ._util import parse_date, print_json, print_table
 
@@ -69,6 +70,38 @@ def cmd_backtest(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from ..variants import compare, run_variants, standard_variants, waterfall
+
+    catalog = load_catalog(args.catalog)
+    base = load_scenario(args.scenario, catalog)
+    if args.others:
+        variants = {"base": base}
+        for ref in args.others:
+            sc = load_scenario(ref, catalog)
+            name = sc.name if sc.name not in variants else f"{sc.name} ({ref})"
+            variants[name] = sc
+    else:
+        variants = standard_variants(base, catalog)
+    if args.drivers is not None and args.drivers not in variants:
+        raise ConfigError(f"--drivers: unknown variant {args.drivers!r}; variants: {', '.join(variants)}")
+    fcs = run_variants(variants, args.months, catalog=catalog, paths=args.paths, seed=args.seed,
+                       currency=args.currency)
+    table = compare(fcs)
+    drivers = None if args.drivers is None else waterfall(fcs["base"], fcs[args.drivers])
+    if args.json:
+        print_json({"scenario": base.name, "months": args.months, "variants": table, "drivers": drivers})
+        return 0
+    print(f"{base.name}: {args.months} months from {fcs['base'].months[0]}, {args.paths:,} paths per variant, "
+          f"{table['currency'].iloc[0]}")
+    print_table(table[["variant", "provider", "model", "expected_total", "P10_total", "P90_total", "per_month",
+                       "vs_first_pct", "status"]], "{:,.2f}")
+    if drivers is not None:
+        print(f"\nfrom base to {args.drivers!r}: drivers of the difference (they add up exactly)")
+        print_table(drivers[["step", "amount", "measure"]], "{:,.2f}")
+    return 0
+
+
 def _int(name):
     # Ranges are checked by the library, which names the field; here only "is it a whole number".
     def parse(v: str) -> int:
@@ -101,6 +134,20 @@ def register(sub) -> None:
     p.add_argument("--csv", metavar="OUT.csv", help="CSV of the monthly view")
     p.add_argument("--catalog", action="append", default=[], metavar="FILE")
     p.set_defaults(func=cmd_forecast)
+
+    c = sub.add_parser("compare", help="forecast variants side by side (providers, models, batch, thinking, cache)")
+    c.add_argument("scenario", metavar="SCENARIO", help="the base scenario (file or example name)")
+    c.add_argument("others", metavar="OTHER", nargs="*",
+                   help="scenarios to compare with the base; none: the standard variants (kimi-k2.5, other "
+                        "providers, Batch API, thinking off, cache hit rate 50%%) that the catalog can price")
+    c.add_argument("--months", type=_int("--months"), default=12, help="horizon in calendar months (1-120)")
+    c.add_argument("--paths", type=_int("--paths"), default=2000, help="Monte Carlo paths per variant")
+    c.add_argument("--seed", type=_int("--seed"), help="random seed (default: each scenario's)")
+    c.add_argument("--currency", help="report in this currency (needs the base scenario's exchange_rate)")
+    c.add_argument("--drivers", metavar="VARIANT", help="also split the change from base to VARIANT into drivers")
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--catalog", action="append", default=[], metavar="FILE")
+    c.set_defaults(func=cmd_compare)
 
     b = sub.add_parser("backtest", help="forecast past months from the months before them; compare with a usage log")
     b.add_argument("scenario", metavar="SCENARIO", help="scenario file or example name (support_chat, ...)")
