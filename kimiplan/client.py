@@ -54,8 +54,10 @@ class RetryPolicy(BaseModel):
     base_delay_s: float = Field(default=1.0, ge=0)
     max_delay_s: float = Field(default=60.0, ge=0)
     jitter: bool = True
-    #: "stop" raises DailyLimitError; "wait" sleeps until the next UTC midnight (Kimi: "resets the next day")
+    #: "stop" raises DailyLimitError; "wait" sleeps until the daily reset (Kimi: "resets the next day")
     on_tpd: Literal["stop", "wait"] = "stop"
+    #: the reset is midnight at this UTC offset; 8 (Beijing) is the simulator's default (`WindowSettings`)
+    tpd_reset_utc_offset_hours: float = Field(default=8.0, ge=-12, le=14)
     retry_server_errors: bool = True
     retry_broken_streams: bool = True
     #: multiplies every wait; set it to the emulator's time_scale so tests run faster than real time
@@ -133,10 +135,12 @@ def backoff_delay(policy: RetryPolicy, attempt: int, rng: random.Random, floor_s
     return max(d, floor_s) * policy.time_scale
 
 
-def _seconds_to_utc_midnight(now: dt.datetime | None = None) -> float:
-    now = now or dt.datetime.now(dt.timezone.utc)
-    nxt = (now + dt.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    return (nxt - now).total_seconds()
+def _seconds_to_daily_reset(offset_hours: float, now: dt.datetime | None = None) -> float:
+    """Seconds from `now` to the next midnight at UTC+`offset_hours`."""
+    tz = dt.timezone(dt.timedelta(hours=offset_hours))
+    local = (now or dt.datetime.now(dt.timezone.utc)).astimezone(tz)
+    nxt = (local + dt.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (nxt - local).total_seconds()
 
 
 # --- results -----------------------------------------------------------------------------------------------
@@ -312,7 +316,7 @@ class KimiClient:
                 if kind == "overloaded":
                     delay = float(headers.get("retry-after") or pol.base_delay_s) * pol.time_scale
                 elif kind == "tpd":
-                    delay = _seconds_to_utc_midnight() * pol.time_scale
+                    delay = _seconds_to_daily_reset(pol.tpd_reset_utc_offset_hours) * pol.time_scale
                 else:
                     hint = _AFTER.search(str(message))
                     delay = backoff_delay(pol, attempt, self._rng, float(hint.group(1)) if hint else 0.0)

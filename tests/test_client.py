@@ -8,6 +8,7 @@ import pytest
 from kimiplan.client import (DailyLimitError, KimiAPIError, KimiClient, KimiConfig, QuotaExceededError, RetryPolicy,
                              classify_error)
 from kimiplan.emulator import FaultTruth, LimitsTruth, LogNormalTruth, RouteTruth
+from kimiplan.admission import WindowSettings
 from kimiplan.errors import ConfigError, KimiplanError
 from kimiplan.tokens import count_messages
 
@@ -163,3 +164,16 @@ def test_no_api_key_anywhere_in_the_repo():
 def test_key_pattern_catches_a_key_shaped_string():
     fake = "s" + "k-" + "Z9" * 12  # assembled at run time so this file itself stays clean
     assert KEY_SHAPE.search(f"api_key = '{fake}'") and not KEY_SHAPE.search("sk-short")
+
+
+def test_tpd_wait_runs_to_midnight_at_the_reset_offset():
+    import datetime as dt
+
+    from kimiplan.client import _seconds_to_daily_reset
+
+    utc = dt.timezone.utc
+    # Midnight in Beijing (UTC+8) is 16:00 UTC, the simulator's default reset.
+    assert _seconds_to_daily_reset(8, dt.datetime(2026, 11, 26, 15, 0, tzinfo=utc)) == 3600
+    assert _seconds_to_daily_reset(8, dt.datetime(2026, 11, 26, 16, 30, tzinfo=utc)) == 23.5 * 3600
+    assert _seconds_to_daily_reset(0, dt.datetime(2026, 11, 26, 23, 0, tzinfo=utc)) == 3600
+    assert RetryPolicy().tpd_reset_utc_offset_hours == WindowSettings().tpd_reset_utc_offset_hours
