@@ -253,6 +253,24 @@ def test_backtest_bands_cover_at_their_level(support, catalog):
 # ---------------------------------------------------------------- CLI and report
 
 
+def test_forecast_cli_planned_topups(capsys):
+    from kimiplan.cli import main
+
+    base = ["forecast", "support_chat", "--months", "6", "--paths", "300", "--balance", "5000", "--until",
+            "2027-03-01", "--json"]
+    assert main(base) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert main(base + ["--topup", "2026-12-10=4000", "--topup", "2027-01-10=4000"]) == 0
+    planned = json.loads(capsys.readouterr().out)
+    # Same paths (same seed): the planned 8,000 comes straight off the top-up needed now.
+    assert planned["topup_needed"] == pytest.approx(alone["topup_needed"] - 8000)
+    assert planned["balance"][1]["runs_out_on"] > alone["balance"][1]["runs_out_on"]
+    assert main(["forecast", "support_chat", "--balance", "1", "--topup", "2026-12=5"]) == 2
+    assert "--topup must be a date" in capsys.readouterr().err
+    assert main(["forecast", "support_chat", "--topup", "2026-12-01=5"]) == 2
+    assert "--topup needs --balance" in capsys.readouterr().err
+
+
 def test_backtest_cli(capsys):
     from kimiplan.cli import main
 

@@ -21,10 +21,13 @@ def cmd_forecast(args) -> int:
                   calibration_samples=args.calibration_samples, currency=args.currency)
     ex = None
     topup = None
+    topups = _topups(args.topup)
+    if topups and args.balance is None:
+        raise ConfigError("--topup needs --balance (the balance now, before the planned top-ups)")
     if args.balance is not None:
-        ex = exhaustion(fc, args.balance)
+        ex = exhaustion(fc, args.balance, topups)
         if args.until:
-            topup = topup_needed(fc, args.balance, parse_date(args.until, "--until"), args.confidence)
+            topup = topup_needed(fc, args.balance, parse_date(args.until, "--until"), args.confidence, topups)
     cols = ["month", "requests", "expected", "mean", *fc.quantile_columns()]
     cols += ["p_over_budget"] if args.budget is not None else []
     cols += ["status"]
@@ -42,11 +45,13 @@ def cmd_forecast(args) -> int:
     for w in fc.warnings:
         print(f"warning: {w}")
     if ex is not None:
-        print(f"\nprepaid balance {args.balance:,.2f} {fc.currency}: runs out (then every call gets "
+        planned = "".join(f", +{a:,.2f} on {d}" for d, a in sorted(topups.items()))
+        print(f"\nprepaid balance {args.balance:,.2f} {fc.currency}{planned}: runs out (then every call gets "
               f"{ex['after_that'].iloc[0]}):")
         print_table(ex[["quantile", "runs_out_on", "p_within_horizon"]])
     if topup is not None:
-        print(f"top-up needed now to last until {args.until} with probability {args.confidence:.0%}: "
+        print(f"top-up needed now{' (besides the planned ones)' if topups else ''} to last until {args.until} "
+              f"with probability {args.confidence:.0%}: "
               f"{topup:,.2f} {fc.currency}")
     return 0
 
@@ -68,6 +73,22 @@ def cmd_backtest(args) -> int:
     print(f"actual inside the {bt.attrs['level']:.0%} band in {bt.attrs['coverage']:.0%} of "
           f"{bt.attrs['months_judged']} months")
     return 0
+
+
+def _topups(values: list[str]) -> dict:
+    """--topup YYYY-MM-DD=AMOUNT, repeatable; amounts on the same day add up."""
+    out: dict = {}
+    for v in values:
+        day, sep, amount = v.partition("=")
+        if not sep:
+            raise ConfigError(f"--topup must be YYYY-MM-DD=AMOUNT, got {v!r}")
+        d = parse_date(day.strip(), "--topup")
+        try:
+            x = float(amount)
+        except ValueError:
+            raise ConfigError(f"--topup amount must be a number, got {amount!r} in {v!r}") from None
+        out[d] = out.get(d, 0.0) + x
+    return out
 
 
 def cmd_compare(args) -> int:
@@ -127,6 +148,8 @@ def register(sub) -> None:
                    help="calls the token sizes were calibrated from (adds the uncertainty of their mean)")
     p.add_argument("--currency", help="report in this currency (needs the scenario's exchange_rate)")
     p.add_argument("--balance", type=float, help="prepaid balance now (as of the scenario's as_of)")
+    p.add_argument("--topup", action="append", default=[], metavar="YYYY-MM-DD=AMOUNT",
+                   help="with --balance: a planned top-up on that day (repeatable)")
     p.add_argument("--until", metavar="YYYY-MM-DD", help="with --balance: the top-up that lasts until this date")
     p.add_argument("--confidence", type=float, default=0.9, help="with --until: probability of lasting (default 0.9)")
     p.add_argument("--json", action="store_true")
