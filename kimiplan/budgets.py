@@ -37,19 +37,25 @@ def truncation_probability(demand: np.ndarray, budgets) -> np.ndarray:
     return 1.0 - np.searchsorted(s, b, side="right") / s.size
 
 
-def _context(scenario, catalog):
+def _context(scenario, catalog, moments: pd.DataFrame | None = None, peaks: dict | None = None):
     from .plan import peak_factors, route_moments
 
     card = scenario.price_card(catalog)
     default = card.default_max_completion_tokens or K26_DEFAULT_MAX_COMPLETION
-    return card, default, route_moments(scenario, catalog), peak_factors(scenario)
+    moments = route_moments(scenario, catalog) if moments is None else moments
+    peaks = peak_factors(scenario) if peaks is None else peaks
+    return card, default, moments, peaks
 
 
-def budget_curve(scenario, route_name: str, catalog=None, budgets=None, samples: int = SAMPLES) -> pd.DataFrame:
+def budget_curve(scenario, route_name: str, catalog=None, budgets=None, samples: int = SAMPLES,
+                 moments: pd.DataFrame | None = None, peaks: dict | None = None) -> pd.DataFrame:
     """Trade-off table for one route: budget, truncation probability, reserved tokens per request, the
-    route's mean and peak-minute TPM, and the TPM freed against the model default."""
+    route's mean and peak-minute TPM, and the TPM freed against the model default.
+
+    `moments` / `peaks`: the scenario's `plan.route_moments` and `plan.peak_factors` when the caller already
+    has them (computed here otherwise)."""
     route = scenario.route(route_name)
-    card, default, moments, peaks = _context(scenario, catalog)
+    card, default, moments, peaks = _context(scenario, catalog, moments, peaks)
     m = moments.set_index("route").loc[route_name]
     demand = completion_demand(route, samples)
     if budgets is None:
@@ -75,16 +81,24 @@ def _round_up(x: float) -> int:
     return int(max(ROUND_TO, math.ceil(x / ROUND_TO) * ROUND_TO))
 
 
-def recommend_budgets(scenario, catalog=None, target_truncation: float = 0.01, samples: int = SAMPLES) -> pd.DataFrame:
+def recommend_budgets(scenario, catalog=None, target_truncation: float = 0.01, samples: int = SAMPLES,
+                      moments: pd.DataFrame | None = None, peaks: dict | None = None) -> pd.DataFrame:
     """Per route: the smallest budget (a multiple of 256) whose truncation rate is <= target, with the
-    current budget, truncation at both, and the peak-minute TPM freed against the current and default budget."""
+    current budget, truncation at both, and the peak-minute TPM freed against the current and default budget.
+
+    `moments` / `peaks`: as for `budget_curve`."""
     if not 0 < target_truncation < 1:
         raise ConfigError(f"target_truncation must be in (0, 1), got {target_truncation}")
-    card, default, moments, peaks = _context(scenario, catalog)
+    context = _context(scenario, catalog, moments, peaks)
+    return _recommend(scenario, context, target_truncation, [completion_demand(r, samples) for r in scenario.routes])
+
+
+def _recommend(scenario, context, target_truncation: float, demands: list[np.ndarray]) -> pd.DataFrame:
+    """`recommend_budgets` given its context and each route's `completion_demand` sample."""
+    card, default, moments, peaks = context
     rows = []
-    for route in scenario.routes:
+    for route, demand in zip(scenario.routes, demands):
         m = moments.set_index("route").loc[route.name]
-        demand = completion_demand(route, samples)
         rec = _round_up(np.quantile(demand, 1 - target_truncation))
         # Keep room for a long prompt: budget + p99 input must fit the context window.
         cap = card.context_window - m["input_p99"]
@@ -114,15 +128,27 @@ def budgets_for_tier(scenario, catalog=None, tier=None, target_refusal: float = 
     tier = tier if tier is not None else scenario.rate_tier(catalog)
     if tier is None:
         raise ConfigError(f"scenario {scenario.name!r}: field tier is not set")
+    # Drawn once for the whole grid: the demand samples, moments and peak factors do not depend on the
+    # truncation target (peak factors depend on the traffic only, which the budgets do not change).
+    context = demands = None
+    token_refusal: dict = {}  # per set of budgets (grid points often round to the same budgets)
     last = None
     for p in sorted(truncation_grid):
-        rec = recommend_budgets(scenario, catalog, p, samples)
+        if not 0 < p < 1:
+            raise ConfigError(f"target_truncation must be in (0, 1), got {p}")
+        if context is None:
+            context = _context(scenario, catalog)
+            demands = [completion_demand(r, samples) for r in scenario.routes]
+        rec = _recommend(scenario, context, p, demands)
         budgets = dict(zip(rec["route"], rec["recommended_budget"]))
-        data = scenario.model_dump(mode="python", by_alias=True)
-        for r in data["routes"]:
-            r["max_completion_tokens"] = int(budgets[r["name"]])
-        s = refusal_summary(demand_table(type(scenario).model_validate(data), catalog, tier))
-        tok = 1 - (1 - s["refusal_by_limit"]["tpm"]) * (1 - s["refusal_by_limit"]["tpd"])
+        key = tuple(int(budgets[r.name]) for r in scenario.routes)
+        if key not in token_refusal:
+            data = scenario.model_dump(mode="python", by_alias=True)
+            for r in data["routes"]:
+                r["max_completion_tokens"] = int(budgets[r["name"]])
+            s = refusal_summary(demand_table(type(scenario).model_validate(data), catalog, tier, peaks=context[3]))
+            token_refusal[key] = 1 - (1 - s["refusal_by_limit"]["tpm"]) * (1 - s["refusal_by_limit"]["tpd"])
+        tok = token_refusal[key]
         rec["token_refusal"] = tok
         rec["tier"] = tier.name
         last = rec

@@ -156,21 +156,51 @@ def _limits_for(scenario, catalog, tier) -> dict:
     return scenario_limits(scenario, catalog, tier)
 
 
-def _demand(moments: pd.DataFrame, rps: float, peaks: dict, q: float) -> list[dict]:
-    """Demand on each limit for each route and in total (rows of route, limit, mean, peak, percentile)."""
+@dataclass(frozen=True)
+class _Group:
+    """One row group of the demand table (a route, or "total" over the online routes): its share of the
+    traffic and the share-weighted moments of its requests. Independent of the rate, so it is computed once
+    per call and reused for every rate, peak factor and tier."""
+
+    name: str
+    share: float
+    m1: float
+    m2: float
+    m3: float
+    lat: float
+
+
+def _groups(moments: pd.DataFrame) -> list[_Group]:
     live = moments[~moments["batch"]]  # Batch API requests do not load the online limits
     groups = [(r["route"], live[live["route"] == r["route"]]) for _, r in live.iterrows()] + [("total", live)]
-    rows = []
+    out = []
     for name, g in groups:
-        lam = rps * g["share"].sum()
-        if lam <= 0:
-            continue
         w = g["share"] / g["share"].sum()
         m1, m2, m3 = (float((w * g[c]).sum()) for c in ("reserved_mean", "reserved_m2", "reserved_m3"))
         lat = float((w * g["latency_mean_s"]).sum())
-        lam_pk = lam * peaks["peak_minute"]
-        day_n = lam * 86400.0 * peaks["peak_day"]
-        conc_load = lam_pk * lat
+        out.append(_Group(name, g["share"].sum(), m1, m2, m3, lat))
+    return out
+
+
+def _loads(g: _Group, rps: float, peaks: dict):
+    """(lam, lam_pk, day_n, conc_load) of a group at `rps`, or None when it carries no traffic."""
+    lam = rps * g.share
+    if lam <= 0:
+        return None
+    lam_pk = lam * peaks["peak_minute"]
+    day_n = lam * 86400.0 * peaks["peak_day"]
+    return lam, lam_pk, day_n, lam_pk * g.lat
+
+
+def _demand(groups: list[_Group], rps: float, peaks: dict, q: float) -> list[dict]:
+    """Demand on each limit for each route and in total (rows of route, limit, mean, peak, percentile)."""
+    rows = []
+    for g in groups:
+        loads = _loads(g, rps, peaks)
+        if loads is None:
+            continue
+        name, m1, m2, m3, lat = g.name, g.m1, g.m2, g.m3, g.lat
+        lam, lam_pk, day_n, conc_load = loads
         tpm = CompoundPoisson(60.0 * lam_pk, m1, m2, m3)
         tpd = CompoundPoisson(day_n, m1, m2, m3)
         rows += [
@@ -199,19 +229,34 @@ def _refusal(model, limit: float | None) -> float:
     return x.overflow_fraction(limit)
 
 
-def demand_table(scenario, catalog=None, tier=None, percentile: float = DEFAULT_PERCENTILE,
-                 scale: float = 1.0, moments: pd.DataFrame | None = None, peaks: dict | None = None) -> pd.DataFrame:
-    """Tidy: one row per (route incl. 'total', limit) with mean and peak demand, utilization, headroom and
-    (for the total) the refusal fraction. `scale` multiplies the traffic (growth, what-ifs)."""
-    if not 0 < percentile < 1:
-        raise ConfigError(f"percentile must be in (0, 1), got {percentile}")
-    if not scale > 0:
-        raise ConfigError(f"scale must be > 0, got {scale}")
-    limits = _limits_for(scenario, catalog, tier) if (tier is not None or scenario.tier is not None) else \
+def _total_refusal_by_limit(groups: list[_Group], rps: float, peaks: dict, limits: dict,
+                            daily: bool = True) -> dict:
+    """`refusal_summary(demand_table(...))["refusal_by_limit"]` without the table: only the "total" group's
+    refusals, none of the percentiles (the same arithmetic, so the same numbers). `daily=False` leaves out
+    TPD and RPD (for callers that evaluate those on the peak day only)."""
+    g = groups[-1]  # _groups puts the total last
+    loads = _loads(g, rps, peaks)
+    if loads is None:  # no online traffic at all: whatever the full table gives (it has no total rows)
+        return refusal_summary(_demand_frame(groups, rps, peaks, DEFAULT_PERCENTILE, limits))["refusal_by_limit"]
+    lam, lam_pk, day_n, conc_load = loads
+    models = [("concurrency", ("erlang", conc_load)), ("rpm", ("poisson", 60 * lam_pk)),
+              ("tpm", ("compound", CompoundPoisson(60.0 * lam_pk, g.m1, g.m2, g.m3)))]
+    if daily:
+        models += [("tpd", ("compound", CompoundPoisson(day_n, g.m1, g.m2, g.m3))), ("rpd", ("poisson", day_n))]
+    return {k: float(_refusal(m, limits.get(k))) for k, m in models}
+
+
+def _total_refusal(per: dict) -> float:
+    return 1.0 - float(np.prod([1.0 - v for v in per.values()]))
+
+
+def _table_limits(scenario, catalog, tier) -> dict:
+    return _limits_for(scenario, catalog, tier) if (tier is not None or scenario.tier is not None) else \
         {k: None for k in LIMITS}
-    moments = route_moments(scenario, catalog) if moments is None else moments
-    peaks = peak_factors(scenario) if peaks is None else peaks
-    rows = _demand(moments, scenario.traffic.mean_rps * scale, peaks, percentile)
+
+
+def _demand_frame(groups: list[_Group], rps: float, peaks: dict, percentile: float, limits: dict) -> pd.DataFrame:
+    rows = _demand(groups, rps, peaks, percentile)
     for r in rows:
         lim = limits.get(r["limit"])
         r["limit_value"] = lim
@@ -225,11 +270,33 @@ def demand_table(scenario, catalog=None, tier=None, percentile: float = DEFAULT_
     return df
 
 
+def _check_percentile(percentile: float) -> None:
+    if not 0 < percentile < 1:
+        raise ConfigError(f"percentile must be in (0, 1), got {percentile}")
+
+
+def _check_scale(scale: float) -> None:
+    if not scale > 0:
+        raise ConfigError(f"scale must be > 0, got {scale}")
+
+
+def demand_table(scenario, catalog=None, tier=None, percentile: float = DEFAULT_PERCENTILE,
+                 scale: float = 1.0, moments: pd.DataFrame | None = None, peaks: dict | None = None) -> pd.DataFrame:
+    """Tidy: one row per (route incl. 'total', limit) with mean and peak demand, utilization, headroom and
+    (for the total) the refusal fraction. `scale` multiplies the traffic (growth, what-ifs)."""
+    _check_percentile(percentile)
+    _check_scale(scale)
+    limits = _table_limits(scenario, catalog, tier)
+    moments = route_moments(scenario, catalog) if moments is None else moments
+    peaks = peak_factors(scenario) if peaks is None else peaks
+    return _demand_frame(_groups(moments), scenario.traffic.mean_rps * scale, peaks, percentile, limits)
+
+
 def refusal_summary(demand: pd.DataFrame) -> dict:
     """Total refusal (limits independent), refusal per limit and the binding limit from a demand table."""
     tot = demand[demand["route"] == "total"].set_index("limit")
     per = {k: float(tot.loc[k, "refusal"]) for k in tot.index}
-    total = 1.0 - float(np.prod([1.0 - v for v in per.values()]))
+    total = _total_refusal(per)
     enforced = tot[tot["limit_value"].notna()]
     binding = None
     if len(enforced):
@@ -238,16 +305,44 @@ def refusal_summary(demand: pd.DataFrame) -> dict:
     return {"refusal_by_limit": per, "refusal_total": total, "binding_limit": binding}
 
 
-def max_sustainable_scale(scenario, catalog=None, tier=None, target: float = DEFAULT_TARGET,
-                          moments: pd.DataFrame | None = None) -> float:
-    """Largest multiple of today's traffic whose total refusal stays <= target (bisection on a log scale)."""
-    moments = route_moments(scenario, catalog) if moments is None else moments
-    peaks = peak_factors(scenario)
+class _PlanContext:
+    """What one plan call reuses: the scenario's demand groups and peak factors (computed once) and the
+    results that depend only on a tier's limits (several tiers, or the scenario's own tier and its ladder
+    entry, can share them). Lives for one call; nothing is kept between calls."""
 
-    def ok(s):
-        d = demand_table(scenario, catalog, tier, scale=s, moments=moments, peaks=peaks)
-        return refusal_summary(d)["refusal_total"] <= target
+    def __init__(self, scenario, catalog, moments: pd.DataFrame | None = None, peaks: dict | None = None):
+        self.scenario, self.catalog = scenario, catalog
+        self.moments = route_moments(scenario, catalog) if moments is None else moments
+        self.peaks = peak_factors(scenario) if peaks is None else peaks
+        self.groups = _groups(self.moments)
+        self._tables: dict = {}
+        self._scales: dict = {}
 
+    def limits(self, tier) -> dict:
+        return _table_limits(self.scenario, self.catalog, tier)
+
+    def table(self, limits: dict, percentile: float) -> pd.DataFrame:
+        """The demand table at today's traffic; shared, so callers must not modify it."""
+        key = (tuple(limits.items()), percentile)
+        if key not in self._tables:
+            _check_percentile(percentile)
+            self._tables[key] = _demand_frame(self.groups, self.scenario.traffic.mean_rps, self.peaks, percentile,
+                                              limits)
+        return self._tables[key]
+
+    def refusal_total(self, limits: dict, scale: float) -> float:
+        _check_scale(scale)
+        per = _total_refusal_by_limit(self.groups, self.scenario.traffic.mean_rps * scale, self.peaks, limits)
+        return _total_refusal(per)
+
+    def max_scale(self, limits: dict, target: float) -> float:
+        key = (tuple(limits.items()), target)
+        if key not in self._scales:
+            self._scales[key] = _max_scale(lambda s: self.refusal_total(limits, s) <= target)
+        return self._scales[key]
+
+
+def _max_scale(ok) -> float:
     lo, hi = 1e-6, 1.0
     if not ok(lo):
         return 0.0
@@ -263,50 +358,53 @@ def max_sustainable_scale(scenario, catalog=None, tier=None, target: float = DEF
     return lo
 
 
-def week_average_refusal(scenario, catalog=None, tier=None, moments: pd.DataFrame | None = None) -> dict:
-    """Refusal averaged over a week's requests (each minute at its own rate), next to the peak-minute value
-    the plan sizes for: a tier can refuse 40 % in a 15-minute burst and 1 % over the day."""
+def max_sustainable_scale(scenario, catalog=None, tier=None, target: float = DEFAULT_TARGET,
+                          moments: pd.DataFrame | None = None, peaks: dict | None = None) -> float:
+    """Largest multiple of today's traffic whose total refusal stays <= target (bisection on a log scale)."""
+    ctx = _PlanContext(scenario, catalog, moments, peaks)
+    return ctx.max_scale(ctx.limits(tier), target)
+
+
+def _week_average(ctx: _PlanContext, limits: dict) -> dict:
     from .simulate import rate_per_minute
 
-    moments = route_moments(scenario, catalog) if moments is None else moments
+    scenario = ctx.scenario
     rate = rate_per_minute(scenario.traffic, 7 * 86400.0, scenario.as_of) / scenario.traffic.mean_rps
     factors, counts = np.unique(np.round(rate, 9), return_counts=True)
-    base = peak_factors(scenario)
+    base = ctx.peaks
     per = {k: 0.0 for k in LIMITS}
     weight = 0.0
     for f, n in zip(factors, counts):
         if f <= 0:
             continue
-        d = demand_table(scenario, catalog, tier, moments=moments, peaks={**base, "peak_minute": float(f)})
-        s = refusal_summary(d)
+        # Daily limits are evaluated on the peak day below, not per minute: leave them out here.
+        by_limit = _total_refusal_by_limit(ctx.groups, scenario.traffic.mean_rps, {**base, "peak_minute": float(f)},
+                                           limits, daily=False)
         w = f * n  # requests in those minutes
         weight += w
-        for k, v in s["refusal_by_limit"].items():
-            if k not in ("tpd", "rpd"):  # daily limits are already evaluated on the peak day
-                per[k] += w * v
+        for k, v in by_limit.items():
+            per[k] += w * v
     per = {k: (v / weight if k not in ("tpd", "rpd") else 0.0) for k, v in per.items()}
-    tot = refusal_summary(demand_table(scenario, catalog, tier, moments=moments, peaks=base))["refusal_by_limit"]
+    tot = _total_refusal_by_limit(ctx.groups, scenario.traffic.mean_rps, base, limits)
     per["tpd"], per["rpd"] = tot["tpd"], tot["rpd"]
     return {"refusal_by_limit": per, "refusal_total": 1.0 - float(np.prod([1 - v for v in per.values()]))}
 
 
-def tier_ladder(scenario, catalog=None, target: float = DEFAULT_TARGET, percentile: float = DEFAULT_PERCENTILE,
-                tiers=None) -> pd.DataFrame:
-    """Every tier of the scenario's provider on `as_of`, ascending: refusal per limit, total, binding limit,
-    whether it holds the target, and the largest sustainable request rate."""
-    from .catalog import load_catalog
+def week_average_refusal(scenario, catalog=None, tier=None, moments: pd.DataFrame | None = None,
+                         peaks: dict | None = None) -> dict:
+    """Refusal averaged over a week's requests (each minute at its own rate), next to the peak-minute value
+    the plan sizes for: a tier can refuse 40 % in a 15-minute burst and 1 % over the day."""
+    ctx = _PlanContext(scenario, catalog, moments, peaks)
+    return _week_average(ctx, ctx.limits(tier))
 
-    catalog = catalog or load_catalog()
-    tiers = tiers if tiers is not None else catalog.tiers(scenario.provider, scenario.resolved_region, scenario.as_of)
-    if not tiers:
-        raise ConfigError(f"provider {scenario.provider!r}: no tiers in the catalog on {scenario.as_of}")
-    moments = route_moments(scenario, catalog)
-    peaks = peak_factors(scenario)
+
+def _ladder(ctx: _PlanContext, tiers, target: float, percentile: float) -> pd.DataFrame:
+    scenario = ctx.scenario
     rows = []
     for t in tiers:
-        d = demand_table(scenario, catalog, t, percentile, moments=moments, peaks=peaks)
-        s = refusal_summary(d)
-        scale = max_sustainable_scale(scenario, catalog, t, target, moments)
+        limits = ctx.limits(t)
+        s = refusal_summary(ctx.table(limits, percentile))
+        scale = ctx.max_scale(limits, target)
         row = {"tier": t.name, "provider": t.provider, **{k: getattr(t, k) for k in LIMITS}}
         row.update({f"refusal_{k}": v for k, v in s["refusal_by_limit"].items()})
         row.update({"refusal_total": s["refusal_total"], "binding_limit": s["binding_limit"],
@@ -315,6 +413,24 @@ def tier_ladder(scenario, catalog=None, target: float = DEFAULT_TARGET, percenti
                     "max_requests_per_day": scale * scenario.traffic.per_day})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _catalog_tiers(scenario, catalog, tiers):
+    tiers = tiers if tiers is not None else catalog.tiers(scenario.provider, scenario.resolved_region, scenario.as_of)
+    if not tiers:
+        raise ConfigError(f"provider {scenario.provider!r}: no tiers in the catalog on {scenario.as_of}")
+    return tiers
+
+
+def tier_ladder(scenario, catalog=None, target: float = DEFAULT_TARGET, percentile: float = DEFAULT_PERCENTILE,
+                tiers=None, moments: pd.DataFrame | None = None, peaks: dict | None = None) -> pd.DataFrame:
+    """Every tier of the scenario's provider on `as_of`, ascending: refusal per limit, total, binding limit,
+    whether it holds the target, and the largest sustainable request rate."""
+    from .catalog import load_catalog
+
+    catalog = catalog or load_catalog()
+    tiers = _catalog_tiers(scenario, catalog, tiers)
+    return _ladder(_PlanContext(scenario, catalog, moments, peaks), tiers, target, percentile)
 
 
 def smallest_tier(ladder: pd.DataFrame) -> str | None:
@@ -336,28 +452,35 @@ def growth_exhaustion(scenario, max_scale: float, months: int = 36) -> dict:
     return {"months": m, "date": date if m <= months else None, "growth": g, "max_scale": max_scale}
 
 
-def plan(scenario, catalog=None, target: float = DEFAULT_TARGET, percentile: float = DEFAULT_PERCENTILE) -> dict:
-    """Everything `kimiplan plan` prints: demand vs the chosen tier, the ladder, the smallest tier, growth."""
+def plan(scenario, catalog=None, target: float = DEFAULT_TARGET, percentile: float = DEFAULT_PERCENTILE,
+         moments: pd.DataFrame | None = None, peaks: dict | None = None) -> dict:
+    """Everything `kimiplan plan` prints: demand vs the chosen tier, the ladder, the smallest tier, growth.
+
+    The route moments and peak factors are computed once per call (or passed in: `moments` as returned in
+    an earlier plan's "moments", `peaks` from `peak_factors`, for the same scenario and catalog), and each
+    tier's sustainable scale once (the scenario's tier and its ladder entry share it)."""
     from .catalog import load_catalog
 
     catalog = catalog or load_catalog()
-    moments = route_moments(scenario, catalog)
+    ctx = _PlanContext(scenario, catalog, moments, peaks)
+    moments = ctx.moments
     tier = scenario.rate_tier(catalog)
     out = {"scenario": scenario.name, "target": target, "percentile": percentile, "moments": moments}
     if tier is not None:
-        demand = demand_table(scenario, catalog, tier, percentile, moments=moments)
+        limits = ctx.limits(tier)
+        demand = ctx.table(limits, percentile).copy()
         out["tier"] = tier.name
         out["demand"] = demand
         out.update(refusal_summary(demand))
-        out["week_average"] = week_average_refusal(scenario, catalog, tier, moments)
-        scale = max_sustainable_scale(scenario, catalog, tier, target, moments)
+        out["week_average"] = _week_average(ctx, limits)
+        scale = ctx.max_scale(limits, target)
         out["max_scale"] = scale
         out["max_requests_per_second"] = scale * scenario.traffic.mean_rps
         out["exhaustion"] = growth_exhaustion(scenario, scale)
     else:
-        out["demand"] = demand_table(scenario, catalog, None, percentile, moments=moments)
+        out["demand"] = ctx.table(ctx.limits(None), percentile).copy()
     try:
-        ladder = tier_ladder(scenario, catalog, target, percentile)
+        ladder = _ladder(ctx, _catalog_tiers(scenario, catalog, None), target, percentile)
     except ConfigError:
         ladder = pd.DataFrame()
     out["ladder"] = ladder
@@ -365,17 +488,17 @@ def plan(scenario, catalog=None, target: float = DEFAULT_TARGET, percentile: flo
     return out
 
 
-def tier_headroom(scenario, catalog=None, percentile: float = DEFAULT_PERCENTILE, tiers=None) -> pd.DataFrame:
+def tier_headroom(scenario, catalog=None, percentile: float = DEFAULT_PERCENTILE, tiers=None,
+                  moments: pd.DataFrame | None = None, peaks: dict | None = None) -> pd.DataFrame:
     """Tidy: for each tier and each limit it sets, the total peak demand, utilization and headroom."""
     from .catalog import load_catalog
 
     catalog = catalog or load_catalog()
     tiers = tiers if tiers is not None else catalog.tiers(scenario.provider, scenario.resolved_region, scenario.as_of)
-    moments = route_moments(scenario, catalog)
-    peaks = peak_factors(scenario)
+    ctx = _PlanContext(scenario, catalog, moments, peaks)
     frames = []
     for t in tiers:
-        d = demand_table(scenario, catalog, t, percentile, moments=moments, peaks=peaks)
+        d = ctx.table(ctx.limits(t), percentile)
         d = d[(d["route"] == "total") & d["limit_value"].notna()].copy()
         d.insert(0, "tier", t.name)
         frames.append(d.drop(columns=["route"]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import html
 
 from .budgets import budget_curve, recommend_budgets
-from .plan import plan, tier_headroom
+from .plan import peak_factors, plan, tier_headroom
 from .plots_capacity import budget_tradeoff_figure, headroom_figure, tier_ladder_figure, utilization_figure
 
 REPORT_SIM_HOURS = 24.0
@@ -17,6 +17,8 @@ def capacity_report_sections(scenario, catalog=None) -> list:
 
     catalog = catalog or load_catalog()
     p = plan(scenario, catalog)
+    # The plan's route moments and the peak factors serve every section below (computed once per report).
+    moments, peaks = p["moments"], peak_factors(scenario)
     out = []
     if p.get("tier") is not None:
         ex = p["exhaustion"]
@@ -35,12 +37,14 @@ def capacity_report_sections(scenario, catalog=None) -> list:
     if len(p["ladder"]):
         out.append(("Tier ladder", p["ladder"].round(6)))
         out.append(("Largest sustainable rate per tier", tier_ladder_figure(p["ladder"], scenario.traffic.mean_rps)))
-        out.append(("Headroom per limit per tier", headroom_figure(tier_headroom(scenario, catalog))))
-    rec = recommend_budgets(scenario, catalog)
+        out.append(("Headroom per limit per tier",
+                    headroom_figure(tier_headroom(scenario, catalog, moments=moments, peaks=peaks))))
+    rec = recommend_budgets(scenario, catalog, moments=moments, peaks=peaks)
     out.append(("max_completion_tokens per route (1 % truncation target)", rec.round(4)))
     worst = rec.sort_values("tpm_freed_vs_current", ascending=False).iloc[0]
+    curve = budget_curve(scenario, worst["route"], catalog, moments=moments, peaks=peaks)
     out.append((f"Budget trade-off: {worst['route']}", budget_tradeoff_figure(
-        budget_curve(scenario, worst["route"], catalog), int(worst["current_budget"]), int(worst["recommended_budget"]))))
+        curve, int(worst["current_budget"]), int(worst["recommended_budget"]))))
     if p.get("tier") is not None:
         tier = scenario.rate_tier(catalog)
         if any(v is not None for v in tier.limits().values()):

@@ -60,3 +60,14 @@ def _tier(**lim):
     from kimiplan.catalog import custom_tier
 
     return custom_tier("t", **lim)
+
+
+def test_budgets_for_tier_returns_the_plain_recommendation_it_chose():
+    # budgets_for_tier draws the demand samples once for its whole grid: the table it returns is exactly
+    # recommend_budgets at the truncation target it settled on, plus its refusal columns.
+    import pandas as pd
+
+    sc = sc_lognormal()
+    rec = budgets_for_tier(sc, tier=_tier(tpm=2_000_000))
+    plain = recommend_budgets(sc, target_truncation=float(rec["target_truncation"].iloc[0]))
+    pd.testing.assert_frame_equal(rec.drop(columns=["token_refusal", "tier", "holds"]), plain, check_exact=True)

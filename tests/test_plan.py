@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -102,3 +103,47 @@ def test_plan_agrees_with_the_simulator_on_concurrency():
     # Erlang B against the simulated share, with a standard error inflated 3x for correlation between requests.
     assert abs(sim["rejected_fraction"]["concurrency"] - p["refusal_by_limit"]["concurrency"]) < \
         4 * 3 * math.sqrt(p["refusal_by_limit"]["concurrency"] / n)
+
+
+def _mixed_scenario():
+    # Two online routes with different sizes and latencies, and a Batch API route that loads no limit.
+    return scenario(routes=[
+        {"name": "short", "share": 0.6, "system": 800, "output": 150, "max_completion_tokens": 512,
+         "latency": {"total_s": {"kind": "exponential", "mean": 2.0}}},
+        {"name": "long", "share": 0.3, "system": 6000, "output": {"kind": "lognormal", "median": 600, "p95": 2500},
+         "max_completion_tokens": 4096, "latency": {"total_s": {"kind": "lognormal", "median": 9.0, "p95": 30.0}}},
+        {"name": "offline", "share": 0.1, "batch": True, "system": 3000, "output": 800,
+         "max_completion_tokens": 2048, "latency": {"total_s": 60.0}},
+    ])
+
+
+def test_refusal_shortcut_is_exactly_the_demand_table():
+    # The bisection and the week average evaluate only the total's refusals, without the table and its
+    # percentiles; they must give bit for bit what refusal_summary(demand_table(...)) gives.
+    from kimiplan.plan import _PlanContext, _total_refusal_by_limit
+
+    sc = _mixed_scenario()
+    ctx = _PlanContext(sc, None)
+    tiers = [custom_tier("all", concurrency=40, rpm=600, tpm=1_500_000, tpd=400_000_000, rpd=150_000),
+             custom_tier("tokens", tpm=900_000, tpd=90_000_000), None]
+    for t in tiers:
+        limits = ctx.limits(t)
+        for s in (0.05, 1.0, 3.7, 40.0):
+            for peaks in (ctx.peaks, {**ctx.peaks, "peak_minute": 0.37}):
+                want = refusal_summary(demand_table(sc, tier=t, scale=s, moments=ctx.moments, peaks=peaks))
+                got = _total_refusal_by_limit(ctx.groups, sc.traffic.mean_rps * s, peaks, limits)
+                assert got == want["refusal_by_limit"]
+                if peaks is ctx.peaks:
+                    assert ctx.refusal_total(limits, s) == want["refusal_total"]
+
+
+def test_plan_reuses_given_moments_without_changing_anything():
+    from kimiplan.plan import peak_factors
+
+    sc = _mixed_scenario()
+    p = plan(sc)
+    q = plan(sc, moments=p["moments"], peaks=peak_factors(sc))
+    for k in ("demand", "ladder", "moments"):
+        pd.testing.assert_frame_equal(p[k], q[k], check_exact=True)
+    assert {k: v for k, v in p.items() if k not in ("demand", "ladder", "moments")} == \
+        {k: v for k, v in q.items() if k not in ("demand", "ladder", "moments")}
