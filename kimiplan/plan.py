@@ -175,6 +175,9 @@ def _groups(moments: pd.DataFrame) -> list[_Group]:
     groups = [(r["route"], live[live["route"] == r["route"]]) for _, r in live.iterrows()] + [("total", live)]
     out = []
     for name, g in groups:
+        if g.empty:  # every route goes through the Batch API: the total carries nothing
+            out.append(_Group(name, 0.0, 0.0, 0.0, 0.0, 0.0))
+            continue
         w = g["share"] / g["share"].sum()
         m1, m2, m3 = (float((w * g[c]).sum()) for c in ("reserved_mean", "reserved_m2", "reserved_m3"))
         lat = float((w * g["latency_mean_s"]).sum())
@@ -198,6 +201,9 @@ def _demand(groups: list[_Group], rps: float, peaks: dict, q: float) -> list[dic
     for g in groups:
         loads = _loads(g, rps, peaks)
         if loads is None:
+            if g.name == "total":  # no online traffic: zero demand on every limit, so tables keep their shape
+                rows += [{"route": "total", "limit": k, "mean": 0.0, "peak_mean": 0.0, "peak": 0.0,
+                          "_model": ("none", 0.0)} for k in LIMITS]
             continue
         name, m1, m2, m3, lat = g.name, g.m1, g.m2, g.m3, g.lat
         lam, lam_pk, day_n, conc_load = loads
@@ -222,6 +228,8 @@ def _refusal(model, limit: float | None) -> float:
     if limit is None:
         return 0.0
     kind, x = model
+    if kind == "none":
+        return 0.0
     if kind == "erlang":
         return erlang_b(int(limit), x)
     if kind == "poisson":
@@ -299,7 +307,7 @@ def refusal_summary(demand: pd.DataFrame) -> dict:
     total = _total_refusal(per)
     enforced = tot[tot["limit_value"].notna()]
     binding = None
-    if len(enforced):
+    if len(enforced) and (enforced["peak"] > 0).any():  # zero demand (all Batch API): nothing binds
         # The binding limit refuses most; when none refuses measurably, it is the one with least headroom.
         binding = enforced["refusal"].idxmax() if enforced["refusal"].max() > 1e-12 else enforced["headroom"].idxmin()
     return {"refusal_by_limit": per, "refusal_total": total, "binding_limit": binding}

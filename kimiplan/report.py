@@ -64,18 +64,9 @@ def collect_sections(scenario: Scenario, catalog: Catalog | None = None,
                      providers: Iterable[tuple[str, str]] = _PROVIDERS) -> list[Section]:
     catalog = catalog or load_catalog()
     sections = foundation_sections(scenario, catalog)
-    seen: set[str] = set()
     for mod_name, fn_name in providers:
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == mod_name:
-                continue
-            raise
-        fn: Callable | None = getattr(mod, fn_name, None)
-        if fn is None or fn_name in seen:
-            continue
-        seen.add(fn_name)
+        # Providers are named, not imported here, so this module does not import every section's dependencies.
+        fn: Callable = getattr(importlib.import_module(mod_name), fn_name)
         sections += fn(scenario, catalog)
     return sections
 

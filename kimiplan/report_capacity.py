@@ -47,7 +47,11 @@ def capacity_report_sections(scenario, catalog=None) -> list:
         curve, int(worst["current_budget"]), int(worst["recommended_budget"]))))
     if p.get("tier") is not None:
         tier = scenario.rate_tier(catalog)
-        if any(v is not None for v in tier.limits().values()):
-            sim = simulate(scenario, catalog, SimSettings(hours=REPORT_SIM_HOURS))
-            out.append((f"Simulated {REPORT_SIM_HOURS:g} h against {tier.name} (no retries)", utilization_figure(sim)))
+        online = any(not r.batch for r in scenario.routes)
+        if online and any(v is not None for v in tier.limits().values()):
+            # The scenario's own client and windows (its `simulation:` section), over a fixed report horizon.
+            settings = SimSettings.for_scenario(scenario, hours=REPORT_SIM_HOURS)
+            sim = simulate(scenario, catalog, settings)
+            client = {"none": "no retries", "retry": "client retries", "pace": "client paces"}[settings.client.kind]
+            out.append((f"Simulated {REPORT_SIM_HOURS:g} h against {tier.name} ({client})", utilization_figure(sim)))
     return out

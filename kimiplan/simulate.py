@@ -102,10 +102,9 @@ def poisson_arrivals(rate_min: np.ndarray, horizon_s: float, rng: np.random.Gene
 
 # ---------------------------------------------------------------- requests
 
-def _route_draws(scenario, card):
+def _route_draws(scenario, card, routes):
     from .workload import draw_route, route_context
 
-    routes = scenario.routes
     shares = np.array([r.share for r in routes])
     ctxs = [route_context(scenario, r, card) for r in routes]
 
@@ -240,8 +239,13 @@ def simulate(scenario, catalog=None, settings: SimSettings | None = None, tier=N
     seed = scenario.seed if settings.seed is None else settings.seed
     settings = settings.model_copy(update={"seed": seed})
     card = scenario.price_card(catalog)
-    rate = rate_per_minute(scenario.traffic, horizon_s, scenario.as_of)
-    draw = _route_draws(scenario, card)
+    # Batch API requests do not count against the online limits (the planner leaves them out too).
+    online = [r for r in scenario.routes if not r.batch]
+    if not online:
+        raise ConfigError(f"routes: every route of {scenario.name!r} sets batch: true; Batch API requests do not "
+                          "count against the online rate limits, so there is nothing to simulate")
+    rate = rate_per_minute(scenario.traffic, horizon_s, scenario.as_of) * sum(r.share for r in online)
+    draw = _route_draws(scenario, card, online)
     rng = np.random.default_rng([seed, 1])
 
     def chunks():

@@ -126,7 +126,7 @@ def standard_variants(scenario: Scenario, catalog: Catalog | None = None) -> dic
     for prov in ("cloudflare", "openrouter", "siliconflow"):
         if prov != scenario.provider:
             attempts.append((prov, lambda p=prov: provider_variant(scenario, p, catalog)))
-    if scenario.price_card(catalog).batch_multiplier is not None:
+    if scenario.price_card(catalog).batch_multiplier is not None and not all(r.batch for r in scenario.routes):
         attempts.append(("Batch API (all routes)", lambda: batch_variant(scenario)))
     if any(r.thinking for r in scenario.routes):
         attempts.append(("thinking off", lambda: thinking_variant(scenario, False)))
@@ -134,9 +134,11 @@ def standard_variants(scenario: Scenario, catalog: Catalog | None = None) -> dic
     for name, make in attempts:
         try:
             v = make()
-            v.price_card(catalog)
+            card = v.price_card(catalog)
         except (CatalogError, ConfigError):
             continue
+        if card.batch_multiplier is None and any(r.batch for r in v.routes):
+            continue  # batch routes where the provider has no Batch API: not a like-for-like comparison
         out[name] = v
     return out
 

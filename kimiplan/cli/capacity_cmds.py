@@ -24,8 +24,11 @@ def cmd_plan(args) -> int:
         ex = p["exhaustion"]
         print(f"refusals at the busiest minute: {p['refusal_total']:.3%} (week average "
               f"{p['week_average']['refusal_total']:.3%}); binding limit: {p['binding_limit']}")
-        print(f"sustains {p['max_scale']:.2f}x today's traffic ({p['max_requests_per_second']:.3g} req/s); "
-              f"exhausted by growth: {'now' if ex['months'] == 0 else ex['date'] or 'not within 3 years'}")
+        if p["max_scale"] == float("inf"):
+            print("sustains any traffic: no online request reaches a limit (Batch API routes do not count)")
+        else:
+            print(f"sustains {p['max_scale']:.2f}x today's traffic ({p['max_requests_per_second']:.3g} req/s); "
+                  f"exhausted by growth: {'now' if ex['months'] == 0 else ex['date'] or 'not within 3 years'}")
     print(f"smallest tier that holds: {p['smallest_tier'] or 'none'}\n")
     d = p["demand"]
     print_table(d[d["route"] == "total"].drop(columns=["route"]))

@@ -1,0 +1,52 @@
+"""Batch API routes do not load the online rate limits: the planner and the simulator both leave them out,
+and a scenario whose every route is batch plans and reports without error."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from kimiplan.catalog import load_catalog
+from kimiplan.errors import ConfigError
+from kimiplan.plan import plan
+from kimiplan.report import collect_sections
+from kimiplan.scenario import example_path, load_scenario
+from kimiplan.simulate import SimSettings, simulate
+from kimiplan.variants import batch_variant, standard_variants
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return load_catalog()
+
+
+@pytest.fixture(scope="module")
+def support(catalog):
+    return load_scenario(example_path("support_chat"), catalog)
+
+
+def test_all_batch_plan_has_no_binding_limit(support, catalog):
+    p = plan(batch_variant(support), catalog)
+    assert p["refusal_total"] == 0 and p["binding_limit"] is None and math.isinf(p["max_scale"])
+    assert p["smallest_tier"] == p["ladder"]["tier"].iloc[0]  # the smallest tier holds no traffic at all
+    total = p["demand"][p["demand"]["route"] == "total"]
+    assert len(total) == 5 and (total["peak"] == 0).all()
+
+
+def test_simulator_leaves_batch_routes_out(support, catalog):
+    st = SimSettings(hours=6, seed=4)
+    part = batch_variant(support, ["answer"])  # 80 % of requests go through the Batch API
+    a = simulate(support, catalog, st).summary["requests"]
+    b = simulate(part, catalog, st).summary["requests"]
+    expected = 0.2 * a
+    assert abs(b - expected) < 4 * math.sqrt(expected)
+    with pytest.raises(ConfigError, match="routes: every route"):
+        simulate(batch_variant(support), catalog, st)
+
+
+def test_all_batch_report_and_variants(support, catalog):
+    sc = batch_variant(support)
+    titles = [t for t, _ in collect_sections(sc, catalog)]
+    assert "Capacity summary" in titles and not any(t.startswith("Simulated") for t in titles)
+    # Providers without a Batch API are not offered as like-for-like variants of batch routes.
+    assert set(standard_variants(sc, catalog)) <= {"base", "kimi-k2.5", "cache hit rate 50%"}
