@@ -183,3 +183,13 @@ def error_body(limit: str, limits: dict[str, float | None], current: float | Non
                f"limit:{lim:g}",
     }
     return {"error": {"type": "rate_limit_reached_error", "message": msgs[limit]}}
+
+
+def scenario_limits(scenario, catalog=None, tier=None) -> dict:
+    """The limits the scenario's tier enforces under its provider's admission rule."""
+    tier = tier if tier is not None else scenario.rate_tier(catalog)
+    if tier is None:
+        raise ConfigError(f"scenario {scenario.name!r}: field tier is not set; name a catalog tier or write an "
+                          "inline one (concurrency, rpm, tpm, tpd, rpd)")
+    provider = tier.provider if tier.provider in ("moonshot", "cloudflare", "openrouter", "custom") else "custom"
+    return limit_values(tier, rule_for(provider))

@@ -9,13 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Iterable, Literal, Mapping
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from scipy import optimize, stats
 
 from .dists import Z95

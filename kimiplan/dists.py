@@ -12,9 +12,16 @@ from typing import Annotated, Any, Literal, Union
 
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
-from scipy import stats
 
 Z95 = 1.6448536269514722  # standard normal 95th percentile
+
+
+def _stats():
+    # scipy.stats takes about a second to import; only quantiles and clipped moments need it, so the CLI's
+    # light commands (prices, tiers, tokens, cost) do not pay for it.
+    from scipy import stats
+
+    return stats
 
 
 class _Dist(BaseModel):
@@ -59,18 +66,18 @@ class Normal(_Dist):
         if self.sd_ == 0:
             return self.mean_
         a = self.mean_ / self.sd_
-        return self.mean_ * stats.norm.cdf(a) + self.sd_ * stats.norm.pdf(a)
+        return self.mean_ * _stats().norm.cdf(a) + self.sd_ * _stats().norm.pdf(a)
 
     def var(self) -> float:
         if self.sd_ == 0:
             return 0.0
         m, s = self.mean_, self.sd_
         a = m / s
-        second = (m * m + s * s) * stats.norm.cdf(a) + m * s * stats.norm.pdf(a)
+        second = (m * m + s * s) * _stats().norm.cdf(a) + m * s * _stats().norm.pdf(a)
         return max(second - self.mean() ** 2, 0.0)
 
     def quantile(self, q):
-        return np.maximum(stats.norm.ppf(q, self.mean_, self.sd_), 0.0)
+        return np.maximum(_stats().norm.ppf(q, self.mean_, self.sd_), 0.0)
 
     def sample(self, rng, n):
         return np.maximum(rng.normal(self.mean_, self.sd_, n), 0.0)
@@ -156,7 +163,7 @@ class LogNormal(_Dist):
         return (math.exp(s2) - 1) * math.exp(2 * self.mu + s2)
 
     def quantile(self, q):
-        return np.exp(self.mu + self.sigma * stats.norm.ppf(q))
+        return np.exp(self.mu + self.sigma * _stats().norm.ppf(q))
 
     def sample(self, rng, n):
         return rng.lognormal(self.mu, self.sigma, n)
@@ -200,7 +207,7 @@ class Poisson(_Dist):
         return self.mean_
 
     def quantile(self, q):
-        return stats.poisson.ppf(q, self.mean_)
+        return _stats().poisson.ppf(q, self.mean_)
 
     def sample(self, rng, n):
         return rng.poisson(self.mean_, n).astype(float)

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .admission import LIMITS, limit_values, rule_for
+from .admission import LIMITS
 from .errors import ConfigError
 
 DEFAULT_TARGET = 0.001  # refusals under 0.1 %
@@ -141,7 +141,7 @@ def route_moments(scenario, catalog=None, samples: int = MOMENT_SAMPLES) -> pd.D
 
 def peak_factors(scenario) -> dict:
     """Peak-minute and peak-day rate relative to the mean rate, over one week from `as_of`."""
-    from .simulate import rate_per_minute
+    from .arrivals import rate_per_minute
 
     rate = rate_per_minute(scenario.traffic, 7 * 86400.0, scenario.as_of)
     mean = scenario.traffic.mean_rps
@@ -151,7 +151,7 @@ def peak_factors(scenario) -> dict:
 
 
 def _limits_for(scenario, catalog, tier) -> dict:
-    from .simulate import scenario_limits
+    from .admission import scenario_limits
 
     return scenario_limits(scenario, catalog, tier)
 
@@ -374,7 +374,7 @@ def max_sustainable_scale(scenario, catalog=None, tier=None, target: float = DEF
 
 
 def _week_average(ctx: _PlanContext, limits: dict) -> dict:
-    from .simulate import rate_per_minute
+    from .arrivals import rate_per_minute
 
     scenario = ctx.scenario
     rate = rate_per_minute(scenario.traffic, 7 * 86400.0, scenario.as_of) / scenario.traffic.mean_rps

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .dists import Dist, Fixed, LogNormal, Texts
+from .dists import Dist, Fixed, LogNormal
 from .errors import CatalogError, ScenarioError
 from .paths import data_path
 from .simsettings import Simulation

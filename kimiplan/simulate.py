@@ -12,7 +12,6 @@ growth); the simulated month runs at the scenario's current volume.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 import sys
@@ -20,14 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
 
 from . import simkernel as K
-from .admission import LIMITS, WindowSettings, limit_values, limits_array, rule_for
-from .errors import ConfigError, ScenarioError
+from .admission import limits_array, rule_for, scenario_limits
+from .arrivals import poisson_arrivals, rate_per_minute
+from .errors import ConfigError
 from .simsettings import CHUNK, ClientPolicy, SimSettings, Simulation  # noqa: F401 (re-exported)
 
 @dataclass
@@ -44,60 +43,6 @@ class SimResult:
 
     def to_json(self) -> dict:
         return self.summary
-
-
-# ---------------------------------------------------------------- arrivals
-
-def _tz_offset_s(tz: str, on: dt.date) -> float:
-    try:
-        zone = ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ScenarioError(f"traffic.timezone: unknown time zone {tz!r}") from None
-    # One offset for the whole run: a DST switch inside the horizon shifts the profile by an hour at most.
-    return dt.datetime(on.year, on.month, on.day, tzinfo=dt.timezone.utc).astimezone(zone).utcoffset().total_seconds()
-
-
-def rate_per_minute(traffic, horizon_s: float, start: dt.date) -> np.ndarray:
-    """Arrival rate (requests/s) in each simulated minute; time 0 is 00:00 UTC on `start`.
-
-    The mean rate times the hourly profile and weekday factor of the local (traffic.timezone) time, times
-    every daily burst that covers the minute."""
-    n = int(math.ceil(horizon_s / 60.0))
-    off_min = _tz_offset_s(traffic.timezone, start) / 60.0
-    local = np.arange(n) + off_min  # local minutes since 00:00 of `start` in the local calendar
-    day = np.floor(local / 1440.0).astype(np.int64)
-    mod = local - day * 1440.0
-    hour = np.floor(mod / 60.0).astype(np.int64)
-    hourly = np.asarray(traffic.hourly_factors())
-    weekday = np.asarray(traffic.weekday_multipliers())
-    rate = traffic.mean_rps * hourly[hour] * weekday[(start.weekday() + day) % 7]
-    for b in traffic.bursts:
-        b0 = b.start.hour * 60 + b.start.minute
-        inside = ((mod - b0) % 1440.0) < b.minutes
-        rate = np.where(inside, rate * b.factor, rate)
-    return rate
-
-
-def poisson_arrivals(rate_min: np.ndarray, horizon_s: float, rng: np.random.Generator,
-                     chunk: int = CHUNK) -> Iterator[np.ndarray]:
-    """Sorted arrival times of a Poisson process with per-minute rates, in chunks of about `chunk`."""
-    if np.any(rate_min < 0) or not np.all(np.isfinite(rate_min)):
-        raise ConfigError("rate: arrival rates must be finite and >= 0")
-    knots_t = np.minimum(np.arange(rate_min.size + 1) * 60.0, horizon_s)
-    knots_L = np.concatenate([[0.0], np.cumsum(rate_min * np.diff(knots_t))])
-    total = knots_L[-1]
-    constant = bool(np.all(rate_min == rate_min[0]))
-    u0 = 0.0
-    while u0 < total:
-        u = rng.standard_exponential(chunk)
-        np.cumsum(u, out=u)
-        u += u0
-        u0 = float(u[-1])
-        if u0 >= total:
-            u = u[: np.searchsorted(u, total, side="left")]
-        # Time-rescaling: t = L^{-1}(u); L is piecewise linear, so its inverse is too.
-        t = u / rate_min[0] if constant else np.interp(u, knots_L, knots_t)
-        yield t
 
 
 # ---------------------------------------------------------------- requests
@@ -213,16 +158,6 @@ def simulate_poisson(rate_rps: float, horizon_s: float, limits: dict, latency_di
             yield t, res, res, latency_dist.sample(rng, t.size)
 
     return run_stream(chunks(), limits, horizon_s, settings, expected=rate_rps * horizon_s)
-
-
-def scenario_limits(scenario, catalog=None, tier=None) -> dict:
-    """The limits the scenario's tier enforces under its provider's admission rule."""
-    tier = tier if tier is not None else scenario.rate_tier(catalog)
-    if tier is None:
-        raise ConfigError(f"scenario {scenario.name!r}: field tier is not set; name a catalog tier or write an "
-                          "inline one (concurrency, rpm, tpm, tpd, rpd)")
-    provider = tier.provider if tier.provider in ("moonshot", "cloudflare", "openrouter", "custom") else "custom"
-    return limit_values(tier, rule_for(provider))
 
 
 def simulate(scenario, catalog=None, settings: SimSettings | None = None, tier=None) -> SimResult:

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kimiplan.calibrate import (Calibration, CalibrationFitter, LogNormalFitter, MeanFitter, ProportionFitter,
+from kimiplan.calibrate import (LogNormalFitter, MeanFitter, ProportionFitter,
                                 apply_calibration, fit_calibration, load_calibration, predicted_vs_observed,
                                 samples_frame, samples_needed)
 from kimiplan.catalog import load_catalog

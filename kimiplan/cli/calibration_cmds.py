@@ -1,7 +1,6 @@
 """`kimiplan emulator serve` and `kimiplan calibrate sample|fit`."""
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 import threading
