@@ -469,6 +469,9 @@ def apply_calibration(scenario, calibration: "Calibration | str | Path | None" =
             new_routes.append(route)
             continue
         upd: dict[str, Any] = {"output": _dist_of(rc.output, kind)}
+        if rc.template_overhead is not None:
+            # What the server adds beyond the rendered chat; the route's own template markers stay per request.
+            upd["server_overhead_tokens"] = max(0, int(round(rc.template_overhead.value)))
         if rc.reasoning is not None and route.thinking:
             upd["reasoning"] = _dist_of(rc.reasoning, kind)
         if latency and rc.ttft_s is not None and rc.decode_tps is not None:

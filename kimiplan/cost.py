@@ -17,7 +17,7 @@ import pandas as pd
 
 from .catalog import PriceCard
 from .errors import ConfigError
-from .scenario import Scenario
+from .scenario import COMPONENTS, Scenario
 
 MILLION = Decimal(1_000_000)
 DAYS_PER_MONTH = 365.25 / 12  # average month, for "per month" figures; the forecast uses calendar months
@@ -184,7 +184,7 @@ def cost_of_records(records: pd.DataFrame | Iterable[Usage], card: PriceCard, *,
 
 # ---------------------------------------------------------------- expected cost of a scenario
 
-INPUT_COMPONENTS = ("system", "history", "rag", "documents", "user")
+INPUT_COMPONENTS = COMPONENTS
 
 
 def expected_cost(scenario: Scenario, catalog=None, card: PriceCard | None = None, expected: pd.DataFrame | None = None,

@@ -4,8 +4,11 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
+from .scenario import COMPONENTS
+
 COMPONENT_COLORS = {
     "system": "#4C78A8", "history": "#72B7B2", "rag": "#54A24B", "documents": "#EECA3B", "user": "#B279A2",
+    "overhead": "#BAB0AC",
     "reasoning": "#F58518", "output": "#E45756", "tools": "#9D755D",
 }
 CLASS_COLORS = {"input_cache_hit": "#9ECAE9", "input_cache_miss": "#4C78A8", "output": "#E45756", "tool_calls": "#9D755D"}
@@ -14,7 +17,7 @@ CLASS_COLORS = {"input_cache_hit": "#9ECAE9", "input_cache_miss": "#4C78A8", "ou
 def token_breakdown_figure(expected: pd.DataFrame, title: str = "Mean tokens per request, by route") -> go.Figure:
     """Stacked bars: input components (cached part hatched) then reasoning and output, per route."""
     fig = go.Figure()
-    for comp in ("system", "history", "rag", "documents", "user"):
+    for comp in COMPONENTS:
         cached = expected.get(f"{comp}_cached", 0.0)
         fig.add_bar(name=f"{comp} (cache hit)", x=expected["route"], y=cached, marker_color=COMPONENT_COLORS[comp],
                     marker_pattern_shape="/", legendgroup=comp, showlegend=bool((pd.Series(cached) > 0).any()))

@@ -19,7 +19,7 @@ from . import __version__
 from .catalog import Catalog, load_catalog
 from .cost import cost_summary, expected_cost
 from .plots import cost_breakdown_figure, token_breakdown_figure
-from .scenario import Scenario
+from .scenario import COMPONENTS, Scenario
 from .workload import context_check, expected_tokens
 
 Section = tuple[str, Any]
@@ -46,7 +46,7 @@ def foundation_sections(scenario: Scenario, catalog: Catalog) -> list[Section]:
         {"item": "traffic", "value": f"{scenario.traffic.per_day:,.0f} requests/day, growth {scenario.traffic.monthly_growth:.0%}/month"},
         {"item": "as of", "value": scenario.as_of.isoformat()},
     ])
-    cols = ["route", "share", "system", "history", "rag", "documents", "user", "input_tokens", "cached_tokens",
+    cols = ["route", "share", *COMPONENTS, "input_tokens", "cached_tokens",
             "reasoning_tokens", "output_tokens", "max_completion_tokens", "truncation_rate"]
     sections: list[Section] = [
         ("Scenario", overview),

@@ -18,7 +18,9 @@ from .errors import CatalogError, ScenarioError
 from .paths import data_path
 from .simsettings import Simulation
 
-COMPONENTS = ("system", "history", "rag", "documents", "user")  # input components, in prompt order
+# Input components: the text of each part in prompt order, then the overhead (template markers and what the
+# server adds), which is spread over the prompt.
+COMPONENTS = ("system", "history", "rag", "documents", "user", "overhead")
 
 
 class _M(BaseModel):
@@ -97,6 +99,16 @@ class Route(_M):
     rag: Rag = Rag()
     documents: Documents = Documents()
     user: Dist = Field(default=Fixed(value=0), description="The user's new message")
+    overhead_tokens: int | None = Field(
+        default=None, ge=0,
+        description="Chat-template tokens beyond the text of the parts above. None: the K2.6 template's markers, "
+                    "4 per message (system, two per history turn, the user's) plus 3 for the reply primer, counted "
+                    "per request. A number: that many; 0 switches them off")
+    server_overhead_tokens: int = Field(
+        default=0, ge=0,
+        description="Prompt tokens the server adds to every request that the messages do not show (an injected "
+                    "system prompt, thinking markers), on top of overhead_tokens. Calibration measures them as "
+                    "prompt_tokens minus the local count of the rendered chat; apply_calibration sets them")
     output: Dist = Field(default=Fixed(value=0), description="Visible output tokens the model wants to write")
     reasoning: Dist = Field(default=Fixed(value=0), description="Reasoning tokens (used when thinking is on)")
     max_completion_tokens: int | None = Field(

@@ -134,6 +134,21 @@ def _content_text(content: Any) -> str:
     raise ConfigError(f"messages[].content must be a string or a list of parts, got {type(content).__name__}")
 
 
+def count_message_text(messages: Sequence[Mapping[str, Any]], *, tools: Sequence[Mapping[str, Any]] | None = None) -> int:
+    """Tokens of the messages' text alone (content, reasoning, tool calls, tool schemas): no template markers,
+    no reply primer. A route's components are counted this way; `prompt_tokens` minus this is the overhead."""
+    bare = ChatTemplate(reply_primer=0, role_tokens={r: 0 for r in _ROLE_HEADERS})
+    return count_messages(messages, tools=tools, template=bare)
+
+
+def template_tokens(n_system, n_turns, n_user: int = 1, template: ChatTemplate = DEFAULT_TEMPLATE):
+    """Markers the chat template adds to a request of `n_system` system messages, `n_turns` earlier
+    user/assistant exchanges and `n_user` new user messages, plus the reply primer (numpy arrays broadcast)."""
+    return (n_system * template.message_overhead("system")
+            + n_turns * (template.message_overhead("user") + template.message_overhead("assistant"))
+            + n_user * template.message_overhead("user") + template.reply_primer)
+
+
 def count_messages(
     messages: Sequence[Mapping[str, Any]],
     *,

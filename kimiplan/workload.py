@@ -14,10 +14,11 @@ import pandas as pd
 
 from .errors import ConfigError
 from .dists import Fixed
-from .scenario import Route, Scenario
+from .scenario import COMPONENTS, Route, Scenario
+from .tokens import template_tokens
 
 COLUMNS = (
-    "system", "history", "rag", "documents", "user", "input_tokens", "cached_tokens", "cache_hit", "reasoning_tokens",
+    "system", "history", "rag", "documents", "user", "overhead", "input_tokens", "cached_tokens", "cache_hit", "reasoning_tokens",
     "output_tokens", "completion_tokens", "truncated", "max_completion_tokens", "reserved_tokens",
     "web_search_calls", "ttft_s", "latency_s",
 )
@@ -50,7 +51,8 @@ def draw_route(route: Route, n: int, rng: np.random.Generator, ctx: RouteContext
     if n < 0:
         raise ConfigError(f"n must be >= 0, got {n}")
     system = _tokens(route.system, rng, n)
-    history = _tokens(route.history.turns, rng, n) * _tokens(route.history.tokens_per_turn, rng, n)
+    turns = _tokens(route.history.turns, rng, n)
+    history = turns * _tokens(route.history.tokens_per_turn, rng, n)
     rag = _tokens(route.rag.top_k, rng, n) * _tokens(route.rag.chunk_tokens, rng, n)
     p_doc = route.documents.probability
     if p_doc > 0:
@@ -59,7 +61,11 @@ def draw_route(route: Route, n: int, rng: np.random.Generator, ctx: RouteContext
     else:
         documents = 0
     user = _tokens(route.user, rng, n)
-    input_tokens = _column(system + history + rag + documents + user, n)
+    if route.overhead_tokens is None:  # the chat template's markers for this request's messages
+        overhead = template_tokens(np.greater(system, 0).astype(np.int64), turns) + route.server_overhead_tokens
+    else:
+        overhead = route.overhead_tokens + route.server_overhead_tokens
+    input_tokens = _column(system + history + rag + documents + user + overhead, n)
 
     cached = np.zeros(n, dtype=np.int64)
     hit = np.zeros(n, dtype=bool)
@@ -88,7 +94,7 @@ def draw_route(route: Route, n: int, rng: np.random.Generator, ctx: RouteContext
         latency = ttft + completion / tps
     return {
         "system": _column(system, n), "history": _column(history, n), "rag": _column(rag, n),
-        "documents": _column(documents, n), "user": _column(user, n),
+        "documents": _column(documents, n), "user": _column(user, n), "overhead": _column(overhead, n),
         "input_tokens": input_tokens, "cached_tokens": cached, "cache_hit": hit, "reasoning_tokens": reasoning,
         "output_tokens": output, "completion_tokens": completion, "truncated": truncated,
         "max_completion_tokens": np.full(n, budget, dtype=np.int64),
@@ -147,11 +153,14 @@ def expected_tokens(scenario: Scenario, card=None, samples: int = EXPECTATION_SA
             "rag": route.rag.top_k.mean() * route.rag.chunk_tokens.mean(),
             "documents": route.documents.probability * route.documents.pages.mean() * route.documents.tokens_per_page.mean(),
             "user": route.user.mean(),
+            # Template markers depend on whether the drawn system prompt is empty: the sample mean stands in.
+            "overhead": float(route.overhead_tokens + route.server_overhead_tokens)
+            if route.overhead_tokens is not None else float(d["overhead"].mean()),
         }
         row = {"route": route.name, "share": route.share}
-        for k in ("system", "history", "rag", "documents", "user"):
+        for k in COMPONENTS:
             row[f"{k}_cached"] = float((d[k] * d["cache_hit"]).mean()) if k in route.cache.prefix else 0.0
-        for k in ("system", "history", "rag", "documents", "user"):
+        for k in COMPONENTS:
             # Specs are continuous but tokens are whole numbers: the sample mean includes rounding, the
             # spec mean does not; the difference is < 0.5 token per component.
             row[k] = float(d[k].mean())

@@ -15,6 +15,7 @@ from kimiplan.emulator.engine import _HIDDEN_TOKEN, render_prompt_ids
 from kimiplan.errors import ConfigError
 from kimiplan.sampler import RouteSampling, SamplerConfig, load_prompts, run_sampler
 from kimiplan.scenario import load_scenario, example_path
+from kimiplan.workload import draw_route, route_context
 
 ROOT = Path(__file__).resolve().parent.parent
 CARD = load_catalog().price("kimi-k2.6")
@@ -141,6 +142,12 @@ def test_apply_calibration_replaces_route_distributions(recovered):
     new = apply_calibration(scen, cal)
     ans = next(r for r in new.routes if r.name == "answer")
     assert ans.output.median == pytest.approx(cal.routes["answer"].output.lognormal.median)
+    # The emulator's hidden per-request tokens come through: every request's prompt grows by exactly that many.
+    assert ans.server_overhead_tokens == OVERHEAD
+    old_ans = next(r for r in scen.routes if r.name == "answer")
+    ctx = route_context(scen, old_ans)
+    grown = draw_route(ans, 100, np.random.default_rng(3), ctx)["input_tokens"]
+    assert (grown - draw_route(old_ans, 100, np.random.default_rng(3), ctx)["input_tokens"] == OVERHEAD).all()
     old = next(r for r in scen.routes if r.name == "web_lookup")
     assert next(r for r in new.routes if r.name == "web_lookup") == old  # not calibrated: unchanged
     emp = apply_calibration(scen, cal, kind="empirical")

@@ -33,7 +33,7 @@ def _flat(**traffic) -> Scenario:
     t = {"requests_per_day": 1000.0, **traffic}
     return Scenario(model="kimi-k2.6", as_of=dt.date(2026, 11, 10), traffic=Traffic(**t), routes=(
         Route(name="a", share=1.0, system=1000, user=100, output=200, max_completion_tokens=1000,
-              cache={"mode": "none"}),))
+              cache={"mode": "none"}, overhead_tokens=0),))
 
 
 FLAT_COST = (1100 * 0.95 + 200 * 4.0) / 1e6  # USD per request of _flat on the K2.6 intl card

@@ -96,7 +96,9 @@ def test_fixed_route_tokens_and_truncation():
     s = _scenario(system=1000, user=100, output=300, reasoning=900, thinking=True, max_completion_tokens=1000,
                   cache={"mode": "none"})
     d = draw_route(s.routes[0], 50, np.random.default_rng(0), route_context(s, s.routes[0]))
-    assert (d["input_tokens"] == 1100).all() and (d["reserved_tokens"] == 2100).all()
+    # K2.6's template: 4 markers for the system message, 4 for the user's, 3 for the reply primer.
+    assert (d["overhead"] == 11).all()
+    assert (d["input_tokens"] == 1111).all() and (d["reserved_tokens"] == 2111).all()
     # 900 reasoning + 300 output > 1000: truncated, reasoning kept, 100 visible tokens left.
     assert d["truncated"].all() and (d["reasoning_tokens"] == 900).all() and (d["output_tokens"] == 100).all()
     assert (d["cached_tokens"] == 0).all()
@@ -105,7 +107,8 @@ def test_fixed_route_tokens_and_truncation():
 def test_default_budget_is_model_default():
     s = _scenario(user=10, output=5)
     d = draw_route(s.routes[0], 3, np.random.default_rng(0), route_context(s, s.routes[0]))
-    assert (d["max_completion_tokens"] == 32768).all() and (d["reserved_tokens"] == 10 + 32768).all()
+    # No system prompt: only the user message's 4 markers and the 3 of the reply primer.
+    assert (d["max_completion_tokens"] == 32768).all() and (d["reserved_tokens"] == 10 + 7 + 32768).all()
 
 
 def test_prefix_cache_rule():
@@ -154,3 +157,23 @@ def test_context_window_check_flags_oversized_route():
     s = _scenario(documents={"probability": 1, "pages": 400, "tokens_per_page": 700}, output=100)
     ctx = context_check(s)
     assert bool(ctx["exceeds"].iloc[0]) and ctx["share_rejected_400"].iloc[0] == 1.0
+
+
+def test_overhead_counts_template_markers_per_request_or_a_set_number():
+    from kimiplan.tokens import count_message_text, count_messages
+
+    s = _scenario(system=500, user=20, output=5, history={"turns": {"kind": "poisson", "mean": 3.0},
+                                                          "tokens_per_turn": 50})
+    d = draw_route(s.routes[0], 20_000, np.random.default_rng(1), route_context(s, s.routes[0]))
+    turns = d["history"] // 50
+    assert (d["overhead"] == 4 + 8 * turns + 4 + 3).all()  # system, two per turn, user, reply primer
+    assert (d["input_tokens"] == d["system"] + d["history"] + d["user"] + d["overhead"]).all()
+    # The rule matches the tokenizer: a rendered chat minus its bare text.
+    msgs = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"}, {"role": "user", "content": "price of tea?"}]
+    assert count_messages(msgs) - count_message_text(msgs) == 4 + 8 * 1 + 4 + 3
+    fixed = _scenario(system=500, user=20, output=5, overhead_tokens=40)
+    d = draw_route(fixed.routes[0], 10, np.random.default_rng(1), route_context(fixed, fixed.routes[0]))
+    assert (d["overhead"] == 40).all() and (d["input_tokens"] == 560).all()
+    e = expected_tokens(s)
+    assert e["overhead"].iloc[0] == pytest.approx(4 + 8 * 3 + 4 + 3, rel=0.01)

@@ -11,6 +11,7 @@ def theory_scenario(**over):
         "tier": {"name": "only-concurrency", "concurrency": 20},
         "traffic": {"requests_per_second": 4.0},
         "routes": [{"name": "r", "share": 1.0, "system": 1000, "output": 200, "max_completion_tokens": 1024,
+                    "overhead_tokens": 0,
                     "latency": {"total_s": {"kind": "exponential", "mean": 4.0}}}],
     }
     data.update(over)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..cost import cost_summary, expected_cost
-from ..scenario import example_path, list_examples, load_scenario, scenario_json_schema
+from ..scenario import COMPONENTS, example_path, list_examples, load_scenario, scenario_json_schema
 from ..workload import context_check, expected_tokens
 from ._util import print_json, print_table
 
@@ -37,8 +37,8 @@ def cmd_breakdown(args) -> int:
     if args.json:
         print_json({"tokens": exp, "cost": cost, "summary": cost_summary(cost)})
         return 0
-    cols = ["route", "share", "system", "history", "rag", "documents", "user", "input_tokens", "cached_tokens",
-            "reasoning_tokens", "output_tokens", "truncation_rate"]
+    cols = ["route", "share", *COMPONENTS, "input_tokens", "cached_tokens", "reasoning_tokens", "output_tokens",
+            "truncation_rate"]
     print("Mean tokens per request")
     print_table(exp[cols], floatfmt="{:,.1f}")
     print(f"\nExpected cost ({cost['currency'].iloc[0]})")

@@ -46,12 +46,13 @@ print(f"tier {tier.name} (version {tier.version}):", {k: v for k, v in tier.limi
 
 # %% [markdown]
 # ## Tokens per request, by component
-# Input components are system prompt, conversation history, RAG context, documents and the user's message;
+# Input components are system prompt, conversation history, RAG context, documents and the user's message,
+# plus the overhead the chat template adds (4 tokens per message and 3 for the reply with K2.6);
 # the hatched part of each bar is served from Kimi's prefix cache.
 
 # %%
 exp = expected_tokens(scenario, card)
-exp[["route", "share", "system", "history", "rag", "user", "input_tokens", "cached_tokens", "output_tokens",
+exp[["route", "share", "system", "history", "rag", "user", "overhead", "input_tokens", "cached_tokens", "output_tokens",
      "truncation_rate"]].round(1)
 
 # %%
