@@ -7,6 +7,7 @@ starts from the scenario's section, and anything given explicitly (a CLI flag) w
 """
 from __future__ import annotations
 
+import datetime as dt
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,6 +43,8 @@ class Simulation(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     hours: float = Field(default=24.0, gt=0, description="Horizon in hours")
+    start: dt.date | None = Field(default=None, description="First simulated day (time 0 is 00:00 UTC on it); "
+                                  "None: the scenario's as_of. Pick a Monday to see the weekday peak")
     client: ClientPolicy = ClientPolicy()
     window: WindowSettings = WindowSettings()
 
@@ -51,6 +54,7 @@ class SimSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     hours: float = Field(default=24.0, description="Horizon in hours; must be > 0")
+    start: dt.date | None = Field(default=None, description="First simulated day; None: the scenario's as_of")
     seed: int | None = Field(default=None, ge=0, description="None: the scenario's seed")
     client: ClientPolicy = ClientPolicy()
     window: WindowSettings = WindowSettings()
@@ -67,5 +71,5 @@ class SimSettings(BaseModel):
     def for_scenario(cls, scenario, **given) -> "SimSettings":
         """The scenario's `simulation:` section, with every argument that is not None taking precedence."""
         sim = getattr(scenario, "simulation", None) or Simulation()
-        base = {"hours": sim.hours, "client": sim.client, "window": sim.window}
+        base = {"hours": sim.hours, "start": sim.start, "client": sim.client, "window": sim.window}
         return cls(**{**base, **{k: v for k, v in given.items() if v is not None}})

@@ -172,14 +172,14 @@ def simulate(scenario, catalog=None, settings: SimSettings | None = None, tier=N
         raise ConfigError(f"hours: the horizon must be > 0, got {settings.hours:g}")
     horizon_s = settings.hours * 3600.0
     seed = scenario.seed if settings.seed is None else settings.seed
-    settings = settings.model_copy(update={"seed": seed})
+    settings = settings.model_copy(update={"seed": seed, "start": settings.start or scenario.as_of})
     card = scenario.price_card(catalog)
     # Batch API requests do not count against the online limits (the planner leaves them out too).
     online = [r for r in scenario.routes if not r.batch]
     if not online:
         raise ConfigError(f"routes: every route of {scenario.name!r} sets batch: true; Batch API requests do not "
                           "count against the online rate limits, so there is nothing to simulate")
-    rate = rate_per_minute(scenario.traffic, horizon_s, scenario.as_of) * sum(r.share for r in online)
+    rate = rate_per_minute(scenario.traffic, horizon_s, settings.start) * sum(r.share for r in online)
     draw = _route_draws(scenario, card, online)
     rng = np.random.default_rng([seed, 1])
 
@@ -307,6 +307,7 @@ def _result(state: K.KernelState, limits: dict, horizon_s: float, settings: SimS
         "client": settings.client.kind,
         "window": settings.window.rate_window,
         "seed": settings.seed,
+        "start": settings.start.isoformat() if settings.start else None,
     }
     n_min = int(math.ceil(horizon_s / 60.0))
     pm = pd.DataFrame({

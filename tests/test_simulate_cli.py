@@ -3,6 +3,7 @@ constant Poisson rate, a custom tier with only concurrency, fixed tokens, lognor
 no retries, a horizon and a seed (the `simulation:` section)."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import numpy as np
@@ -99,3 +100,20 @@ def test_bad_simulation_section_names_the_field(tmp_path):
     p.write_text(THEORY_YAML.replace("hours: 12", "hours: 0"))
     with pytest.raises(ScenarioError, match="simulation.hours"):
         load_scenario(p)
+
+
+def test_start_day_sets_the_weekday_of_the_simulated_traffic(capsys):
+    from kimiplan.arrivals import rate_per_minute
+
+    sc = load_scenario("support_chat")
+    counts = {}
+    for day in ("2026-11-30", "2026-12-06"):  # a Monday and a Sunday (weekday factors 1.1 and 0.75)
+        code, out, _ = _run(capsys, "simulate", "support_chat", "--json", "--hours", "24", "--start", day)
+        s = json.loads(out)
+        assert code == 0 and s["start"] == day
+        expected = float(rate_per_minute(sc.traffic, 86400.0, dt.date.fromisoformat(day)).sum() * 60)
+        assert abs(s["requests"] - expected) < 4 * np.sqrt(expected)
+        counts[day] = s["requests"]
+    assert counts["2026-11-30"] > 1.15 * counts["2026-12-06"]
+    code, _, err = _run(capsys, "simulate", "support_chat", "--start", "monday")
+    assert code == 2 and "--start must be a date" in err

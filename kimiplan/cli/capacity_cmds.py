@@ -5,7 +5,7 @@ import sys
 
 from ..catalog import load_catalog
 from ..scenario import load_scenario
-from ._util import print_json, print_table
+from ._util import parse_date, print_json, print_table
 
 
 def cmd_plan(args) -> int:
@@ -51,6 +51,7 @@ def cmd_simulate(args) -> int:
     window = sim.window if args.window is None else sim.window.model_copy(update={"rate_window": args.window})
     settings = SimSettings.for_scenario(
         scenario, hours=args.hours if args.hours is not None else (0.0 if args.trace else None), seed=args.seed,
+        start=parse_date(args.start, "--start"),
         client=client, window=window, progress=not args.json and sys.stderr.isatty(),
     )
     if args.trace:
@@ -61,7 +62,8 @@ def cmd_simulate(args) -> int:
     if args.json:
         print_json(s)
         return 0
-    print(f"{s['requests']:,} requests in {s['hours']:g} h ({s['attempts']:,} attempts, client {s['client']}, "
+    print(f"{s['requests']:,} requests in {s['hours']:g} h from {s['start'] or 'the trace start'} "
+          f"({s['attempts']:,} attempts, client {s['client']}, "
           f"{s['window']} window, seed {s['seed']})")
     rf = s["rejected_fraction"]
     print("refused (share of attempts): " + ", ".join(f"{k} {v:.3%}" for k, v in rf.items()))
@@ -87,6 +89,8 @@ def register(sub) -> None:
     s.add_argument("--hours", type=float, default=None,
                    help="horizon in hours (default: the scenario's simulation.hours, 24 unless set; a trace: its length)")
     s.add_argument("--seed", type=int, default=None, help="default: the scenario's seed")
+    s.add_argument("--start", metavar="YYYY-MM-DD",
+                   help="first simulated day, 00:00 UTC (default: the scenario's simulation.start, else its as_of)")
     s.add_argument("--client", choices=["none", "retry", "pace"], default=None,
                    help="client behaviour on 429 (default: the scenario's simulation.client, none unless set)")
     s.add_argument("--max-retries", type=int, default=None, help="default: the scenario's, 5 unless set")
