@@ -3,8 +3,22 @@ from __future__ import annotations
 
 import pytest
 
+from kimiplan.catalog import load_catalog
 from kimiplan.client import KimiClient, KimiConfig, RetryPolicy
 from kimiplan.emulator import EmulatorConfig, emulator
+from kimiplan.scenario import example_path, load_scenario
+
+
+@pytest.fixture(scope="session")
+def catalog():
+    """The shipped catalog (read-only: tests that change it load their own)."""
+    return load_catalog()
+
+
+@pytest.fixture(scope="session")
+def support(catalog):
+    """The bundled support_chat example (scenarios are frozen models, safe to share)."""
+    return load_scenario(example_path("support_chat"), catalog)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from kimiplan.balance import QUOTA_ERROR, exhaustion, runway, tier_recharge, topup_needed
-from kimiplan.catalog import load_catalog
 from kimiplan.errors import ConfigError
 from kimiplan.forecast import forecast
 from kimiplan.scenario import Route, Scenario, Traffic, example_path, load_scenario
@@ -16,15 +15,10 @@ DAY = 1000 * (1100 * 0.95 + 200 * 4.0) / 1e6  # USD per day of the flat scenario
 
 
 @pytest.fixture(scope="module")
-def catalog():
-    return load_catalog()
-
-
-@pytest.fixture(scope="module")
 def flat_fc(catalog):
     sc = Scenario(model="kimi-k2.6", as_of=dt.date(2026, 11, 1), tier="Tier3", traffic=Traffic(requests_per_day=1000),
                   routes=(Route(name="a", share=1.0, system=1000, user=100, output=200, max_completion_tokens=1000,
-                                cache={"mode": "none"}),))
+                                cache={"mode": "none"}, overhead_tokens=0),))
     # No traffic noise: only the Poisson count noise (sd ~3 % of a day's spend) remains.
     return forecast(sc, 2, catalog=catalog, paths=400, daily_cv=0.0, growth_sd=0.0)
 

@@ -6,23 +6,11 @@ import math
 
 import pytest
 
-from kimiplan.catalog import load_catalog
 from kimiplan.errors import ConfigError
 from kimiplan.plan import plan
 from kimiplan.report import collect_sections
-from kimiplan.scenario import example_path, load_scenario
 from kimiplan.simulate import SimSettings, simulate
 from kimiplan.variants import batch_variant, standard_variants
-
-
-@pytest.fixture(scope="module")
-def catalog():
-    return load_catalog()
-
-
-@pytest.fixture(scope="module")
-def support(catalog):
-    return load_scenario(example_path("support_chat"), catalog)
 
 
 def test_all_batch_plan_has_no_binding_limit(support, catalog):

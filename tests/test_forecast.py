@@ -10,22 +10,12 @@ import pandas as pd
 import pytest
 
 from kimiplan.backtest import backtest, synthetic_usage_log
-from kimiplan.catalog import PriceCard, load_catalog
+from kimiplan.catalog import PriceCard
 from kimiplan.cost import cost_of_records, expected_cost
 from kimiplan.errors import ConfigError
 from kimiplan.forecast import forecast, monthly_by, price_vector, traffic_calendar
 from kimiplan.paths import data_path
 from kimiplan.scenario import Route, Scenario, Traffic, example_path, load_scenario
-
-
-@pytest.fixture(scope="module")
-def catalog():
-    return load_catalog()
-
-
-@pytest.fixture(scope="module")
-def support(catalog):
-    return load_scenario(example_path("support_chat"), catalog)
 
 
 def _flat(**traffic) -> Scenario:

@@ -7,18 +7,12 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from kimiplan.catalog import load_catalog
 from kimiplan.errors import CatalogError, ConfigError
 from kimiplan.forecast import forecast
 from kimiplan.scenario import example_path, load_scenario
 from kimiplan.variants import (EQUIVALENT_MODELS, batch_variant, cache_variant, compare, compare_monthly,
                                equivalent_model, provider_variant, run_variants, standard_variants,
                                thinking_variant, waterfall)
-
-
-@pytest.fixture(scope="module")
-def catalog():
-    return load_catalog()
 
 
 @pytest.fixture(scope="module")
