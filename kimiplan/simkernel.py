@@ -81,9 +81,8 @@ def _hist_bin(x):
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def _heap_push(h, n, v):
-    # A 4-ary min-heap: half the depth of a binary one, and its four children share a cache line.
-    i = n
+def _sift_up(h, i, v):
+    """Place v at hole i of the 4-ary min-heap, moving larger parents down."""
     while i > 0:
         p = (i - 1) >> 2
         if h[p] <= v:
@@ -91,6 +90,12 @@ def _heap_push(h, n, v):
         h[i] = h[p]
         i = p
     h[i] = v
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def _heap_push(h, n, v):
+    # A 4-ary min-heap: half the depth of a binary one, and its four children share a cache line.
+    _sift_up(h, n, v)
     return n + 1
 
 
@@ -119,13 +124,7 @@ def _heap_pop(h, n):
                 h[i] = h[m]
                 i = m
             break
-    while i > 0:
-        p = (i - 1) >> 2
-        if h[p] <= last:
-            break
-        h[i] = h[p]
-        i = p
-    h[i] = last
+    _sift_up(h, i, last)
     return n
 
 
