@@ -323,7 +323,23 @@ def _result(state: K.KernelState, limits: dict, horizon_s: float, settings: SimS
     n_day = int(np.count_nonzero(state.day_tok) and (np.flatnonzero(state.day_tok).max() + 1))
     pd_ = pd.DataFrame({"day": np.arange(n_day), "reserved_tokens": state.day_tok[:n_day],
                         "billed_tokens": state.day_bill[:n_day]})
+    summary["peak_usage"] = _peak_usage(pm, ps, pd_, limits)
     return SimResult(summary, pm, ps, pd_, limits, state.wait_hist.copy(), state.e2e_hist.copy())
+
+
+def _peak_usage(pm: pd.DataFrame, ps: pd.DataFrame, pd_: pd.DataFrame, limits: dict) -> dict:
+    """How close each limit came: the busiest second (in flight), calendar minute (admitted requests, reserved
+    tokens) and day (reserved tokens), against the limit. Calendar minutes understate a sliding window's peak
+    slightly; the refusals by limit are the exact account."""
+    col = "peak_in_flight" if "peak_in_flight" in ps else "in_flight"
+    peaks = {"concurrency": ps[col].max(), "rpm": pm["admitted"].max(), "tpm": pm["reserved_tokens"].max(),
+             "tpd": pd_["reserved_tokens"].max() if len(pd_) else 0.0}
+    out = {}
+    for k, v in peaks.items():
+        v = float(v) if v == v else 0.0
+        lim = limits.get(k)
+        out[k] = {"peak": v, "limit": lim, "share_of_limit": v / lim if lim else None}
+    return out
 
 
 def summary_json(result: SimResult) -> str:

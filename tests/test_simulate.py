@@ -140,6 +140,8 @@ def test_pacing_client_never_gets_a_429_and_waits_instead():
     assert s["wait_s"]["p95"] > 0 and s["mean_wait_s"] > 0
     assert r.per_minute["admitted"].max() <= 100
     assert r.per_second["in_flight"].max() <= 10
+    assert s["peak_usage"]["rpm"]["peak"] == r.per_minute["admitted"].max() <= 100
+    assert s["peak_usage"]["concurrency"]["peak"] <= 10
 
 
 def test_trace_replay(tmp_path):

@@ -61,6 +61,9 @@ def test_simulate_json_from_the_scenario_section_agrees_with_erlang_b(capsys, th
         assert s["requests"] == pytest.approx(10 * 12 * 3600, rel=0.01)
         assert s["rejected_fraction"]["rpm"] == s["rejected_fraction"]["tpm"] == s["rejected_fraction"]["tpd"] == 0
         fr.append(s["rejected_fraction"]["concurrency"])
+        # Requests are refused exactly when all 50 slots are busy, so the busiest second fills the limit.
+        assert s["peak_usage"]["concurrency"] == {"peak": 50.0, "limit": 50.0, "share_of_limit": 1.0}
+        assert s["peak_usage"]["rpm"]["limit"] is None and s["peak_usage"]["rpm"]["peak"] > 537  # the mean admitted per minute
     # Four runs of 432k requests each: the mean lands within 0.006 of B(50, 50) (about 4 standard errors).
     assert abs(np.mean(fr) - erlang_b(50, 50.0)) < 0.006
 

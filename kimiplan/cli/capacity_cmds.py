@@ -69,6 +69,9 @@ def cmd_simulate(args) -> int:
     print("refused (share of attempts): " + ", ".join(f"{k} {v:.3%}" for k, v in rf.items()))
     print(f"failed for good: {s['failed_fraction']:.3%}; throughput {s['throughput_rps']:.3f} req/s; "
           f"mean in flight {s['mean_in_flight']:.2f}")
+    print("busiest second / minute / day against the limits: " + ", ".join(
+        f"{k} {u['peak']:,.0f}" + (f" of {u['limit']:,.0f} ({u['share_of_limit']:.0%})" if u["limit"] else "")
+        for k, u in s["peak_usage"].items()))
     print("wait s: " + ", ".join(f"{k} {v:.3g}" for k, v in s["wait_s"].items()))
     print("end-to-end s: " + ", ".join(f"{k} {v:.3g}" for k, v in s["end_to_end_s"].items()))
     return 0
