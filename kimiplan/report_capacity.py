@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import html
 
+import pandas as pd
+
 from .budgets import budget_curve, recommend_budgets
 from .plan import peak_factors, plan, tier_headroom
 from .plots_capacity import budget_tradeoff_figure, headroom_figure, tier_ladder_figure, utilization_figure
@@ -54,4 +56,9 @@ def capacity_report_sections(scenario, catalog=None) -> list:
             sim = simulate(scenario, catalog, settings)
             client = {"none": "no retries", "retry": "client retries", "pace": "client paces"}[settings.client.kind]
             out.append((f"Simulated {REPORT_SIM_HOURS:g} h against {tier.name} ({client})", utilization_figure(sim)))
+            s = sim.summary
+            out.append(("Simulated peak usage and refusals per limit", pd.DataFrame([
+                {"limit": k, "busiest": u["peak"], "limit_value": u["limit"], "share_of_limit": u["share_of_limit"],
+                 "refused_share_of_attempts": s["rejected_fraction"][k]}
+                for k, u in s["peak_usage"].items()]).round(4)))
     return out
