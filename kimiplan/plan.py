@@ -47,6 +47,25 @@ def erlang_b(servers: int, load: float) -> float:
     return b
 
 
+def erlang_c(servers: int, load: float) -> float:
+    """Probability that a request waits in M/M/c with c=`servers` and offered load `load` < c (Erlang C),
+    from Erlang B: C = B / (1 - (a/c)(1 - B)). 1.0 when the load reaches the servers (the queue grows)."""
+    if servers <= 0 or load >= servers:
+        return 1.0
+    b = erlang_b(servers, load)
+    return b / (1.0 - (load / servers) * (1.0 - b))
+
+
+def pacing_wait(servers: int, load: float, latency_s: float) -> dict:
+    """A client that waits for a free slot instead of taking a 429 turns the concurrency limit into an M/M/c
+    queue: P(wait) = Erlang C and mean wait C * latency / (c - a) (exact for exponential latency, an
+    approximation otherwise). When the load reaches the limit the queue grows without bound: `stable` is False
+    and the mean wait None."""
+    c = erlang_c(servers, load)
+    stable = load < servers
+    return {"stable": stable, "p_wait": c, "mean_wait_s": c * latency_s / (servers - load) if stable else None}
+
+
 def erlang_b_servers(load: float, target: float) -> int:
     """Smallest c with Erlang B(c, load) <= target."""
     if not 0 < target < 1:
@@ -481,6 +500,13 @@ def plan(scenario, catalog=None, target: float = DEFAULT_TARGET, percentile: flo
         out["demand"] = demand
         out.update(refusal_summary(demand))
         out["week_average"] = _week_average(ctx, limits)
+        total = ctx.groups[-1]
+        conc = limits.get("concurrency")
+        if conc is not None and total.share > 0:
+            # At the busiest minute, for a client that paces itself on concurrency instead of taking 429s.
+            load = scenario.traffic.mean_rps * total.share * ctx.peaks["peak_minute"] * total.lat
+            out["pacing_wait"] = {"concurrency": int(conc), "peak_load": float(load),
+                                  **pacing_wait(int(conc), float(load), total.lat)}
         scale = ctx.max_scale(limits, target)
         out["max_scale"] = scale
         out["max_requests_per_second"] = scale * scenario.traffic.mean_rps

@@ -27,12 +27,18 @@ def capacity_report_sections(scenario, catalog=None) -> list:
         when = ("already over the target" if ex["months"] == 0 else
                 "not within 3 years" if ex["date"] is None else f"{ex['date']:%Y-%m} (month {ex['months']})")
         wk = p["week_average"]["refusal_total"]
+        w = p.get("pacing_wait")
+        pacing = "" if w is None else (
+            " A client that waits for a free slot instead of taking a 429 would queue without bound at the "
+            "busiest minute." if not w["stable"] else
+            f" If the client waited for a free slot instead of taking a 429, {w['p_wait']:.2%} of requests would "
+            f"wait at the busiest minute, {w['mean_wait_s']:.3g} s on average (Erlang C).")
         out.append(("Capacity summary", (
             f"<p>Tier <b>{html.escape(p['tier'])}</b>: refusals at the busiest minute {p['refusal_total']:.3%} "
             f"(averaged over a week {wk:.3%}); binding limit <b>{p['binding_limit']}</b>. "
             f"It sustains {p['max_scale']:.2f}x today's traffic; with growth of "
             f"{scenario.traffic.monthly_growth:.0%}/month it is exhausted: {when}. "
-            f"Smallest tier under {p['target']:.1%} refusals: <b>{p['smallest_tier'] or 'none'}</b>.</p>")))
+            f"Smallest tier under {p['target']:.1%} refusals: <b>{p['smallest_tier'] or 'none'}</b>.{pacing}</p>")))
         total = p["demand"][p["demand"]["route"] == "total"]
         out.append(("Demand and headroom per limit (total)", total.round(4)))
     out.append(("Demand per route", p["demand"][p["demand"]["route"] != "total"].round(4)))

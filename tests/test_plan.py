@@ -147,3 +147,21 @@ def test_plan_reuses_given_moments_without_changing_anything():
         pd.testing.assert_frame_equal(p[k], q[k], check_exact=True)
     assert {k: v for k, v in p.items() if k not in ("demand", "ladder", "moments")} == \
         {k: v for k, v in q.items() if k not in ("demand", "ladder", "moments")}
+
+
+@pytest.mark.parametrize("c, a", [(1, 0.5), (5, 3.0), (20, 15.0), (60, 59.0)])
+def test_erlang_c_matches_the_direct_formula(c, a):
+    from kimiplan.plan import erlang_c
+
+    top = a**c / math.factorial(c) * c / (c - a)
+    assert erlang_c(c, a) == pytest.approx(top / (sum(a**k / math.factorial(k) for k in range(c)) + top), rel=1e-9)
+    assert erlang_c(c, float(c)) == 1.0
+
+
+def test_plan_reports_the_pacing_wait_at_the_peak():
+    p = plan(scenario())  # concurrency 20, 16 Erlangs on average, more at the peak minute
+    w = p["pacing_wait"]
+    assert w["concurrency"] == 20 and w["peak_load"] > 15
+    assert w["stable"] and 0 < w["p_wait"] < 1 and w["mean_wait_s"] > 0
+    over = plan(scenario(traffic={"requests_per_second": 6.0}))["pacing_wait"]  # 24 Erlangs on 20 slots
+    assert not over["stable"] and over["p_wait"] == 1.0 and over["mean_wait_s"] is None

@@ -29,6 +29,11 @@ def cmd_plan(args) -> int:
         else:
             print(f"sustains {p['max_scale']:.2f}x today's traffic ({p['max_requests_per_second']:.3g} req/s); "
                   f"exhausted by growth: {'now' if ex['months'] == 0 else ex['date'] or 'not within 3 years'}")
+    w = p.get("pacing_wait")
+    if w is not None:
+        wait = "the queue grows without bound (peak load over the limit)" if not w["stable"] else (
+            f"{w['p_wait']:.2%} of requests wait, {w['mean_wait_s']:.3g} s on average (Erlang C)")
+        print(f"a client pacing on concurrency {w['concurrency']} at the busiest minute: {wait}")
     print(f"smallest tier that holds: {p['smallest_tier'] or 'none'}\n")
     d = p["demand"]
     print_table(d[d["route"] == "total"].drop(columns=["route"]))
