@@ -119,15 +119,16 @@ def limits_array(limits: dict[str, float | None]) -> np.ndarray:
 class AccountState:
     """Reference implementation of the admission rule, one request at a time (slow, for tests and teaching).
 
-    Call `offer(t, reserved, latency)` with non-decreasing t; it returns None when admitted, else the name of
-    the first limit the request breaks, checked in the order concurrency, rpm, tpm, tpd, rpd.
+    Call `offer(t, reserved, latency, calls=1)` with non-decreasing t; it returns None when admitted, else the
+    name of the first limit the request breaks, checked in the order concurrency, rpm, tpm, tpd, rpd. A request
+    that makes several API calls (`$web_search` round trips) counts them all against RPM/RPD when it starts.
     """
 
     def __init__(self, limits: dict[str, float | None], window: WindowSettings = WindowSettings()):
         self.limits = limits
         self.window = window
         self.ends: list[float] = []
-        self.log: deque[tuple[float, float]] = deque()  # (admitted at, reserved) for the minute window
+        self.log: deque[tuple[float, float, int]] = deque()  # (admitted at, reserved, calls): the minute window
         self.day = None
         self.day_tokens = 0.0
         self.day_requests = 0
@@ -139,9 +140,9 @@ class AccountState:
         else:
             entries = [e for e in self.log if e[0] + 60.0 > t]
         self.log = deque(entries)
-        return len(entries), sum(r for _, r in entries)
+        return sum(c for _, _, c in entries), sum(r for _, r, _ in entries)
 
-    def offer(self, t: float, reserved: float, latency: float) -> str | None:
+    def offer(self, t: float, reserved: float, latency: float, calls: int = 1) -> str | None:
         lim = self.limits
         self.ends = [e for e in self.ends if e > t]
         n_min, tok_min = self._minute(t)
@@ -150,18 +151,18 @@ class AccountState:
             self.day, self.day_tokens, self.day_requests = day, 0.0, 0
         if lim["concurrency"] is not None and len(self.ends) + 1 > lim["concurrency"]:
             return "concurrency"
-        if lim["rpm"] is not None and n_min + 1 > lim["rpm"]:
+        if lim["rpm"] is not None and n_min + calls > lim["rpm"]:
             return "rpm"
         if lim["tpm"] is not None and tok_min + reserved > lim["tpm"]:
             return "tpm"
         if lim["tpd"] is not None and self.day_tokens + reserved > lim["tpd"]:
             return "tpd"
-        if lim["rpd"] is not None and self.day_requests + 1 > lim["rpd"]:
+        if lim["rpd"] is not None and self.day_requests + calls > lim["rpd"]:
             return "rpd"
         self.ends.append(t + latency)
-        self.log.append((t, reserved))
+        self.log.append((t, reserved, calls))
         self.day_tokens += reserved
-        self.day_requests += 1
+        self.day_requests += calls
         return None
 
 

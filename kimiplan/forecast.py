@@ -34,7 +34,7 @@ from .catalog import Catalog, PriceCard, load_catalog
 from .cost import expected_cost, price_multiplier
 from .errors import CatalogError, ConfigError
 from .scenario import COMPONENTS, Scenario
-from .workload import draw_route, route_context
+from .workload import cached_means, draw_route, route_context
 
 # Priced quantities per request, in this order: cached input, cache-miss input, reasoning, output, tool calls.
 QUANTITIES = ("cached", "miss", "reasoning", "output", "tools")
@@ -145,9 +145,10 @@ def unit_stats(scenario: Scenario, card: PriceCard, samples: int = UNIT_SAMPLES,
         neur.append([q[0].mean(), q[1].mean(), (q[2] + q[3]).mean()])
         # Same columns as workload.expected_tokens reads, from the same draws: the breakdown and the bands agree.
         row = {"route": route.name, "share": route.share}
+        cached_by = cached_means(route, d)
         for c in COMPONENTS:
             row[c] = float(d[c].mean())
-            row[f"{c}_cached"] = float((d[c] * d["cache_hit"]).mean()) if c in route.cache.prefix else 0.0
+            row[f"{c}_cached"] = cached_by[c]
         row.update(reasoning_tokens=float(q[2].mean()), output_tokens=float(q[3].mean()),
                    web_search_calls=float(q[4].mean()))
         rows.append(row)

@@ -153,6 +153,9 @@ def route_moments(scenario, catalog=None, samples: int = MOMENT_SAMPLES) -> pd.D
             "latency_mean_s": lat.mean(), "latency_se_s": lat.std(ddof=1) / math.sqrt(samples),
             "input_mean": d["input_tokens"].mean(), "input_p99": float(np.quantile(d["input_tokens"], 0.99)),
             "completion_mean": d["completion_tokens"].mean(),
+            # API calls per request: 1, or 1 + searches for `$web_search` round trips (each counts against RPM)
+            "calls_mean": d["api_calls"].mean(), "calls_m2": np.mean(d["api_calls"].astype(np.float64) ** 2),
+            "calls_m3": np.mean(d["api_calls"].astype(np.float64) ** 3),
             "max_completion_tokens": int(d["max_completion_tokens"][0]),
         })
     return pd.DataFrame(rows)
@@ -187,6 +190,13 @@ class _Group:
     m2: float
     m3: float
     lat: float
+    calls: tuple = (1.0, 1.0, 1.0)  # raw moments of API calls per request
+
+    def count_model(self, mean_requests: float) -> tuple:
+        """Requests counted against RPM/RPD: Poisson, or compound Poisson when requests make several calls."""
+        if self.calls[1] == 1.0:
+            return ("poisson", mean_requests)
+        return ("compound", CompoundPoisson(mean_requests, *self.calls))
 
 
 def _groups(moments: pd.DataFrame) -> list[_Group]:
@@ -200,7 +210,8 @@ def _groups(moments: pd.DataFrame) -> list[_Group]:
         w = g["share"] / g["share"].sum()
         m1, m2, m3 = (float((w * g[c]).sum()) for c in ("reserved_mean", "reserved_m2", "reserved_m3"))
         lat = float((w * g["latency_mean_s"]).sum())
-        out.append(_Group(name, g["share"].sum(), m1, m2, m3, lat))
+        calls = tuple(float((w * g[c]).sum()) if c in g else 1.0 for c in ("calls_mean", "calls_m2", "calls_m3"))
+        out.append(_Group(name, g["share"].sum(), m1, m2, m3, lat, calls))
     return out
 
 
@@ -228,19 +239,26 @@ def _demand(groups: list[_Group], rps: float, peaks: dict, q: float) -> list[dic
         lam, lam_pk, day_n, conc_load = loads
         tpm = CompoundPoisson(60.0 * lam_pk, m1, m2, m3)
         tpd = CompoundPoisson(day_n, m1, m2, m3)
+        rpm, rpd = g.count_model(60 * lam_pk), g.count_model(day_n)
+        c1 = g.calls[0]
         rows += [
             {"route": name, "limit": "concurrency", "mean": lam * lat, "peak_mean": conc_load,
              "peak": float(stats.poisson.ppf(q, conc_load)), "_model": ("erlang", conc_load)},
-            {"route": name, "limit": "rpm", "mean": 60 * lam, "peak_mean": 60 * lam_pk,
-             "peak": float(stats.poisson.ppf(q, 60 * lam_pk)), "_model": ("poisson", 60 * lam_pk)},
+            {"route": name, "limit": "rpm", "mean": 60 * lam * c1, "peak_mean": 60 * lam_pk * c1,
+             "peak": _count_quantile(rpm, q), "_model": rpm},
             {"route": name, "limit": "tpm", "mean": 60 * lam * m1, "peak_mean": tpm.mean,
              "peak": tpm.quantile(q), "_model": ("compound", tpm)},
             {"route": name, "limit": "tpd", "mean": 86400 * lam * m1, "peak_mean": tpd.mean,
              "peak": tpd.quantile(q), "_model": ("compound", tpd)},
-            {"route": name, "limit": "rpd", "mean": 86400 * lam, "peak_mean": day_n,
-             "peak": float(stats.poisson.ppf(q, day_n)), "_model": ("poisson", day_n)},
+            {"route": name, "limit": "rpd", "mean": 86400 * lam * c1, "peak_mean": day_n * c1,
+             "peak": _count_quantile(rpd, q), "_model": rpd},
         ]
     return rows
+
+
+def _count_quantile(model: tuple, q: float) -> float:
+    kind, x = model
+    return float(stats.poisson.ppf(q, x)) if kind == "poisson" else x.quantile(q)
 
 
 def _refusal(model, limit: float | None) -> float:
@@ -266,10 +284,10 @@ def _total_refusal_by_limit(groups: list[_Group], rps: float, peaks: dict, limit
     if loads is None:  # no online traffic at all: whatever the full table gives (it has no total rows)
         return refusal_summary(_demand_frame(groups, rps, peaks, DEFAULT_PERCENTILE, limits))["refusal_by_limit"]
     lam, lam_pk, day_n, conc_load = loads
-    models = [("concurrency", ("erlang", conc_load)), ("rpm", ("poisson", 60 * lam_pk)),
+    models = [("concurrency", ("erlang", conc_load)), ("rpm", g.count_model(60 * lam_pk)),
               ("tpm", ("compound", CompoundPoisson(60.0 * lam_pk, g.m1, g.m2, g.m3)))]
     if daily:
-        models += [("tpd", ("compound", CompoundPoisson(day_n, g.m1, g.m2, g.m3))), ("rpd", ("poisson", day_n))]
+        models += [("tpd", ("compound", CompoundPoisson(day_n, g.m1, g.m2, g.m3))), ("rpd", g.count_model(day_n))]
     return {k: float(_refusal(m, limits.get(k))) for k, m in models}
 
 

@@ -8,7 +8,7 @@ from .scenario import COMPONENTS
 
 COMPONENT_COLORS = {
     "system": "#4C78A8", "history": "#72B7B2", "rag": "#54A24B", "documents": "#EECA3B", "user": "#B279A2",
-    "overhead": "#BAB0AC",
+    "overhead": "#BAB0AC", "tool_rounds": "#FF9DA6",
     "reasoning": "#F58518", "output": "#E45756", "tools": "#9D755D",
 }
 CLASS_COLORS = {"input_cache_hit": "#9ECAE9", "input_cache_miss": "#4C78A8", "output": "#E45756", "tool_calls": "#9D755D"}

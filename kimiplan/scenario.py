@@ -19,8 +19,8 @@ from .paths import data_path
 from .simsettings import Simulation
 
 # Input components: the text of each part in prompt order, then the overhead (template markers and what the
-# server adds), which is spread over the prompt.
-COMPONENTS = ("system", "history", "rag", "documents", "user", "overhead")
+# server adds), which is spread over the prompt, then the input of the further calls a `$web_search` makes.
+COMPONENTS = ("system", "history", "rag", "documents", "user", "overhead", "tool_rounds")
 
 
 class _M(BaseModel):
@@ -50,9 +50,20 @@ class Documents(_M):
 
 
 class Tools(_M):
-    """Priced tool calls per request (Moonshot's builtin `$web_search`)."""
+    """Moonshot's builtin `$web_search`, per request.
 
-    web_search_calls: Dist = Fixed(value=0)
+    Each search is a round trip: the model answers `finish_reason=tool_calls`, the client sends the tool call
+    back, and the next call carries the whole prompt again plus the search results, which Moonshot bills as
+    input (plus the per-call fee). A request with k searches is k + 1 API calls."""
+
+    web_search_calls: Dist = Field(default=Fixed(value=0), description="Searches per request (each a round trip)")
+    result_tokens: Dist = Field(
+        default=Fixed(value=0),
+        description="Tokens of search results one search adds to the input of every later call of the request "
+                    "(the tool call's usage shows them); unknown until measured, so 0 unless set")
+    tool_call_tokens: Dist = Field(
+        default=Fixed(value=0),
+        description="Output tokens of the model's tool-call message, echoed back as input in later calls")
 
 
 class Cache(_M):

@@ -34,8 +34,8 @@ DONE, NEED_RING, NEED_RETRY = 0, 1, 2
 I_HEAP_N, I_RING_HEAD, I_RING_N, I_DAY, I_MINUTE, I_RT_N, I_FIX_N = 0, 1, 2, 3, 4, 5, 6
 N_ISTATE = 7
 # Float state slots.
-F_RING_TOK, F_DAY_TOK, F_DAY_REQ, F_LAST_START, F_FIX_TOK = 0, 1, 2, 3, 4
-N_FSTATE = 5
+F_RING_TOK, F_DAY_TOK, F_DAY_REQ, F_LAST_START, F_FIX_TOK, F_RING_REQ = 0, 1, 2, 3, 4, 5
+N_FSTATE = 6
 
 # Counter slots.
 C_FRESH, C_ATTEMPTS, C_ADMITTED, C_GAVE_UP, C_LATE, C_RETRIES = 0, 1, 2, 3, 4, 5
@@ -167,7 +167,7 @@ def _rt_pop(rt_t, rt_i, n):
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def _expire(t, lim, fixed, ist, fst, heap, ring_t, ring_tok, day_s, day_offset):
+def _expire(t, lim, fixed, ist, fst, heap, ring_t, ring_tok, ring_cnt, day_s, day_offset):
     """Bring every window up to time t (t never decreases)."""
     if lim[CONCURRENCY] >= 0:
         n = ist[I_HEAP_N]
@@ -186,18 +186,22 @@ def _expire(t, lim, fixed, ist, fst, heap, ring_t, ring_tok, day_s, day_offset):
             h = ist[I_RING_HEAD]
             n = ist[I_RING_N]
             tok = fst[F_RING_TOK]
+            req = fst[F_RING_REQ]
             # An entry admitted at s counts while t < s + 60 (a sliding 60 s log).
             while n > 0 and ring_t[h] + 60.0 <= t:
                 tok -= ring_tok[h]
+                req -= ring_cnt[h]
                 h += 1
                 if h == cap:
                     h = 0
                 n -= 1
             if n == 0:
                 tok = 0.0  # drop accumulated rounding
+                req = 0.0
             ist[I_RING_HEAD] = h
             ist[I_RING_N] = n
             fst[F_RING_TOK] = tok
+            fst[F_RING_REQ] = req
     if lim[TPD] >= 0 or lim[RPD] >= 0:
         d = int(math.floor((t + day_offset) / day_s))
         if d != ist[I_DAY]:
@@ -207,23 +211,24 @@ def _expire(t, lim, fixed, ist, fst, heap, ring_t, ring_tok, day_s, day_offset):
 
 
 @njit(cache=True, inline="always", _nrt=False)
-def _first_broken(r, lim, fixed, ist, fst):
-    """Index of the first limit that refuses a request reserving r tokens now, or -1 if it is admitted."""
+def _first_broken(r, calls, lim, fixed, ist, fst):
+    """Index of the first limit that refuses a request reserving r tokens and making `calls` API calls now
+    (they all count against RPM/RPD at its start), or -1 if it is admitted."""
     if lim[CONCURRENCY] >= 0 and ist[I_HEAP_N] + 1 > lim[CONCURRENCY]:
         return CONCURRENCY
     if fixed:
         n_win = ist[I_FIX_N]
         tok_win = fst[F_FIX_TOK]
     else:
-        n_win = ist[I_RING_N]
+        n_win = fst[F_RING_REQ]
         tok_win = fst[F_RING_TOK]
-    if lim[RPM] >= 0 and n_win + 1 > lim[RPM]:
+    if lim[RPM] >= 0 and n_win + calls > lim[RPM]:
         return RPM
     if lim[TPM] >= 0 and tok_win + r > lim[TPM]:
         return TPM
     if lim[TPD] >= 0 and fst[F_DAY_TOK] + r > lim[TPD]:
         return TPD
-    if lim[RPD] >= 0 and fst[F_DAY_REQ] + 1 > lim[RPD]:
+    if lim[RPD] >= 0 and fst[F_DAY_REQ] + calls > lim[RPD]:
         return RPD
     return -1
 
@@ -243,17 +248,18 @@ def _next_chance(k, t, lim, fixed, ist, heap, ring_t, day_s, day_offset):
 
 @njit(cache=True, nogil=True, _nrt=False)
 def run_chunk(
-    start, arr_t, arr_res, arr_bill, arr_lat,
+    start, arr_t, arr_res, arr_bill, arr_lat, arr_calls,
     lim, pace_lim, fixed, day_s, day_offset, mode, max_retries, backoff_base, backoff_cap, jitter,
     horizon, final,
-    ist, fst, heap, ring_t, ring_tok, rt_t, rt_i, rt_p, rt_free, rng,
-    counters, sums, min_att, min_adm, min_tok, min_ref, sec_diff, sec_peak, day_tok, day_bill,
+    ist, fst, heap, ring_t, ring_tok, ring_cnt, rt_t, rt_i, rt_p, rt_free, rng,
+    counters, sums, min_att, min_adm, min_calls, min_tok, min_ref, sec_diff, sec_peak, day_tok, day_bill,
     wait_hist, e2e_hist,
 ):
     """Process fresh requests arr_*[start:] interleaved with due retries. Returns (status, next index).
 
     lim / pace_lim: float64[5] limits (-1 = none); pace_lim are the client's own (headroom-scaled) limits.
-    rt_p: float64[cap, 5] retry payload rows (arrival, reserved, billed, latency, attempt); rt_free: free rows.
+    arr_calls: API calls per request (1, or 1 + searches); they all count against RPM/RPD when it starts.
+    rt_p: float64[cap, 6] retry payload rows (arrival, reserved, billed, latency, attempt, calls); rt_free: free rows.
     """
     n_fresh = arr_t.shape[0]
     n_min = min_att.shape[0]
@@ -287,6 +293,7 @@ def run_chunk(
             bill = rt_p[row, 2]
             lat = rt_p[row, 3]
             attempt = int(rt_p[row, 4])
+            calls = rt_p[row, 5]
             rt_free[0] -= 1  # release the payload row (stack of free rows)
             rt_free[1 + rt_free[0]] = row
         else:
@@ -295,6 +302,7 @@ def run_chunk(
             r = arr_res[i]
             bill = arr_bill[i]
             lat = arr_lat[i]
+            calls = arr_calls[i]
             attempt = 0
             i += 1
             counters[C_FRESH] += 1
@@ -304,11 +312,12 @@ def run_chunk(
                 t = fst[F_LAST_START]  # FIFO: a request never overtakes an earlier one
             impossible = False
             while True:
-                _expire(t, lim, fixed, ist, fst, heap, ring_t, ring_tok, day_s, day_offset)
-                k = _first_broken(r, pace_lim, fixed, ist, fst)
+                _expire(t, lim, fixed, ist, fst, heap, ring_t, ring_tok, ring_cnt, day_s, day_offset)
+                k = _first_broken(r, calls, pace_lim, fixed, ist, fst)
                 if k < 0:
                     break
-                if (k == TPM and r > pace_lim[TPM]) or (k == TPD and r > pace_lim[TPD]):
+                if ((k == TPM and r > pace_lim[TPM]) or (k == TPD and r > pace_lim[TPD])
+                        or (k == RPM and calls > pace_lim[RPM]) or (k == RPD and calls > pace_lim[RPD])):
                     impossible = True  # no wait can make room for it
                     break
                 t = _next_chance(k, t, lim, fixed, ist, heap, ring_t, day_s, day_offset)
@@ -317,13 +326,13 @@ def run_chunk(
                 fst[F_LAST_START] = t
                 continue
         else:
-            _expire(t, lim, fixed, ist, fst, heap, ring_t, ring_tok, day_s, day_offset)
+            _expire(t, lim, fixed, ist, fst, heap, ring_t, ring_tok, ring_cnt, day_s, day_offset)
         counters[C_ATTEMPTS] += 1
         m = int(t / 60.0)
         if m >= n_min:
             m = n_min - 1
         min_att[m] += 1
-        k = _first_broken(r, lim, fixed, ist, fst)
+        k = _first_broken(r, calls, lim, fixed, ist, fst)
         if k >= 0:
             counters[C_REFUSED0 + k] += 1
             min_ref[m, k] += 1
@@ -341,6 +350,7 @@ def run_chunk(
                 rt_p[row, 2] = bill
                 rt_p[row, 3] = lat
                 rt_p[row, 4] = attempt + 1
+                rt_p[row, 5] = calls
                 ist[I_RT_N] = _rt_push(rt_t, rt_i, ist[I_RT_N], t + d, row)
                 counters[C_RETRIES] += 1
             else:
@@ -352,7 +362,7 @@ def run_chunk(
             ist[I_HEAP_N] = _heap_push(heap, ist[I_HEAP_N], end)
         if lim[RPM] >= 0 or lim[TPM] >= 0:
             if fixed:
-                ist[I_FIX_N] += 1
+                ist[I_FIX_N] += int(calls)
                 fst[F_FIX_TOK] += r
             else:
                 pos = ist[I_RING_HEAD] + ist[I_RING_N]
@@ -360,14 +370,17 @@ def run_chunk(
                     pos -= ring_cap
                 ring_t[pos] = t
                 ring_tok[pos] = r
+                ring_cnt[pos] = calls
                 ist[I_RING_N] += 1
                 fst[F_RING_TOK] += r
+                fst[F_RING_REQ] += calls
         fst[F_DAY_TOK] += r
-        fst[F_DAY_REQ] += 1.0
+        fst[F_DAY_REQ] += calls
         if t > fst[F_LAST_START]:
             fst[F_LAST_START] = t
         counters[C_ADMITTED] += 1
         min_adm[m] += 1
+        min_calls[m] += calls
         min_tok[m] += r
         wait = t - arrival
         sums[S_WAIT_ADMITTED] += wait
@@ -442,6 +455,7 @@ class KernelState:
             ring_cap = int(limits[RPM]) + 1 if limits[RPM] >= 0 else 4096
         self.ring_t = np.zeros(max(ring_cap, 1), dtype=np.float64)
         self.ring_tok = np.zeros_like(self.ring_t)
+        self.ring_cnt = np.zeros_like(self.ring_t)
         self._alloc_retry(retry_cap)
         self.rng = np.array([(int(seed) * 0x2545F4914F6CDD1D + 1) % 2**64], dtype=np.uint64)
         self.counters = np.zeros(N_COUNTERS, dtype=np.int64)
@@ -451,6 +465,7 @@ class KernelState:
         n_day = int(np.ceil(horizon_s / day_s)) + 2  # a partial first and last day between resets
         self.min_att = np.zeros(n_min, dtype=np.int64)
         self.min_adm = np.zeros(n_min, dtype=np.int64)
+        self.min_calls = np.zeros(n_min, dtype=np.float64)
         self.min_tok = np.zeros(n_min, dtype=np.float64)
         self.min_ref = np.zeros((n_min, N_LIMITS), dtype=np.int64)
         self.sec_diff = np.zeros(n_sec, dtype=np.int32)
@@ -463,7 +478,7 @@ class KernelState:
     def _alloc_retry(self, cap: int) -> None:
         self.rt_t = np.zeros(cap, dtype=np.float64)
         self.rt_i = np.zeros(cap, dtype=np.int64)
-        self.rt_p = np.zeros((cap, 5), dtype=np.float64)
+        self.rt_p = np.zeros((cap, 6), dtype=np.float64)
         # rt_free[0] = rows in use; rt_free[1:] = a stack of row ids (in-use ones first).
         self.rt_free = np.concatenate([[0], np.arange(cap)]).astype(np.int64)
 
@@ -474,9 +489,11 @@ class KernelState:
             order = (h + np.arange(n)) % cap  # unroll the ring into order
             new_t = np.zeros(cap * 2, dtype=np.float64)
             new_tok = np.zeros(cap * 2, dtype=np.float64)
+            new_cnt = np.zeros(cap * 2, dtype=np.float64)
             new_t[:n] = self.ring_t[order]
             new_tok[:n] = self.ring_tok[order]
-            self.ring_t, self.ring_tok = new_t, new_tok
+            new_cnt[:n] = self.ring_cnt[order]
+            self.ring_t, self.ring_tok, self.ring_cnt = new_t, new_tok, new_cnt
             self.ist[I_RING_HEAD] = 0
         elif status == NEED_RETRY:
             cap = self.rt_t.shape[0]
@@ -492,16 +509,17 @@ class KernelState:
         else:  # pragma: no cover - defensive
             raise ValueError(f"unknown kernel status {status}")
 
-    def run(self, arr_t, arr_res, arr_bill, arr_lat, *, limits, pace_limits, fixed, day_s, day_offset, mode,
-            max_retries, backoff_base, backoff_cap, jitter, horizon, final) -> None:
+    def run(self, arr_t, arr_res, arr_bill, arr_lat, arr_calls, *, limits, pace_limits, fixed, day_s, day_offset,
+            mode, max_retries, backoff_base, backoff_cap, jitter, horizon, final) -> None:
         start = 0
         while True:
             status, start = run_chunk(
-                start, arr_t, arr_res, arr_bill, arr_lat,
+                start, arr_t, arr_res, arr_bill, arr_lat, arr_calls,
                 limits, pace_limits, fixed, day_s, day_offset, mode, max_retries, backoff_base, backoff_cap,
                 jitter, horizon, final,
-                self.ist, self.fst, self.heap, self.ring_t, self.ring_tok, self.rt_t, self.rt_i, self.rt_p,
-                self.rt_free, self.rng, self.counters, self.sums, self.min_att, self.min_adm, self.min_tok,
+                self.ist, self.fst, self.heap, self.ring_t, self.ring_tok, self.ring_cnt, self.rt_t, self.rt_i,
+                self.rt_p, self.rt_free, self.rng, self.counters, self.sums, self.min_att, self.min_adm,
+                self.min_calls, self.min_tok,
                 self.min_ref, self.sec_diff, self.sec_peak, self.day_tok, self.day_bill, self.wait_hist,
                 self.e2e_hist,
             )

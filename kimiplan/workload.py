@@ -18,9 +18,9 @@ from .scenario import COMPONENTS, Route, Scenario
 from .tokens import template_tokens
 
 COLUMNS = (
-    "system", "history", "rag", "documents", "user", "overhead", "input_tokens", "cached_tokens", "cache_hit", "reasoning_tokens",
+    "system", "history", "rag", "documents", "user", "overhead", "tool_rounds", "tool_rounds_cached", "input_tokens", "cached_tokens", "cache_hit", "reasoning_tokens",
     "output_tokens", "completion_tokens", "truncated", "max_completion_tokens", "reserved_tokens",
-    "web_search_calls", "ttft_s", "latency_s",
+    "web_search_calls", "api_calls", "ttft_s", "latency_s",
 )
 
 
@@ -84,23 +84,64 @@ def draw_route(route: Route, n: int, rng: np.random.Generator, ctx: RouteContext
     completion = reasoning + output
     truncated = (want_reasoning + want_output) > budget
 
-    tools = _tokens(route.tools.web_search_calls, rng, n)
+    tools = _column(_tokens(route.tools.web_search_calls, rng, n), n)
     if route.latency.total_s is not None:
         ttft = np.zeros(n)
         latency = _column(route.latency.total_s.sample(rng, n), n, np.float64)
+        tps = None
     else:
         ttft = route.latency.ttft_s.sample(rng, n)
         tps = np.maximum(route.latency.decode_tps.sample(rng, n), 1e-3)
         latency = ttft + completion / tps
+    rounds = _tool_rounds(route, tools, input_tokens, budget, rng, ttft, tps)
     return {
         "system": _column(system, n), "history": _column(history, n), "rag": _column(rag, n),
         "documents": _column(documents, n), "user": _column(user, n), "overhead": _column(overhead, n),
-        "input_tokens": input_tokens, "cached_tokens": cached, "cache_hit": hit, "reasoning_tokens": reasoning,
-        "output_tokens": output, "completion_tokens": completion, "truncated": truncated,
+        "tool_rounds": rounds["input"], "tool_rounds_cached": rounds["cached"],
+        "input_tokens": input_tokens + rounds["input"], "cached_tokens": cached + rounds["cached"], "cache_hit": hit,
+        "reasoning_tokens": reasoning, "output_tokens": output + rounds["output"],
+        "completion_tokens": completion + rounds["output"], "truncated": truncated,
         "max_completion_tokens": np.full(n, budget, dtype=np.int64),
-        "reserved_tokens": input_tokens + budget, "web_search_calls": _column(tools, n),
-        "ttft_s": ttft, "latency_s": latency,
+        "reserved_tokens": input_tokens + budget + rounds["reserved"], "web_search_calls": tools,
+        "api_calls": tools + 1, "ttft_s": ttft, "latency_s": latency + rounds["latency"],
     }
+
+
+def _tool_rounds(route: Route, searches: np.ndarray, first_prompt: np.ndarray, budget: int,
+                 rng: np.random.Generator, ttft: np.ndarray, tps: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The further calls of requests that search: call j resends call j-1's prompt plus the tool-call message,
+    the search results and (template on) 8 markers for the assistant and tool messages. It reserves its prompt
+    plus the budget against TPM, hits the cache on the previous prompt as the first call does on its prefix,
+    and takes another time to first token plus the tool call's decode time."""
+    n = searches.size
+    out = {k: np.zeros(n, dtype=np.int64) for k in ("input", "cached", "output", "reserved")}
+    out["latency"] = np.zeros(n)
+    markers = 8 if route.overhead_tokens is None else 0
+    prompt = first_prompt.astype(np.int64)
+    for j in range(1, int(searches.max(initial=0)) + 1):
+        active = searches >= j
+        call = _column(_tokens(route.tools.tool_call_tokens, rng, n), n)
+        nxt = prompt + call + _tokens(route.tools.result_tokens, rng, n) + markers
+        out["input"] += np.where(active, nxt, 0)
+        out["reserved"] += np.where(active, nxt + budget, 0)
+        out["output"] += np.where(active, call, 0)
+        if route.cache.mode == "prefix_rule":
+            hit = (rng.random(n) < route.cache.hit_rate) & (prompt > route.cache.min_prompt_tokens)
+            out["cached"] += np.where(active & hit, prompt, 0)
+        out["latency"] += np.where(active, ttft + (call / tps if tps is not None else 0.0), 0.0)
+        prompt = nxt
+    return out
+
+
+def cached_means(route: Route, d: dict[str, np.ndarray]) -> dict[str, float]:
+    """Mean cached tokens per request of each input component (`<component>_cached` columns)."""
+    out = {}
+    for k in COMPONENTS:
+        if k == "tool_rounds":
+            out[k] = float(d["tool_rounds_cached"].mean())
+        else:
+            out[k] = float((d[k] * d["cache_hit"]).mean()) if k in route.cache.prefix else 0.0
+    return out
 
 
 def route_context(scenario: Scenario, route: Route, card=None) -> RouteContext:
@@ -158,15 +199,16 @@ def expected_tokens(scenario: Scenario, card=None, samples: int = EXPECTATION_SA
             if route.overhead_tokens is not None else float(d["overhead"].mean()),
         }
         row = {"route": route.name, "share": route.share}
-        for k in COMPONENTS:
-            row[f"{k}_cached"] = float((d[k] * d["cache_hit"]).mean()) if k in route.cache.prefix else 0.0
+        exact["tool_rounds"] = float(d["tool_rounds"].mean())  # no closed form: the sample mean stands in
+        for k, v in cached_means(route, d).items():
+            row[f"{k}_cached"] = v
         for k in COMPONENTS:
             # Specs are continuous but tokens are whole numbers: the sample mean includes rounding, the
             # spec mean does not; the difference is < 0.5 token per component.
             row[k] = float(d[k].mean())
             row[f"{k}_spec_mean"] = exact[k]
         for k in ("input_tokens", "cached_tokens", "reasoning_tokens", "output_tokens", "completion_tokens",
-                  "reserved_tokens", "web_search_calls", "latency_s"):
+                  "reserved_tokens", "web_search_calls", "api_calls", "latency_s"):
             row[k] = float(d[k].mean())
             row[f"{k}_se"] = float(d[k].std(ddof=1) / np.sqrt(samples))
         row["truncation_rate"] = float(d["truncated"].mean())

@@ -100,6 +100,32 @@ def test_kernel_concurrency_heap_matches_reference_when_deep():
     assert 0.01 < refused / n < 0.5  # the limit binds often, but not always
 
 
+@pytest.mark.parametrize("window", ["sliding", "fixed"])
+def test_requests_that_make_several_calls_count_them_all(window):
+    # `$web_search` round trips: a request of k calls takes k from RPM and RPD at its start.
+    rng = np.random.default_rng(8)
+    n = 6000
+    t = np.cumsum(rng.exponential(2.0, n))
+    calls = rng.integers(1, 4, n)
+    lat = rng.lognormal(0.5, 1.0, n)
+    lim = {"concurrency": None, "rpm": 40.0, "tpm": None, "tpd": None, "rpd": 40_000.0}
+    ws = WindowSettings(rate_window=window)
+    ref = AccountState(lim, ws)
+    expected = {k: 0 for k in lim}
+    admitted_calls = 0
+    for i in range(n):
+        k = ref.offer(t[i], 1.0, lat[i], int(calls[i]))
+        if k:
+            expected[k] += 1
+        else:
+            admitted_calls += int(calls[i])
+    got = simulate_arrays(t, 1.0, lat, lim, float(t[-1]) + 1, settings=SimSettings(window=ws), calls=calls)
+    assert got.summary["refused"] == expected and expected["rpm"] > 0
+    assert got.per_minute["admitted_calls"].sum() == admitted_calls
+    once = simulate_arrays(t, 1.0, lat, lim, float(t[-1]) + 1, settings=SimSettings(window=ws))
+    assert once.summary["refused"]["rpm"] < expected["rpm"]  # counting one call each would miss refusals
+
+
 def test_custom_tier_with_only_some_limits():
     lim = limit_values(custom_tier("c", concurrency=2))
     assert lim == {**NONE, "concurrency": 2.0}

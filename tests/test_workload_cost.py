@@ -177,3 +177,38 @@ def test_overhead_counts_template_markers_per_request_or_a_set_number():
     assert (d["overhead"] == 40).all() and (d["input_tokens"] == 560).all()
     e = expected_tokens(s)
     assert e["overhead"].iloc[0] == pytest.approx(4 + 8 * 3 + 4 + 3, rel=0.01)
+
+
+def test_web_search_round_trips_resend_the_prompt_with_results():
+    route = dict(system=500, user=50, output=100, max_completion_tokens=1000, cache={"mode": "none"},
+                 tools={"web_search_calls": 2, "result_tokens": 1000, "tool_call_tokens": 20})
+    s = _scenario(**route)
+    d = draw_route(s.routes[0], 5, np.random.default_rng(0), route_context(s, s.routes[0]))
+    first = 500 + 50 + 11  # text, then the markers of the system and user messages and the reply primer
+    second = first + 20 + 1000 + 8  # + tool call, results, assistant and tool message markers
+    third = second + 20 + 1000 + 8
+    assert (d["api_calls"] == 3).all() and (d["tool_rounds"] == second + third).all()
+    assert (d["input_tokens"] == first + second + third).all()
+    assert (d["reserved_tokens"] == first + second + third + 3 * 1000).all()
+    assert (d["output_tokens"] == 100 + 2 * 20).all() and (d["cached_tokens"] == 0).all()
+    # With the prefix rule at a 100 % hit rate, each further call hits on the previous call's prompt.
+    cached = _scenario(**{**route, "cache": {"mode": "prefix_rule", "hit_rate": 1.0}})
+    d = draw_route(cached.routes[0], 5, np.random.default_rng(0), route_context(cached, cached.routes[0]))
+    assert (d["tool_rounds_cached"] == first + second).all() and (d["cached_tokens"] == 500 + first + second).all()
+    e = expected_tokens(cached)
+    assert e["tool_rounds"].iloc[0] == second + third and e["tool_rounds_cached"].iloc[0] == first + second
+    # The cost prices the further calls' input by component: cached at the hit price, the rest at the miss price.
+    c = expected_cost(cached).set_index(["component", "price_class"])
+    assert c.loc[("tool_rounds", "input_cache_hit"), "tokens_per_request"] == first + second
+    assert c.loc[("tool_rounds", "input_cache_miss"), "tokens_per_request"] == third - first  # what each call added
+
+
+def test_plan_counts_every_call_of_a_searching_request_against_rpm():
+    from kimiplan.plan import demand_table
+
+    one = _scenario(system=500, user=50, output=100, max_completion_tokens=1000)
+    three = _scenario(system=500, user=50, output=100, max_completion_tokens=1000, tools={"web_search_calls": 2})
+    rpm = {n: demand_table(sc).set_index(["route", "limit"]).loc[("total", "rpm")] for n, sc in
+           (("one", one), ("three", three))}
+    assert rpm["three"]["mean"] == pytest.approx(3 * rpm["one"]["mean"])
+    assert rpm["three"]["peak"] > 2.5 * rpm["one"]["peak"]
