@@ -93,17 +93,25 @@ def draw_route(route: Route, n: int, rng: np.random.Generator, ctx: RouteContext
         ttft = route.latency.ttft_s.sample(rng, n)
         tps = np.maximum(route.latency.decode_tps.sample(rng, n), 1e-3)
         latency = ttft + completion / tps
-    rounds = _tool_rounds(route, tools, input_tokens, budget, rng, ttft, tps)
+    reserved = input_tokens + budget
+    rounds = {"input": np.zeros(n, dtype=np.int64), "cached": np.zeros(n, dtype=np.int64)}
+    if tools.any():  # most routes never search: skip the passes over n requests
+        rounds = _tool_rounds(route, tools, input_tokens, budget, rng, ttft, tps)
+        input_tokens = input_tokens + rounds["input"]
+        cached = cached + rounds["cached"]
+        output = output + rounds["output"]
+        completion = completion + rounds["output"]
+        reserved = reserved + rounds["reserved"]
+        latency = latency + rounds["latency"]
     return {
         "system": _column(system, n), "history": _column(history, n), "rag": _column(rag, n),
         "documents": _column(documents, n), "user": _column(user, n), "overhead": _column(overhead, n),
         "tool_rounds": rounds["input"], "tool_rounds_cached": rounds["cached"],
-        "input_tokens": input_tokens + rounds["input"], "cached_tokens": cached + rounds["cached"], "cache_hit": hit,
-        "reasoning_tokens": reasoning, "output_tokens": output + rounds["output"],
-        "completion_tokens": completion + rounds["output"], "truncated": truncated,
-        "max_completion_tokens": np.full(n, budget, dtype=np.int64),
-        "reserved_tokens": input_tokens + budget + rounds["reserved"], "web_search_calls": tools,
-        "api_calls": tools + 1, "ttft_s": ttft, "latency_s": latency + rounds["latency"],
+        "input_tokens": input_tokens, "cached_tokens": cached, "cache_hit": hit,
+        "reasoning_tokens": reasoning, "output_tokens": output, "completion_tokens": completion,
+        "truncated": truncated, "max_completion_tokens": np.full(n, budget, dtype=np.int64),
+        "reserved_tokens": reserved, "web_search_calls": tools, "api_calls": tools + 1, "ttft_s": ttft,
+        "latency_s": latency,
     }
 
 
