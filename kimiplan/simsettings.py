@@ -10,9 +10,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .admission import WindowSettings
+from .errors import ConfigError
 
 CHUNK = 1 << 21  # requests per chunk: ~100 MB of arrays, big enough to amortize the kernel call
 
@@ -68,8 +69,21 @@ class SimSettings(BaseModel):
     progress: bool = False
 
     @classmethod
-    def for_scenario(cls, scenario, **given) -> "SimSettings":
-        """The scenario's `simulation:` section, with every argument that is not None taking precedence."""
+    def for_scenario(cls, scenario, *, client: dict | None = None, window: dict | None = None,
+                     **given) -> "SimSettings":
+        """The scenario's `simulation:` section, with every argument that is not None taking precedence;
+        `client` and `window` override single fields of the section's. Everything is validated again, and a
+        bad value is a ConfigError naming the field."""
         sim = getattr(scenario, "simulation", None) or Simulation()
-        base = {"hours": sim.hours, "start": sim.start, "client": sim.client, "window": sim.window}
-        return cls(**{**base, **{k: v for k, v in given.items() if v is not None}})
+
+        def merged(section: BaseModel, over: dict | None) -> dict:
+            return {**section.model_dump(), **{k: v for k, v in (over or {}).items() if v is not None}}
+
+        data = {"hours": sim.hours, "start": sim.start, "client": merged(sim.client, client),
+                "window": merged(sim.window, window), **{k: v for k, v in given.items() if v is not None}}
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            e = exc.errors()[0]
+            field = ".".join(str(p) for p in e["loc"])
+            raise ConfigError(f"{field}: {e['msg']} (got {e.get('input')!r})") from None

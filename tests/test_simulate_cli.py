@@ -120,3 +120,11 @@ def test_start_day_sets_the_weekday_of_the_simulated_traffic(capsys):
     assert counts["2026-11-30"] > 1.15 * counts["2026-12-06"]
     code, _, err = _run(capsys, "simulate", "support_chat", "--start", "monday")
     assert code == 2 and "--start must be a date" in err
+
+
+def test_bad_flags_name_the_field(capsys, theory_file):
+    # Flags are validated like the scenario section they override, with the field in the message.
+    code, _, err = _run(capsys, "simulate", str(theory_file), "--max-retries", "-3", "--client", "retry")
+    assert code == 2 and "client.max_retries" in err and "-3" in err
+    code, _, err = _run(capsys, "simulate", str(theory_file), "--seed", "-1")
+    assert code == 2 and "seed" in err

@@ -50,14 +50,10 @@ def cmd_simulate(args) -> int:
     catalog = load_catalog(args.catalog)
     scenario = load_scenario(args.scenario, catalog)
     # Flags override the scenario's `simulation:` section field by field; a trace defaults to its own length.
-    sim = scenario.simulation
-    client = sim.client.model_copy(update={k: v for k, v in (("kind", args.client),
-                                                             ("max_retries", args.max_retries)) if v is not None})
-    window = sim.window if args.window is None else sim.window.model_copy(update={"rate_window": args.window})
     settings = SimSettings.for_scenario(
         scenario, hours=args.hours if args.hours is not None else (0.0 if args.trace else None), seed=args.seed,
-        start=parse_date(args.start, "--start"),
-        client=client, window=window, progress=not args.json and sys.stderr.isatty(),
+        start=parse_date(args.start, "--start"), client={"kind": args.client, "max_retries": args.max_retries},
+        window={"rate_window": args.window}, progress=not args.json and sys.stderr.isatty(),
     )
     if args.trace:
         result = replay_trace(load_trace(args.trace), scenario, catalog, settings)
