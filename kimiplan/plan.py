@@ -225,6 +225,17 @@ def _loads(g: _Group, rps: float, peaks: dict):
     return lam, lam_pk, day_n, lam_pk * g.lat
 
 
+def _limit_models(g: _Group, loads: tuple, daily: bool = True) -> dict:
+    """The distribution of a group's demand on each limit at the busiest minute (day for TPD/RPD): Erlang
+    load on concurrency, (compound) Poisson counts on RPM/RPD, compound Poisson tokens on TPM/TPD."""
+    _, lam_pk, day_n, conc_load = loads
+    models = {"concurrency": ("erlang", conc_load), "rpm": g.count_model(60 * lam_pk),
+              "tpm": ("compound", CompoundPoisson(60.0 * lam_pk, g.m1, g.m2, g.m3))}
+    if daily:
+        models.update(tpd=("compound", CompoundPoisson(day_n, g.m1, g.m2, g.m3)), rpd=g.count_model(day_n))
+    return models
+
+
 def _demand(groups: list[_Group], rps: float, peaks: dict, q: float) -> list[dict]:
     """Demand on each limit for each route and in total (rows of route, limit, mean, peak, percentile)."""
     rows = []
@@ -235,30 +246,20 @@ def _demand(groups: list[_Group], rps: float, peaks: dict, q: float) -> list[dic
                 rows += [{"route": "total", "limit": k, "mean": 0.0, "peak_mean": 0.0, "peak": 0.0,
                           "_model": ("none", 0.0)} for k in LIMITS]
             continue
-        name, m1, m2, m3, lat = g.name, g.m1, g.m2, g.m3, g.lat
         lam, lam_pk, day_n, conc_load = loads
-        tpm = CompoundPoisson(60.0 * lam_pk, m1, m2, m3)
-        tpd = CompoundPoisson(day_n, m1, m2, m3)
-        rpm, rpd = g.count_model(60 * lam_pk), g.count_model(day_n)
+        models = _limit_models(g, loads)
         c1 = g.calls[0]
-        rows += [
-            {"route": name, "limit": "concurrency", "mean": lam * lat, "peak_mean": conc_load,
-             "peak": float(stats.poisson.ppf(q, conc_load)), "_model": ("erlang", conc_load)},
-            {"route": name, "limit": "rpm", "mean": 60 * lam * c1, "peak_mean": 60 * lam_pk * c1,
-             "peak": _count_quantile(rpm, q), "_model": rpm},
-            {"route": name, "limit": "tpm", "mean": 60 * lam * m1, "peak_mean": tpm.mean,
-             "peak": tpm.quantile(q), "_model": ("compound", tpm)},
-            {"route": name, "limit": "tpd", "mean": 86400 * lam * m1, "peak_mean": tpd.mean,
-             "peak": tpd.quantile(q), "_model": ("compound", tpd)},
-            {"route": name, "limit": "rpd", "mean": 86400 * lam * c1, "peak_mean": day_n * c1,
-             "peak": _count_quantile(rpd, q), "_model": rpd},
-        ]
+        means = {"concurrency": (lam * g.lat, conc_load), "rpm": (60 * lam * c1, 60 * lam_pk * c1),
+                 "tpm": (60 * lam * g.m1, models["tpm"][1].mean), "tpd": (86400 * lam * g.m1, models["tpd"][1].mean),
+                 "rpd": (86400 * lam * c1, day_n * c1)}
+        rows += [{"route": g.name, "limit": k, "mean": means[k][0], "peak_mean": means[k][1],
+                  "peak": _model_quantile(m, q), "_model": m} for k, m in models.items()]
     return rows
 
 
-def _count_quantile(model: tuple, q: float) -> float:
+def _model_quantile(model: tuple, q: float) -> float:
     kind, x = model
-    return float(stats.poisson.ppf(q, x)) if kind == "poisson" else x.quantile(q)
+    return float(stats.poisson.ppf(q, x)) if kind in ("poisson", "erlang") else x.quantile(q)
 
 
 def _refusal(model, limit: float | None) -> float:
@@ -281,14 +282,9 @@ def _total_refusal_by_limit(groups: list[_Group], rps: float, peaks: dict, limit
     TPD and RPD (for callers that evaluate those on the peak day only)."""
     g = groups[-1]  # _groups puts the total last
     loads = _loads(g, rps, peaks)
-    if loads is None:  # no online traffic at all: whatever the full table gives (it has no total rows)
-        return refusal_summary(_demand_frame(groups, rps, peaks, DEFAULT_PERCENTILE, limits))["refusal_by_limit"]
-    lam, lam_pk, day_n, conc_load = loads
-    models = [("concurrency", ("erlang", conc_load)), ("rpm", g.count_model(60 * lam_pk)),
-              ("tpm", ("compound", CompoundPoisson(60.0 * lam_pk, g.m1, g.m2, g.m3)))]
-    if daily:
-        models += [("tpd", ("compound", CompoundPoisson(day_n, g.m1, g.m2, g.m3))), ("rpd", g.count_model(day_n))]
-    return {k: float(_refusal(m, limits.get(k))) for k, m in models}
+    if loads is None:  # no online traffic at all (every route batch): nothing is refused
+        return dict.fromkeys(LIMITS if daily else ("concurrency", "rpm", "tpm"), 0.0)
+    return {k: float(_refusal(m, limits.get(k))) for k, m in _limit_models(g, loads, daily).items()}
 
 
 def _total_refusal(per: dict) -> float:
@@ -432,7 +428,7 @@ def _week_average(ctx: _PlanContext, limits: dict) -> dict:
     per = {k: (v / weight if k not in ("tpd", "rpd") else 0.0) for k, v in per.items()}
     tot = _total_refusal_by_limit(ctx.groups, scenario.traffic.mean_rps, base, limits)
     per["tpd"], per["rpd"] = tot["tpd"], tot["rpd"]
-    return {"refusal_by_limit": per, "refusal_total": 1.0 - float(np.prod([1 - v for v in per.values()]))}
+    return {"refusal_by_limit": per, "refusal_total": _total_refusal(per)}
 
 
 def week_average_refusal(scenario, catalog=None, tier=None, moments: pd.DataFrame | None = None,
