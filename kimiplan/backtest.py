@@ -82,8 +82,9 @@ def _check_log(df: pd.DataFrame, origin: str = "usage log") -> pd.DataFrame:
     return df
 
 
-def _prediction_band(y: np.ndarray, cpr: np.ndarray, level: float) -> tuple[float, float]:
-    """Half-width, in log space, of the prediction interval for next month's cost, and its degrees of freedom.
+def _prediction_band(y: np.ndarray, slope: float, icpt: float, cpr: np.ndarray, level: float) -> float:
+    """Half-width, in log space, of the prediction interval for next month's cost (NaN below 3 months), given
+    the volume trend `icpt + slope * month` fitted to the log volumes `y`.
 
     Two independent parts: the log-linear volume trend's prediction error (residual variance, leverage of the
     next point) and the month-to-month spread of cost per request over the token window (the forecast uses
@@ -92,15 +93,14 @@ def _prediction_band(y: np.ndarray, cpr: np.ndarray, level: float) -> tuple[floa
 
     n = y.size
     if n < 3:
-        return float("nan"), 0.0
+        return float("nan")
     x = np.arange(n, dtype=float)
-    slope, icpt = np.polyfit(x, y, 1)
     s2 = float(np.sum((y - (icpt + slope * x)) ** 2) / (n - 2))
     var_vol = s2 * (1 + 1 / n + (n - x.mean()) ** 2 / np.sum((x - x.mean()) ** 2))
     k = cpr.size
     var_cpr = float(np.var(np.log(cpr), ddof=1)) * (1 + 1 / k) if k > 1 else 0.0
     t = stats.t.ppf(0.5 + level / 2, n - 2)
-    return float(t * np.sqrt(var_vol + var_cpr)), float(n - 2)
+    return float(t * np.sqrt(var_vol + var_cpr))
 
 
 def backtest(usage_log: pd.DataFrame | str | Path, scenario: Scenario, *, catalog: Catalog | None = None,
@@ -149,14 +149,14 @@ def backtest(usage_log: pd.DataFrame | str | Path, scenario: Scenario, *, catalo
         volume = float(np.exp(icpt + slope * len(hist)) * shape_m[target])
         # Tokens per request and route mix from the last `token_window` months.
         recent = h[h["month"].isin(hist[-token_window:])]
-        per_route = recent.groupby("route")[list(LOG_COLUMNS[2:])].sum()
+        window = recent.groupby(["month", "route"])[list(LOG_COLUMNS[2:])].sum()
+        per_route = window.groupby(level="route").sum()
         card = catalog.price(scenario.model, scenario.provider, scenario.resolved_region,
                              dt.date.fromisoformat(target + "-01"))
         fc_cost = volume * _cost_per_request(per_route, card, routes, tax)
         # Cost per request of each window month alone, at the target month's prices: its spread widens the band.
-        window = recent.groupby(["month", "route"])[list(LOG_COLUMNS[2:])].sum()
         cpr = np.array([_cost_per_request(window.loc[m], card, routes, tax) for m in hist[-token_window:]])
-        half, dof = _prediction_band(y, cpr[cpr > 0], level)
+        half = _prediction_band(y, slope, icpt, cpr[cpr > 0], level)
         prev = hist[-1]
         naive = actual_cost[prev] / days_m[prev] * days_m[target]
         act = actual_cost[target]
