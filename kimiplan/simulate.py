@@ -31,6 +31,7 @@ from .arrivals import poisson_arrivals, rate_per_minute
 from .errors import ConfigError
 from .simsettings import CHUNK, ClientPolicy, SimSettings, Simulation  # noqa: F401 (re-exported)
 
+
 @dataclass
 class SimResult:
     """Summary numbers plus the time series, all as plain dicts and DataFrames."""
@@ -55,25 +56,22 @@ def _route_draws(scenario, card, routes):
     shares = np.array([r.share for r in routes])
     ctxs = [route_context(scenario, r, card) for r in routes]
 
+    def columns(d) -> tuple:
+        return d["reserved_tokens"], d["input_tokens"] + d["completion_tokens"], d["latency_s"], d["api_calls"]
+
     def draw(n: int, rng: np.random.Generator):
-        """(reserved, billed, latency) for n requests of the route mix."""
+        """(reserved, billed, latency, API calls) for n requests of the route mix, as float64 arrays."""
         if len(routes) == 1:
-            d = draw_route(routes[0], n, rng, ctxs[0])
-            return (d["reserved_tokens"].astype(np.float64),
-                    (d["input_tokens"] + d["completion_tokens"]).astype(np.float64), d["latency_s"],
-                    d["api_calls"].astype(np.float64))
+            return tuple(np.asarray(c, dtype=np.float64) for c in columns(draw_route(routes[0], n, rng, ctxs[0])))
         which = rng.choice(len(routes), size=n, p=shares / shares.sum())
-        res, bill, lat, calls = (np.empty(n) for _ in range(4))
+        out = tuple(np.empty(n) for _ in range(4))
         for i, route in enumerate(routes):
             idx = np.flatnonzero(which == i)
             if idx.size == 0:
                 continue
-            d = draw_route(route, idx.size, rng, ctxs[i])
-            res[idx] = d["reserved_tokens"]
-            bill[idx] = d["input_tokens"] + d["completion_tokens"]
-            lat[idx] = d["latency_s"]
-            calls[idx] = d["api_calls"]
-        return res, bill, lat, calls
+            for dest, c in zip(out, columns(draw_route(route, idx.size, rng, ctxs[i]))):
+                dest[idx] = c
+        return out
 
     return draw
 
@@ -337,8 +335,8 @@ def _result(state: K.KernelState, limits: dict, horizon_s: float, settings: SimS
 
 def _peak_usage(pm: pd.DataFrame, ps: pd.DataFrame, pd_: pd.DataFrame, limits: dict) -> dict:
     """How close each limit came: the busiest second (in flight), calendar minute (API calls of the admitted
-    requests, reserved tokens) and day (reserved tokens), against the limit. Calendar minutes understate a sliding window's peak
-    slightly; the refusals by limit are the exact account."""
+    requests, reserved tokens) and day (reserved tokens), against the limit. Calendar minutes understate a
+    sliding window's peak slightly; the refusals by limit are the exact account."""
     col = "peak_in_flight" if "peak_in_flight" in ps else "in_flight"
     peaks = {"concurrency": ps[col].max(), "rpm": pm["admitted_calls"].max(), "tpm": pm["reserved_tokens"].max(),
              "tpd": pd_["reserved_tokens"].max() if len(pd_) else 0.0}

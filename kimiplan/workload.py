@@ -15,11 +15,11 @@ import pandas as pd
 from .errors import ConfigError
 from .dists import Fixed
 from .scenario import COMPONENTS, Route, Scenario
-from .tokens import template_tokens
+from .tokens import DEFAULT_TEMPLATE, template_tokens
 
 COLUMNS = (
-    "system", "history", "rag", "documents", "user", "overhead", "tool_rounds", "tool_rounds_cached", "input_tokens", "cached_tokens", "cache_hit", "reasoning_tokens",
-    "output_tokens", "completion_tokens", "truncated", "max_completion_tokens", "reserved_tokens",
+    "system", "history", "rag", "documents", "user", "overhead", "tool_rounds", "tool_rounds_cached", "input_tokens",
+    "cached_tokens", "cache_hit", "reasoning_tokens", "output_tokens", "completion_tokens", "truncated", "max_completion_tokens", "reserved_tokens",
     "web_search_calls", "api_calls", "ttft_s", "latency_s",
 )
 
@@ -118,13 +118,15 @@ def draw_route(route: Route, n: int, rng: np.random.Generator, ctx: RouteContext
 def _tool_rounds(route: Route, searches: np.ndarray, first_prompt: np.ndarray, budget: int,
                  rng: np.random.Generator, ttft: np.ndarray, tps: np.ndarray | None) -> dict[str, np.ndarray]:
     """The further calls of requests that search: call j resends call j-1's prompt plus the tool-call message,
-    the search results and (template on) 8 markers for the assistant and tool messages. It reserves its prompt
+    the search results and (template on) the markers of the assistant and tool messages. It reserves its prompt
     plus the budget against TPM, hits the cache on the previous prompt as the first call does on its prefix,
     and takes another time to first token plus the tool call's decode time."""
     n = searches.size
     out = {k: np.zeros(n, dtype=np.int64) for k in ("input", "cached", "output", "reserved")}
     out["latency"] = np.zeros(n)
-    markers = 8 if route.overhead_tokens is None else 0
+    markers = 0
+    if route.overhead_tokens is None:  # the same template that counts the first call's markers
+        markers = DEFAULT_TEMPLATE.message_overhead("assistant") + DEFAULT_TEMPLATE.message_overhead("tool")
     prompt = first_prompt.astype(np.int64)
     for j in range(1, int(searches.max(initial=0)) + 1):
         active = searches >= j
@@ -205,9 +207,9 @@ def expected_tokens(scenario: Scenario, card=None, samples: int = EXPECTATION_SA
             # Template markers depend on whether the drawn system prompt is empty: the sample mean stands in.
             "overhead": float(route.overhead_tokens + route.server_overhead_tokens)
             if route.overhead_tokens is not None else float(d["overhead"].mean()),
+            "tool_rounds": float(d["tool_rounds"].mean()),  # no closed form: the sample mean stands in
         }
         row = {"route": route.name, "share": route.share}
-        exact["tool_rounds"] = float(d["tool_rounds"].mean())  # no closed form: the sample mean stands in
         for k, v in cached_means(route, d).items():
             row[f"{k}_cached"] = v
         for k in COMPONENTS:
