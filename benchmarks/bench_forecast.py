@@ -3,6 +3,7 @@
 The reference is the naive method measured in the same run: draw every request of a path with
 `workload.draw_route` and price it. It is timed on one path-month and extrapolated to the same workload,
 because running it in full would take far too long. Run: `.venv/bin/python benchmarks/bench_forecast.py`."""
+
 from __future__ import annotations
 
 import statistics
@@ -14,10 +15,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kimiplan.catalog import load_catalog  # noqa: E402
-from kimiplan.forecast import forecast, price_vector, traffic_calendar  # noqa: E402
-from kimiplan.scenario import example_path, load_scenario  # noqa: E402
-from kimiplan.workload import draw_route, route_context  # noqa: E402
+from kimiplan.catalog.cards import load_catalog  # noqa: E402
+from kimiplan.catalog.resolve import price_card
+from kimiplan.finance.forecast import forecast, price_vector, traffic_calendar  # noqa: E402
+from kimiplan.model.scenario import example_path, load_scenario  # noqa: E402
+from kimiplan.workload.draws import draw_route, route_context  # noqa: E402
 
 PATHS, MONTHS, ROUTES = 10_000, 12, 10
 
@@ -32,14 +34,21 @@ def ten_route_scenario(catalog):
 
 def naive_path_month(sc, catalog, rng) -> float:
     """One path-month the slow way: Poisson count per route, every request drawn and priced."""
-    card = sc.price_card(catalog)
+    card = price_card(sc, catalog)
     vol = traffic_calendar(sc, 1)["requests"].sum()
     total = 0.0
     for route in sc.routes:
         n = rng.poisson(vol * route.share)
         d = draw_route(route, n, rng, route_context(sc, route, card))
-        q = np.stack([d["cached_tokens"], d["input_tokens"] - d["cached_tokens"], d["reasoning_tokens"],
-                      d["output_tokens"], d["web_search_calls"]]).astype(float)
+        q = np.stack(
+            [
+                d["cached_tokens"],
+                d["input_tokens"] - d["cached_tokens"],
+                d["reasoning_tokens"],
+                d["output_tokens"],
+                d["web_search_calls"],
+            ]
+        ).astype(float)
         total += float(price_vector(card, route.batch) @ q.sum(axis=1))
     return total
 
@@ -61,12 +70,16 @@ def main() -> None:
         naive_path_month(sc, catalog, rng)
     naive_one = (time.perf_counter() - t0) / reps
     naive_total = naive_one * PATHS * MONTHS
-    print(f"forecast: {PATHS:,} paths x {MONTHS} months x {len(sc.routes)} routes "
-          f"({fc.settings['unit_samples']:,} unit draws per route): median {fast:.2f} s of {len(times)} runs "
-          f"(target < 2 s: {'ok' if fast < 2 else 'MISSED'})")
-    print(f"naive reference (every request drawn, ~{traffic_calendar(sc, 1)['requests'].sum():,.0f} requests per "
-          f"path-month): {naive_one * 1000:.0f} ms per path-month, ~{naive_total:,.0f} s extrapolated; "
-          f"ratio {naive_total / fast:,.0f}x")
+    print(
+        f"forecast: {PATHS:,} paths x {MONTHS} months x {len(sc.routes)} routes "
+        f"({fc.settings['unit_samples']:,} unit draws per route): median {fast:.2f} s of {len(times)} runs "
+        f"(target < 2 s: {'ok' if fast < 2 else 'MISSED'})"
+    )
+    print(
+        f"naive reference (every request drawn, ~{traffic_calendar(sc, 1)['requests'].sum():,.0f} requests per "
+        f"path-month): {naive_one * 1000:.0f} ms per path-month, ~{naive_total:,.0f} s extrapolated; "
+        f"ratio {naive_total / fast:,.0f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ enough for the agreement check.
 
     .venv/bin/python benchmarks/bench_simulate_vs_ciw.py [--ciw-seconds 20000] [--kimiplan-seconds 2000000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,17 +14,20 @@ import time
 
 import ciw
 
-from kimiplan.dists import Exponential
-from kimiplan.plan import erlang_b
-from kimiplan.simulate import simulate_poisson
+from kimiplan.capacity.plan import erlang_b
+from kimiplan.capacity.sim.simulate import simulate_poisson
+from kimiplan.model.dists import Exponential
 
 LAM, MEAN, C = 10.0, 5.0, 50
 
 
 def run_ciw(horizon: float, seed: int = 1):
-    net = ciw.create_network(arrival_distributions=[ciw.dists.Exponential(LAM)],
-                             service_distributions=[ciw.dists.Exponential(1 / MEAN)],
-                             number_of_servers=[C], queue_capacities=[0])
+    net = ciw.create_network(
+        arrival_distributions=[ciw.dists.Exponential(LAM)],
+        service_distributions=[ciw.dists.Exponential(1 / MEAN)],
+        number_of_servers=[C],
+        queue_capacities=[0],
+    )
     ciw.seed(seed)
     sim = ciw.Simulation(net)
     t0 = time.perf_counter()
@@ -53,10 +57,14 @@ def main() -> None:
     n_k, p_k, t_k = run_kimiplan(a.kimiplan_seconds)
     rate_c, rate_k = n_c / t_c, n_k / t_k
     print(f"Erlang B(50, 50) = {b:.5f}")
-    print(f"ciw      : {n_c:>11,} requests in {t_c:7.2f} s = {rate_c:>13,.0f} req/s; blocked {p_c:.5f} "
-          f"(diff {p_c - b:+.5f}) {'OK' if abs(p_c - b) <= 0.005 else 'FAIL'}")
-    print(f"kimiplan : {n_k:>11,} requests in {t_k:7.2f} s = {rate_k:>13,.0f} req/s; blocked {p_k:.5f} "
-          f"(diff {p_k - b:+.5f}) {'OK' if abs(p_k - b) <= 0.005 else 'FAIL'}")
+    print(
+        f"ciw      : {n_c:>11,} requests in {t_c:7.2f} s = {rate_c:>13,.0f} req/s; blocked {p_c:.5f} "
+        f"(diff {p_c - b:+.5f}) {'OK' if abs(p_c - b) <= 0.005 else 'FAIL'}"
+    )
+    print(
+        f"kimiplan : {n_k:>11,} requests in {t_k:7.2f} s = {rate_k:>13,.0f} req/s; blocked {p_k:.5f} "
+        f"(diff {p_k - b:+.5f}) {'OK' if abs(p_k - b) <= 0.005 else 'FAIL'}"
+    )
     ratio = rate_k / rate_c
     print(f"speed ratio kimiplan / ciw = {ratio:,.0f}x (target >= 200x): {'OK' if ratio >= 200 else 'FAIL'}")
 

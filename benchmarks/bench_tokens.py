@@ -1,23 +1,27 @@
 """Tokenizer throughput in MB of text per second, against a reference measured in the same run on the same
-text: tiktoken's engine loaded with Kimi's own ranks and pattern (`kimiplan.tokens.tiktoken_encoding`).
+text: tiktoken's engine loaded with Kimi's own ranks and pattern (`kimiplan.tokens.tokenizer.tiktoken_encoding`).
 
     python benchmarks/bench_tokens.py
 """
+
 from __future__ import annotations
 
 import random
 import time
 
-from kimiplan.tokens import get_tokenizer
+from kimiplan.tokens.tokenizer import get_tokenizer
 
 
 def corpus(mb: float = 8.0, seed: int = 0) -> str:
     # Mixed English, Chinese, code and numbers, like a RAG prompt.
     rnd = random.Random(seed)
     parts = [
-        "The quick brown fox jumps over the lazy dog. ", "def handler(event, context):\n    return {'ok': True}\n",
-        "你好世界，我们正在测试分词器的吞吐量。", "Invoice 2026-11-26 total 1,234.56 USD; ref #A19F-22. ",
-        "Xin chào, đây là bài kiểm tra tốc độ. ", "SELECT id, name FROM users WHERE created_at > now() - interval '1 day';\n",
+        "The quick brown fox jumps over the lazy dog. ",
+        "def handler(event, context):\n    return {'ok': True}\n",
+        "你好世界，我们正在测试分词器的吞吐量。",
+        "Invoice 2026-11-26 total 1,234.56 USD; ref #A19F-22. ",
+        "Xin chào, đây là bài kiểm tra tốc độ. ",
+        "SELECT id, name FROM users WHERE created_at > now() - interval '1 day';\n",
     ]
     out, size = [], 0
     while size < mb * 1e6:
@@ -39,13 +43,13 @@ def rate(fn, text: str, repeat: int = 3) -> tuple[float, int]:
 def main() -> None:
     text = corpus()
     tok = get_tokenizer()
-    docs = [text[i:i + 20_000] for i in range(0, len(text), 20_000)]
+    docs = [text[i : i + 20_000] for i in range(0, len(text), 20_000)]
     single, n = rate(tok.count, text)
     batch, _ = rate(lambda _t: sum(tok.count_many(docs)), text)
     print(f"text: {len(text.encode()) / 1e6:.1f} MB, {n:,} Kimi tokens")
     print(f"kimiplan count (one string):      {single:8.1f} MB/s")
     print(f"kimiplan count_many (20 KB docs): {batch:8.1f} MB/s")
-    from kimiplan.tokens import tiktoken_encoding
+    from kimiplan.tokens.tokenizer import tiktoken_encoding
 
     enc = tiktoken_encoding()
     ref, n_ref = rate(lambda t: len(enc.encode_ordinary(t)), text)

@@ -7,6 +7,7 @@
 - The API key is a `SecretStr`: never printed, logged, stored or returned.
 - Model IDs are never guessed: `KimiConfig.model` has no default.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -15,15 +16,16 @@ import random
 import re
 import time
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 import openai
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from .errors import ConfigError, KimiplanError
-from .tokens import count_messages, count_text
+from kimiplan.errors import ConfigError, KimiplanError
+from kimiplan.tokens.tokenizer import count_messages, count_text
 
 OFFICIAL_BASE_URLS = ("https://api.moonshot.ai/v1", "https://api.moonshot.cn/v1")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -33,8 +35,15 @@ ENV_KEY = "MOONSHOT_API_KEY"
 class KimiAPIError(KimiplanError):
     """A call that did not succeed; `kind` says why and `attempts` how many were made."""
 
-    def __init__(self, message: str, *, kind: str, status: int | None = None, attempts: int = 1,
-                 retries: Mapping[str, int] | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str,
+        status: int | None = None,
+        attempts: int = 1,
+        retries: Mapping[str, int] | None = None,
+    ):
         super().__init__(message)
         self.kind, self.status, self.attempts = kind, status, attempts
         self.retries = dict(retries or {})
@@ -85,11 +94,13 @@ class KimiConfig(BaseModel):
         v = v.rstrip("/")
         host = urlparse(v).hostname or ""
         if v not in OFFICIAL_BASE_URLS and host not in _LOOPBACK:
-            raise ValueError(f"base_url {v!r} is neither {' nor '.join(OFFICIAL_BASE_URLS)} nor a local emulator (127.0.0.1)")
+            raise ValueError(
+                f"base_url {v!r} is neither {' nor '.join(OFFICIAL_BASE_URLS)} nor a local emulator (127.0.0.1)"
+            )
         return v
 
     @classmethod
-    def from_env(cls, model: str, **kwargs: Any) -> "KimiConfig":
+    def from_env(cls, model: str, **kwargs: Any) -> KimiConfig:
         """Key from MOONSHOT_API_KEY unless given."""
         if kwargs.get("api_key") is None:
             key = os.environ.get(ENV_KEY)
@@ -104,7 +115,12 @@ class KimiConfig(BaseModel):
 
 
 # --- error typing ------------------------------------------------------------------------------------------
-_RATE_KINDS = (("max concurrency", "concurrency"), ("max RPM", "rpm"), ("TPM rate limit", "tpm"), ("TPD rate limit", "tpd"))
+_RATE_KINDS = (
+    ("max concurrency", "concurrency"),
+    ("max RPM", "rpm"),
+    ("TPM rate limit", "tpm"),
+    ("TPD rate limit", "tpd"),
+)
 _AFTER = re.compile(r"try again after (\d+(?:\.\d+)?) seconds")
 
 
@@ -138,7 +154,7 @@ def backoff_delay(policy: RetryPolicy, attempt: int, rng: random.Random, floor_s
 def _seconds_to_daily_reset(offset_hours: float, now: dt.datetime | None = None) -> float:
     """Seconds from `now` to the next midnight at UTC+`offset_hours`."""
     tz = dt.timezone(dt.timedelta(hours=offset_hours))
-    local = (now or dt.datetime.now(dt.timezone.utc)).astimezone(tz)
+    local = (now or dt.datetime.now(dt.UTC)).astimezone(tz)
     nxt = (local + dt.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     return (nxt - local).total_seconds()
 
@@ -209,8 +225,9 @@ class KimiClient:
         self.config = config
         if config.api_key is None:
             raise ConfigError(f"api_key is not set: pass it or set the environment variable {ENV_KEY}")
-        self._sdk = openai.OpenAI(api_key=config.api_key.get_secret_value(), base_url=config.base_url,
-                                  max_retries=0, timeout=config.timeout_s)
+        self._sdk = openai.OpenAI(
+            api_key=config.api_key.get_secret_value(), base_url=config.base_url, max_retries=0, timeout=config.timeout_s
+        )
         self._sleep = sleep
         self._rng = random.Random(seed)
 
@@ -234,8 +251,11 @@ class KimiClient:
         try:
             resp = self._sdk.post("/tokenizers/estimate-token-count", body=body, cast_to=object)
         except openai.APIStatusError as exc:
-            raise KimiAPIError(f"estimate-token-count failed: HTTP {exc.status_code}: {exc.message}",
-                               kind=classify_error(exc.status_code, exc.body), status=exc.status_code) from None
+            raise KimiAPIError(
+                f"estimate-token-count failed: HTTP {exc.status_code}: {exc.message}",
+                kind=classify_error(exc.status_code, exc.body),
+                status=exc.status_code,
+            ) from None
         if not isinstance(resp, Mapping) or "error" in resp:
             raise KimiAPIError(f"estimate-token-count returned an error: {resp!r:.200}", kind="other")
         return int(resp["data"]["total_tokens"])
@@ -244,9 +264,17 @@ class KimiClient:
         return [m.id for m in self._sdk.models.list()]
 
     # -- chat ------------------------------------------------------------------------------------------
-    def chat(self, messages: Sequence[Mapping[str, Any]], *, max_completion_tokens: int | None = None,
-             thinking: bool | None = None, call_id: str | None = None, route: str | None = None,
-             continue_on_length: bool | None = None, extra: Mapping[str, Any] | None = None) -> CallResult:
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        max_completion_tokens: int | None = None,
+        thinking: bool | None = None,
+        call_id: str | None = None,
+        route: str | None = None,
+        continue_on_length: bool | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> CallResult:
         """One logical call (with retries and optional Partial Mode continuations)."""
         cfg = self.config
         thinking = cfg.thinking if thinking is None else thinking
@@ -263,8 +291,9 @@ class KimiClient:
             partial = {"role": "assistant", "content": content, "partial": True}
             if thinking and reasoning:
                 partial["reasoning_content"] = reasoning
-            nxt, a = self._with_retries([*messages, partial], max_completion_tokens, thinking, call_id, route,
-                                        extra, retries)
+            nxt, a = self._with_retries(
+                [*messages, partial], max_completion_tokens, thinking, call_id, route, extra, retries
+            )
             attempts += a
             n_cont += 1
             content += nxt.content
@@ -275,21 +304,38 @@ class KimiClient:
                 cont_prompt += count_messages([*messages, partial])
             else:
                 cont_prompt += nxt.prompt_tokens
-            completion = None if (completion is None or nxt.completion_tokens is None) else completion + nxt.completion_tokens
+            completion = (
+                None if (completion is None or nxt.completion_tokens is None) else completion + nxt.completion_tokens
+            )
         r_tok = count_text(reasoning) if reasoning else 0
         c_tok = count_text(content) if content else 0
         if completion is None:  # no usage chunk: the generated text is all we have, counted exactly
             completion = r_tok + c_tok
         return CallResult(
-            model=cfg.model, provenance="emulator" if first.emulated else "live",
-            prompt_tokens=first.prompt_tokens, completion_tokens=completion, cached_tokens=first.cached_tokens,
-            reasoning_tokens=r_tok, output_tokens=max(completion - r_tok, 0), finish_reason=finish,
-            first_finish_reason=first.finish_reason, ttft_s=first.ttft_s, total_s=total_s, attempts=attempts,
-            retries=retries, continuations=n_cont, continuation_prompt_tokens=cont_prompt,
-            usage_missing=usage_missing, time_scale=first.time_scale,
-            content=content if cfg.keep_text else None, reasoning_content=reasoning if cfg.keep_text else None)
+            model=cfg.model,
+            provenance="emulator" if first.emulated else "live",
+            prompt_tokens=first.prompt_tokens,
+            completion_tokens=completion,
+            cached_tokens=first.cached_tokens,
+            reasoning_tokens=r_tok,
+            output_tokens=max(completion - r_tok, 0),
+            finish_reason=finish,
+            first_finish_reason=first.finish_reason,
+            ttft_s=first.ttft_s,
+            total_s=total_s,
+            attempts=attempts,
+            retries=retries,
+            continuations=n_cont,
+            continuation_prompt_tokens=cont_prompt,
+            usage_missing=usage_missing,
+            time_scale=first.time_scale,
+            content=content if cfg.keep_text else None,
+            reasoning_content=reasoning if cfg.keep_text else None,
+        )
 
-    def _with_retries(self, messages, max_completion_tokens, thinking, call_id, route, extra, retries) -> tuple[_Attempt, int]:
+    def _with_retries(
+        self, messages, max_completion_tokens, thinking, call_id, route, extra, retries
+    ) -> tuple[_Attempt, int]:
         pol = self.config.retry
         attempt = 0
         while True:
@@ -301,17 +347,33 @@ class KimiClient:
                 message = (exc.body or {}).get("message", exc.message) if isinstance(exc.body, Mapping) else exc.message
                 headers = exc.response.headers
                 if kind == "quota":
-                    raise QuotaExceededError(f"Kimi refused the call: account quota exceeded ({message}). Stopping: "
-                                             "top up the balance or check the plan.", kind=kind, status=exc.status_code,
-                                             attempts=attempt, retries=retries) from None
+                    raise QuotaExceededError(
+                        f"Kimi refused the call: account quota exceeded ({message}). Stopping: "
+                        "top up the balance or check the plan.",
+                        kind=kind,
+                        status=exc.status_code,
+                        attempts=attempt,
+                        retries=retries,
+                    ) from None
                 if kind == "tpd" and pol.on_tpd == "stop":
-                    raise DailyLimitError(f"daily token limit (TPD) reached: {message}; it resets the next day",
-                                          kind=kind, status=exc.status_code, attempts=attempt, retries=retries) from None
+                    raise DailyLimitError(
+                        f"daily token limit (TPD) reached: {message}; it resets the next day",
+                        kind=kind,
+                        status=exc.status_code,
+                        attempts=attempt,
+                        retries=retries,
+                    ) from None
                 retryable = kind in ("concurrency", "rpm", "tpm", "rate_limit", "overloaded", "tpd") or (
-                    kind == "server" and pol.retry_server_errors)
+                    kind == "server" and pol.retry_server_errors
+                )
                 if not retryable or attempt >= pol.max_attempts:
-                    raise KimiAPIError(f"call failed after {attempt} attempt(s): HTTP {exc.status_code} {kind}: {message}",
-                                       kind=kind, status=exc.status_code, attempts=attempt, retries=retries) from None
+                    raise KimiAPIError(
+                        f"call failed after {attempt} attempt(s): HTTP {exc.status_code} {kind}: {message}",
+                        kind=kind,
+                        status=exc.status_code,
+                        attempts=attempt,
+                        retries=retries,
+                    ) from None
                 retries[kind] = retries.get(kind, 0) + 1
                 if kind == "overloaded":
                     delay = float(headers.get("retry-after") or pol.base_delay_s) * pol.time_scale
@@ -324,8 +386,12 @@ class KimiClient:
             except (openai.APIConnectionError, BrokenStream) as exc:
                 kind = "broken_stream" if isinstance(exc, BrokenStream) else "connection"
                 if not pol.retry_broken_streams or attempt >= pol.max_attempts:
-                    raise KimiAPIError(f"call failed after {attempt} attempt(s): {kind}: {exc}", kind=kind,
-                                       attempts=attempt, retries=retries) from None
+                    raise KimiAPIError(
+                        f"call failed after {attempt} attempt(s): {kind}: {exc}",
+                        kind=kind,
+                        attempts=attempt,
+                        retries=retries,
+                    ) from None
                 retries[kind] = retries.get(kind, 0) + 1
                 self._sleep(backoff_delay(pol, attempt, self._rng))
 
@@ -354,9 +420,17 @@ class KimiClient:
             msg = resp.choices[0].message
             reasoning = (msg.model_extra or {}).get("reasoning_content") or ""
             return _Attempt(
-                usage["prompt_tokens"] if usage else None, usage["completion_tokens"] if usage else None,
-                _cached_of(usage) if usage else 0, msg.content or "", reasoning, resp.choices[0].finish_reason,
-                None, total / scale, emulated, scale)
+                usage["prompt_tokens"] if usage else None,
+                usage["completion_tokens"] if usage else None,
+                _cached_of(usage) if usage else 0,
+                msg.content or "",
+                reasoning,
+                resp.choices[0].finish_reason,
+                None,
+                total / scale,
+                emulated,
+                scale,
+            )
         stream = self._sdk.chat.completions.create(stream=True, **kw)
         emulated, scale = _emulation(stream.response.headers)
         content: list[str] = []
@@ -386,9 +460,18 @@ class KimiClient:
         total = time.perf_counter() - t0
         if finish is None:
             raise BrokenStream("stream ended without a finish_reason")
-        return _Attempt(usage["prompt_tokens"] if usage else None, usage["completion_tokens"] if usage else None,
-                        _cached_of(usage) if usage else 0, "".join(content), "".join(reasoning), finish,
-                        None if ttft is None else ttft / scale, total / scale, emulated, scale)
+        return _Attempt(
+            usage["prompt_tokens"] if usage else None,
+            usage["completion_tokens"] if usage else None,
+            _cached_of(usage) if usage else 0,
+            "".join(content),
+            "".join(reasoning),
+            finish,
+            None if ttft is None else ttft / scale,
+            total / scale,
+            emulated,
+            scale,
+        )
 
 
 def _emulation(headers) -> tuple[bool, float]:

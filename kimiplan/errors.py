@@ -1,4 +1,5 @@
 """Exceptions raised by kimiplan. Every message names the field and the value that is wrong."""
+
 from __future__ import annotations
 
 

@@ -1,12 +1,14 @@
 """Shared fixtures. Emulator fixtures: a Kimi-compatible emulator on 127.0.0.1 (never the internet)."""
+
 from __future__ import annotations
 
 import pytest
 
-from kimiplan.catalog import load_catalog
+from kimiplan.catalog.cards import load_catalog
+from kimiplan.catalog.resolve import load_scenario
 from kimiplan.client import KimiClient, KimiConfig, RetryPolicy
 from kimiplan.emulator import EmulatorConfig, emulator
-from kimiplan.scenario import example_path, load_scenario
+from kimiplan.model.scenario import example_path
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +49,9 @@ def make_client():
     def factory(em, **fields):
         retry = fields.pop("retry", RetryPolicy(time_scale=0.001, base_delay_s=1.0))
         sleeps: list[float] = []
-        cfg = KimiConfig(model=em.config.models[0], base_url=em.base_url, api_key="test-key-not-secret", retry=retry, **fields)
+        cfg = KimiConfig(
+            model=em.config.models[0], base_url=em.base_url, api_key="test-key-not-secret", retry=retry, **fields
+        )
         client = KimiClient(cfg, sleep=lambda s: (sleeps.append(s), __import__("time").sleep(s)), seed=0)
         client.sleeps = sleeps
         return client

@@ -1,15 +1,21 @@
 """Admission rules: what each provider counts, and the compiled kernel against the readable reference."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from kimiplan.admission import (
-    K26_DEFAULT_MAX_COMPLETION, AccountState, WindowSettings, error_body, limit_values, rule_for,
+from kimiplan.capacity.sim.simulate import SimSettings, simulate_arrays
+from kimiplan.catalog.admission import (
+    K26_DEFAULT_MAX_COMPLETION,
+    AccountState,
+    WindowSettings,
+    error_body,
+    limit_values,
+    rule_for,
 )
-from kimiplan.catalog import custom_tier, load_catalog
+from kimiplan.catalog.cards import custom_tier, load_catalog
 from kimiplan.errors import ConfigError
-from kimiplan.simulate import SimSettings, simulate_arrays
 
 NONE = {"concurrency": None, "rpm": None, "tpm": None, "tpd": None, "rpd": None}
 

@@ -1,4 +1,5 @@
 """Prepaid balance: run-out date by hand, top-ups, the top-up that lasts to a date, and the tier ladder."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -6,19 +7,35 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from kimiplan.balance import QUOTA_ERROR, exhaustion, runway, tier_recharge, topup_needed
+from kimiplan.catalog.resolve import load_scenario
 from kimiplan.errors import ConfigError
-from kimiplan.forecast import forecast
-from kimiplan.scenario import Route, Scenario, Traffic, example_path, load_scenario
+from kimiplan.finance.balance import QUOTA_ERROR, exhaustion, runway, tier_recharge, topup_needed
+from kimiplan.finance.forecast import forecast
+from kimiplan.model.scenario import Route, Scenario, Traffic, example_path
 
 DAY = 1000 * (1100 * 0.95 + 200 * 4.0) / 1e6  # USD per day of the flat scenario below
 
 
 @pytest.fixture(scope="module")
 def flat_fc(catalog):
-    sc = Scenario(model="kimi-k2.6", as_of=dt.date(2026, 11, 1), tier="Tier3", traffic=Traffic(requests_per_day=1000),
-                  routes=(Route(name="a", share=1.0, system=1000, user=100, output=200, max_completion_tokens=1000,
-                                cache={"mode": "none"}, overhead_tokens=0),))
+    sc = Scenario(
+        model="kimi-k2.6",
+        as_of=dt.date(2026, 11, 1),
+        tier="Tier3",
+        traffic=Traffic(requests_per_day=1000),
+        routes=(
+            Route(
+                name="a",
+                share=1.0,
+                system=1000,
+                user=100,
+                output=200,
+                max_completion_tokens=1000,
+                cache={"mode": "none"},
+                overhead_tokens=0,
+            ),
+        ),
+    )
     # No traffic noise: only the Poisson count noise (sd ~3 % of a day's spend) remains.
     return forecast(sc, 2, catalog=catalog, paths=400, daily_cv=0.0, growth_sd=0.0)
 
@@ -53,14 +70,17 @@ def test_topup_needed(flat_fc):
     assert topup_needed(flat_fc, 1e6, dt.date(2026, 11, 30)) == 0.0
 
 
-@pytest.mark.parametrize("call, field", [
-    (lambda fc: exhaustion(fc, -1.0), "balance"),
-    (lambda fc: exhaustion(fc, 10.0, balance_on=dt.date(2030, 1, 1)), "balance_on"),
-    (lambda fc: exhaustion(fc, 10.0, topups={dt.date(2026, 11, 5): -5.0}), "topups"),
-    (lambda fc: exhaustion(fc, 10.0, topups={dt.date(2029, 1, 5): 5.0}), "top-up date"),
-    (lambda fc: topup_needed(fc, 10.0, dt.date(2026, 11, 30), confidence=1.5), "confidence"),
-    (lambda fc: topup_needed(fc, 10.0, dt.date(2031, 1, 1)), "until"),
-])
+@pytest.mark.parametrize(
+    "call, field",
+    [
+        (lambda fc: exhaustion(fc, -1.0), "balance"),
+        (lambda fc: exhaustion(fc, 10.0, balance_on=dt.date(2030, 1, 1)), "balance_on"),
+        (lambda fc: exhaustion(fc, 10.0, topups={dt.date(2026, 11, 5): -5.0}), "topups"),
+        (lambda fc: exhaustion(fc, 10.0, topups={dt.date(2029, 1, 5): 5.0}), "top-up date"),
+        (lambda fc: topup_needed(fc, 10.0, dt.date(2026, 11, 30), confidence=1.5), "confidence"),
+        (lambda fc: topup_needed(fc, 10.0, dt.date(2031, 1, 1)), "until"),
+    ],
+)
 def test_bad_input(flat_fc, call, field):
     with pytest.raises(ConfigError, match=field):
         call(flat_fc)
@@ -68,8 +88,9 @@ def test_bad_input(flat_fc, call, field):
 
 def test_tier_ladder(catalog):
     sc = load_scenario(example_path("support_chat"), catalog)  # Tier3 on the intl platform: 100 USD cumulative
-    t = tier_recharge(sc, catalog, recharged_so_far=20.0,
-                      topups={dt.date(2026, 12, 1): 50.0, dt.date(2027, 1, 1): 50.0})
+    t = tier_recharge(
+        sc, catalog, recharged_so_far=20.0, topups={dt.date(2026, 12, 1): 50.0, dt.date(2027, 1, 1): 50.0}
+    )
     row = t[t["target"]].iloc[0]
     assert row["tier"] == "Tier3" and row["cumulative_recharge"] == 100.0 and row["currency"] == "USD"
     assert row["still_to_recharge"] == 80.0 and row["reached_on"] == dt.date(2027, 1, 1)

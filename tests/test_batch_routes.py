@@ -1,16 +1,17 @@
 """Batch API routes do not load the online rate limits: the planner and the simulator both leave them out,
 and a scenario whose every route is batch plans and reports without error."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 
+from kimiplan.capacity.plan import plan
+from kimiplan.capacity.sim.simulate import SimSettings, simulate
 from kimiplan.errors import ConfigError
-from kimiplan.plan import plan
-from kimiplan.report import collect_sections
-from kimiplan.simulate import SimSettings, simulate
-from kimiplan.variants import batch_variant, standard_variants
+from kimiplan.finance.variants import batch_variant, standard_variants
+from kimiplan.report.html import collect_sections
 
 
 def test_all_batch_plan_has_no_binding_limit(support, catalog):

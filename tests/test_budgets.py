@@ -1,24 +1,37 @@
 """max_completion_tokens per route: truncation against reserved TPM."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from kimiplan.budgets import (
-    budget_curve, budgets_for_tier, completion_demand, recommend_budgets, truncation_probability,
-)
-from kimiplan.errors import ConfigError
 from theory import theory_scenario
 
-
+from kimiplan.capacity.budgets import (
+    budget_curve,
+    budgets_for_tier,
+    completion_demand,
+    recommend_budgets,
+    truncation_probability,
+)
+from kimiplan.errors import ConfigError
 
 scenario = theory_scenario
 
+
 def sc_lognormal():
-    return scenario(routes=[{"name": "think", "share": 1.0, "thinking": True, "system": 2000,
-                             "reasoning": {"kind": "lognormal", "median": 1500, "p95": 6000},
-                             "output": {"kind": "lognormal", "median": 400, "p95": 1500},
-                             "latency": {"total_s": {"kind": "exponential", "mean": 30.0}}}])
+    return scenario(
+        routes=[
+            {
+                "name": "think",
+                "share": 1.0,
+                "thinking": True,
+                "system": 2000,
+                "reasoning": {"kind": "lognormal", "median": 1500, "p95": 6000},
+                "output": {"kind": "lognormal", "median": 400, "p95": 1500},
+                "latency": {"total_s": {"kind": "exponential", "mean": 30.0}},
+            }
+        ]
+    )
 
 
 def test_truncation_probability_is_exact_on_fixed_demand():
@@ -57,7 +70,7 @@ def test_budgets_for_a_tight_tier_accept_more_truncation():
 
 
 def _tier(**lim):
-    from kimiplan.catalog import custom_tier
+    from kimiplan.catalog.cards import custom_tier
 
     return custom_tier("t", **lim)
 

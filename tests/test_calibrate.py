@@ -6,22 +6,35 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kimiplan.calibrate import (LogNormalFitter, MeanFitter, ProportionFitter,
-                                apply_calibration, fit_calibration, load_calibration, predicted_vs_observed,
-                                samples_frame, samples_needed)
-from kimiplan.catalog import load_catalog
+from kimiplan.calibration.fitters import (
+    LogNormalFitter,
+    MeanFitter,
+    ProportionFitter,
+    apply_calibration,
+    fit_calibration,
+    load_calibration,
+    predicted_vs_observed,
+    samples_frame,
+    samples_needed,
+)
+from kimiplan.calibration.sampler import RouteSampling, SamplerConfig, load_prompts, run_sampler
+from kimiplan.catalog.cards import load_catalog
+from kimiplan.catalog.resolve import load_scenario
 from kimiplan.emulator import LogNormalTruth, RouteTruth
 from kimiplan.emulator.engine import _HIDDEN_TOKEN, render_prompt_ids
 from kimiplan.errors import ConfigError
-from kimiplan.sampler import RouteSampling, SamplerConfig, load_prompts, run_sampler
-from kimiplan.scenario import load_scenario, example_path
-from kimiplan.workload import draw_route, route_context
+from kimiplan.model.scenario import example_path
+from kimiplan.workload.draws import draw_route, route_context
 
 ROOT = Path(__file__).resolve().parent.parent
 CARD = load_catalog().price("kimi-k2.6")
-TRUTH = {"answer": RouteTruth(output=LogNormalTruth(median=220, p95=650)),
-         "summarize_ticket": RouteTruth(output=LogNormalTruth(median=160, p95=400)),
-         "agent_step": RouteTruth(output=LogNormalTruth(median=300, p95=1500), reasoning=LogNormalTruth(median=800, p95=3000))}
+TRUTH = {
+    "answer": RouteTruth(output=LogNormalTruth(median=220, p95=650)),
+    "summarize_ticket": RouteTruth(output=LogNormalTruth(median=160, p95=400)),
+    "agent_step": RouteTruth(
+        output=LogNormalTruth(median=300, p95=1500), reasoning=LogNormalTruth(median=800, p95=3000)
+    ),
+}
 OVERHEAD = 23
 
 
@@ -36,15 +49,23 @@ def recovered(tmp_path_factory):
     from kimiplan.emulator import EmulatorConfig, emulator
 
     path = tmp_path_factory.mktemp("rec") / "samples.jsonl"
-    cfg = SamplerConfig(run_id="recovery", max_concurrency=1, spend_cap=Decimal(5), routes=[
-        RouteSampling(name="answer", n=120, max_completion_tokens=1024, thinking=False),
-        RouteSampling(name="summarize_ticket", n=120, max_completion_tokens=1024, thinking=False),
-        RouteSampling(name="agent_step", n=120, max_completion_tokens=4096)])
-    em_cfg = EmulatorConfig(seed=3, time_scale=0, stream_chunk_tokens=256, hidden_overhead=OVERHEAD, routes=TRUTH,
-                            default_route="answer")
+    cfg = SamplerConfig(
+        run_id="recovery",
+        max_concurrency=1,
+        spend_cap=Decimal(5),
+        routes=[
+            RouteSampling(name="answer", n=120, max_completion_tokens=1024, thinking=False),
+            RouteSampling(name="summarize_ticket", n=120, max_completion_tokens=1024, thinking=False),
+            RouteSampling(name="agent_step", n=120, max_completion_tokens=4096),
+        ],
+    )
+    em_cfg = EmulatorConfig(
+        seed=3, time_scale=0, stream_chunk_tokens=256, hidden_overhead=OVERHEAD, routes=TRUTH, default_route="answer"
+    )
     with emulator(em_cfg) as em:
-        client = KimiClient(KimiConfig(model="kimi-k2.6", base_url=em.base_url, api_key="emulator",
-                                       retry=RetryPolicy(time_scale=0.001)))
+        client = KimiClient(
+            KimiConfig(model="kimi-k2.6", base_url=em.base_url, api_key="emulator", retry=RetryPolicy(time_scale=0.001))
+        )
         summary = run_sampler(client, cfg, path, card=CARD, progress=False)
     assert summary.completed == 360
     df = samples_frame(path)

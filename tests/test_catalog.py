@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from kimiplan.catalog import load_catalog
+from kimiplan.catalog.cards import load_catalog
 from kimiplan.errors import CatalogError
 
 D = dt.date
@@ -23,11 +23,20 @@ def test_every_row_has_provenance(cat):
 
 def test_k26_prices_both_regions(cat):
     intl = cat.price("kimi-k2.6", on=D(2026, 11, 26))
-    assert (intl.input_cache_hit, intl.input_cache_miss, intl.output) == (Decimal("0.16"), Decimal("0.95"), Decimal("4.00"))
+    assert (intl.input_cache_hit, intl.input_cache_miss, intl.output) == (
+        Decimal("0.16"),
+        Decimal("0.95"),
+        Decimal("4.00"),
+    )
     assert intl.currency == "USD" and intl.context_window == 262144 and intl.default_max_completion_tokens == 32768
     assert intl.web_search_per_call == Decimal("0.004") and intl.batch_multiplier == Decimal("0.6")
     cn = cat.price("kimi-k2.6", region="cn", on=D(2026, 11, 26))
-    assert (cn.input_cache_hit, cn.input_cache_miss, cn.output, cn.currency) == (Decimal("1.10"), Decimal("6.50"), Decimal("27.00"), "CNY")
+    assert (cn.input_cache_hit, cn.input_cache_miss, cn.output, cn.currency) == (
+        Decimal("1.10"),
+        Decimal("6.50"),
+        Decimal("27.00"),
+        "CNY",
+    )
     assert cn.web_search_per_call == Decimal("0.03")
 
 
@@ -118,20 +127,31 @@ source = "contract"
 
 def test_bad_user_file_names_field(tmp_path):
     f = tmp_path / "bad.toml"
-    f.write_text('[[card]]\nprovider="x"\nmodel="m"\ncurrency="USD"\ninput_cache_miss=-1\noutput=1\ncontext_window=10\n'
-                 'verified_on=2026-01-01\nofficial=false\nsource="s"\n')
+    f.write_text(
+        '[[card]]\nprovider="x"\nmodel="m"\ncurrency="USD"\ninput_cache_miss=-1\noutput=1\ncontext_window=10\n'
+        'verified_on=2026-01-01\nofficial=false\nsource="s"\n'
+    )
     with pytest.raises(CatalogError, match="input_cache_miss"):
         load_catalog([f])
 
 
 def test_import_litellm(tmp_path):
     f = tmp_path / "model_prices_and_context_window.json"
-    f.write_text(json.dumps({
-        "sample_spec": {"input_cost_per_token": 0},
-        "moonshot/kimi-k2.5": {"litellm_provider": "moonshot", "input_cost_per_token": 6e-07,
-                               "output_cost_per_token": 3e-06, "cache_read_input_token_cost": 1e-07,
-                               "max_input_tokens": 262144, "mode": "chat"},
-    }))
+    f.write_text(
+        json.dumps(
+            {
+                "sample_spec": {"input_cost_per_token": 0},
+                "moonshot/kimi-k2.5": {
+                    "litellm_provider": "moonshot",
+                    "input_cost_per_token": 6e-07,
+                    "output_cost_per_token": 3e-06,
+                    "cache_read_input_token_cost": 1e-07,
+                    "max_input_tokens": 262144,
+                    "mode": "chat",
+                },
+            }
+        )
+    )
     cat = load_catalog([f])
     card = cat.price("moonshot/kimi-k2.5", provider="moonshot", region="global")
     assert (card.input_cache_miss, card.output, card.cache_hit_price) == (Decimal("0.6"), Decimal("3"), Decimal("0.1"))

@@ -14,31 +14,78 @@ def run(capsys, *argv):
 
 
 def test_cost_json_reference_values(capsys):
-    code, out, _ = run(capsys, "cost", "--model", "kimi-k2.6", "--prompt-tokens", "1000000", "--completion-tokens",
-                       "1000000", "--json")
+    code, out, _ = run(
+        capsys, "cost", "--model", "kimi-k2.6", "--prompt-tokens", "1000000", "--completion-tokens", "1000000", "--json"
+    )
     d = json.loads(out)
     assert code == 0 and d["total"] == 4.95 and d["currency"] == "USD"
-    code, out, _ = run(capsys, "cost", "--model", "kimi-k2.6", "--region", "cn", "--prompt-tokens", "1000000",
-                       "--completion-tokens", "1000000", "--json")
+    code, out, _ = run(
+        capsys,
+        "cost",
+        "--model",
+        "kimi-k2.6",
+        "--region",
+        "cn",
+        "--prompt-tokens",
+        "1000000",
+        "--completion-tokens",
+        "1000000",
+        "--json",
+    )
     d = json.loads(out)
     assert d["total"] == 33.5 and d["currency"] == "CNY"
 
 
 def test_cost_cached_tools_batch(capsys):
-    _, out, _ = run(capsys, "cost", "--model", "kimi-k2.6", "--prompt-tokens", "1000000", "--cached-tokens", "1000000",
-                    "--completion-tokens", "0", "--web-search-calls", "5", "--json")
+    _, out, _ = run(
+        capsys,
+        "cost",
+        "--model",
+        "kimi-k2.6",
+        "--prompt-tokens",
+        "1000000",
+        "--cached-tokens",
+        "1000000",
+        "--completion-tokens",
+        "0",
+        "--web-search-calls",
+        "5",
+        "--json",
+    )
     d = json.loads(out)
     assert d["total"] == pytest.approx(0.16 + 5 * 0.004)
-    _, out, _ = run(capsys, "cost", "--model", "kimi-k2.6", "--prompt-tokens", "1000000", "--completion-tokens",
-                    "1000000", "--batch", "--json")
+    _, out, _ = run(
+        capsys,
+        "cost",
+        "--model",
+        "kimi-k2.6",
+        "--prompt-tokens",
+        "1000000",
+        "--completion-tokens",
+        "1000000",
+        "--batch",
+        "--json",
+    )
     assert json.loads(out)["total"] == pytest.approx(2.97)
 
 
 def test_cost_errors_are_clear(capsys):
-    code, _, err = run(capsys, "cost", "--model", "kimi-k9", "--prompt-tokens", "1", "--completion-tokens", "1", "--json")
+    code, _, err = run(
+        capsys, "cost", "--model", "kimi-k9", "--prompt-tokens", "1", "--completion-tokens", "1", "--json"
+    )
     assert code == 2 and "unknown model 'kimi-k9'" in err and "kimi-k2.6" in err
-    code, _, err = run(capsys, "cost", "--model", "kimi-k2.6", "--prompt-tokens", "5", "--cached-tokens", "9",
-                       "--completion-tokens", "1")
+    code, _, err = run(
+        capsys,
+        "cost",
+        "--model",
+        "kimi-k2.6",
+        "--prompt-tokens",
+        "5",
+        "--cached-tokens",
+        "9",
+        "--completion-tokens",
+        "1",
+    )
     assert code == 2 and "cached_tokens (9)" in err
     with pytest.raises(SystemExit):
         main(["cost", "--model", "kimi-k2.6", "--prompt-tokens", "-3", "--completion-tokens", "1"])
@@ -81,6 +128,22 @@ def test_schema_validate_breakdown(capsys, tmp_path):
 
 
 def test_console_script_entry_point():
-    r = subprocess.run([sys.executable, "-m", "kimiplan", "cost", "--model", "kimi-k2.6", "--prompt-tokens", "2000",
-                        "--completion-tokens", "500", "--json"], capture_output=True, text=True, check=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kimiplan",
+            "cost",
+            "--model",
+            "kimi-k2.6",
+            "--prompt-tokens",
+            "2000",
+            "--completion-tokens",
+            "500",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert json.loads(r.stdout)["total"] == pytest.approx((2000 * 0.95 + 500 * 4.0) / 1e6)

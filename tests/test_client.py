@@ -5,12 +5,19 @@ from pathlib import Path
 
 import pytest
 
-from kimiplan.client import (DailyLimitError, KimiAPIError, KimiClient, KimiConfig, QuotaExceededError, RetryPolicy,
-                             classify_error)
+from kimiplan.client import (
+    DailyLimitError,
+    KimiAPIError,
+    KimiClient,
+    KimiConfig,
+    QuotaExceededError,
+    RetryPolicy,
+    classify_error,
+)
 from kimiplan.emulator import FaultTruth, LimitsTruth, LogNormalTruth, RouteTruth
-from kimiplan.admission import WindowSettings
 from kimiplan.errors import ConfigError, KimiplanError
-from kimiplan.tokens import count_messages
+from kimiplan.model.settings import WindowSettings
+from kimiplan.tokens.tokenizer import count_messages
 
 MSG = [{"role": "user", "content": "hi"}]
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,19 +42,69 @@ def test_config_validation(monkeypatch):
         KimiConfig(model="kimi-k2.6", base_url="https://example.com/v1", api_key="k")
     with pytest.raises(ValueError):
         KimiConfig(base_url="https://api.moonshot.cn/v1", api_key="k")  # the model is never guessed
-    assert KimiConfig(model="kimi-k2.6", base_url="https://api.moonshot.cn/v1/", api_key="k").base_url == "https://api.moonshot.cn/v1"
+    assert (
+        KimiConfig(model="kimi-k2.6", base_url="https://api.moonshot.cn/v1/", api_key="k").base_url
+        == "https://api.moonshot.cn/v1"
+    )
 
 
-@pytest.mark.parametrize("status,body,kind", [
-    (429, {"type": "rate_limit_reached_error", "message": "Your account o<a> request reached organization max concurrency: 50, please try again after 1 seconds"}, "concurrency"),
-    (429, {"type": "rate_limit_reached_error", "message": "Your account o<a> request reached organization max RPM: 200, please try again after 3 seconds"}, "rpm"),
-    (429, {"type": "rate_limit_reached_error", "message": "Your account o<a> request reached organization TPM rate limit, current:1, limit:2"}, "tpm"),
-    (429, {"type": "rate_limit_reached_error", "message": "Your account o<a> request reached organization TPD rate limit,current:1, limit:2"}, "tpd"),
-    (429, {"type": "engine_overloaded_error", "message": "The engine is currently overloaded, please try again later"}, "overloaded"),
-    (429, {"error": {"type": "exceeded_current_quota_error", "message": "You exceeded your current token quota: <o> 0"}}, "quota"),
-    (500, {"type": "server_error", "message": "x"}, "server"),
-    (400, {"type": "invalid_request_error", "message": "Input token length too long"}, "bad_request"),
-])
+@pytest.mark.parametrize(
+    "status,body,kind",
+    [
+        (
+            429,
+            {
+                "type": "rate_limit_reached_error",
+                "message": "Your account o<a> request reached organization max concurrency: 50, please try again after 1 seconds",
+            },
+            "concurrency",
+        ),
+        (
+            429,
+            {
+                "type": "rate_limit_reached_error",
+                "message": "Your account o<a> request reached organization max RPM: 200, please try again after 3 seconds",
+            },
+            "rpm",
+        ),
+        (
+            429,
+            {
+                "type": "rate_limit_reached_error",
+                "message": "Your account o<a> request reached organization TPM rate limit, current:1, limit:2",
+            },
+            "tpm",
+        ),
+        (
+            429,
+            {
+                "type": "rate_limit_reached_error",
+                "message": "Your account o<a> request reached organization TPD rate limit,current:1, limit:2",
+            },
+            "tpd",
+        ),
+        (
+            429,
+            {
+                "type": "engine_overloaded_error",
+                "message": "The engine is currently overloaded, please try again later",
+            },
+            "overloaded",
+        ),
+        (
+            429,
+            {
+                "error": {
+                    "type": "exceeded_current_quota_error",
+                    "message": "You exceeded your current token quota: <o> 0",
+                }
+            },
+            "quota",
+        ),
+        (500, {"type": "server_error", "message": "x"}, "server"),
+        (400, {"type": "invalid_request_error", "message": "Input token length too long"}, "bad_request"),
+    ],
+)
 def test_classify_error(status, body, kind):
     assert classify_error(status, body) == kind
 
@@ -55,8 +112,11 @@ def test_classify_error(status, body, kind):
 @pytest.mark.parametrize("where", ["top", "choice", "both"])
 @pytest.mark.parametrize("stream", [True, False])
 def test_usage_is_read_wherever_it_sits(make_emulator, make_client, where, stream):
-    with make_emulator(stream_usage_location=where, hidden_overhead=5,
-                       routes={"default": RouteTruth(reasoning=LogNormalTruth(median=40, p95=80))}) as em:
+    with make_emulator(
+        stream_usage_location=where,
+        hidden_overhead=5,
+        routes={"default": RouteTruth(reasoning=LogNormalTruth(median=40, p95=80))},
+    ) as em:
         c = make_client(em, stream=stream)
         r = c.chat(MSG, max_completion_tokens=2000)
         assert r.provenance == "emulator" and not r.usage_missing
@@ -68,8 +128,11 @@ def test_usage_is_read_wherever_it_sits(make_emulator, make_client, where, strea
 
 
 def test_faults_end_in_counted_retries(make_emulator, make_client):
-    with make_emulator(faults=FaultTruth(script=["overloaded", "server_error", "stream_cut", "unavailable"], retry_after_s=2),
-                       routes={"default": RouteTruth(output=LogNormalTruth(median=300, p95=301))}, stream_chunk_tokens=16) as em:
+    with make_emulator(
+        faults=FaultTruth(script=["overloaded", "server_error", "stream_cut", "unavailable"], retry_after_s=2),
+        routes={"default": RouteTruth(output=LogNormalTruth(median=300, p95=301))},
+        stream_chunk_tokens=16,
+    ) as em:
         c = make_client(em)
         r = c.chat(MSG)
         assert r.attempts == 5 and r.retries == {"overloaded": 1, "server": 2, "connection": 1}
@@ -109,7 +172,9 @@ def test_tpd_stops_or_waits(make_emulator, make_client):
 
 
 def test_missing_usage_is_counted_locally_and_flagged(make_emulator, make_client):
-    with make_emulator(faults=FaultTruth(script=["no_usage"]), routes={"default": RouteTruth(output=LogNormalTruth(median=77, p95=78))}) as em:
+    with make_emulator(
+        faults=FaultTruth(script=["no_usage"]), routes={"default": RouteTruth(output=LogNormalTruth(median=77, p95=78))}
+    ) as em:
         r = make_client(em).chat(MSG, call_id="same")
         again = make_client(em).chat(MSG, call_id="same")
         assert r.usage_missing and r.prompt_tokens is None
@@ -117,7 +182,9 @@ def test_missing_usage_is_counted_locally_and_flagged(make_emulator, make_client
 
 
 def test_partial_mode_continuation_is_accounted(make_emulator, make_client):
-    routes = {"default": RouteTruth(output=LogNormalTruth(median=250, p95=260), reasoning=LogNormalTruth(median=100, p95=110))}
+    routes = {
+        "default": RouteTruth(output=LogNormalTruth(median=250, p95=260), reasoning=LogNormalTruth(median=100, p95=110))
+    }
     with make_emulator(routes=routes) as em:
         c = make_client(em)
         whole = c.chat(MSG, call_id="x", max_completion_tokens=5000)
@@ -144,8 +211,13 @@ def test_live_smoke():  # pragma: no cover - needs a real key
 
 
 def _repo_text_files():
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout.split("\n")
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
     for rel in filter(None, out):
         p = ROOT / rel
         if p.is_file() and p.stat().st_size < 5_000_000:
@@ -171,7 +243,7 @@ def test_tpd_wait_runs_to_midnight_at_the_reset_offset():
 
     from kimiplan.client import _seconds_to_daily_reset
 
-    utc = dt.timezone.utc
+    utc = dt.UTC
     # Midnight in Beijing (UTC+8) is 16:00 UTC, the simulator's default reset.
     assert _seconds_to_daily_reset(8, dt.datetime(2026, 11, 26, 15, 0, tzinfo=utc)) == 3600
     assert _seconds_to_daily_reset(8, dt.datetime(2026, 11, 26, 16, 30, tzinfo=utc)) == 23.5 * 3600

@@ -3,22 +3,26 @@ import pytest
 import yaml
 from pydantic import TypeAdapter
 
-from kimiplan.dists import Dist, LogNormal
+from kimiplan.catalog.resolve import load_scenario
 from kimiplan.errors import ScenarioError
-from kimiplan.scenario import example_path, list_examples, load_scenario, scenario_json_schema
+from kimiplan.model.dists import Dist, LogNormal
+from kimiplan.model.scenario import example_path, list_examples, scenario_json_schema
 
 TA = TypeAdapter(Dist)
 
 
-@pytest.mark.parametrize("spec", [
-    250,
-    {"kind": "normal", "mean": 100, "sd": 80},
-    {"kind": "lognormal", "median": 300, "p95": 1200},
-    {"kind": "exponential", "mean": 5},
-    {"kind": "poisson", "mean": 2.5},
-    {"kind": "uniform", "low": 10, "high": 30},
-    {"kind": "empirical", "samples": [1, 5, 9, 200]},
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        250,
+        {"kind": "normal", "mean": 100, "sd": 80},
+        {"kind": "lognormal", "median": 300, "p95": 1200},
+        {"kind": "exponential", "mean": 5},
+        {"kind": "poisson", "mean": 2.5},
+        {"kind": "uniform", "low": 10, "high": 30},
+        {"kind": "empirical", "samples": [1, 5, 9, 200]},
+    ],
+)
 def test_moments_match_samples(spec):
     d = TA.validate_python(spec)
     x = d.sample(np.random.default_rng(1), 400_000)
@@ -62,16 +66,21 @@ def _base():
     return yaml.safe_load(example_path("support_chat").read_text())
 
 
-@pytest.mark.parametrize("mutate,expect", [
-    (lambda d: d["routes"][0].update(system=-5), ["route 'answer'", "field system", "-5"]),
-    (lambda d: d["routes"][1].update(share=0.5), ["shares must sum to 1", "summarize_ticket=0.5"]),
-    (lambda d: d["routes"][0].update(output={"kind": "lognormal", "median": 500, "p95": 100}),
-     ["route 'answer'", "field output", "p95 (100) is below the median (500)"]),
-    (lambda d: d.update(model="kimi-k9"), ["field model", "unknown model 'kimi-k9'", "kimi-k2.6"]),
-    (lambda d: d.update(tier="Tier7"), ["field tier", "Tier7", "Tier3"]),
-    (lambda d: d["traffic"].update(requests_per_day=-1), ["field traffic.requests_per_day", "-1"]),
-    (lambda d: d["routes"][2].update(max_completion_tokens=0), ["route 'web_lookup'", "max_completion_tokens"]),
-])
+@pytest.mark.parametrize(
+    "mutate,expect",
+    [
+        (lambda d: d["routes"][0].update(system=-5), ["route 'answer'", "field system", "-5"]),
+        (lambda d: d["routes"][1].update(share=0.5), ["shares must sum to 1", "summarize_ticket=0.5"]),
+        (
+            lambda d: d["routes"][0].update(output={"kind": "lognormal", "median": 500, "p95": 100}),
+            ["route 'answer'", "field output", "p95 (100) is below the median (500)"],
+        ),
+        (lambda d: d.update(model="kimi-k9"), ["field model", "unknown model 'kimi-k9'", "kimi-k2.6"]),
+        (lambda d: d.update(tier="Tier7"), ["field tier", "Tier7", "Tier3"]),
+        (lambda d: d["traffic"].update(requests_per_day=-1), ["field traffic.requests_per_day", "-1"]),
+        (lambda d: d["routes"][2].update(max_completion_tokens=0), ["route 'web_lookup'", "max_completion_tokens"]),
+    ],
+)
 def test_bad_scenarios_name_file_route_field_value(tmp_path, mutate, expect):
     data = _base()
     mutate(data)
@@ -103,10 +112,17 @@ def test_with_changes_validates():
         s.with_changes(tax_rate=2)
 
 
-@pytest.mark.parametrize("given", [
-    {"mean": 5.0, "sigma": 1.0}, {"median": 3.0, "sigma": 0.5}, {"mean": 5.0, "p95": 12.0},
-    {"median": 4.0, "mean": 5.0}, {"p95": 10.0, "sigma": 0.8}, {"median": 2.0, "p95": 9.0},
-])
+@pytest.mark.parametrize(
+    "given",
+    [
+        {"mean": 5.0, "sigma": 1.0},
+        {"median": 3.0, "sigma": 0.5},
+        {"mean": 5.0, "p95": 12.0},
+        {"median": 4.0, "mean": 5.0},
+        {"p95": 10.0, "sigma": 0.8},
+        {"median": 2.0, "p95": 9.0},
+    ],
+)
 def test_lognormal_from_any_two_of_median_p95_mean_sigma(given):
     d = LogNormal(**given)
     got = {"mean": d.mean(), "median": d.median, "p95": float(d.quantile(0.95)), "sigma": d.sigma}

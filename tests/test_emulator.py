@@ -3,10 +3,19 @@ import json
 import httpx
 import pytest
 
-from kimiplan.emulator import (CONTENT_WORD, EmulatorConfig, FaultTruth, LimitsTruth, LogNormalTruth, RouteTruth,
-                               emulator, load_emulator_config, render_prompt_ids)
+from kimiplan.emulator import (
+    CONTENT_WORD,
+    EmulatorConfig,
+    FaultTruth,
+    LimitsTruth,
+    LogNormalTruth,
+    RouteTruth,
+    emulator,
+    load_emulator_config,
+    render_prompt_ids,
+)
 from kimiplan.errors import ConfigError
-from kimiplan.tokens import count_messages, count_text
+from kimiplan.tokens.tokenizer import count_messages, count_text
 
 AUTH = {"Authorization": "Bearer k"}
 MSG = [{"role": "user", "content": "hi"}]
@@ -17,20 +26,38 @@ def post(em, path, body, headers=None):
 
 
 def stream_events(em, body, headers=None):
-    with httpx.stream("POST", em.base_url + "/chat/completions", json={**body, "stream": True},
-                      headers={**AUTH, **(headers or {})}, timeout=10) as r:
+    with httpx.stream(
+        "POST",
+        em.base_url + "/chat/completions",
+        json={**body, "stream": True},
+        headers={**AUTH, **(headers or {})},
+        timeout=10,
+    ) as r:
         assert r.headers["x-kimiplan-emulated"] == "1"
         lines = [ln for ln in r.iter_lines() if ln.startswith("data: ")]
     assert lines[-1] == "data: [DONE]"
     return [json.loads(ln[6:]) for ln in lines[:-1]]
 
 
-@pytest.mark.parametrize("messages,tools", [
-    (MSG, None),
-    ([{"role": "system", "content": "Be brief. 你好世界"}, {"role": "user", "content": "Hello, world!"},
-      {"role": "assistant", "content": "ok", "reasoning_content": "think"}, {"role": "user", "content": "again"}], None),
-    ([{"role": "user", "content": "weather?"}], [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]),
-])
+@pytest.mark.parametrize(
+    "messages,tools",
+    [
+        (MSG, None),
+        (
+            [
+                {"role": "system", "content": "Be brief. 你好世界"},
+                {"role": "user", "content": "Hello, world!"},
+                {"role": "assistant", "content": "ok", "reasoning_content": "think"},
+                {"role": "user", "content": "again"},
+            ],
+            None,
+        ),
+        (
+            [{"role": "user", "content": "weather?"}],
+            [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}],
+        ),
+    ],
+)
 def test_rendered_prompt_matches_count_messages(messages, tools):
     assert len(render_prompt_ids(messages, tools)) == count_messages(messages, tools=tools)
 
@@ -71,16 +98,22 @@ def test_include_usage_adds_a_chunk_with_no_choices(emulated):
 
 
 def test_budget_truncates_reasoning_then_content_and_default_is_32768(make_emulator):
-    routes = {"default": RouteTruth(output=LogNormalTruth(median=40_000, p95=50_000),
-                                    reasoning=LogNormalTruth(median=100, p95=101))}
+    routes = {
+        "default": RouteTruth(
+            output=LogNormalTruth(median=40_000, p95=50_000), reasoning=LogNormalTruth(median=100, p95=101)
+        )
+    }
     with make_emulator(routes=routes) as em:
         u = post(em, "/chat/completions", {"model": "kimi-k2.6", "messages": MSG}).json()
         assert u["usage"]["completion_tokens"] == 32_768 and u["choices"][0]["finish_reason"] == "length"
         b = post(em, "/chat/completions", {"model": "kimi-k2.6", "messages": MSG, "max_completion_tokens": 60}).json()
         msg = b["choices"][0]["message"]
         assert count_text(msg["reasoning_content"]) == 60 and msg["content"] == ""
-        off = post(em, "/chat/completions", {"model": "kimi-k2.6", "messages": MSG, "max_completion_tokens": 60,
-                                             "thinking": {"type": "disabled"}}).json()
+        off = post(
+            em,
+            "/chat/completions",
+            {"model": "kimi-k2.6", "messages": MSG, "max_completion_tokens": 60, "thinking": {"type": "disabled"}},
+        ).json()
         assert "reasoning_content" not in off["choices"][0]["message"]
 
 
@@ -90,11 +123,21 @@ def test_partial_mode_continues_the_same_draw(make_emulator):
         h = {"X-Kimiplan-Call-Id": "call-1"}
         full = post(em, "/chat/completions", {"model": "kimi-k2.6", "messages": MSG}, h).json()
         want = full["usage"]["completion_tokens"]
-        part = post(em, "/chat/completions", {"model": "kimi-k2.6", "messages": MSG, "max_completion_tokens": 100}, h).json()
+        part = post(
+            em, "/chat/completions", {"model": "kimi-k2.6", "messages": MSG, "max_completion_tokens": 100}, h
+        ).json()
         assert part["choices"][0]["finish_reason"] == "length"
         prefix = part["choices"][0]["message"]["content"]
-        cont = post(em, "/chat/completions", {"model": "kimi-k2.6", "max_completion_tokens": 5000,
-                                              "messages": MSG + [{"role": "assistant", "content": prefix, "partial": True}]}, h).json()
+        cont = post(
+            em,
+            "/chat/completions",
+            {
+                "model": "kimi-k2.6",
+                "max_completion_tokens": 5000,
+                "messages": MSG + [{"role": "assistant", "content": prefix, "partial": True}],
+            },
+            h,
+        ).json()
         assert cont["choices"][0]["finish_reason"] == "stop"
         assert 100 + cont["usage"]["completion_tokens"] == want
         assert cont["usage"]["prompt_tokens"] == count_messages(MSG + [{"role": "assistant", "content": prefix}])
@@ -104,8 +147,12 @@ def test_prefix_cache_follows_the_256_token_rule(make_emulator):
     long_sys = {"role": "system", "content": "policy" + CONTENT_WORD * 300}
     short_sys = {"role": "system", "content": "short" + CONTENT_WORD * 100}
     with make_emulator() as em:
+
         def cached(messages):
-            return post(em, "/chat/completions", {"model": "kimi-k2.6", "messages": messages, "max_completion_tokens": 5}).json()["usage"]["cached_tokens"]
+            return post(
+                em, "/chat/completions", {"model": "kimi-k2.6", "messages": messages, "max_completion_tokens": 5}
+            ).json()["usage"]["cached_tokens"]
+
         assert cached([short_sys, {"role": "user", "content": "a"}]) == 0
         # the previous prompt had <= 256 tokens, so it is no cache source
         assert cached([short_sys, {"role": "user", "content": "b"}]) == 0
@@ -118,8 +165,11 @@ def test_prefix_cache_follows_the_256_token_rule(make_emulator):
 
 
 def test_concurrency_refusal_has_kimis_exact_body(make_emulator):
-    with make_emulator(limits=LimitsTruth(concurrency=1), time_scale=0.05,
-                       routes={"default": RouteTruth(output=LogNormalTruth(median=200, p95=201))}) as em:
+    with make_emulator(
+        limits=LimitsTruth(concurrency=1),
+        time_scale=0.05,
+        routes={"default": RouteTruth(output=LogNormalTruth(median=200, p95=201))},
+    ) as em:
         import threading
 
         t = threading.Thread(target=post, args=(em, "/chat/completions", {"model": "kimi-k2.6", "messages": MSG}))
@@ -129,21 +179,34 @@ def test_concurrency_refusal_has_kimis_exact_body(make_emulator):
         r = post(em, "/chat/completions", {"model": "kimi-k2.6", "messages": MSG})
         t.join()
         assert r.status_code == 429
-        assert r.json() == {"error": {"type": "rate_limit_reached_error", "message":
-            "Your account org-emulated<ak-emulated> request reached organization max concurrency: 1, please try again after 1 seconds"}}
+        assert r.json() == {
+            "error": {
+                "type": "rate_limit_reached_error",
+                "message": "Your account org-emulated<ak-emulated> request reached organization max concurrency: 1, please try again after 1 seconds",
+            }
+        }
 
 
 def test_admission_counts_input_plus_max_completion_tokens(make_emulator):
-    with make_emulator(limits=LimitsTruth(tpm=1000, rpm=3, tpd=5000),
-                       routes={"default": RouteTruth(output=LogNormalTruth(median=20, p95=40))}) as em:
+    with make_emulator(
+        limits=LimitsTruth(tpm=1000, rpm=3, tpd=5000),
+        routes={"default": RouteTruth(output=LogNormalTruth(median=20, p95=40))},
+    ) as em:
         p = count_messages(MSG)
         ok = post(em, "/chat/completions", {"model": "kimi-k2.6", "messages": MSG, "max_completion_tokens": 900 - p})
         assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] < 900 - p
         r = post(em, "/chat/completions", {"model": "kimi-k2.6", "messages": MSG, "max_completion_tokens": 101})
         assert r.status_code == 429
-        assert r.json()["error"]["message"].endswith("request reached organization TPM rate limit, current:900, limit:1000")
+        assert r.json()["error"]["message"].endswith(
+            "request reached organization TPM rate limit, current:900, limit:1000"
+        )
         for _ in range(2):
-            assert post(em, "/chat/completions", {"model": "kimi-k2.6", "messages": MSG, "max_completion_tokens": 1}).status_code == 200
+            assert (
+                post(
+                    em, "/chat/completions", {"model": "kimi-k2.6", "messages": MSG, "max_completion_tokens": 1}
+                ).status_code
+                == 200
+            )
         r = post(em, "/chat/completions", {"model": "kimi-k2.6", "messages": MSG, "max_completion_tokens": 1})
         assert "max RPM: 3, please try again after" in r.json()["error"]["message"]
 
@@ -168,9 +231,11 @@ def test_faults_overloaded_quota_and_5xx(make_emulator):
 
 
 def test_stream_cut_and_missing_usage(make_emulator):
-    with make_emulator(faults=FaultTruth(script=["no_usage", "stream_cut"]),
-                       routes={"default": RouteTruth(output=LogNormalTruth(median=500, p95=501))},
-                       stream_chunk_tokens=16) as em:
+    with make_emulator(
+        faults=FaultTruth(script=["no_usage", "stream_cut"]),
+        routes={"default": RouteTruth(output=LogNormalTruth(median=500, p95=501))},
+        stream_chunk_tokens=16,
+    ) as em:
         events = stream_events(em, {"model": "kimi-k2.6", "messages": MSG})
         assert events[-1]["choices"][0]["finish_reason"] == "stop"
         assert all("usage" not in e and "usage" not in e["choices"][0] for e in events)
@@ -183,25 +248,41 @@ def test_other_endpoints_and_errors(emulated):
     assert [m["id"] for m in models["data"]] == ["kimi-k2.6"]
     est = post(emulated, "/tokenizers/estimate-token-count", {"model": "kimi-k2.6", "messages": MSG}).json()
     assert est == {"data": {"total_tokens": count_messages(MSG)}}
-    assert httpx.post(emulated.base_url + "/chat/completions", json={"model": "kimi-k2.6", "messages": MSG}).status_code == 401
+    assert (
+        httpx.post(emulated.base_url + "/chat/completions", json={"model": "kimi-k2.6", "messages": MSG}).status_code
+        == 401
+    )
     nf = post(emulated, "/chat/completions", {"model": "kimi-k9", "messages": MSG})
     assert nf.status_code == 404 and nf.json()["error"]["message"] == "Not found the model kimi-k9 or Permission denied"
     big = post(emulated, "/chat/completions", {"model": "kimi-k2.6", "messages": MSG, "max_completion_tokens": 262_144})
-    assert big.status_code == 400 and big.json()["error"]["message"] == "Your request exceeded model token limit : 262144"
+    assert (
+        big.status_code == 400 and big.json()["error"]["message"] == "Your request exceeded model token limit : 262144"
+    )
 
 
 def test_route_selection_order(make_emulator):
-    routes = {"default": RouteTruth(output=LogNormalTruth(median=10, p95=11)),
-              "long": RouteTruth(match="LONGROUTE", output=LogNormalTruth(median=1000, p95=1001))}
+    routes = {
+        "default": RouteTruth(output=LogNormalTruth(median=10, p95=11)),
+        "long": RouteTruth(match="LONGROUTE", output=LogNormalTruth(median=1000, p95=1001)),
+    }
     with make_emulator(routes=routes) as em:
+
         def n(body, headers=None):
-            return post(em, "/chat/completions", {"model": "kimi-k2.6", **body}, headers).json()["usage"]["completion_tokens"]
+            return post(em, "/chat/completions", {"model": "kimi-k2.6", **body}, headers).json()["usage"][
+                "completion_tokens"
+            ]
+
         sys_long = [{"role": "system", "content": "LONGROUTE"}, *MSG]
         assert n({"messages": sys_long}) > 500
         assert n({"messages": sys_long}, {"X-Kimiplan-Route": "default"}) < 50
         assert n({"messages": MSG, "metadata": {"route": "long"}}) > 500
         assert n({"messages": MSG, "user": "route:long"}) > 500
-        assert post(em, "/chat/completions", {"model": "kimi-k2.6", "messages": MSG}, {"X-Kimiplan-Route": "nope"}).status_code == 400
+        assert (
+            post(
+                em, "/chat/completions", {"model": "kimi-k2.6", "messages": MSG}, {"X-Kimiplan-Route": "nope"}
+            ).status_code
+            == 400
+        )
 
 
 def test_config_errors(tmp_path):

@@ -1,6 +1,7 @@
 """`kimiplan emulator serve` end to end: a real subprocess on 127.0.0.1 (never the internet), one chat completion
 through the openai SDK, then a clean stop on SIGINT or SIGTERM. Every wait has a timeout; the process is killed
 in `finally` whatever happens."""
+
 import os
 import queue
 import re
@@ -14,7 +15,7 @@ import httpx
 import pytest
 
 from kimiplan.cli import main
-from kimiplan.tokens import count_messages
+from kimiplan.tokens.tokenizer import count_messages
 
 openai = pytest.importorskip("openai")
 
@@ -31,7 +32,12 @@ def _start(config_path, stderr_file) -> subprocess.Popen:
     env.pop("PYTHONUNBUFFERED", None)  # the CLI itself must flush the URL line when stdout is a pipe
     return subprocess.Popen(
         [sys.executable, "-m", "kimiplan", "emulator", "serve", "--port", "0", "--config", str(config_path)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr_file, text=True, env=env)
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=stderr_file,
+        text=True,
+        env=env,
+    )
 
 
 def _stdout_lines(proc: subprocess.Popen) -> queue.Queue:

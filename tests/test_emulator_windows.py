@@ -3,14 +3,16 @@
 The engine is driven directly with an injected clock (emulated epoch seconds; 0 = 1970-01-01 00:00 UTC), so
 these tests never sleep and never open a socket.
 """
+
 import numpy as np
 import pytest
 
-from kimiplan.admission import LIMITS, AccountState, WindowSettings
+from kimiplan.catalog.admission import LIMITS, AccountState
 from kimiplan.emulator import EmulatorConfig, Engine, LimitsTruth, load_emulator_config
 from kimiplan.emulator.engine import EmulatorRefusal
 from kimiplan.errors import ConfigError
-from kimiplan.tokens import count_messages
+from kimiplan.model.settings import WindowSettings
+from kimiplan.tokens.tokenizer import count_messages
 
 MSG = [{"role": "user", "content": "hi"}]
 P = count_messages(MSG)  # prompt tokens of MSG; a request reserves P + max_completion_tokens
@@ -112,8 +114,14 @@ def _kind(message: str) -> str | None:
     return next(k for k, needle in (("rpm", "max RPM"), ("tpm", "TPM rate"), ("tpd", "TPD rate")) if needle in message)
 
 
-@pytest.mark.parametrize("window", [WindowSettings(), WindowSettings(rate_window="fixed"),
-                                    WindowSettings(rate_window="fixed", tpd_reset_utc_offset_hours=-5.5)])
+@pytest.mark.parametrize(
+    "window",
+    [
+        WindowSettings(),
+        WindowSettings(rate_window="fixed"),
+        WindowSettings(rate_window="fixed", tpd_reset_utc_offset_hours=-5.5),
+    ],
+)
 def test_emulator_refuses_exactly_what_the_reference_rule_refuses(window):
     rng = np.random.default_rng(7)
     limits = {"concurrency": None, "rpm": 5.0, "tpm": 3000.0, "tpd": 40_000.0, "rpd": None}

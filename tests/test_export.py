@@ -1,5 +1,6 @@
 """Exports: sheets and assumptions are written, and a failing export leaves no partial file and does not touch
 an existing one."""
+
 from __future__ import annotations
 
 import os
@@ -8,11 +9,12 @@ import openpyxl
 import pandas as pd
 import pytest
 
-from kimiplan.catalog import load_catalog
+from kimiplan.catalog.cards import load_catalog
+from kimiplan.catalog.resolve import load_scenario
 from kimiplan.errors import ConfigError
-from kimiplan.export import assumptions_frame, export_forecast, to_csv, to_excel
-from kimiplan.forecast import forecast
-from kimiplan.scenario import example_path, load_scenario
+from kimiplan.finance.forecast import forecast
+from kimiplan.io.export import assumptions_frame, export_forecast, to_csv, to_excel
+from kimiplan.model.scenario import example_path
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """Forecast: calendar arithmetic, Monte Carlo vs closed form, price changes and retirements, bad input,
 backtest and the CLI."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -9,21 +10,36 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kimiplan.backtest import backtest, synthetic_usage_log
-from kimiplan.catalog import PriceCard
-from kimiplan.cost import cost_of_records, expected_cost
+from kimiplan.catalog.cards import PriceCard
+from kimiplan.catalog.resolve import load_scenario, price_card
 from kimiplan.errors import ConfigError
-from kimiplan.forecast import forecast, monthly_by, price_vector, traffic_calendar
-from kimiplan.paths import data_path
-from kimiplan.scenario import Route, Scenario, Traffic, example_path, load_scenario
+from kimiplan.finance.backtest import backtest, synthetic_usage_log
+from kimiplan.finance.cost import cost_of_records, expected_cost
+from kimiplan.finance.forecast import forecast, monthly_by, price_vector, traffic_calendar
+from kimiplan.io.paths import data_path
+from kimiplan.model.scenario import Route, Scenario, Traffic, example_path
 
 
 def _flat(**traffic) -> Scenario:
     """One route with fixed sizes: per-request cost has zero variance, so results can be computed by hand."""
     t = {"requests_per_day": 1000.0, **traffic}
-    return Scenario(model="kimi-k2.6", as_of=dt.date(2026, 11, 10), traffic=Traffic(**t), routes=(
-        Route(name="a", share=1.0, system=1000, user=100, output=200, max_completion_tokens=1000,
-              cache={"mode": "none"}, overhead_tokens=0),))
+    return Scenario(
+        model="kimi-k2.6",
+        as_of=dt.date(2026, 11, 10),
+        traffic=Traffic(**t),
+        routes=(
+            Route(
+                name="a",
+                share=1.0,
+                system=1000,
+                user=100,
+                output=200,
+                max_completion_tokens=1000,
+                cache={"mode": "none"},
+                overhead_tokens=0,
+            ),
+        ),
+    )
 
 
 FLAT_COST = (1100 * 0.95 + 200 * 4.0) / 1e6  # USD per request of _flat on the K2.6 intl card
@@ -31,10 +47,14 @@ FLAT_COST = (1100 * 0.95 + 200 * 4.0) / 1e6  # USD per request of _flat on the K
 
 # ---------------------------------------------------------------- calendar
 
+
 def test_calendar_factors_by_hand():
-    sc = _flat(weekday_factors=[2, 1, 1, 1, 1, 1, 0], monthly_growth=0.1,
-               holidays={dt.date(2026, 12, 25): 0.5},
-               events=[{"name": "launch", "start": "2026-12-24", "end": "2026-12-26", "factor": 3.0}])
+    sc = _flat(
+        weekday_factors=[2, 1, 1, 1, 1, 1, 0],
+        monthly_growth=0.1,
+        holidays={dt.date(2026, 12, 25): 0.5},
+        events=[{"name": "launch", "start": "2026-12-24", "end": "2026-12-26", "factor": 3.0}],
+    )
     cal = traffic_calendar(sc, 2).set_index("date")
     mult = np.array([2, 1, 1, 1, 1, 1, 0]) / (7 / 7)  # weights already average 1
     # 2026-12-25 is a Friday (weekday 4), growth one month after as_of's month, holiday and event.
@@ -58,6 +78,7 @@ def test_calendar_explicit_month_total():
 
 # ---------------------------------------------------------------- Monte Carlo against the closed form
 
+
 @pytest.mark.parametrize("name", ["support_chat", "document_report"])
 def test_mc_mean_matches_closed_form(catalog, name):
     sc = load_scenario(example_path(name), catalog)
@@ -66,7 +87,7 @@ def test_mc_mean_matches_closed_form(catalog, name):
     # included) times each route's calendar volume.
     closed_pr = expected_cost(sc, catalog).groupby("route", sort=False)["cost_per_request"].sum()
     cal = traffic_calendar(sc, 3).groupby("month")["requests"].sum()
-    card = sc.price_card(catalog)
+    card = price_card(sc, catalog)
     sd_pr = []
     for r, route in enumerate(sc.routes):
         p = price_vector(card, route.batch) * (1 + sc.tax_rate)
@@ -135,18 +156,34 @@ def test_currency_and_tax(support, catalog):
 
 # ---------------------------------------------------------------- price changes and retirements
 
+
 def _card(**kw) -> PriceCard:
-    base = dict(provider="moonshot", region="intl", model="kimi-k2.6", currency="USD", input_cache_hit=0.16,
-                input_cache_miss=0.95, output=4.0, context_window=262144, default_max_completion_tokens=32768,
-                source="test", official=False, verified_on=dt.date(2026, 11, 1))
+    base = dict(
+        provider="moonshot",
+        region="intl",
+        model="kimi-k2.6",
+        currency="USD",
+        input_cache_hit=0.16,
+        input_cache_miss=0.95,
+        output=4.0,
+        context_window=262144,
+        default_max_completion_tokens=32768,
+        source="test",
+        official=False,
+        verified_on=dt.date(2026, 11, 1),
+    )
     return PriceCard(**{**base, **kw})
 
 
 def test_price_change_splits_month(catalog):
     # The shipped card ends on 2026-12-15 and a cheaper one starts: December is split on that date.
     old = catalog.price("kimi-k2.6", "moonshot", "intl", dt.date(2026, 11, 10))
-    cat = catalog.with_rows(cards=[old.model_copy(update={"effective_to": dt.date(2026, 12, 15)}),
-                                   _card(input_cache_miss=0.5, output=2.0, effective_from=dt.date(2026, 12, 15))])
+    cat = catalog.with_rows(
+        cards=[
+            old.model_copy(update={"effective_to": dt.date(2026, 12, 15)}),
+            _card(input_cache_miss=0.5, output=2.0, effective_from=dt.date(2026, 12, 15)),
+        ]
+    )
     fc = forecast(_flat(), 2, catalog=cat, paths=20, daily_cv=0.0, growth_sd=0.0)
     new_cost = (1100 * 0.5 + 200 * 2.0) / 1e6
     dec = fc.monthly.set_index("month").loc["2026-12"]
@@ -159,8 +196,9 @@ def test_price_change_splits_month(catalog):
 
 def test_retired_model_is_flagged_not_priced(catalog):
     old = catalog.price("kimi-k2.6", "moonshot", "intl", dt.date(2026, 11, 10))
-    cat = catalog.with_rows(cards=[old.model_copy(update={"effective_to": dt.date(2027, 1, 10),
-                                                          "retired_on": dt.date(2027, 1, 10)})])
+    cat = catalog.with_rows(
+        cards=[old.model_copy(update={"effective_to": dt.date(2027, 1, 10), "retired_on": dt.date(2027, 1, 10)})]
+    )
     fc = forecast(_flat(), 4, catalog=cat, paths=50)
     m = fc.monthly.set_index("month")
     assert m.loc["2026-12", "status"] == "ok" and np.isfinite(m.loc["2026-12", "expected"])
@@ -169,7 +207,7 @@ def test_retired_model_is_flagged_not_priced(catalog):
         assert np.isnan(m.loc[month, "expected"]) and np.isnan(m.loc[month, "P50"])
     assert m.loc["2027-01", "retired_days"] == 22
     assert any("retired" in w for w in fc.warnings)
-    assert (fc.daily.set_index("date").loc[dt.date(2027, 1, 10):, "status"] == "retired").all()
+    assert (fc.daily.set_index("date").loc[dt.date(2027, 1, 10) :, "status"] == "retired").all()
 
 
 def test_reported_retirement_is_flagged_but_priced(catalog):
@@ -183,13 +221,26 @@ def test_reported_retirement_is_flagged_but_priced(catalog):
 
 # ---------------------------------------------------------------- bad input
 
-@pytest.mark.parametrize("kw, field", [
-    ({"months": 0}, "months"), ({"months": 121}, "months"), ({"months": 2.5}, "months"),
-    ({"paths": 0}, "paths"), ({"budget": -1.0}, "budget"), ({"budget": float("nan")}, "budget"),
-    ({"daily_cv": -0.1}, "daily_cv"), ({"growth_sd": 2.0}, "growth_sd"), ({"quantiles": (0.5, 1.5)}, "quantiles"),
-    ({"calibration_samples": 1}, "calibration_samples"), ({"calibration_samples": {"nope": 10}}, "calibration_samples"),
-    ({"start": "2026/13"}, "start"), ({"seed": -1}, "seed"), ({"paths": 1_000_000, "months": 60}, "paths x days"),
-])
+
+@pytest.mark.parametrize(
+    "kw, field",
+    [
+        ({"months": 0}, "months"),
+        ({"months": 121}, "months"),
+        ({"months": 2.5}, "months"),
+        ({"paths": 0}, "paths"),
+        ({"budget": -1.0}, "budget"),
+        ({"budget": float("nan")}, "budget"),
+        ({"daily_cv": -0.1}, "daily_cv"),
+        ({"growth_sd": 2.0}, "growth_sd"),
+        ({"quantiles": (0.5, 1.5)}, "quantiles"),
+        ({"calibration_samples": 1}, "calibration_samples"),
+        ({"calibration_samples": {"nope": 10}}, "calibration_samples"),
+        ({"start": "2026/13"}, "start"),
+        ({"seed": -1}, "seed"),
+        ({"paths": 1_000_000, "months": 60}, "paths x days"),
+    ],
+)
 def test_bad_input_names_field(support, catalog, kw, field):
     args = {"months": 1, "paths": 10, **kw}
     months = args.pop("months")
@@ -199,6 +250,7 @@ def test_bad_input_names_field(support, catalog, kw, field):
 
 # ---------------------------------------------------------------- backtest
 
+
 def test_backtest_on_shipped_log(support, catalog):
     path = data_path("usage", "past_months_synthetic.csv")
     log = pd.read_csv(path)
@@ -207,7 +259,7 @@ def test_backtest_on_shipped_log(support, catalog):
     assert list(bt["month"]) == ["2026-08", "2026-09", "2026-10"]
     # The actual column is the exact cost of the log's usage.
     oct_ = log[log["date"].str.startswith("2026-10")]
-    card = support.price_card(catalog)
+    card = price_card(support, catalog)
     exact = sum(float(cost_of_records(g, card).total) for _, g in oct_.groupby("route"))
     assert bt.set_index("month").loc["2026-10", "actual"] == pytest.approx(exact)
 
@@ -246,8 +298,19 @@ def test_backtest_bands_cover_at_their_level(support, catalog):
 def test_forecast_cli_planned_topups(capsys):
     from kimiplan.cli import main
 
-    base = ["forecast", "support_chat", "--months", "6", "--paths", "300", "--balance", "5000", "--until",
-            "2027-03-01", "--json"]
+    base = [
+        "forecast",
+        "support_chat",
+        "--months",
+        "6",
+        "--paths",
+        "300",
+        "--balance",
+        "5000",
+        "--until",
+        "2027-03-01",
+        "--json",
+    ]
     assert main(base) == 0
     alone = json.loads(capsys.readouterr().out)
     assert main(base + ["--topup", "2026-12-10=4000", "--topup", "2027-01-10=4000"]) == 0
@@ -267,17 +330,37 @@ def test_backtest_cli(capsys):
     log = str(data_path("usage", "past_months_synthetic.csv"))
     assert main(["backtest", "support_chat", log, "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert d["level"] == 0.8 and d["months_judged"] == 3 and [m["month"] for m in d["months"]] == [
-        "2026-08", "2026-09", "2026-10"]
+    assert (
+        d["level"] == 0.8
+        and d["months_judged"] == 3
+        and [m["month"] for m in d["months"]] == ["2026-08", "2026-09", "2026-10"]
+    )
     assert main(["backtest", "support_chat", log, "--level", "2"]) == 2
     assert "level must be a number" in capsys.readouterr().err
+
 
 def test_cli_json_and_bad_budget(capsys, tmp_path):
     from kimiplan.cli import main
 
     out_csv = tmp_path / "m.csv"
-    assert main(["forecast", "support_chat", "--months", "2", "--paths", "200", "--budget", "12000",
-                 "--json", "--csv", str(out_csv)]) == 0
+    assert (
+        main(
+            [
+                "forecast",
+                "support_chat",
+                "--months",
+                "2",
+                "--paths",
+                "200",
+                "--budget",
+                "12000",
+                "--json",
+                "--csv",
+                str(out_csv),
+            ]
+        )
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
     assert [m["month"] for m in data["monthly"]] == ["2026-11", "2026-12"]
     assert 0 <= data["monthly"][0]["p_over_budget"] <= 1
@@ -287,7 +370,7 @@ def test_cli_json_and_bad_budget(capsys, tmp_path):
 
 
 def test_report_sections(catalog):
-    from kimiplan.forecast import forecast_report_sections
+    from kimiplan.report.forecast import forecast_report_sections
 
     sc = load_scenario(example_path("coding_assistant"), catalog)
     sections = forecast_report_sections(sc, catalog)

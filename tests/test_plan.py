@@ -1,4 +1,5 @@
 """Analytic planner: queueing formulas against textbook values, demand arithmetic, tier choice, growth."""
+
 from __future__ import annotations
 
 import math
@@ -7,17 +8,24 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
-
-from kimiplan.catalog import custom_tier
-from kimiplan.plan import (
-    CompoundPoisson, demand_table, erlang_b, erlang_b_servers, growth_exhaustion, plan, poisson_overflow_fraction,
-    refusal_summary, smallest_tier, tier_ladder,
-)
 from theory import theory_scenario
 
-
+from kimiplan.capacity.plan import (
+    CompoundPoisson,
+    demand_table,
+    erlang_b,
+    erlang_b_servers,
+    growth_exhaustion,
+    plan,
+    poisson_overflow_fraction,
+    refusal_summary,
+    smallest_tier,
+    tier_ladder,
+)
+from kimiplan.catalog.cards import custom_tier
 
 scenario = theory_scenario
+
 
 def _erlang_b_direct(c, a):
     terms = [a**k / math.factorial(k) for k in range(c + 1)]
@@ -66,14 +74,19 @@ def test_demand_arithmetic_for_fixed_tokens_and_constant_rate():
     assert d.loc[("total", "rpm"), "mean"] == pytest.approx(240.0)
     assert d.loc[("total", "tpm"), "mean"] == pytest.approx(240.0 * 2024)
     assert d.loc[("total", "concurrency"), "mean"] == pytest.approx(16.0, rel=0.02)  # Little: 4 x 4 s
-    assert d.loc[("total", "concurrency"), "refusal"] == pytest.approx(erlang_b(20, d.loc[("total", "concurrency"), "peak_mean"]))
+    assert d.loc[("total", "concurrency"), "refusal"] == pytest.approx(
+        erlang_b(20, d.loc[("total", "concurrency"), "peak_mean"])
+    )
     assert d.loc[("total", "tpm"), "peak"] > d.loc[("total", "tpm"), "peak_mean"]
 
 
 def test_binding_limit_smallest_tier_and_max_rate():
     sc = scenario()
-    tiers = [custom_tier("small", concurrency=20, rpm=1000), custom_tier("rpm-tight", concurrency=100, rpm=250),
-             custom_tier("big", concurrency=100, rpm=1000)]
+    tiers = [
+        custom_tier("small", concurrency=20, rpm=1000),
+        custom_tier("rpm-tight", concurrency=100, rpm=250),
+        custom_tier("big", concurrency=100, rpm=1000),
+    ]
     ladder = tier_ladder(sc, tiers=tiers)
     assert ladder["binding_limit"].tolist() == ["concurrency", "rpm", "concurrency"]
     assert ladder["holds"].tolist() == [False, False, True]
@@ -93,7 +106,7 @@ def test_growth_exhausts_the_tier_in_the_right_month():
 
 
 def test_plan_agrees_with_the_simulator_on_concurrency():
-    from kimiplan.simulate import SimSettings, simulate
+    from kimiplan.capacity.sim.simulate import SimSettings, simulate
 
     sc = scenario()
     p = plan(sc)
@@ -101,31 +114,56 @@ def test_plan_agrees_with_the_simulator_on_concurrency():
     sim = simulate(sc, settings=SimSettings(hours=6)).summary
     n = sim["attempts"]
     # Erlang B against the simulated share, with a standard error inflated 3x for correlation between requests.
-    assert abs(sim["rejected_fraction"]["concurrency"] - p["refusal_by_limit"]["concurrency"]) < \
-        4 * 3 * math.sqrt(p["refusal_by_limit"]["concurrency"] / n)
+    assert abs(sim["rejected_fraction"]["concurrency"] - p["refusal_by_limit"]["concurrency"]) < 4 * 3 * math.sqrt(
+        p["refusal_by_limit"]["concurrency"] / n
+    )
 
 
 def _mixed_scenario():
     # Two online routes with different sizes and latencies, and a Batch API route that loads no limit.
-    return scenario(routes=[
-        {"name": "short", "share": 0.6, "system": 800, "output": 150, "max_completion_tokens": 512,
-         "latency": {"total_s": {"kind": "exponential", "mean": 2.0}}},
-        {"name": "long", "share": 0.3, "system": 6000, "output": {"kind": "lognormal", "median": 600, "p95": 2500},
-         "max_completion_tokens": 4096, "latency": {"total_s": {"kind": "lognormal", "median": 9.0, "p95": 30.0}}},
-        {"name": "offline", "share": 0.1, "batch": True, "system": 3000, "output": 800,
-         "max_completion_tokens": 2048, "latency": {"total_s": 60.0}},
-    ])
+    return scenario(
+        routes=[
+            {
+                "name": "short",
+                "share": 0.6,
+                "system": 800,
+                "output": 150,
+                "max_completion_tokens": 512,
+                "latency": {"total_s": {"kind": "exponential", "mean": 2.0}},
+            },
+            {
+                "name": "long",
+                "share": 0.3,
+                "system": 6000,
+                "output": {"kind": "lognormal", "median": 600, "p95": 2500},
+                "max_completion_tokens": 4096,
+                "latency": {"total_s": {"kind": "lognormal", "median": 9.0, "p95": 30.0}},
+            },
+            {
+                "name": "offline",
+                "share": 0.1,
+                "batch": True,
+                "system": 3000,
+                "output": 800,
+                "max_completion_tokens": 2048,
+                "latency": {"total_s": 60.0},
+            },
+        ]
+    )
 
 
 def test_refusal_shortcut_is_exactly_the_demand_table():
     # The bisection and the week average evaluate only the total's refusals, without the table and its
     # percentiles; they must give bit for bit what refusal_summary(demand_table(...)) gives.
-    from kimiplan.plan import _PlanContext, _total_refusal_by_limit
+    from kimiplan.capacity.plan import _PlanContext, _total_refusal_by_limit
 
     sc = _mixed_scenario()
     ctx = _PlanContext(sc, None)
-    tiers = [custom_tier("all", concurrency=40, rpm=600, tpm=1_500_000, tpd=400_000_000, rpd=150_000),
-             custom_tier("tokens", tpm=900_000, tpd=90_000_000), None]
+    tiers = [
+        custom_tier("all", concurrency=40, rpm=600, tpm=1_500_000, tpd=400_000_000, rpd=150_000),
+        custom_tier("tokens", tpm=900_000, tpd=90_000_000),
+        None,
+    ]
     for t in tiers:
         limits = ctx.limits(t)
         for s in (0.05, 1.0, 3.7, 40.0):
@@ -138,20 +176,21 @@ def test_refusal_shortcut_is_exactly_the_demand_table():
 
 
 def test_plan_reuses_given_moments_without_changing_anything():
-    from kimiplan.plan import peak_factors
+    from kimiplan.capacity.plan import peak_factors
 
     sc = _mixed_scenario()
     p = plan(sc)
     q = plan(sc, moments=p["moments"], peaks=peak_factors(sc))
     for k in ("demand", "ladder", "moments"):
         pd.testing.assert_frame_equal(p[k], q[k], check_exact=True)
-    assert {k: v for k, v in p.items() if k not in ("demand", "ladder", "moments")} == \
-        {k: v for k, v in q.items() if k not in ("demand", "ladder", "moments")}
+    assert {k: v for k, v in p.items() if k not in ("demand", "ladder", "moments")} == {
+        k: v for k, v in q.items() if k not in ("demand", "ladder", "moments")
+    }
 
 
 @pytest.mark.parametrize("c, a", [(1, 0.5), (5, 3.0), (20, 15.0), (60, 59.0)])
 def test_erlang_c_matches_the_direct_formula(c, a):
-    from kimiplan.plan import erlang_c
+    from kimiplan.capacity.plan import erlang_c
 
     top = a**c / math.factorial(c) * c / (c - a)
     assert erlang_c(c, a) == pytest.approx(top / (sum(a**k / math.factorial(k) for k in range(c)) + top), rel=1e-9)

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from kimiplan.report import write_report
-from kimiplan.scenario import example_path, load_scenario
+from kimiplan.catalog.resolve import load_scenario
+from kimiplan.model.scenario import example_path
+from kimiplan.report.html import write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,7 +25,7 @@ def test_report_is_self_contained(tmp_path):
 def test_report_failure_keeps_existing_file(tmp_path, monkeypatch):
     target = tmp_path / "r.html"
     target.write_text("previous report")
-    import kimiplan.report as rep
+    import kimiplan.report.html as rep
 
     def boom(*a, **k):
         raise RuntimeError("section failed")
@@ -37,11 +38,31 @@ def test_report_failure_keeps_existing_file(tmp_path, monkeypatch):
 
 def test_wheel_carries_catalog_and_examples(tmp_path):
     # `pip install .` (not editable) must ship data/ inside the package as kimiplan.data.
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
-                    str(ROOT)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
     wheel = next(tmp_path.glob("kimiplan-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ("kimiplan/data/catalog/prices.toml", "kimiplan/data/catalog/tiers.toml",
-                   "kimiplan/data/scenarios/support_chat.yaml", "kimiplan/data/scenarios/coding_assistant.yaml",
-                   "kimiplan/cli/__init__.py", "kimiplan/tokens.py"):
+    for needed in (
+        "kimiplan/data/catalog/prices.toml",
+        "kimiplan/data/catalog/tiers.toml",
+        "kimiplan/data/scenarios/support_chat.yaml",
+        "kimiplan/data/scenarios/coding_assistant.yaml",
+        "kimiplan/cli/__init__.py",
+        "kimiplan/tokens/tokenizer.py",
+        "kimiplan/capacity/sim/kernel.py",
+    ):
         assert needed in names, needed

@@ -10,23 +10,38 @@ from pathlib import Path
 
 import pytest
 
-from kimiplan.catalog import load_catalog
+from kimiplan.calibration.sampler import (
+    Pacer,
+    RouteSampling,
+    SamplerConfig,
+    SampleStore,
+    load_sampler_config,
+    plan_calls,
+    read_usage_log,
+    run_sampler,
+)
+from kimiplan.catalog.cards import load_catalog
 from kimiplan.emulator import FaultTruth, LimitsTruth, LogNormalTruth, RouteTruth
 from kimiplan.errors import ConfigError
-from kimiplan.tokens import count_text
-from kimiplan.sampler import (Pacer, RouteSampling, SampleStore, SamplerConfig, load_sampler_config, plan_calls,
-                              read_usage_log, run_sampler)
+from kimiplan.tokens.tokenizer import count_text
 
 ROOT = Path(__file__).resolve().parent.parent
 CARD = load_catalog().price("kimi-k2.6")
-ROUTES = {"answer": RouteTruth(output=LogNormalTruth(median=60, p95=120)),
-          "summarize_ticket": RouteTruth(output=LogNormalTruth(median=40, p95=90))}
+ROUTES = {
+    "answer": RouteTruth(output=LogNormalTruth(median=60, p95=120)),
+    "summarize_ticket": RouteTruth(output=LogNormalTruth(median=40, p95=90)),
+}
 
 
 def config(run_id="r1", n=12, **kw):
-    return SamplerConfig(run_id=run_id, routes=[RouteSampling(name="answer", n=n, max_completion_tokens=512, thinking=False),
-                                                RouteSampling(name="summarize_ticket", n=n, max_completion_tokens=512, thinking=False)],
-                         **{"spend_cap": Decimal("1"), **kw})
+    return SamplerConfig(
+        run_id=run_id,
+        routes=[
+            RouteSampling(name="answer", n=n, max_completion_tokens=512, thinking=False),
+            RouteSampling(name="summarize_ticket", n=n, max_completion_tokens=512, thinking=False),
+        ],
+        **{"spend_cap": Decimal("1"), **kw},
+    )
 
 
 def ok_ids(path):
@@ -48,7 +63,9 @@ def test_records_keep_no_prompt_text_or_key(make_emulator, make_client, tmp_path
     text = (tmp_path / "s.jsonl").read_text()
     rec = json.loads(text.splitlines()[0])
     assert rec["provenance"] == "emulator" and len(rec["prompt_sha256"]) == 64
-    assert {"prompt_tokens", "cached_tokens", "finish_reason", "ttft_s", "total_s", "model", "time", "route"} <= set(rec)
+    assert {"prompt_tokens", "cached_tokens", "finish_reason", "ttft_s", "total_s", "model", "time", "route"} <= set(
+        rec
+    )
     assert "messages" not in rec and "test-key-not-secret" not in text and "help-centre" not in text
 
 
@@ -100,9 +117,28 @@ def test_sigkill_mid_run_then_resume(make_emulator, make_client, tmp_path):
     cfg_path.write_text(config(n=40, max_concurrency=2).model_dump_json())
     with make_emulator(routes=ROUTES, default_route="answer", time_scale=0.02) as em:
         env = {**os.environ, "MOONSHOT_API_KEY": "dummy-emulator-key", "PYTHONPATH": str(ROOT)}
-        proc = subprocess.Popen([sys.executable, "-m", "kimiplan", "calibrate", "sample", str(cfg_path), "--store", str(path),
-                                 "--model", "kimi-k2.6", "--base-url", em.base_url, "--time-scale", "0.02", "--no-progress"],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kimiplan",
+                "calibrate",
+                "sample",
+                str(cfg_path),
+                "--store",
+                str(path),
+                "--model",
+                "kimi-k2.6",
+                "--base-url",
+                em.base_url,
+                "--time-scale",
+                "0.02",
+                "--no-progress",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         try:
             deadline = time.monotonic() + 60
             while (not path.exists() or len(path.read_bytes().splitlines()) < 10) and proc.poll() is None:
@@ -122,8 +158,14 @@ def test_sigkill_mid_run_then_resume(make_emulator, make_client, tmp_path):
 
 def test_429_storm_and_faults_end_in_retries_not_lost_records(make_emulator, make_client, tmp_path):
     faults = FaultTruth(p_server_error=0.1, p_stream_cut=0.1, p_overloaded=0.1, p_no_usage=0.05, retry_after_s=1)
-    with make_emulator(routes=ROUTES, default_route="answer", limits=LimitsTruth(concurrency=2), faults=faults,
-                       time_scale=0.002, stream_chunk_tokens=16) as em:
+    with make_emulator(
+        routes=ROUTES,
+        default_route="answer",
+        limits=LimitsTruth(concurrency=2),
+        faults=faults,
+        time_scale=0.002,
+        stream_chunk_tokens=16,
+    ) as em:
         s = run_sampler(make_client(em), config(max_concurrency=6), tmp_path / "s.jsonl", card=CARD, progress=False)
     assert s.completed + s.failed == 24 and s.stopped_reason is None
     assert s.retries.get("concurrency", 0) > 0 and s.retries.get("overloaded", 0) > 0
@@ -133,7 +175,9 @@ def test_429_storm_and_faults_end_in_retries_not_lost_records(make_emulator, mak
 
 
 def test_quota_stops_the_run_cleanly(make_emulator, make_client, tmp_path):
-    with make_emulator(routes=ROUTES, default_route="answer", faults=FaultTruth(script=["ok"] * 5 + ["quota"] * 100)) as em:
+    with make_emulator(
+        routes=ROUTES, default_route="answer", faults=FaultTruth(script=["ok"] * 5 + ["quota"] * 100)
+    ) as em:
         s = run_sampler(make_client(em), config(max_concurrency=1), tmp_path / "s.jsonl", card=CARD, progress=False)
     assert "quota" in s.stopped_reason and s.completed == 5 and s.failed == 1 and s.not_sent == 18
 
@@ -142,7 +186,9 @@ def test_spend_cap_is_checked_before_sending(make_emulator, make_client, tmp_pat
     # worst case of one call: ~350 input at $0.95/M + 512 output at $4/M ~= $0.0024
     cap = Decimal("0.006")
     with make_emulator(routes=ROUTES, default_route="answer") as em:
-        s = run_sampler(make_client(em), config(spend_cap=cap, max_concurrency=4), tmp_path / "s.jsonl", card=CARD, progress=False)
+        s = run_sampler(
+            make_client(em), config(spend_cap=cap, max_concurrency=4), tmp_path / "s.jsonl", card=CARD, progress=False
+        )
     assert s.stopped_reason and "spend cap" in s.stopped_reason
     assert 0 < s.spent <= cap and s.completed < 24
     assert em.engine.stats.requests == s.completed
@@ -171,9 +217,20 @@ def test_with_tier_clamps_to_limits():
 
 def test_usage_logs_jsonl_and_csv(tmp_path):
     j = tmp_path / "u.jsonl"
-    j.write_text(json.dumps({"route": "answer", "messages": [{"role": "user", "content": "hi"}], "response": {
-        "model": "kimi-k2.6", "choices": [{"message": {"content": "yo", "reasoning_content": "hmm ok"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 20, "completion_tokens": 9, "total_tokens": 29, "cached_tokens": 4}}}) + "\n")
+    j.write_text(
+        json.dumps(
+            {
+                "route": "answer",
+                "messages": [{"role": "user", "content": "hi"}],
+                "response": {
+                    "model": "kimi-k2.6",
+                    "choices": [{"message": {"content": "yo", "reasoning_content": "hmm ok"}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 20, "completion_tokens": 9, "total_tokens": 29, "cached_tokens": 4},
+                },
+            }
+        )
+        + "\n"
+    )
     rec = read_usage_log(j)[0]
     assert rec["cached_tokens"] == 4 and rec["reasoning_tokens"] == count_text("hmm ok")
     assert rec["output_tokens"] == 9 - count_text("hmm ok")

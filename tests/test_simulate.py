@@ -2,23 +2,32 @@
 
 Tolerances come from the sample: each check runs R independent replications and accepts the theory value
 within 4 standard errors of their mean (a false alarm about once in 16,000 runs)."""
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
 import pytest
-
-from kimiplan.dists import Exponential, Fixed, LogNormal
-from kimiplan.errors import ConfigError, ScenarioError
-from kimiplan.plan import erlang_b, poisson_overflow_fraction
 from theory import theory_scenario
-from kimiplan.simulate import (
-    ClientPolicy, SimSettings, load_trace, poisson_arrivals, rate_per_minute, replay_trace, run_stream, simulate,
-    simulate_arrays, simulate_poisson,
+
+from kimiplan.capacity.plan import erlang_b, poisson_overflow_fraction
+from kimiplan.capacity.sim import kernel as K
+from kimiplan.capacity.sim.simulate import (
+    ClientPolicy,
+    SimSettings,
+    load_trace,
+    poisson_arrivals,
+    rate_per_minute,
+    replay_trace,
+    run_stream,
+    simulate,
+    simulate_arrays,
+    simulate_poisson,
 )
-from kimiplan.admission import WindowSettings
-from kimiplan import simkernel as K
+from kimiplan.errors import ConfigError, ScenarioError
+from kimiplan.model.dists import Exponential, Fixed, LogNormal
+from kimiplan.model.settings import WindowSettings
 
 NONE = {"concurrency": None, "rpm": None, "tpm": None, "tpd": None, "rpd": None}
 R = 6
@@ -34,14 +43,19 @@ def _within(values, theory, k=4.0):
 scenario = theory_scenario
 
 
-@pytest.mark.parametrize("latency", [Exponential(mean=5.0), LogNormal.from_mu_sigma(math.log(5.0) - 0.5, 1.0)],
-                         ids=["M/M/50/50", "M/G/50/50 lognormal"])
+@pytest.mark.parametrize(
+    "latency",
+    [Exponential(mean=5.0), LogNormal.from_mu_sigma(math.log(5.0) - 0.5, 1.0)],
+    ids=["M/M/50/50", "M/G/50/50 lognormal"],
+)
 def test_loss_system_matches_erlang_b(latency):
     # Insensitivity: the lognormal has the same mean (5 s) as the exponential, so blocking is the same.
     assert latency.mean() == pytest.approx(5.0)
     lim = {**NONE, "concurrency": 50.0}
-    fr = [simulate_poisson(10.0, 20_000.0, lim, latency, seed=s).summary["rejected_fraction"]["concurrency"]
-          for s in range(R)]
+    fr = [
+        simulate_poisson(10.0, 20_000.0, lim, latency, seed=s).summary["rejected_fraction"]["concurrency"]
+        for s in range(R)
+    ]
     se = _within(fr, erlang_b(50, 50.0))
     assert se < 0.004  # the check has power: the spread is small against B = 0.105
 
@@ -59,9 +73,12 @@ def test_fixed_window_rpm_refuses_the_poisson_overflow():
     # 100 requests per minute on average against RPM 105 in calendar minutes: refused share E[(N-K)+]/E[N].
     lim = {**NONE, "rpm": 105.0}
     st = SimSettings(window=WindowSettings(rate_window="fixed"), hours=50.0)
-    fr = [simulate_poisson(100 / 60, 50 * 3600.0, lim, Fixed(value=1.0), seed=s,
-                           settings=st.model_copy(update={"seed": s})).summary["rejected_fraction"]["rpm"]
-          for s in range(R)]
+    fr = [
+        simulate_poisson(
+            100 / 60, 50 * 3600.0, lim, Fixed(value=1.0), seed=s, settings=st.model_copy(update={"seed": s})
+        ).summary["rejected_fraction"]["rpm"]
+        for s in range(R)
+    ]
     _within(fr, poisson_overflow_fraction(100.0, 105.0))
 
 
@@ -90,8 +107,13 @@ def test_scenario_run_is_seeded_and_reproducible():
 
 def test_hourly_profile_and_bursts_shape_the_arrivals():
     prof = [1.0] * 12 + [3.0] * 12
-    sc = scenario(traffic={"requests_per_second": 2.0, "hourly_profile": prof,
-                           "bursts": [{"start": "06:00", "minutes": 30, "factor": 4.0}]})
+    sc = scenario(
+        traffic={
+            "requests_per_second": 2.0,
+            "hourly_profile": prof,
+            "bursts": [{"start": "06:00", "minutes": 30, "factor": 4.0}],
+        }
+    )
     rate = rate_per_minute(sc.traffic, 86400.0, sc.as_of)
     assert rate[0] == pytest.approx(1.0) and rate[13 * 60] == pytest.approx(3.0)
     assert rate[6 * 60 + 10] == pytest.approx(4.0) and rate[6 * 60 + 31] == pytest.approx(1.0)
@@ -146,11 +168,13 @@ def test_pacing_client_never_gets_a_429_and_waits_instead():
 
 def test_trace_replay(tmp_path):
     p = tmp_path / "usage.csv"
-    p.write_text("timestamp,input_tokens,max_completion_tokens,completion_tokens,latency_s\n"
-                 "2026-11-26T00:00:00Z,1000,2000,300,2.0\n"
-                 "2026-11-26T00:00:01Z,1000,0,300,2.0\n"
-                 "2026-11-26T00:00:02Z,1000,2000,300,2.0\n"
-                 "2026-11-26T00:01:30Z,1000,2000,300,2.0\n")
+    p.write_text(
+        "timestamp,input_tokens,max_completion_tokens,completion_tokens,latency_s\n"
+        "2026-11-26T00:00:00Z,1000,2000,300,2.0\n"
+        "2026-11-26T00:00:01Z,1000,0,300,2.0\n"
+        "2026-11-26T00:00:02Z,1000,2000,300,2.0\n"
+        "2026-11-26T00:01:30Z,1000,2000,300,2.0\n"
+    )
     tr = load_trace(p)
     assert tr["t_s"].tolist() == [0.0, 1.0, 2.0, 90.0]
     sc = scenario(tier={"name": "t", "tpm": 39_000})
@@ -196,7 +220,7 @@ def test_wait_histogram_bins_and_quantiles():
 
 def test_pacing_client_waits_as_erlang_c_predicts():
     # A client that waits for a free slot turns the concurrency limit into an M/M/c FIFO queue.
-    from kimiplan.plan import pacing_wait
+    from kimiplan.capacity.plan import pacing_wait
 
     c, lam, mean = 20, 3.75, 4.0
     lim = {**NONE, "concurrency": float(c)}

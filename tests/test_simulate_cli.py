@@ -1,6 +1,7 @@
 """`kimiplan simulate` and `kimiplan plan` from a scenario file that states a check against theory by itself:
 constant Poisson rate, a custom tier with only concurrency, fixed tokens, lognormal latency with a given mean,
 no retries, a horizon and a seed (the `simulation:` section)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -9,10 +10,10 @@ import json
 import numpy as np
 import pytest
 
+from kimiplan.capacity.plan import erlang_b
+from kimiplan.catalog.resolve import load_scenario
 from kimiplan.cli import main
 from kimiplan.errors import ScenarioError
-from kimiplan.plan import erlang_b
-from kimiplan.scenario import load_scenario
 
 THEORY_YAML = """
 name: m-g-50-50
@@ -63,14 +64,28 @@ def test_simulate_json_from_the_scenario_section_agrees_with_erlang_b(capsys, th
         fr.append(s["rejected_fraction"]["concurrency"])
         # Requests are refused exactly when all 50 slots are busy, so the busiest second fills the limit.
         assert s["peak_usage"]["concurrency"] == {"peak": 50.0, "limit": 50.0, "share_of_limit": 1.0}
-        assert s["peak_usage"]["rpm"]["limit"] is None and s["peak_usage"]["rpm"]["peak"] > 537  # the mean admitted per minute
+        assert (
+            s["peak_usage"]["rpm"]["limit"] is None and s["peak_usage"]["rpm"]["peak"] > 537
+        )  # the mean admitted per minute
     # Four runs of 432k requests each: the mean lands within 0.006 of B(50, 50) (about 4 standard errors).
     assert abs(np.mean(fr) - erlang_b(50, 50.0)) < 0.006
 
 
 def test_flags_override_the_scenario_section(capsys, theory_file):
-    code, out, _ = _run(capsys, "simulate", str(theory_file), "--json", "--hours", "1", "--client", "retry",
-                        "--max-retries", "2", "--window", "fixed")
+    code, out, _ = _run(
+        capsys,
+        "simulate",
+        str(theory_file),
+        "--json",
+        "--hours",
+        "1",
+        "--client",
+        "retry",
+        "--max-retries",
+        "2",
+        "--window",
+        "fixed",
+    )
     s = json.loads(out)
     assert code == 0 and s["hours"] == 1 and s["client"] == "retry" and s["window"] == "fixed"
     assert s["retries"] > 0 and s["attempts"] > s["requests"]
@@ -83,10 +98,13 @@ def test_plan_json_names_the_binding_limit(capsys, theory_file):
     assert p["refusal_total"] > 0.001  # 50 in flight on average against 50 slots: far over the 0.1 % target
 
 
-@pytest.mark.parametrize("latency, message", [
-    ("{kind: lognormal, mean: 5.0}", "exactly two of median, p95, mean, sigma"),
-    ("{kind: lognormal, mean: 5.0, p95: 400}", "no lognormal has mean 5 and p95 400"),
-])
+@pytest.mark.parametrize(
+    "latency, message",
+    [
+        ("{kind: lognormal, mean: 5.0}", "exactly two of median, p95, mean, sigma"),
+        ("{kind: lognormal, mean: 5.0, p95: 400}", "no lognormal has mean 5 and p95 400"),
+    ],
+)
 def test_bad_lognormal_names_the_route_and_field(tmp_path, latency, message):
     p = tmp_path / "bad.yaml"
     p.write_text(THEORY_YAML.replace("{kind: lognormal, mean: 5.0, sigma: 1.0}", latency))
@@ -106,7 +124,7 @@ def test_bad_simulation_section_names_the_field(tmp_path):
 
 
 def test_start_day_sets_the_weekday_of_the_simulated_traffic(capsys):
-    from kimiplan.arrivals import rate_per_minute
+    from kimiplan.capacity.arrivals import rate_per_minute
 
     sc = load_scenario("support_chat")
     counts = {}

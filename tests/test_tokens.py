@@ -3,7 +3,7 @@ import json
 import pytest
 
 from kimiplan.errors import ConfigError
-from kimiplan.tokens import SPECIAL_IDS, VOCAB_SIZE, ChatTemplate, count_messages, count_text, get_tokenizer
+from kimiplan.tokens.tokenizer import SPECIAL_IDS, VOCAB_SIZE, ChatTemplate, count_messages, count_text, get_tokenizer
 
 # Reference ids from kimi-platform-facts.md §6 (splintr-rs 0.22.0, matching Moonshot's own rank file).
 REFERENCE = {
@@ -64,7 +64,7 @@ def test_bad_messages_name_the_field():
 def test_embedded_vocabulary_is_moonshots_rank_file():
     import hashlib
 
-    from kimiplan.tokens import RANK_FILE_SHA256, rank_file_bytes
+    from kimiplan.tokens.tokenizer import RANK_FILE_SHA256, rank_file_bytes
 
     data = rank_file_bytes()
     assert len(data) == 2_795_286
@@ -73,9 +73,11 @@ def test_embedded_vocabulary_is_moonshots_rank_file():
 
 def test_independent_engine_agrees_on_mixed_text():
     pytest.importorskip("tiktoken")
-    from kimiplan.tokens import tiktoken_encoding
+    from kimiplan.tokens.tokenizer import tiktoken_encoding
 
     enc = tiktoken_encoding()
-    text = ("Xin chào! 你好，世界。 def f(x):\n    return x**2  # 12345678 \r\n\tTABS  and   spaces "
-            "I'm here, they'll go; CamelCaseWord naïve café ÅÄÖ 😀 混合English文本 2026-11-26") * 50
+    text = (
+        "Xin chào! 你好，世界。 def f(x):\n    return x**2  # 12345678 \r\n\tTABS  and   spaces "
+        "I'm here, they'll go; CamelCaseWord naïve café ÅÄÖ 😀 混合English文本 2026-11-26"
+    ) * 50
     assert enc.encode_ordinary(text) == get_tokenizer().encode(text)

@@ -1,5 +1,6 @@
 """Variants: model IDs from the explicit table checked against the catalog, side-by-side totals, and the
 waterfall drivers that must add up to the difference."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -7,12 +8,23 @@ import datetime as dt
 import numpy as np
 import pytest
 
+from kimiplan.catalog.resolve import load_scenario
 from kimiplan.errors import CatalogError, ConfigError
-from kimiplan.forecast import forecast
-from kimiplan.scenario import example_path, load_scenario
-from kimiplan.variants import (EQUIVALENT_MODELS, batch_variant, cache_variant, compare, compare_monthly,
-                               equivalent_model, provider_variant, run_variants, standard_variants,
-                               thinking_variant, waterfall)
+from kimiplan.finance.forecast import forecast
+from kimiplan.finance.variants import (
+    EQUIVALENT_MODELS,
+    batch_variant,
+    cache_variant,
+    compare,
+    compare_monthly,
+    equivalent_model,
+    provider_variant,
+    run_variants,
+    standard_variants,
+    thinking_variant,
+    waterfall,
+)
+from kimiplan.model.scenario import example_path
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +54,17 @@ def test_provider_variant_fills_missing_budget(coding, catalog):
 
 
 def test_waterfall_adds_up_and_names_the_driver(coding, catalog):
-    fcs = run_variants({"base": coding, "no thinking": thinking_variant(coding, False),
-                        "batch": batch_variant(coding), "cache": cache_variant(coding, 0.5)}, 3, catalog=catalog, paths=50)
+    fcs = run_variants(
+        {
+            "base": coding,
+            "no thinking": thinking_variant(coding, False),
+            "batch": batch_variant(coding),
+            "cache": cache_variant(coding, 0.5),
+        },
+        3,
+        catalog=catalog,
+        paths=50,
+    )
     base_total = fcs["base"].monthly["expected"].sum()
     for name in ("no thinking", "batch", "cache"):
         wf = waterfall(fcs["base"], fcs[name]).set_index("step")["amount"]
@@ -51,7 +72,9 @@ def test_waterfall_adds_up_and_names_the_driver(coding, catalog):
         assert drivers.sum() == pytest.approx(wf["other"] - wf["base"], rel=1e-9, abs=1e-6)
         assert wf["base"] == pytest.approx(base_total)
     no_think = waterfall(fcs["base"], fcs["no thinking"]).set_index("step")["amount"]
-    assert no_think["reasoning tokens"] < 0 and no_think["price (model, provider, batch, tax)"] == pytest.approx(0, abs=1e-6)
+    assert no_think["reasoning tokens"] < 0 and no_think["price (model, provider, batch, tax)"] == pytest.approx(
+        0, abs=1e-6
+    )
     # Batch: every token price x 0.6; tool calls (none here) keep their price.
     batch = waterfall(fcs["base"], fcs["batch"]).set_index("step")["amount"]
     assert batch["price (model, provider, batch, tax)"] == pytest.approx(-0.4 * base_total, rel=1e-9)
@@ -77,8 +100,9 @@ def test_compare_side_by_side(catalog):
     assert table.loc["base", "neurons_per_day"] == 0
     monthly = compare_monthly(fcs)
     assert len(monthly) == 2 * len(variants)
-    assert np.isclose(monthly.groupby("variant", sort=False)["expected"].sum().to_numpy(),
-                      table["expected_total"].to_numpy()).all()
+    assert np.isclose(
+        monthly.groupby("variant", sort=False)["expected"].sum().to_numpy(), table["expected_total"].to_numpy()
+    ).all()
 
 
 def _tools_cost(fc):
@@ -103,8 +127,22 @@ def test_compare_cli_standard_variants_and_drivers(capsys):
 
     from kimiplan.cli import main
 
-    assert main(["compare", "support_chat", "--months", "2", "--paths", "200", "--drivers",
-                 "Batch API (all routes)", "--json"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "support_chat",
+                "--months",
+                "2",
+                "--paths",
+                "200",
+                "--drivers",
+                "Batch API (all routes)",
+                "--json",
+            ]
+        )
+        == 0
+    )
     d = json.loads(capsys.readouterr().out)
     names = [v["variant"] for v in d["variants"]]
     assert names[0] == "base" and "Batch API (all routes)" in names and "openrouter" in names

@@ -5,11 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kimiplan.catalog import load_catalog
-from kimiplan.cost import Usage, cost_of_records, cost_of_usage, cost_summary, expected_cost
+from kimiplan.catalog.cards import load_catalog
+from kimiplan.catalog.resolve import load_scenario
 from kimiplan.errors import ConfigError
-from kimiplan.scenario import example_path, load_scenario, parse_scenario
-from kimiplan.workload import context_check, draw_route, expected_tokens, route_context, sample_requests
+from kimiplan.finance.cost import Usage, cost_of_records, cost_of_usage, cost_summary, expected_cost
+from kimiplan.model.scenario import example_path, parse_scenario
+from kimiplan.workload.draws import context_check, draw_route, expected_tokens, route_context, sample_requests
 
 CAT = load_catalog()
 K26 = CAT.price("kimi-k2.6", on=dt.date(2026, 11, 26))
@@ -18,11 +19,13 @@ K26_CN = CAT.price("kimi-k2.6", region="cn", on=dt.date(2026, 11, 26))
 
 def _scenario(**route):
     base = {"name": "r", "share": 1.0, **route}
-    return parse_scenario({"model": "kimi-k2.6", "as_of": "2026-11-26", "traffic": {"requests_per_day": 1000},
-                           "routes": [base]})
+    return parse_scenario(
+        {"model": "kimi-k2.6", "as_of": "2026-11-26", "traffic": {"requests_per_day": 1000}, "routes": [base]}
+    )
 
 
 # ------------------------------------------------------------------ cost of usage (Kimi semantics)
+
 
 def test_issue_reference_totals():
     assert cost_of_usage(Usage(1_000_000, 1_000_000), K26).total == Decimal("4.95")
@@ -49,21 +52,41 @@ def test_tools_batch_and_tax():
 def test_usage_from_response_shapes():
     top = {"usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120, "cached_tokens": 60}}
     assert Usage.from_response(top) == Usage(100, 20, 60, 0)
-    stream_final = {"choices": [{"index": 0, "finish_reason": "stop",
-                                 "usage": {"prompt_tokens": 7, "completion_tokens": 3, "cached_tokens": 0}}]}
+    stream_final = {
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "usage": {"prompt_tokens": 7, "completion_tokens": 3, "cached_tokens": 0},
+            }
+        ]
+    }
     assert Usage.from_response(stream_final) == Usage(7, 3, 0, 0)
-    openai_style = {"usage": {"prompt_tokens": 10, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 4}}}
+    openai_style = {
+        "usage": {"prompt_tokens": 10, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 4}}
+    }
     assert Usage.from_response(openai_style).cached_tokens == 4
-    tool = {"usage": {"prompt_tokens": 5, "completion_tokens": 5},
-            "choices": [{"finish_reason": "tool_calls",
-                         "message": {"tool_calls": [{"function": {"name": "$web_search", "arguments": "{}"}}]}}]}
+    tool = {
+        "usage": {"prompt_tokens": 5, "completion_tokens": 5},
+        "choices": [
+            {
+                "finish_reason": "tool_calls",
+                "message": {"tool_calls": [{"function": {"name": "$web_search", "arguments": "{}"}}]},
+            }
+        ],
+    }
     assert Usage.from_response(tool).web_search_calls == 1
     with pytest.raises(ConfigError, match="no usage"):
         Usage.from_response({"choices": [{}]})
 
 
-@pytest.mark.parametrize("kw,field", [({"prompt_tokens": -1, "completion_tokens": 0}, "prompt_tokens"),
-                                      ({"prompt_tokens": 5, "completion_tokens": 0, "cached_tokens": 6}, "cached_tokens")])
+@pytest.mark.parametrize(
+    "kw,field",
+    [
+        ({"prompt_tokens": -1, "completion_tokens": 0}, "prompt_tokens"),
+        ({"prompt_tokens": 5, "completion_tokens": 0, "cached_tokens": 6}, "cached_tokens"),
+    ],
+)
 def test_bad_usage(kw, field):
     with pytest.raises(ConfigError, match=field):
         Usage(**kw)
@@ -76,11 +99,16 @@ def test_sum_of_millions_is_exact():
     df["cached_tokens"] = (df["prompt_tokens"] * rng.random(n)).astype(np.int64)
     total = cost_of_records(df, K26).total
     # Reference: integer arithmetic in units of 1e-8 dollars per token-million (prices have 2 decimals).
-    ref_units = (int(df["cached_tokens"].sum()) * 16 + int((df["prompt_tokens"] - df["cached_tokens"]).sum()) * 95
-                 + int(df["completion_tokens"].sum()) * 400)
+    ref_units = (
+        int(df["cached_tokens"].sum()) * 16
+        + int((df["prompt_tokens"] - df["cached_tokens"]).sum()) * 95
+        + int(df["completion_tokens"].sum()) * 400
+    )
     assert total == Decimal(ref_units) / Decimal(100) / Decimal(1_000_000)
     # A naive float sum of per-record costs drifts; ours does not.
-    per_record = (df["cached_tokens"] * 0.16 + (df["prompt_tokens"] - df["cached_tokens"]) * 0.95 + df["completion_tokens"] * 4.0) / 1e6
+    per_record = (
+        df["cached_tokens"] * 0.16 + (df["prompt_tokens"] - df["cached_tokens"]) * 0.95 + df["completion_tokens"] * 4.0
+    ) / 1e6
     assert abs(float(total) - per_record.sum()) < 1e-6
 
 
@@ -92,9 +120,17 @@ def test_batch_needs_a_batch_price():
 
 # ------------------------------------------------------------------ workload
 
+
 def test_fixed_route_tokens_and_truncation():
-    s = _scenario(system=1000, user=100, output=300, reasoning=900, thinking=True, max_completion_tokens=1000,
-                  cache={"mode": "none"})
+    s = _scenario(
+        system=1000,
+        user=100,
+        output=300,
+        reasoning=900,
+        thinking=True,
+        max_completion_tokens=1000,
+        cache={"mode": "none"},
+    )
     d = draw_route(s.routes[0], 50, np.random.default_rng(0), route_context(s, s.routes[0]))
     # K2.6's template: 4 markers for the system message, 4 for the user's, 3 for the reply primer.
     assert (d["overhead"] == 11).all()
@@ -160,17 +196,22 @@ def test_context_window_check_flags_oversized_route():
 
 
 def test_overhead_counts_template_markers_per_request_or_a_set_number():
-    from kimiplan.tokens import count_message_text, count_messages
+    from kimiplan.tokens.tokenizer import count_message_text, count_messages
 
-    s = _scenario(system=500, user=20, output=5, history={"turns": {"kind": "poisson", "mean": 3.0},
-                                                          "tokens_per_turn": 50})
+    s = _scenario(
+        system=500, user=20, output=5, history={"turns": {"kind": "poisson", "mean": 3.0}, "tokens_per_turn": 50}
+    )
     d = draw_route(s.routes[0], 20_000, np.random.default_rng(1), route_context(s, s.routes[0]))
     turns = d["history"] // 50
     assert (d["overhead"] == 4 + 8 * turns + 4 + 3).all()  # system, two per turn, user, reply primer
     assert (d["input_tokens"] == d["system"] + d["history"] + d["user"] + d["overhead"]).all()
     # The rule matches the tokenizer: a rendered chat minus its bare text.
-    msgs = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "hi"},
-            {"role": "assistant", "content": "hello"}, {"role": "user", "content": "price of tea?"}]
+    msgs = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "price of tea?"},
+    ]
     assert count_messages(msgs) - count_message_text(msgs) == 4 + 8 * 1 + 4 + 3
     fixed = _scenario(system=500, user=20, output=5, overhead_tokens=40)
     d = draw_route(fixed.routes[0], 10, np.random.default_rng(1), route_context(fixed, fixed.routes[0]))
@@ -180,8 +221,14 @@ def test_overhead_counts_template_markers_per_request_or_a_set_number():
 
 
 def test_web_search_round_trips_resend_the_prompt_with_results():
-    route = dict(system=500, user=50, output=100, max_completion_tokens=1000, cache={"mode": "none"},
-                 tools={"web_search_calls": 2, "result_tokens": 1000, "tool_call_tokens": 20})
+    route = dict(
+        system=500,
+        user=50,
+        output=100,
+        max_completion_tokens=1000,
+        cache={"mode": "none"},
+        tools={"web_search_calls": 2, "result_tokens": 1000, "tool_call_tokens": 20},
+    )
     s = _scenario(**route)
     d = draw_route(s.routes[0], 5, np.random.default_rng(0), route_context(s, s.routes[0]))
     first = 500 + 50 + 11  # text, then the markers of the system and user messages and the reply primer
@@ -204,11 +251,13 @@ def test_web_search_round_trips_resend_the_prompt_with_results():
 
 
 def test_plan_counts_every_call_of_a_searching_request_against_rpm():
-    from kimiplan.plan import demand_table
+    from kimiplan.capacity.plan import demand_table
 
     one = _scenario(system=500, user=50, output=100, max_completion_tokens=1000)
     three = _scenario(system=500, user=50, output=100, max_completion_tokens=1000, tools={"web_search_calls": 2})
-    rpm = {n: demand_table(sc).set_index(["route", "limit"]).loc[("total", "rpm")] for n, sc in
-           (("one", one), ("three", three))}
+    rpm = {
+        n: demand_table(sc).set_index(["route", "limit"]).loc[("total", "rpm")]
+        for n, sc in (("one", one), ("three", three))
+    }
     assert rpm["three"]["mean"] == pytest.approx(3 * rpm["one"]["mean"])
     assert rpm["three"]["peak"] > 2.5 * rpm["one"]["peak"]

@@ -3,6 +3,7 @@ execute it in place, so the stored outputs are the ones nbval compares in CI.
 
     python tools/build_notebook.py notebooks/src/01_quickstart.py notebooks/01_quickstart.ipynb
 """
+
 from __future__ import annotations
 
 import sys
@@ -39,7 +40,9 @@ def build(src: Path, dest: Path, timeout: int = 600) -> None:
     nb = nbformat.v4.new_notebook()
     nb.cells = parse(src.read_text(encoding="utf-8"))
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(dest.parent)}}).execute()
+    NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(dest.parent)}}
+    ).execute()
     nbformat.write(nb, dest)
 
 

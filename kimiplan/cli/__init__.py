@@ -1,12 +1,13 @@
 """The `kimiplan` command line. Each sub-command group lives in its own module with a `register(subparsers)`
 function; this file only wires them together. No arithmetic lives in the CLI: it calls the library."""
+
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
 
-from ..errors import KimiplanError
+from kimiplan.errors import KimiplanError
 
 # Modules that add sub-commands; each exposes register(subparsers).
 _COMMAND_MODULES = [

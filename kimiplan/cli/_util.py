@@ -1,4 +1,5 @@
 """Small helpers shared by the command modules: printing tables and JSON."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import ConfigError
+from kimiplan.errors import ConfigError
 
 
 def _default(o: Any) -> Any:
@@ -35,8 +36,18 @@ def print_json(obj: Any) -> None:
 
 
 def print_table(df: pd.DataFrame, floatfmt: str = "{:,.6g}") -> None:
-    with pd.option_context("display.max_rows", 500, "display.max_columns", 50, "display.width", 200,
-                           "display.max_colwidth", 60, "display.float_format", floatfmt.format):
+    with pd.option_context(
+        "display.max_rows",
+        500,
+        "display.max_columns",
+        50,
+        "display.width",
+        200,
+        "display.max_colwidth",
+        60,
+        "display.float_format",
+        floatfmt.format,
+    ):
         # Empty cells, not NaN/None: a missing limit or date means "none".
         print(df.astype(object).where(df.notna(), "").to_string(index=False))
 

@@ -1,11 +1,12 @@
 """`kimiplan emulator serve` and `kimiplan calibrate sample|fit`."""
+
 from __future__ import annotations
 
 import signal
 import sys
 import threading
 
-from ..errors import ConfigError
+from kimiplan.errors import ConfigError
 
 
 def register(sub) -> None:
@@ -13,12 +14,18 @@ def register(sub) -> None:
     em_sub = em.add_subparsers(dest="emulator_command", metavar="ACTION")
     em_sub.required = True
     serve = em_sub.add_parser(
-        "serve", help="serve the emulator on 127.0.0.1 until interrupted",
+        "serve",
+        help="serve the emulator on 127.0.0.1 until interrupted",
         description="Serve the emulator on 127.0.0.1. Once it listens, the base URL (http://127.0.0.1:PORT/v1) is "
-                    "printed alone on stdout and flushed; notices go to stderr. SIGINT (Ctrl-C) or SIGTERM stops "
-                    "it cleanly with exit code 0.")
-    serve.add_argument("--port", type=int, default=8765,
-                       help="port on 127.0.0.1 (default 8765); 0 picks a free port, read it from the URL on stdout")
+        "printed alone on stdout and flushed; notices go to stderr. SIGINT (Ctrl-C) or SIGTERM stops "
+        "it cleanly with exit code 0.",
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=8765,
+        help="port on 127.0.0.1 (default 8765); 0 picks a free port, read it from the URL on stdout",
+    )
     serve.add_argument("--config", help="YAML file of EmulatorConfig (routes, overhead, limits, window, faults)")
     serve.set_defaults(func=_serve)
 
@@ -29,8 +36,11 @@ def register(sub) -> None:
     s.add_argument("config", help="YAML sampler config (run_id, routes with n, max_completion_tokens ...)")
     s.add_argument("--store", required=True, help="JSONL store; re-running resumes it")
     s.add_argument("--model", required=True, help="exact model id, e.g. kimi-k2.6 (never guessed)")
-    s.add_argument("--base-url", default="https://api.moonshot.ai/v1",
-                   help="https://api.moonshot.ai/v1, https://api.moonshot.cn/v1 or a local emulator URL")
+    s.add_argument(
+        "--base-url",
+        default="https://api.moonshot.ai/v1",
+        help="https://api.moonshot.ai/v1, https://api.moonshot.cn/v1 or a local emulator URL",
+    )
     s.add_argument("--tier", help="catalog tier name to stay under (e.g. Tier1)")
     s.add_argument("--region", default=None, help="catalog region for prices and tiers (intl or cn)")
     s.add_argument("--time-scale", type=float, default=1.0, help="wait multiplier (match the emulator's)")
@@ -44,7 +54,7 @@ def register(sub) -> None:
 
 
 def _serve(args) -> int:
-    from ..emulator import EmulatorConfig, load_emulator_config, serve_forever
+    from kimiplan.emulator import EmulatorConfig, load_emulator_config, serve_forever
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be 0-65535 (0 picks a free port), got {args.port}")
@@ -85,9 +95,9 @@ def _restore_signals(previous: dict) -> None:
 
 
 def _sample(args) -> int:
-    from ..catalog import load_catalog
-    from ..client import KimiClient, KimiConfig, RetryPolicy
-    from ..sampler import load_sampler_config, run_sampler
+    from kimiplan.calibration.sampler import load_sampler_config, run_sampler
+    from kimiplan.catalog.cards import load_catalog
+    from kimiplan.client import KimiClient, KimiConfig, RetryPolicy
 
     config = load_sampler_config(args.config)
     catalog = load_catalog()
@@ -102,7 +112,7 @@ def _sample(args) -> int:
 
 
 def _fit(args) -> int:
-    from ..calibrate import fit_calibration, samples_frame
+    from kimiplan.calibration.fitters import fit_calibration, samples_frame
 
     df = samples_frame(*args.inputs)
     cal = fit_calibration(df, model=args.model)

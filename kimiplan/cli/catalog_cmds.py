@@ -1,7 +1,9 @@
 """`kimiplan prices` and `kimiplan tiers`: the dated catalog as tables or JSON."""
+
 from __future__ import annotations
 
-from ..catalog import load_catalog
+from kimiplan.catalog.cards import load_catalog
+
 from ._util import parse_date, print_json, print_table
 
 
@@ -9,8 +11,13 @@ def _common(p):
     p.add_argument("--provider", help="moonshot, cloudflare, openrouter, siliconflow (default: all)")
     p.add_argument("--region", help="intl or cn for moonshot; global for the others")
     p.add_argument("--on", metavar="YYYY-MM-DD", help="only rows in force on this date (default: all rows, with dates)")
-    p.add_argument("--catalog", action="append", default=[], metavar="FILE",
-                   help="extra catalog file (TOML/YAML rows, or LiteLLM JSON); repeatable")
+    p.add_argument(
+        "--catalog",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="extra catalog file (TOML/YAML rows, or LiteLLM JSON); repeatable",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -27,9 +34,26 @@ def cmd_prices(args) -> int:
     if args.json:
         print_json(df)
     else:
-        print_table(df[["provider", "region", "model", "currency", "input_cache_hit", "input_cache_miss", "output",
-                        "web_search_per_call", "batch_multiplier", "context_window", "effective_from", "effective_to",
-                        "verified_on", "official"]])
+        print_table(
+            df[
+                [
+                    "provider",
+                    "region",
+                    "model",
+                    "currency",
+                    "input_cache_hit",
+                    "input_cache_miss",
+                    "output",
+                    "web_search_per_call",
+                    "batch_multiplier",
+                    "context_window",
+                    "effective_from",
+                    "effective_to",
+                    "verified_on",
+                    "official",
+                ]
+            ]
+        )
         print("\nPrices per 1M tokens. Sources: kimiplan prices --json (field 'source').")
     return 0
 
@@ -39,9 +63,28 @@ def cmd_tiers(args) -> int:
     if args.json:
         print_json(df)
     else:
-        print_table(df[["provider", "region", "tier", "version", "concurrency", "rpm", "tpm", "tpd", "rpd",
-                        "recharge", "recharge_currency", "effective_from", "effective_to", "verified_on", "official"]],
-                    floatfmt="{:,.0f}")
+        print_table(
+            df[
+                [
+                    "provider",
+                    "region",
+                    "tier",
+                    "version",
+                    "concurrency",
+                    "rpm",
+                    "tpm",
+                    "tpd",
+                    "rpd",
+                    "recharge",
+                    "recharge_currency",
+                    "effective_from",
+                    "effective_to",
+                    "verified_on",
+                    "official",
+                ]
+            ],
+            floatfmt="{:,.0f}",
+        )
         print("\nEmpty limit = not limited. Sources: kimiplan tiers --json (field 'source').")
     return 0
 

@@ -1,8 +1,10 @@
 """`kimiplan cost`: the exact cost of one response's usage."""
+
 from __future__ import annotations
 
-from ..catalog import load_catalog
-from ..cost import Usage, cost_of_usage
+from kimiplan.catalog.cards import load_catalog
+from kimiplan.finance.cost import Usage, cost_of_usage
+
 from ._util import parse_date, print_json
 
 
@@ -11,16 +13,28 @@ def cmd_cost(args) -> int:
     card = catalog.price(args.model, args.provider, args.region, parse_date(args.on))
     usage = Usage(args.prompt_tokens, args.completion_tokens, args.cached_tokens, args.web_search_calls)
     result = cost_of_usage(usage, card, batch=args.batch, tax_rate=args.tax_rate).to_dict()
-    result.update({"model": card.model, "provider": card.provider, "region": card.region, "batch": args.batch,
-                   "prices_per_million": {"input_cache_hit": float(card.cache_hit_price),
-                                          "input_cache_miss": float(card.input_cache_miss),
-                                          "output": float(card.output)},
-                   "price_source": card.source, "price_verified_on": card.verified_on.isoformat()})
+    result.update(
+        {
+            "model": card.model,
+            "provider": card.provider,
+            "region": card.region,
+            "batch": args.batch,
+            "prices_per_million": {
+                "input_cache_hit": float(card.cache_hit_price),
+                "input_cache_miss": float(card.input_cache_miss),
+                "output": float(card.output),
+            },
+            "price_source": card.source,
+            "price_verified_on": card.verified_on.isoformat(),
+        }
+    )
     if args.json:
         print_json(result)
     else:
-        print(f"{result['total_rounded']} {card.currency}  (exact {result['total_exact']}; "
-              f"{card.provider}/{card.region} {card.model}, prices verified {card.verified_on})")
+        print(
+            f"{result['total_rounded']} {card.currency}  (exact {result['total_exact']}; "
+            f"{card.provider}/{card.region} {card.model}, prices verified {card.verified_on})"
+        )
     return 0
 
 
@@ -43,7 +57,9 @@ def register(sub) -> None:
     p.add_argument("--region", help="intl (USD) or cn (CNY) for moonshot")
     p.add_argument("--prompt-tokens", type=_count, required=True, help="usage.prompt_tokens (includes cached tokens)")
     p.add_argument("--cached-tokens", type=_count, default=0, help="usage.cached_tokens")
-    p.add_argument("--completion-tokens", type=_count, required=True, help="usage.completion_tokens (includes reasoning)")
+    p.add_argument(
+        "--completion-tokens", type=_count, required=True, help="usage.completion_tokens (includes reasoning)"
+    )
     p.add_argument("--web-search-calls", type=_count, default=0, help="$web_search calls billed")
     p.add_argument("--batch", action="store_true", help="Batch API price (60%%)")
     p.add_argument("--tax-rate", type=float, default=0.0)

@@ -1,24 +1,36 @@
 """`kimiplan forecast`: monthly spend with Monte Carlo bands, budget probability, balance run-out, exports."""
+
 from __future__ import annotations
 
 import argparse
 
-from ..catalog import load_catalog
-from ..errors import ConfigError
-from ..scenario import load_scenario
+from kimiplan.catalog.cards import load_catalog
+from kimiplan.catalog.resolve import load_scenario
+from kimiplan.errors import ConfigError
+
 from ._util import parse_date, print_json, print_table
 
 
 def cmd_forecast(args) -> int:
-    from ..balance import exhaustion, topup_needed
-    from ..export import export_forecast
-    from ..forecast import forecast
+    from kimiplan.finance.balance import exhaustion, topup_needed
+    from kimiplan.finance.forecast import forecast
+    from kimiplan.io.export import export_forecast
 
     catalog = load_catalog(args.catalog)
     scenario = load_scenario(args.scenario, catalog)
-    fc = forecast(scenario, args.months, start=args.start, catalog=catalog, paths=args.paths, seed=args.seed,
-                  budget=args.budget, daily_cv=args.daily_cv, growth_sd=args.growth_sd,
-                  calibration_samples=args.calibration_samples, currency=args.currency)
+    fc = forecast(
+        scenario,
+        args.months,
+        start=args.start,
+        catalog=catalog,
+        paths=args.paths,
+        seed=args.seed,
+        budget=args.budget,
+        daily_cv=args.daily_cv,
+        growth_sd=args.growth_sd,
+        calibration_samples=args.calibration_samples,
+        currency=args.currency,
+    )
     ex = None
     topup = None
     topups = _topups(args.topup)
@@ -34,44 +46,83 @@ def cmd_forecast(args) -> int:
     extra = {} if ex is None else {"balance": ex}
     export_forecast(fc, xlsx=args.xlsx, csv=args.csv, extra=extra)
     if args.json:
-        print_json({"scenario": scenario.name, "currency": fc.currency, "settings": fc.settings,
-                    "monthly": fc.monthly, "by_route": fc.by_route, "warnings": fc.warnings,
-                    "balance": ex, "topup_needed": topup})
+        print_json(
+            {
+                "scenario": scenario.name,
+                "currency": fc.currency,
+                "settings": fc.settings,
+                "monthly": fc.monthly,
+                "by_route": fc.by_route,
+                "warnings": fc.warnings,
+                "balance": ex,
+                "topup_needed": topup,
+            }
+        )
         return 0
-    print(f"{scenario.name}: {scenario.provider}/{scenario.resolved_region} {scenario.model}, "
-          f"{len(fc.months)} months from {fc.months[0]}, {fc.settings['paths']:,} paths, seed {fc.settings['seed']}, "
-          f"{fc.currency}")
+    print(
+        f"{scenario.name}: {scenario.provider}/{scenario.resolved_region} {scenario.model}, "
+        f"{len(fc.months)} months from {fc.months[0]}, {fc.settings['paths']:,} paths, seed {fc.settings['seed']}, "
+        f"{fc.currency}"
+    )
     print_table(fc.monthly[cols], "{:,.2f}")
     for w in fc.warnings:
         print(f"warning: {w}")
     if ex is not None:
         planned = "".join(f", +{a:,.2f} on {d}" for d, a in sorted(topups.items()))
-        print(f"\nprepaid balance {args.balance:,.2f} {fc.currency}{planned}: runs out (then every call gets "
-              f"{ex['after_that'].iloc[0]}):")
+        print(
+            f"\nprepaid balance {args.balance:,.2f} {fc.currency}{planned}: runs out (then every call gets "
+            f"{ex['after_that'].iloc[0]}):"
+        )
         print_table(ex[["quantile", "runs_out_on", "p_within_horizon"]])
     if topup is not None:
-        print(f"top-up needed now{' (besides the planned ones)' if topups else ''} to last until {args.until} "
-              f"with probability {args.confidence:.0%}: "
-              f"{topup:,.2f} {fc.currency}")
+        print(
+            f"top-up needed now{' (besides the planned ones)' if topups else ''} to last until {args.until} "
+            f"with probability {args.confidence:.0%}: "
+            f"{topup:,.2f} {fc.currency}"
+        )
     return 0
 
 
 def cmd_backtest(args) -> int:
-    from ..backtest import backtest
+    from kimiplan.finance.backtest import backtest
 
     catalog = load_catalog(args.catalog)
     scenario = load_scenario(args.scenario, catalog)
-    bt = backtest(args.usage_log, scenario, catalog=catalog, min_history=args.min_history,
-                  token_window=args.token_window, level=args.level)
+    bt = backtest(
+        args.usage_log,
+        scenario,
+        catalog=catalog,
+        min_history=args.min_history,
+        token_window=args.token_window,
+        level=args.level,
+    )
     if args.json:
         print_json({"scenario": scenario.name, **bt.attrs, "months": bt})
         return 0
-    print(f"{scenario.name}: each month forecast from the months before it only, against the exact cost of the "
-          f"log ({bt['currency'].iloc[0]})")
-    print_table(bt[["month", "history_months", "forecast", "band_low", "band_high", "actual", "inside",
-                    "pct_error", "naive_pct_error"]], "{:,.2f}")
-    print(f"actual inside the {bt.attrs['level']:.0%} band in {bt.attrs['coverage']:.0%} of "
-          f"{bt.attrs['months_judged']} months")
+    print(
+        f"{scenario.name}: each month forecast from the months before it only, against the exact cost of the "
+        f"log ({bt['currency'].iloc[0]})"
+    )
+    print_table(
+        bt[
+            [
+                "month",
+                "history_months",
+                "forecast",
+                "band_low",
+                "band_high",
+                "actual",
+                "inside",
+                "pct_error",
+                "naive_pct_error",
+            ]
+        ],
+        "{:,.2f}",
+    )
+    print(
+        f"actual inside the {bt.attrs['level']:.0%} band in {bt.attrs['coverage']:.0%} of "
+        f"{bt.attrs['months_judged']} months"
+    )
     return 0
 
 
@@ -92,7 +143,7 @@ def _topups(values: list[str]) -> dict:
 
 
 def cmd_compare(args) -> int:
-    from ..variants import compare, run_variants, standard_variants, waterfall
+    from kimiplan.finance.variants import compare, run_variants, standard_variants, waterfall
 
     catalog = load_catalog(args.catalog)
     base = load_scenario(args.scenario, catalog)
@@ -106,17 +157,32 @@ def cmd_compare(args) -> int:
         variants = standard_variants(base, catalog)
     if args.drivers is not None and args.drivers not in variants:
         raise ConfigError(f"--drivers: unknown variant {args.drivers!r}; variants: {', '.join(variants)}")
-    fcs = run_variants(variants, args.months, catalog=catalog, paths=args.paths, seed=args.seed,
-                       currency=args.currency)
+    fcs = run_variants(variants, args.months, catalog=catalog, paths=args.paths, seed=args.seed, currency=args.currency)
     table = compare(fcs)
     drivers = None if args.drivers is None else waterfall(fcs["base"], fcs[args.drivers])
     if args.json:
         print_json({"scenario": base.name, "months": args.months, "variants": table, "drivers": drivers})
         return 0
-    print(f"{base.name}: {args.months} months from {fcs['base'].months[0]}, {args.paths:,} paths per variant, "
-          f"{table['currency'].iloc[0]}")
-    print_table(table[["variant", "provider", "model", "expected_total", "P10_total", "P90_total", "per_month",
-                       "vs_first_pct", "status"]], "{:,.2f}")
+    print(
+        f"{base.name}: {args.months} months from {fcs['base'].months[0]}, {args.paths:,} paths per variant, "
+        f"{table['currency'].iloc[0]}"
+    )
+    print_table(
+        table[
+            [
+                "variant",
+                "provider",
+                "model",
+                "expected_total",
+                "P10_total",
+                "P90_total",
+                "per_month",
+                "vs_first_pct",
+                "status",
+            ]
+        ],
+        "{:,.2f}",
+    )
     if drivers is not None:
         print(f"\nfrom base to {args.drivers!r}: drivers of the difference (they add up exactly)")
         print_table(drivers[["step", "amount", "measure"]], "{:,.2f}")
@@ -131,6 +197,7 @@ def _int(name):
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {v!r}") from None
         return n
+
     return parse
 
 
@@ -144,12 +211,20 @@ def register(sub) -> None:
     p.add_argument("--seed", type=_int("--seed"), help="random seed (default: the scenario's)")
     p.add_argument("--daily-cv", type=float, default=0.15, help="day-to-day traffic coefficient of variation")
     p.add_argument("--growth-sd", type=float, default=0.02, help="uncertainty (sd) of the monthly growth rate")
-    p.add_argument("--calibration-samples", type=_int("--calibration-samples"),
-                   help="calls the token sizes were calibrated from (adds the uncertainty of their mean)")
+    p.add_argument(
+        "--calibration-samples",
+        type=_int("--calibration-samples"),
+        help="calls the token sizes were calibrated from (adds the uncertainty of their mean)",
+    )
     p.add_argument("--currency", help="report in this currency (needs the scenario's exchange_rate)")
     p.add_argument("--balance", type=float, help="prepaid balance now (as of the scenario's as_of)")
-    p.add_argument("--topup", action="append", default=[], metavar="YYYY-MM-DD=AMOUNT",
-                   help="with --balance: a planned top-up on that day (repeatable)")
+    p.add_argument(
+        "--topup",
+        action="append",
+        default=[],
+        metavar="YYYY-MM-DD=AMOUNT",
+        help="with --balance: a planned top-up on that day (repeatable)",
+    )
     p.add_argument("--until", metavar="YYYY-MM-DD", help="with --balance: the top-up that lasts until this date")
     p.add_argument("--confidence", type=float, default=0.9, help="with --until: probability of lasting (default 0.9)")
     p.add_argument("--json", action="store_true")
@@ -160,9 +235,13 @@ def register(sub) -> None:
 
     c = sub.add_parser("compare", help="forecast variants side by side (providers, models, batch, thinking, cache)")
     c.add_argument("scenario", metavar="SCENARIO", help="the base scenario (file or example name)")
-    c.add_argument("others", metavar="OTHER", nargs="*",
-                   help="scenarios to compare with the base; none: the standard variants (kimi-k2.5, other "
-                        "providers, Batch API, thinking off, cache hit rate 50%%) that the catalog can price")
+    c.add_argument(
+        "others",
+        metavar="OTHER",
+        nargs="*",
+        help="scenarios to compare with the base; none: the standard variants (kimi-k2.5, other "
+        "providers, Batch API, thinking off, cache hit rate 50%%) that the catalog can price",
+    )
     c.add_argument("--months", type=_int("--months"), default=12, help="horizon in calendar months (1-120)")
     c.add_argument("--paths", type=_int("--paths"), default=2000, help="Monte Carlo paths per variant")
     c.add_argument("--seed", type=_int("--seed"), help="random seed (default: each scenario's)")
@@ -174,13 +253,19 @@ def register(sub) -> None:
 
     b = sub.add_parser("backtest", help="forecast past months from the months before them; compare with a usage log")
     b.add_argument("scenario", metavar="SCENARIO", help="scenario file or example name (support_chat, ...)")
-    b.add_argument("usage_log", metavar="USAGE_LOG",
-                   help="CSV: date, route, requests, prompt_tokens, cached_tokens, completion_tokens, web_search_calls")
+    b.add_argument(
+        "usage_log",
+        metavar="USAGE_LOG",
+        help="CSV: date, route, requests, prompt_tokens, cached_tokens, completion_tokens, web_search_calls",
+    )
     b.add_argument("--min-history", type=_int("--min-history"), default=3, help="months of history before a forecast")
-    b.add_argument("--token-window", type=_int("--token-window"), default=3,
-                   help="recent months whose tokens per request the forecast uses")
+    b.add_argument(
+        "--token-window",
+        type=_int("--token-window"),
+        default=3,
+        help="recent months whose tokens per request the forecast uses",
+    )
     b.add_argument("--level", type=float, default=0.8, help="prediction band level (default 0.8)")
     b.add_argument("--json", action="store_true")
     b.add_argument("--catalog", action="append", default=[], metavar="FILE")
     b.set_defaults(func=cmd_backtest)
-

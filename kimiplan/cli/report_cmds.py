@@ -1,8 +1,9 @@
 """`kimiplan report SCENARIO -o report.html`: the main job."""
+
 from __future__ import annotations
 
-from ..report import write_report
-from ..scenario import load_scenario
+from kimiplan.catalog.resolve import load_scenario
+from kimiplan.report.html import write_report
 
 
 def cmd_report(args) -> int:

@@ -1,9 +1,12 @@
 """`kimiplan schema`, `kimiplan validate`, `kimiplan examples`, `kimiplan breakdown`."""
+
 from __future__ import annotations
 
-from ..cost import cost_summary, expected_cost
-from ..scenario import COMPONENTS, example_path, list_examples, load_scenario, scenario_json_schema
-from ..workload import context_check, expected_tokens
+from kimiplan.catalog.resolve import load_scenario
+from kimiplan.finance.cost import cost_summary, expected_cost
+from kimiplan.model.scenario import COMPONENTS, example_path, list_examples, scenario_json_schema
+from kimiplan.workload.draws import context_check, expected_tokens
+
 from ._util import print_json, print_table
 
 
@@ -24,9 +27,11 @@ def cmd_validate(args) -> int:
     over = ctx[ctx["exceeds"]]
     print(f"{args.scenario}: valid ({len(s.routes)} routes, model {s.model} on {s.provider}/{s.resolved_region})")
     for r in over.itertuples():
-        print(f"warning: route {r.route!r}: p99 input {r.input_tokens_at_quantile:,.0f} + max_completion_tokens "
-              f"{r.max_completion_tokens:,} exceeds the context window {r.context_window:,}; Kimi answers "
-              f"{r.share_rejected_400:.2%} of such requests with 400 invalid_request_error")
+        print(
+            f"warning: route {r.route!r}: p99 input {r.input_tokens_at_quantile:,.0f} + max_completion_tokens "
+            f"{r.max_completion_tokens:,} exceeds the context window {r.context_window:,}; Kimi answers "
+            f"{r.share_rejected_400:.2%} of such requests with 400 invalid_request_error"
+        )
     return 0
 
 
@@ -37,8 +42,16 @@ def cmd_breakdown(args) -> int:
     if args.json:
         print_json({"tokens": exp, "cost": cost, "summary": cost_summary(cost)})
         return 0
-    cols = ["route", "share", *COMPONENTS, "input_tokens", "cached_tokens", "reasoning_tokens", "output_tokens",
-            "truncation_rate"]
+    cols = [
+        "route",
+        "share",
+        *COMPONENTS,
+        "input_tokens",
+        "cached_tokens",
+        "reasoning_tokens",
+        "output_tokens",
+        "truncation_rate",
+    ]
     print("Mean tokens per request")
     print_table(exp[cols], floatfmt="{:,.1f}")
     print(f"\nExpected cost ({cost['currency'].iloc[0]})")

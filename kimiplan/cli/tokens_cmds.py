@@ -1,12 +1,14 @@
 """`kimiplan tokens count`: exact Kimi token counts, offline."""
+
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..tokens import count_messages, get_tokenizer
+from kimiplan.errors import ConfigError
+from kimiplan.tokens.tokenizer import count_messages, get_tokenizer
+
 from ._util import print_json
 
 

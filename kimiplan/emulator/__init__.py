@@ -6,11 +6,33 @@ Draws are keyed by the `X-Kimiplan-Call-Id` header when present (kimiplan's clie
 Partial Mode continuation of the same call continues the same target length and runs are reproducible.
 Anything recorded from it is labelled provenance "emulator".
 """
-from .config import (EmulatorConfig, FaultTruth, LatencyTruth, LimitsTruth, LogNormalTruth, RouteTruth,
-                     load_emulator_config)
+
+from .config import (
+    EmulatorConfig,
+    FaultTruth,
+    LatencyTruth,
+    LimitsTruth,
+    LogNormalTruth,
+    RouteTruth,
+    load_emulator_config,
+)
 from .engine import CONTENT_WORD, REASONING_WORD, Engine, render_prompt_ids
 from .server import EmulatorServer, RunningEmulator, emulator, serve_forever
 
-__all__ = ["EmulatorConfig", "FaultTruth", "LatencyTruth", "LimitsTruth", "LogNormalTruth", "RouteTruth",
-           "load_emulator_config", "Engine", "render_prompt_ids", "EmulatorServer", "RunningEmulator", "emulator",
-           "serve_forever", "CONTENT_WORD", "REASONING_WORD"]
+__all__ = [
+    "EmulatorConfig",
+    "FaultTruth",
+    "LatencyTruth",
+    "LimitsTruth",
+    "LogNormalTruth",
+    "RouteTruth",
+    "load_emulator_config",
+    "Engine",
+    "render_prompt_ids",
+    "EmulatorServer",
+    "RunningEmulator",
+    "emulator",
+    "serve_forever",
+    "CONTENT_WORD",
+    "REASONING_WORD",
+]

@@ -5,6 +5,7 @@ faults) is declared here, so calibration can be checked against a known answer. 
 (default output budget 32,768, context 262,144, the 256-token cache rule) come from
 kimi-platform-facts.md §2-§3.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,10 +15,9 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..admission import WindowSettings
-from ..dists import LogNormal
-from ..errors import ConfigError
-
+from kimiplan.errors import ConfigError
+from kimiplan.model.dists import LogNormal
+from kimiplan.model.settings import WindowSettings
 
 FaultKind = Literal["ok", "server_error", "unavailable", "stream_cut", "no_usage", "overloaded", "quota"]
 
@@ -116,4 +116,6 @@ def load_emulator_config(path: str | Path) -> EmulatorConfig:
     except ValidationError as exc:
         e = exc.errors()[0]
         loc = ".".join(str(x) for x in e["loc"])
-        raise ConfigError(f"emulator config {str(p)!r}: field {loc or '(root)'}: {e['msg']} (got {e.get('input')!r:.80})") from exc
+        raise ConfigError(
+            f"emulator config {str(p)!r}: field {loc or '(root)'}: {e['msg']} (got {e.get('input')!r:.80})"
+        ) from exc

@@ -3,6 +3,7 @@
 Thread-safe: one `Engine` serves every request thread. All shared state sits behind one lock and is touched
 only for a few microseconds per request (no sleeping while holding it).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -11,12 +12,14 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from ..tokens import SPECIAL_IDS, count_messages, get_tokenizer
+from kimiplan.tokens.tokenizer import SPECIAL_IDS, count_messages, get_tokenizer
+
 from .config import EmulatorConfig
 
 # Filler words that are one token each, so "n tokens of text" is exact and concatenation stays exact.
@@ -85,7 +88,12 @@ def render_prompt_ids(messages: Sequence[Mapping[str, Any]], tools=None) -> list
     """Token ids of a prompt under the default chat template; len() equals tokens.count_messages()."""
     tok = get_tokenizer()
     ids: list[int] = []
-    starts = {"system": "<|im_system|>", "user": "<|im_user|>", "assistant": "<|im_assistant|>", "tool": "<|im_system|>"}
+    starts = {
+        "system": "<|im_system|>",
+        "user": "<|im_user|>",
+        "assistant": "<|im_assistant|>",
+        "tool": "<|im_system|>",
+    }
     for msg in messages:
         role = msg["role"]
         ids.append(SPECIAL_IDS[starts[role]])
@@ -212,8 +220,12 @@ class Engine:
         if self._script:
             return self._script.popleft()
         u = self._fault_rng.random()
-        for kind, p in (("server_error", f.p_server_error), ("overloaded", f.p_overloaded),
-                        ("stream_cut", f.p_stream_cut), ("no_usage", f.p_no_usage)):
+        for kind, p in (
+            ("server_error", f.p_server_error),
+            ("overloaded", f.p_overloaded),
+            ("stream_cut", f.p_stream_cut),
+            ("no_usage", f.p_no_usage),
+        ):
             if u < p:
                 return kind
             u -= p
@@ -223,12 +235,24 @@ class Engine:
     def estimate(self, body: Mapping[str, Any]) -> dict:
         messages = self._validate_messages(body)
         self._check_model(body)
-        return {"data": {"total_tokens": count_messages(messages, tools=body.get("tools")) + self.config.hidden_overhead}}
+        return {
+            "data": {"total_tokens": count_messages(messages, tools=body.get("tools")) + self.config.hidden_overhead}
+        }
 
     def models(self) -> dict:
-        return {"object": "list", "data": [
-            {"id": m, "object": "model", "created": 0, "owned_by": "kimiplan-emulator",
-             "context_length": self.config.context_window} for m in self.config.models]}
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": m,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "kimiplan-emulator",
+                    "context_length": self.config.context_window,
+                }
+                for m in self.config.models
+            ],
+        }
 
     def _check_model(self, body) -> str:
         model = body.get("model")
@@ -255,15 +279,23 @@ class Engine:
         if budget is None:
             budget = cfg.default_max_completion_tokens
         if not isinstance(budget, int) or budget < 1:
-            raise EmulatorRefusal(400, "invalid_request_error", f"max_completion_tokens must be a positive integer, got {budget!r}")
+            raise EmulatorRefusal(
+                400, "invalid_request_error", f"max_completion_tokens must be a positive integer, got {budget!r}"
+            )
         thinking = (body.get("thinking") or {}).get("type", "enabled")
         if thinking not in ("enabled", "disabled"):
-            raise EmulatorRefusal(400, "invalid_request_error", f"thinking.type must be enabled or disabled, got {thinking!r}")
+            raise EmulatorRefusal(
+                400, "invalid_request_error", f"thinking.type must be enabled or disabled, got {thinking!r}"
+            )
         route = self.route_of(body, headers)
-        ids = np.asarray([_HIDDEN_TOKEN] * cfg.hidden_overhead + render_prompt_ids(messages, body.get("tools")), dtype=np.int64)
+        ids = np.asarray(
+            [_HIDDEN_TOKEN] * cfg.hidden_overhead + render_prompt_ids(messages, body.get("tools")), dtype=np.int64
+        )
         prompt_tokens = len(ids)
         if prompt_tokens + budget > cfg.context_window:
-            raise EmulatorRefusal(400, "invalid_request_error", f"Your request exceeded model token limit : {cfg.context_window}")
+            raise EmulatorRefusal(
+                400, "invalid_request_error", f"Your request exceeded model token limit : {cfg.context_window}"
+            )
 
         with self._lock:
             self.stats.requests += 1
@@ -271,15 +303,27 @@ class Engine:
             if fault != "ok":
                 self.stats.faults[fault] = self.stats.faults.get(fault, 0) + 1
             if cfg.faults.quota_exceeded or fault == "quota":
-                raise self._refuse("quota", EmulatorRefusal(429, "exceeded_current_quota_error",
-                    f"You exceeded your current token quota: <{cfg.organization_id}> {cfg.token_credit}, please check your account balance"))
+                raise self._refuse(
+                    "quota",
+                    EmulatorRefusal(
+                        429,
+                        "exceeded_current_quota_error",
+                        f"You exceeded your current token quota: <{cfg.organization_id}> {cfg.token_credit}, please check your account balance",
+                    ),
+                )
             if fault in ("server_error", "unavailable"):
                 status, etype = (500, "server_error") if fault == "server_error" else (503, "server_unavailable")
                 raise self._refuse(fault, EmulatorRefusal(status, etype, "emulated server fault"))
             if fault == "overloaded":
-                raise self._refuse("overloaded", EmulatorRefusal(429, "engine_overloaded_error",
-                    "The engine is currently overloaded, please try again later",
-                    {"Retry-After": str(cfg.faults.retry_after_s)}))
+                raise self._refuse(
+                    "overloaded",
+                    EmulatorRefusal(
+                        429,
+                        "engine_overloaded_error",
+                        "The engine is currently overloaded, please try again later",
+                        {"Retry-After": str(cfg.faults.retry_after_s)},
+                    ),
+                )
             self._admit(prompt_tokens + budget)
             cached = self._cache.lookup_and_add(ids)
             self._touch_in_flight(+1)
@@ -288,10 +332,22 @@ class Engine:
             counter = self._counter
 
         reasoning, content, finish = self._draw_lengths(body, messages, route, thinking, budget, headers, counter)
-        rng = np.random.default_rng(_seed_of(cfg.seed, "latency", headers.get("x-kimiplan-call-id") or counter, len(messages)))
+        rng = np.random.default_rng(
+            _seed_of(cfg.seed, "latency", headers.get("x-kimiplan-call-id") or counter, len(messages))
+        )
         ttft = cfg.latency.ttft.draw(rng) + (prompt_tokens - cached) / cfg.latency.prefill_tokens_per_s
-        return Reply(model, route, prompt_tokens, cached, reasoning, content, finish, ttft,
-                     cfg.latency.decode_tokens_per_s, fault)
+        return Reply(
+            model,
+            route,
+            prompt_tokens,
+            cached,
+            reasoning,
+            content,
+            finish,
+            ttft,
+            cfg.latency.decode_tokens_per_s,
+            fault,
+        )
 
     def _in_minute_window(self, t: float, now: float) -> bool:
         """Whether an admission at t still counts against RPM/TPM at now (same rule as admission.AccountState)."""
@@ -324,18 +380,42 @@ class Engine:
         self._expire_minute(now)
         self._roll_day(now)
         if lim.concurrency is not None and self._in_flight >= lim.concurrency:
-            raise self._refuse("concurrency", EmulatorRefusal(429, "rate_limit_reached_error",
-                f"{pre}request reached organization max concurrency: {lim.concurrency}, please try again after 1 seconds"))
+            raise self._refuse(
+                "concurrency",
+                EmulatorRefusal(
+                    429,
+                    "rate_limit_reached_error",
+                    f"{pre}request reached organization max concurrency: {lim.concurrency}, please try again after 1 seconds",
+                ),
+            )
         if lim.rpm is not None and len(self._minute) >= lim.rpm:
             wait = self._rpm_wait(now)
-            raise self._refuse("rpm", EmulatorRefusal(429, "rate_limit_reached_error",
-                f"{pre}request reached organization max RPM: {lim.rpm}, please try again after {wait} seconds"))
+            raise self._refuse(
+                "rpm",
+                EmulatorRefusal(
+                    429,
+                    "rate_limit_reached_error",
+                    f"{pre}request reached organization max RPM: {lim.rpm}, please try again after {wait} seconds",
+                ),
+            )
         if lim.tpm is not None and self._minute_tokens + tokens > lim.tpm:
-            raise self._refuse("tpm", EmulatorRefusal(429, "rate_limit_reached_error",
-                f"{pre}request reached organization TPM rate limit, current:{self._minute_tokens}, limit:{lim.tpm}"))
+            raise self._refuse(
+                "tpm",
+                EmulatorRefusal(
+                    429,
+                    "rate_limit_reached_error",
+                    f"{pre}request reached organization TPM rate limit, current:{self._minute_tokens}, limit:{lim.tpm}",
+                ),
+            )
         if lim.tpd is not None and self._day_tokens + tokens > lim.tpd:
-            raise self._refuse("tpd", EmulatorRefusal(429, "rate_limit_reached_error",
-                f"{pre}request reached organization TPD rate limit,current:{self._day_tokens}, limit:{lim.tpd}"))
+            raise self._refuse(
+                "tpd",
+                EmulatorRefusal(
+                    429,
+                    "rate_limit_reached_error",
+                    f"{pre}request reached organization TPD rate limit,current:{self._day_tokens}, limit:{lim.tpd}",
+                ),
+            )
         self._minute.append((now, tokens))
         self._minute_tokens += tokens
         self._day_tokens += tokens

@@ -3,6 +3,7 @@
 Every response carries `X-Kimiplan-Emulated: 1` (it never pretends to be the real service) and
 `X-Kimiplan-Time-Scale` so a client can turn measured latencies back into emulated seconds.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -12,8 +13,8 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterator
 
 from .config import EmulatorConfig
 from .engine import CONTENT_WORD, REASONING_WORD, EmulatorRefusal, Engine, Reply
@@ -21,7 +22,7 @@ from .engine import CONTENT_WORD, REASONING_WORD, EmulatorRefusal, Engine, Reply
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, so a pool of 50 connections is reused
-    server: "EmulatorServer"
+    server: EmulatorServer
 
     def log_message(self, format, *args):  # quiet: tests and notebooks must not print ports
         pass
@@ -123,8 +124,13 @@ class _Handler(BaseHTTPRequestHandler):
         message = {"role": "assistant", "content": CONTENT_WORD * r.content_tokens}
         if r.reasoning_tokens:
             message["reasoning_content"] = REASONING_WORD * r.reasoning_tokens
-        payload = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
-                   "model": r.model, "choices": [{"index": 0, "message": message, "finish_reason": r.finish_reason}]}
+        payload = {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": r.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": r.finish_reason}],
+        }
         if r.fault != "no_usage":
             payload["usage"] = r.usage()
         data = json.dumps(payload).encode()
@@ -153,7 +159,10 @@ class _Handler(BaseHTTPRequestHandler):
         event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
         engine.sleep(r.ttft_s)
         k = cfg.stream_chunk_tokens
-        pieces = [("reasoning_content", REASONING_WORD, r.reasoning_tokens), ("content", CONTENT_WORD, r.content_tokens)]
+        pieces = [
+            ("reasoning_content", REASONING_WORD, r.reasoning_tokens),
+            ("content", CONTENT_WORD, r.content_tokens),
+        ]
         total, sent = r.completion_tokens, 0
         for fieldname, word, n in pieces:
             for start in range(0, n, k):
@@ -230,7 +239,9 @@ class RunningEmulator:
 def emulator(config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> Iterator[RunningEmulator]:
     """Run the emulator in a background thread on a free port of 127.0.0.1; shuts down on exit."""
     server = EmulatorServer(config or EmulatorConfig(), host, port)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="kimiplan-emulator", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="kimiplan-emulator", daemon=True
+    )
     thread.start()
     try:
         yield RunningEmulator(server, thread)
@@ -240,8 +251,9 @@ def emulator(config: EmulatorConfig | None = None, host: str = "127.0.0.1", port
         thread.join(timeout=5)
 
 
-def serve_forever(config: EmulatorConfig, host: str = "127.0.0.1", port: int = 8765,
-                  on_ready: Callable[[str], None] | None = None) -> None:
+def serve_forever(
+    config: EmulatorConfig, host: str = "127.0.0.1", port: int = 8765, on_ready: Callable[[str], None] | None = None
+) -> None:
     """Blocking server for `kimiplan emulator serve`; `on_ready(base_url)` runs once the socket listens
     (port 0 binds a free port, and base_url names the one bound)."""
     server = EmulatorServer(config, host, port)

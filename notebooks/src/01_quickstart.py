@@ -9,12 +9,13 @@
 import pandas as pd
 import plotly.io as pio
 
-from kimiplan.catalog import load_catalog
-from kimiplan.cost import Usage, cost_of_usage, cost_summary, expected_cost
-from kimiplan.plots import cost_breakdown_figure, token_breakdown_figure
-from kimiplan.scenario import example_path, load_scenario
-from kimiplan.tokens import count_messages, count_text
-from kimiplan.workload import context_check, expected_tokens
+from kimiplan.catalog.cards import load_catalog
+from kimiplan.catalog.resolve import load_scenario, price_card, rate_tier
+from kimiplan.finance.cost import Usage, cost_of_usage, cost_summary, expected_cost
+from kimiplan.model.scenario import example_path
+from kimiplan.tokens.tokenizer import count_messages, count_text
+from kimiplan.viz.breakdown import cost_breakdown_figure, token_breakdown_figure
+from kimiplan.workload.draws import context_check, expected_tokens
 
 pd.set_option("display.width", 160)
 pd.set_option("display.max_columns", 20)
@@ -31,14 +32,16 @@ print(f"{scenario.traffic.per_day:,.0f} requests/day over {len(scenario.routes)}
 # Prices are per 1M tokens. Every row carries where it came from and when it was verified.
 
 # %%
-card = scenario.price_card(catalog)
-tier = scenario.rate_tier(catalog)
-pd.DataFrame([
-    {"what": "cache-hit input", "per 1M": float(card.cache_hit_price)},
-    {"what": "cache-miss input", "per 1M": float(card.input_cache_miss)},
-    {"what": "output (visible + reasoning)", "per 1M": float(card.output)},
-    {"what": "$web_search per call", "per 1M": float(card.web_search_per_call)},
-]).assign(currency=card.currency)
+card = price_card(scenario, catalog)
+tier = rate_tier(scenario, catalog)
+pd.DataFrame(
+    [
+        {"what": "cache-hit input", "per 1M": float(card.cache_hit_price)},
+        {"what": "cache-miss input", "per 1M": float(card.input_cache_miss)},
+        {"what": "output (visible + reasoning)", "per 1M": float(card.output)},
+        {"what": "$web_search per call", "per 1M": float(card.web_search_per_call)},
+    ]
+).assign(currency=card.currency)
 
 # %%
 print("price source:", card.source[:90], "... verified", card.verified_on)
@@ -52,8 +55,21 @@ print(f"tier {tier.name} (version {tier.version}):", {k: v for k, v in tier.limi
 
 # %%
 exp = expected_tokens(scenario, card)
-exp[["route", "share", "system", "history", "rag", "user", "overhead", "input_tokens", "cached_tokens", "output_tokens",
-     "truncation_rate"]].round(1)
+exp[
+    [
+        "route",
+        "share",
+        "system",
+        "history",
+        "rag",
+        "user",
+        "overhead",
+        "input_tokens",
+        "cached_tokens",
+        "output_tokens",
+        "truncation_rate",
+    ]
+].round(1)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -81,8 +97,10 @@ c = cost_of_usage(usage, card)
 print(c.to_dict()["by_price_class"], "total", c.total, card.currency)
 
 # %%
-messages = [{"role": "system", "content": "You are a helpful support assistant for ACME."},
-            {"role": "user", "content": "How do I reset my password?"}]
+messages = [
+    {"role": "system", "content": "You are a helpful support assistant for ACME."},
+    {"role": "user", "content": "How do I reset my password?"},
+]
 print("text tokens:", count_text(messages[1]["content"]), "| chat request tokens:", count_messages(messages))
 
 # %% [markdown]

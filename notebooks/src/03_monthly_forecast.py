@@ -15,15 +15,16 @@ import openpyxl
 import pandas as pd
 import plotly.io as pio
 
-from kimiplan.backtest import backtest
-from kimiplan.balance import exhaustion, runway, tier_recharge, topup_needed
-from kimiplan.catalog import load_catalog
-from kimiplan.export import export_forecast
-from kimiplan.forecast import forecast, monthly_by
-from kimiplan.paths import data_path
-from kimiplan.plots_forecast import fan_chart, route_area_chart, variants_chart, waterfall_chart
-from kimiplan.scenario import example_path, load_scenario
-from kimiplan.variants import compare, compare_monthly, run_variants, standard_variants, waterfall
+from kimiplan.catalog.cards import load_catalog
+from kimiplan.catalog.resolve import load_scenario
+from kimiplan.finance.backtest import backtest
+from kimiplan.finance.balance import exhaustion, runway, tier_recharge, topup_needed
+from kimiplan.finance.forecast import forecast, monthly_by
+from kimiplan.finance.variants import compare, compare_monthly, run_variants, standard_variants, waterfall
+from kimiplan.io.export import export_forecast
+from kimiplan.io.paths import data_path
+from kimiplan.model.scenario import example_path
+from kimiplan.viz.forecast import fan_chart, route_area_chart, variants_chart, waterfall_chart
 
 pd.set_option("display.width", 170)
 pd.set_option("display.max_columns", 20)
@@ -87,7 +88,18 @@ print(f"Top up {need:,.0f} USD now to keep serving until 2027-03-31 with 90 % pr
 
 # %%
 tier_recharge(scenario, catalog, recharged_so_far=20.0, topups={scenario.as_of: need, **topups})[
-    ["tier", "version", "cumulative_recharge", "currency", "still_to_recharge", "reached_on", "concurrency", "rpm", "target"]]
+    [
+        "tier",
+        "version",
+        "cumulative_recharge",
+        "currency",
+        "still_to_recharge",
+        "reached_on",
+        "concurrency",
+        "rpm",
+        "target",
+    ]
+]
 
 # %% [markdown]
 # ## Variants side by side
@@ -98,7 +110,9 @@ tier_recharge(scenario, catalog, recharged_so_far=20.0, topups={scenario.as_of: 
 # %%
 variants = standard_variants(scenario, catalog)
 fcs = run_variants(variants, 12, catalog=catalog, paths=2000)
-compare(fcs)[["variant", "model", "expected_total", "P10_total", "P90_total", "vs_first_pct", "free_allowance", "status"]]
+compare(fcs)[
+    ["variant", "model", "expected_total", "P10_total", "P90_total", "vs_first_pct", "free_allowance", "status"]
+]
 
 # %%
 compare(fcs).set_index("variant")["notes"].to_dict()
@@ -130,8 +144,17 @@ waterfall_chart(wf, "thinking on", "thinking off")
 
 # %%
 old = catalog.price("kimi-k2.6", "moonshot", "intl", scenario.as_of)
-hypothetical = catalog.with_rows(cards=[old.model_copy(update={
-    "effective_to": dt.date(2027, 2, 15), "retired_on": dt.date(2027, 2, 15), "source": "hypothetical example"})])
+hypothetical = catalog.with_rows(
+    cards=[
+        old.model_copy(
+            update={
+                "effective_to": dt.date(2027, 2, 15),
+                "retired_on": dt.date(2027, 2, 15),
+                "source": "hypothetical example",
+            }
+        )
+    ]
+)
 fc_retired = forecast(scenario, 5, catalog=hypothetical, paths=1000)
 print("\n".join(fc_retired.warnings))
 fc_retired.monthly[["month", "expected", "P50", "retired_days", "status"]]
@@ -139,7 +162,7 @@ fc_retired.monthly[["month", "expected", "P50", "retired_days", "status"]]
 # %% [markdown]
 # ## Backtest on past months
 # `data/usage/past_months_synthetic.csv` is a **synthetic** usage log (six months, generated from this scenario
-# with month-to-month shocks by `python -m kimiplan.backtest`). Each month is forecast from the months before it
+# with month-to-month shocks by `python -m kimiplan.finance.backtest`). Each month is forecast from the months before it
 # only and compared with the exact cost of what the log shows; the naive forecast (last month's cost per day)
 # gives a scale. Each forecast carries an 80 % prediction band (the volume trend's prediction error and the
 # month-to-month spread of cost per request): over many months, about 80 % of actuals should land inside.
@@ -148,8 +171,20 @@ fc_retired.monthly[["month", "expected", "P50", "retired_days", "status"]]
 # %%
 bt = backtest(data_path("usage", "past_months_synthetic.csv"), scenario, catalog=catalog)
 print(f"inside the {bt.attrs['level']:.0%} band: {bt.attrs['coverage']:.0%} of {bt.attrs['months_judged']} months")
-bt[["month", "forecast_requests", "actual_requests", "forecast", "band_low", "band_high", "actual", "inside",
-    "pct_error", "naive_pct_error"]]
+bt[
+    [
+        "month",
+        "forecast_requests",
+        "actual_requests",
+        "forecast",
+        "band_low",
+        "band_high",
+        "actual",
+        "inside",
+        "pct_error",
+        "naive_pct_error",
+    ]
+]
 
 # %% [markdown]
 # ## Spreadsheet export

@@ -1,5 +1,6 @@
 """Builds notebooks/04_calibration.ipynb (unexecuted); then run
 `jupyter nbconvert --to notebook --execute --inplace notebooks/04_calibration.ipynb`."""
+
 from pathlib import Path
 
 import nbformat as nbf
@@ -29,13 +30,14 @@ import os, tempfile, contextlib
 from decimal import Decimal
 import pandas as pd
 
-from kimiplan.catalog import load_catalog
+from kimiplan.catalog.cards import load_catalog
 from kimiplan.client import KimiClient, KimiConfig, RetryPolicy
 from kimiplan.emulator import EmulatorConfig, LogNormalTruth, RouteTruth, emulator
-from kimiplan.sampler import RouteSampling, SamplerConfig, run_sampler
-from kimiplan.calibrate import (fit_calibration, samples_frame, predicted_vs_observed, plot_predicted_vs_observed,
+from kimiplan.calibration.sampler import RouteSampling, SamplerConfig, run_sampler
+from kimiplan.calibration.fitters import (fit_calibration, samples_frame, predicted_vs_observed, plot_predicted_vs_observed,
                                 samples_needed, apply_calibration, LogNormalFitter)
-from kimiplan.scenario import load_scenario, example_path
+from kimiplan.model.scenario import example_path
+from kimiplan.catalog.resolve import load_scenario
 
 pd.set_option("display.width", 140)
 LIVE = bool(os.environ.get("MOONSHOT_API_KEY"))
@@ -136,7 +138,7 @@ pd.DataFrame({route: {"template overhead (tokens)": rc.template_overhead.value,
 """)
 md("""
 The overhead is `prompt_tokens` (what the API bills) minus kimiplan's exact local count of the same messages; the
-emulator's hidden 23 tokens come back exactly. Feed it to `kimiplan.tokens.ChatTemplate(request_overhead=...)`.
+emulator's hidden 23 tokens come back exactly. Feed it to `kimiplan.tokens.tokenizer.ChatTemplate(request_overhead=...)`.
 
 ## Goodness of fit
 """)
@@ -179,5 +181,7 @@ code("""
 stack.close()   # stops the emulator and removes the temporary store
 """)
 
-nb = nbf.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+nb = nbf.v4.new_notebook(
+    cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+)
 nbf.write(nb, Path(__file__).resolve().parents[1] / "04_calibration.ipynb")

@@ -1,0 +1,685 @@
+"""Fit route token/latency models to sampled calls, and write a versioned calibration file.
+
+Fitters follow lifelines' style: `fit(...)` returns self and fitted attributes end in `_`. Every estimate has
+a 95 % confidence interval from the sample size. Output lengths of truncated calls (`finish_reason=length`)
+are right-censored, and the lognormal fit treats them so (maximum likelihood with censoring).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, ValidationError
+from scipy import optimize, stats
+
+from kimiplan.errors import ConfigError
+from kimiplan.model.dists import Z95
+
+SCHEMA_VERSION = 1
+_Z = stats.norm.ppf(0.975)
+
+
+# --- loading samples ---------------------------------------------------------------------------------------
+def samples_frame(*sources: str | Path | Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Successful samples from sampler stores (paths) and/or record lists, one row per call id (last wins)."""
+    rows: list[Mapping[str, Any]] = []
+    for src in sources:
+        if isinstance(src, (str, Path)):
+            p = Path(src)
+            if not p.exists():
+                raise ConfigError(f"samples file {str(p)!r} does not exist")
+            if p.suffix.lower() == ".csv" or not _looks_like_store(p):
+                from kimiplan.calibration.sampler import read_usage_log
+
+                rows += read_usage_log(p)
+                continue
+            for line in p.read_bytes().splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a torn last line
+        else:
+            rows += list(src)
+    df = pd.DataFrame([r for r in rows if r.get("status", "ok") == "ok"])
+    if df.empty:
+        raise ConfigError("no successful samples to calibrate from")
+    if "id" in df:
+        df = df.drop_duplicates("id", keep="last")
+    for col, default in (
+        ("cached_tokens", 0),
+        ("continuations", 0),
+        ("reasoning_tokens", np.nan),
+        ("output_tokens", np.nan),
+        ("local_prompt_tokens", np.nan),
+        ("ttft_s", np.nan),
+        ("total_s", np.nan),
+        ("max_completion_tokens", np.nan),
+        ("first_finish_reason", None),
+        ("provenance", "unknown"),
+        ("time", None),
+        ("model", None),
+        ("thinking", np.nan),
+    ):
+        if col not in df:
+            df[col] = default
+    df["first_finish_reason"] = df["first_finish_reason"].fillna(df["finish_reason"])
+    return df.reset_index(drop=True)
+
+
+def _looks_like_store(p: Path) -> bool:
+    with open(p, "rb") as fh:
+        head = fh.readline()
+    try:
+        return "run_id" in json.loads(head)
+    except (json.JSONDecodeError, TypeError):
+        return False
+
+
+# --- fitters -----------------------------------------------------------------------------------------------
+class LogNormalFitter:
+    """Lognormal by maximum likelihood with right-censoring; median/p95 with delta-method CIs."""
+
+    def fit(self, values, censored=None) -> LogNormalFitter:
+        x = np.asarray(values, dtype=float)
+        c = np.zeros(len(x), bool) if censored is None else np.asarray(censored, bool)
+        keep = x > 0  # log(0) is undefined; a censored 0 carries no information anyway
+        x, c = x[keep], c[keep]
+        if (~c).sum() < 2:
+            raise ConfigError(f"a lognormal fit needs at least 2 uncensored positive values, got {(~c).sum()}")
+        lx = np.log(x)
+        obs, cen = lx[~c], lx[c]
+
+        def nll(theta):
+            mu, log_s = theta
+            s = math.exp(log_s)
+            ll = stats.norm.logpdf(obs, mu, s).sum() - obs.sum()
+            if len(cen):
+                ll += stats.norm.logsf(cen, mu, s).sum()
+            return -ll
+
+        start = np.array([obs.mean(), math.log(max(obs.std(ddof=1), 1e-3))])
+        res = optimize.minimize(
+            nll, start, method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": 4000}
+        )
+        mu, log_s = res.x
+        sigma = math.exp(log_s)
+        cov = _inverse_hessian(lambda th: nll((th[0], math.log(th[1]))), np.array([mu, sigma]))
+        var_mu, var_s, cov_ms = cov[0, 0], cov[1, 1], cov[0, 1]
+        self.n_, self.n_censored_ = int(len(x)), int(c.sum())
+        self.mu_, self.sigma_ = float(mu), float(sigma)
+        self.median_ = math.exp(mu)
+        self.p95_ = math.exp(mu + Z95 * sigma)
+        se_mu = math.sqrt(max(var_mu, 0.0))
+        se_q = math.sqrt(max(var_mu + Z95**2 * var_s + 2 * Z95 * cov_ms, 0.0))
+        self.median_ci_ = (math.exp(mu - _Z * se_mu), math.exp(mu + _Z * se_mu))
+        self.p95_ci_ = (math.exp(mu + Z95 * sigma - _Z * se_q), math.exp(mu + Z95 * sigma + _Z * se_q))
+        self.mean_ = math.exp(mu + sigma**2 / 2)
+        # Goodness of fit on the uncensored values (KS against the fitted law; approximate with censoring).
+        ks = stats.kstest(np.exp(obs), stats.lognorm(s=sigma, scale=math.exp(mu)).cdf)
+        self.ks_stat_, self.ks_pvalue_ = float(ks.statistic), float(ks.pvalue)
+        self._obs = np.sort(np.exp(obs))
+        return self
+
+    def to_dist(self):
+        from kimiplan.model.dists import LogNormal
+
+        return LogNormal(median=self.median_, p95=self.p95_)
+
+    def qq_plot(self, title: str = "QQ plot"):
+        import plotly.graph_objects as go
+
+        n = len(self._obs)
+        q = (np.arange(1, n + 1) - 0.5) / n
+        theo = np.exp(self.mu_ + self.sigma_ * stats.norm.ppf(q))
+        fig = go.Figure(
+            [
+                go.Scatter(x=theo, y=self._obs, mode="markers", name="samples"),
+                go.Scatter(x=[theo.min(), theo.max()], y=[theo.min(), theo.max()], mode="lines", name="y = x"),
+            ]
+        )
+        fig.update_layout(
+            title=title, xaxis_title="fitted lognormal quantile (tokens)", yaxis_title="observed (tokens)"
+        )
+        return fig
+
+
+def _inverse_hessian(f, x, rel=1e-4) -> np.ndarray:
+    """Observed-information covariance by central finite differences."""
+    k = len(x)
+    h = np.maximum(np.abs(x) * rel, 1e-6)
+    H = np.empty((k, k))
+    for i in range(k):
+        for j in range(k):
+            ei, ej = np.eye(k)[i] * h[i], np.eye(k)[j] * h[j]
+            H[i, j] = (f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)) / (4 * h[i] * h[j])
+    try:
+        return np.linalg.inv(H)
+    except np.linalg.LinAlgError:
+        return np.full((k, k), np.nan)
+
+
+class EmpiricalFitter:
+    """Sample quantiles with distribution-free (order statistic) CIs, and the mean with a t interval."""
+
+    QUANTILES = (0.5, 0.9, 0.95, 0.99)
+
+    def fit(self, values) -> EmpiricalFitter:
+        x = np.sort(np.asarray(values, dtype=float))
+        n = len(x)
+        if n == 0:
+            raise ConfigError("an empirical fit needs at least one value")
+        self.n_ = n
+        self.samples_ = x
+        self.mean_ = float(x.mean())
+        se = float(x.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+        t = stats.t.ppf(0.975, n - 1) if n > 1 else float("nan")
+        self.mean_ci_ = (self.mean_ - t * se, self.mean_ + t * se)
+        self.quantiles_, self.quantile_ci_ = {}, {}
+        for q in self.QUANTILES:
+            self.quantiles_[q] = float(np.quantile(x, q))
+            lo = int(stats.binom.ppf(0.025, n, q))
+            hi = int(stats.binom.ppf(0.975, n, q))
+            self.quantile_ci_[q] = (float(x[max(lo - 1, 0)]), float(x[min(hi, n - 1)]))
+        return self
+
+    def to_dist(self):
+        from kimiplan.model.dists import Empirical
+
+        return Empirical(samples=tuple(float(v) for v in self.samples_))
+
+
+class ProportionFitter:
+    """A rate with a Wilson score interval."""
+
+    def fit(self, successes) -> ProportionFitter:
+        s = np.asarray(successes, bool)
+        n, k = len(s), int(s.sum())
+        if n == 0:
+            raise ConfigError("a proportion needs at least one observation")
+        p = k / n
+        denom = 1 + _Z**2 / n
+        centre = (p + _Z**2 / (2 * n)) / denom
+        half = _Z * math.sqrt(p * (1 - p) / n + _Z**2 / (4 * n * n)) / denom
+        self.n_, self.k_, self.rate_ = n, k, p
+        self.ci_ = (max(0.0, centre - half), min(1.0, centre + half))
+        return self
+
+
+class MeanFitter:
+    """A mean with a t interval (degenerate when every value is equal, e.g. a constant template overhead)."""
+
+    def fit(self, values) -> MeanFitter:
+        x = np.asarray(values, dtype=float)
+        if len(x) == 0:
+            raise ConfigError("a mean needs at least one value")
+        self.n_, self.mean_ = len(x), float(x.mean())
+        self.sd_ = float(x.std(ddof=1)) if len(x) > 1 else 0.0
+        half = stats.t.ppf(0.975, len(x) - 1) * self.sd_ / math.sqrt(len(x)) if len(x) > 1 else float("nan")
+        self.ci_ = (self.mean_ - half, self.mean_ + half)
+        return self
+
+
+class RatioFitter:
+    """sum(num)/sum(den) (e.g. cached share of prompt tokens) with a delta-method interval."""
+
+    def fit(self, num, den) -> RatioFitter:
+        a, b = np.asarray(num, float), np.asarray(den, float)
+        n = len(a)
+        if n == 0 or b.sum() <= 0:
+            raise ConfigError("a ratio needs at least one observation with a positive denominator")
+        r = a.sum() / b.sum()
+        resid = a - r * b
+        se = math.sqrt((resid**2).sum() / max(n - 1, 1) / n) / b.mean() if n > 1 else float("nan")
+        self.n_, self.ratio_ = n, float(r)
+        self.ci_ = (max(0.0, r - _Z * se), min(1.0, r + _Z * se))
+        return self
+
+
+# --- the calibration file ----------------------------------------------------------------------------------
+class _F(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Estimate(_F):
+    value: float
+    ci: tuple[float, float]
+    n: int
+
+
+class LogNormalFit(_F):
+    median: float
+    p95: float
+    median_ci: tuple[float, float]
+    p95_ci: tuple[float, float]
+    n: int
+    n_censored: int
+    ks_stat: float
+    ks_pvalue: float
+
+
+class EmpiricalFit(_F):
+    mean: float
+    quantiles: dict[str, float]
+    samples: list[int]
+
+
+class ComponentFit(_F):
+    lognormal: LogNormalFit | None = None
+    empirical: EmpiricalFit
+
+
+class RouteCalibration(_F):
+    n: int
+    thinking: bool | None = None
+    max_completion_tokens: int | None = None
+    output: ComponentFit
+    reasoning: ComponentFit | None = None
+    truncation_rate: Estimate
+    cache_hit_rate: Estimate
+    cached_fraction: Estimate | None = None
+    template_overhead: Estimate | None = None
+    ttft_s: LogNormalFit | None = None
+    decode_tps: LogNormalFit | None = None
+
+
+class Calibration(_F):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    kind: Literal["kimiplan.calibration"] = "kimiplan.calibration"
+    model: str
+    provenance: Literal["live", "emulator", "usage-log", "mixed", "unknown"]
+    created: dt.datetime
+    samples_from: dt.datetime | None = None
+    samples_to: dt.datetime | None = None
+    n_samples: int
+    notes: str = ""
+    routes: dict[str, RouteCalibration]
+
+    def save(self, path: str | Path) -> Path:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        return p
+
+    def summary(self) -> pd.DataFrame:
+        rows = []
+        for name, r in self.routes.items():
+            lo = r.output.lognormal
+            re_ = r.reasoning.lognormal if r.reasoning else None
+            rows.append(
+                {
+                    "route": name,
+                    "n": r.n,
+                    "output_median": lo.median if lo else None,
+                    "output_p95": lo.p95 if lo else None,
+                    "reasoning_median": re_.median if re_ else None,
+                    "reasoning_p95": re_.p95 if re_ else None,
+                    "truncation_rate": r.truncation_rate.value,
+                    "cache_hit_rate": r.cache_hit_rate.value,
+                    "cached_fraction": r.cached_fraction.value if r.cached_fraction else None,
+                    "template_overhead": r.template_overhead.value if r.template_overhead else None,
+                }
+            )
+        return pd.DataFrame(rows).set_index("route")
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"calibration file {str(p)!r} cannot be read: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"calibration file {str(p)!r} is not JSON: {exc.msg}") from exc
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise ConfigError(
+            f"calibration file {str(p)!r}: schema_version {data.get('schema_version')!r} is not supported "
+            f"(expected {SCHEMA_VERSION})"
+        )
+    try:
+        return Calibration.model_validate(data)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        raise ConfigError(f"calibration file {str(p)!r}: field {'.'.join(map(str, e['loc']))}: {e['msg']}") from exc
+
+
+def _lognormal_fit(f: LogNormalFitter) -> LogNormalFit:
+    return LogNormalFit(
+        median=f.median_,
+        p95=f.p95_,
+        median_ci=f.median_ci_,
+        p95_ci=f.p95_ci_,
+        n=f.n_,
+        n_censored=f.n_censored_,
+        ks_stat=f.ks_stat_,
+        ks_pvalue=f.ks_pvalue_,
+    )
+
+
+def _component(values, censored, max_samples: int) -> ComponentFit:
+    emp = EmpiricalFitter().fit(values)
+    try:
+        ln = _lognormal_fit(LogNormalFitter().fit(values, censored))
+    except ConfigError:
+        ln = None
+    rng = np.random.default_rng(0)  # thin deterministically if there are too many samples to store
+    vals = np.asarray(values, dtype=float)
+    if len(vals) > max_samples:
+        vals = rng.choice(vals, max_samples, replace=False)
+    return ComponentFit(
+        lognormal=ln,
+        empirical=EmpiricalFit(
+            mean=emp.mean_,
+            quantiles={f"p{int(q * 100)}": v for q, v in emp.quantiles_.items()},
+            samples=sorted(int(round(v)) for v in vals),
+        ),
+    )
+
+
+def _est(value, ci, n) -> Estimate:
+    return Estimate(value=float(value), ci=(float(ci[0]), float(ci[1])), n=int(n))
+
+
+class CalibrationFitter:
+    """Fit every route of a samples frame; `calibration_` is the file-ready result."""
+
+    def __init__(self, max_stored_samples: int = 2000):
+        self.max_stored_samples = max_stored_samples
+
+    def fit(self, df: pd.DataFrame, *, model: str | None = None, notes: str = "") -> CalibrationFitter:
+        if df.empty:
+            raise ConfigError("no samples to fit")
+        models = sorted(m for m in df["model"].dropna().unique())
+        if model is None:
+            if len(models) != 1:
+                raise ConfigError(f"samples come from models {models}; pass model= to choose one")
+            model = models[0]
+        elif models and model not in models:
+            raise ConfigError(f"model {model!r} is not among the sampled models {models}")
+        df = df[df["model"].isna() | (df["model"] == model)]
+        routes = {}
+        for name, g in df.groupby("route", sort=True):
+            routes[str(name)] = self._route(g)
+        prov = sorted(df["provenance"].dropna().unique())
+        provenance = prov[0] if len(prov) == 1 else ("mixed" if prov else "unknown")
+        times = pd.to_datetime(df["time"], utc=True, errors="coerce").dropna()
+        self.calibration_ = Calibration(
+            model=model,
+            provenance=provenance if provenance in ("live", "emulator", "usage-log", "mixed") else "unknown",
+            created=dt.datetime.now(dt.UTC).replace(microsecond=0),
+            samples_from=times.min().to_pydatetime() if len(times) else None,
+            samples_to=times.max().to_pydatetime() if len(times) else None,
+            n_samples=int(len(df)),
+            notes=notes,
+            routes=routes,
+        )
+        return self
+
+    def _route(self, g: pd.DataFrame) -> RouteCalibration:
+        censored = (g["finish_reason"] == "length").to_numpy()
+        out = g["output_tokens"].astype(float)
+        if out.isna().all():  # usage logs without reasoning detail: completion is all we have
+            out = g["completion_tokens"].astype(float)
+        ok = out.notna().to_numpy()
+        output = _component(out[ok], censored[ok], self.max_stored_samples)
+        reasoning = None
+        r = g["reasoning_tokens"].astype(float)
+        if r.notna().any() and (r.fillna(0) > 0).any():
+            # reasoning is cut only when it used the whole budget (no visible output at all)
+            r_cens = censored & (out.fillna(0).to_numpy() == 0)
+            mask = r.notna().to_numpy()
+            reasoning = _component(r[mask], r_cens[mask], self.max_stored_samples)
+        trunc = ProportionFitter().fit((g["first_finish_reason"] == "length").to_numpy())
+        hits = ProportionFitter().fit((g["cached_tokens"].fillna(0) > 0).to_numpy())
+        has_p = g["prompt_tokens"].notna()
+        cached = None
+        if has_p.any():
+            rf = RatioFitter().fit(g.loc[has_p, "cached_tokens"].fillna(0), g.loc[has_p, "prompt_tokens"])
+            cached = _est(rf.ratio_, rf.ci_, rf.n_)
+        both = has_p & g["local_prompt_tokens"].notna()
+        overhead = None
+        if both.any():
+            mf = MeanFitter().fit(g.loc[both, "prompt_tokens"] - g.loc[both, "local_prompt_tokens"])
+            ci = mf.ci_ if mf.n_ > 1 else (mf.mean_, mf.mean_)
+            overhead = _est(mf.mean_, ci, mf.n_)
+        ttft = decode = None
+        lat = g[g["ttft_s"].notna() & g["total_s"].notna()]
+        if len(lat) >= 3:
+            try:
+                ttft = _lognormal_fit(LogNormalFitter().fit(lat["ttft_s"]))
+                gen_s = (lat["total_s"] - lat["ttft_s"]).to_numpy()
+                tps = lat["completion_tokens"].to_numpy() / np.where(gen_s > 0, gen_s, np.nan)
+                tps = tps[np.isfinite(tps) & (lat["completion_tokens"].to_numpy() >= 16)]
+                if len(tps) >= 3:
+                    decode = _lognormal_fit(LogNormalFitter().fit(tps))
+            except ConfigError:
+                pass
+        th = g["thinking"].dropna()
+        mct = g["max_completion_tokens"].dropna()
+        return RouteCalibration(
+            n=int(len(g)),
+            thinking=bool(th.iloc[0]) if len(th) else None,
+            max_completion_tokens=int(mct.max()) if len(mct) else None,
+            output=output,
+            reasoning=reasoning,
+            truncation_rate=_est(trunc.rate_, trunc.ci_, trunc.n_),
+            cache_hit_rate=_est(hits.rate_, hits.ci_, hits.n_),
+            cached_fraction=cached,
+            template_overhead=overhead,
+            ttft_s=ttft,
+            decode_tps=decode,
+        )
+
+
+def fit_calibration(df: pd.DataFrame, *, model: str | None = None, notes: str = "") -> Calibration:
+    return CalibrationFitter().fit(df, model=model, notes=notes).calibration_
+
+
+# --- using a calibration -----------------------------------------------------------------------------------
+def _dist_of(comp: ComponentFit, kind: str):
+    from kimiplan.model.dists import Empirical, LogNormal
+
+    if kind == "lognormal" and comp.lognormal is not None:
+        return LogNormal(median=comp.lognormal.median, p95=comp.lognormal.p95)
+    return Empirical(samples=tuple(float(s) for s in comp.empirical.samples))
+
+
+def apply_calibration(
+    scenario,
+    calibration: Calibration | str | Path | None = None,
+    *,
+    kind: Literal["lognormal", "empirical"] = "lognormal",
+    latency: bool = True,
+):
+    """A new scenario whose routes' output/reasoning (and latency) distributions are the fitted ones.
+
+    With `calibration=None`, each route uses the file its own `calibration:` field names. Routes absent from
+    the calibration are left unchanged. A calibration for another model is an error."""
+    from kimiplan.model.scenario import Latency
+
+    cache: dict[str, Calibration] = {}
+
+    def get(ref) -> Calibration:
+        if isinstance(ref, Calibration):
+            return ref
+        key = str(ref)
+        if key not in cache:
+            cache[key] = load_calibration(ref)
+        return cache[key]
+
+    new_routes = []
+    for route in scenario.routes:
+        ref = calibration if calibration is not None else route.calibration
+        if ref is None:
+            new_routes.append(route)
+            continue
+        cal = get(ref)
+        if cal.model != scenario.model:
+            raise ConfigError(
+                f"calibration for model {cal.model!r} cannot be applied to scenario model {scenario.model!r}"
+            )
+        rc = cal.routes.get(route.name)
+        if rc is None:
+            if calibration is None:
+                raise ConfigError(
+                    f"route {route.name!r}: its calibration file has no route of that name (has {sorted(cal.routes)})"
+                )
+            new_routes.append(route)
+            continue
+        upd: dict[str, Any] = {"output": _dist_of(rc.output, kind)}
+        if rc.template_overhead is not None:
+            # What the server adds beyond the rendered chat; the route's own template markers stay per request.
+            upd["server_overhead_tokens"] = max(0, int(round(rc.template_overhead.value)))
+        if rc.reasoning is not None and route.thinking:
+            upd["reasoning"] = _dist_of(rc.reasoning, kind)
+        if latency and rc.ttft_s is not None and rc.decode_tps is not None:
+            from kimiplan.model.dists import LogNormal
+
+            upd["latency"] = Latency(
+                ttft_s=LogNormal(median=rc.ttft_s.median, p95=rc.ttft_s.p95),
+                decode_tps=LogNormal(median=rc.decode_tps.median, p95=rc.decode_tps.p95),
+            )
+        new_routes.append(route.model_copy(update=upd))
+    return scenario.model_copy(update={"routes": tuple(new_routes)})
+
+
+def predicted_vs_observed(
+    calibration: Calibration, df: pd.DataFrame, *, n_sim: int = 20_000, seed: int = 0
+) -> pd.DataFrame:
+    """Posterior-predictive check: simulate the fitted lognormals through each route's budget (reasoning first,
+    content with what is left, as Kimi does) and compare with what was observed."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name, rc in calibration.routes.items():
+        g = df[df["route"] == name]
+        if g.empty or rc.output.lognormal is None:
+            continue
+        budget = rc.max_completion_tokens or 32_768
+        o = np.round(
+            rng.lognormal(
+                math.log(rc.output.lognormal.median),
+                (math.log(rc.output.lognormal.p95) - math.log(rc.output.lognormal.median)) / Z95,
+                n_sim,
+            )
+        )
+        r = np.zeros(n_sim)
+        if rc.reasoning is not None and rc.reasoning.lognormal is not None:
+            ln = rc.reasoning.lognormal
+            r = np.round(rng.lognormal(math.log(ln.median), (math.log(ln.p95) - math.log(ln.median)) / Z95, n_sim))
+        r_seen = np.minimum(r, budget)
+        o_seen = np.minimum(o, budget - r_seen)
+        sims = {"output_tokens": o_seen, "reasoning_tokens": r_seen}
+        for col, sim in sims.items():
+            obs = g[col].dropna().to_numpy(dtype=float)
+            if len(obs) == 0 or (col == "reasoning_tokens" and rc.reasoning is None):
+                continue
+            for stat, f in (
+                ("mean", np.mean),
+                ("p50", lambda a: np.quantile(a, 0.5)),
+                ("p95", lambda a: np.quantile(a, 0.95)),
+            ):
+                rows.append(
+                    {"route": name, "metric": f"{col} {stat}", "predicted": float(f(sim)), "observed": float(f(obs))}
+                )
+        rows.append(
+            {
+                "route": name,
+                "metric": "truncation rate",
+                "predicted": float(np.mean(r + o > budget)),
+                "observed": float((g["first_finish_reason"] == "length").mean()),
+            }
+        )
+    out = pd.DataFrame(rows)
+    if not out.empty:
+        out["ratio"] = out["observed"] / out["predicted"].replace(0, np.nan)
+    return out
+
+
+def plot_predicted_vs_observed(table: pd.DataFrame):
+    import plotly.express as px
+
+    t = table[table["metric"] != "truncation rate"]
+    fig = px.scatter(
+        t,
+        x="predicted",
+        y="observed",
+        color="route",
+        hover_data=["metric"],
+        log_x=True,
+        log_y=True,
+        title="Calibration: predicted vs observed token statistics",
+    )
+    lo, hi = float(t[["predicted", "observed"]].min().min()), float(t[["predicted", "observed"]].max().max())
+    fig.add_shape(type="line", x0=lo, y0=lo, x1=hi, y1=hi, line={"dash": "dot"})
+    return fig
+
+
+def call_costs(df: pd.DataFrame, card) -> pd.Series:
+    """Per-call cost in the card's currency (float; planning precision), continuation input included."""
+    hit = float(card.input_cache_miss if card.input_cache_hit is None else card.input_cache_hit)
+    miss, out = float(card.input_cache_miss), float(card.output)
+    p = df["prompt_tokens"].fillna(df["local_prompt_tokens"]).astype(float)
+    c = df["cached_tokens"].fillna(0).astype(float)
+    extra = df.get("continuation_prompt_tokens", pd.Series(0, index=df.index)).fillna(0).astype(float)
+    return ((p - c + extra) * miss + c * hit + df["completion_tokens"].astype(float) * out) / 1e6
+
+
+def samples_needed(
+    df: pd.DataFrame,
+    card,
+    *,
+    rel_error: float = 0.05,
+    confidence: float = 0.95,
+    shares: Mapping[str, float] | None = None,
+) -> pd.DataFrame:
+    """How many calls per route pin the mean cost per call (hence monthly cost) to ±rel_error.
+
+    Monthly cost = requests x mean cost per call, so its relative error is the mean's: z * CV / sqrt(n)
+    (CV from the sampled per-call costs: delta method for a mean). With `shares` (route -> traffic share),
+    a last row does the same for the traffic-weighted mix."""
+    if not 0 < rel_error < 1:
+        raise ConfigError(f"rel_error must be in (0, 1), got {rel_error}")
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    cost = call_costs(df, card)
+    rows = []
+    parts = {}
+    for name, c in cost.groupby(df["route"]):
+        n, m, s = len(c), float(c.mean()), float(c.std(ddof=1)) if len(c) > 1 else float("nan")
+        cv = s / m if m > 0 else float("nan")
+        parts[name] = (n, m, s)
+        rows.append(
+            {
+                "route": name,
+                "n": n,
+                "mean_cost": m,
+                "cv": cv,
+                "current_rel_error": z * cv / math.sqrt(n) if n > 0 else float("nan"),
+                "n_needed": int(math.ceil((z * cv / rel_error) ** 2)) if math.isfinite(cv) else None,
+            }
+        )
+    if shares:
+        missing = set(shares) - set(parts)
+        if missing:
+            raise ConfigError(f"shares name routes without samples: {sorted(missing)}")
+        mean = sum(w * parts[r][1] for r, w in shares.items())
+        var_of_mean = sum((w * parts[r][2]) ** 2 / parts[r][0] for r, w in shares.items())
+        rel = z * math.sqrt(var_of_mean) / mean
+        # Scale every route's n by the same factor to reach the target.
+        factor = (rel / rel_error) ** 2
+        rows.append(
+            {
+                "route": "(mix)",
+                "n": sum(parts[r][0] for r in shares),
+                "mean_cost": mean,
+                "cv": float("nan"),
+                "current_rel_error": rel,
+                "n_needed": int(math.ceil(sum(parts[r][0] for r in shares) * factor)),
+            }
+        )
+    return pd.DataFrame(rows).set_index("route")

@@ -1,0 +1,533 @@
+"""A bounded, resumable sampler of live (or emulated) calls for calibration.
+
+- Every planned call has a deterministic id (run id, route, index, prompt hash); the store is append-only JSONL
+  with an fsync per record, so a run killed at any moment resumes without losing or duplicating a sample:
+  ids already recorded as "ok" are skipped, and a torn last line is cut off on open.
+- Concurrency, RPM and TPM are paced locally (TPM with Kimi's rule: input + max_completion_tokens), so the
+  sampler stays under the tier instead of leaning on 429s.
+- A hard spend cap: each call's worst case (input at the cache-miss price + its max_completion_tokens at the
+  output price) is reserved before it is sent; completed calls settle at their actual cost.
+- Records keep token counts, latencies, route, model, time, provenance and a prompt hash; never the key, and
+  never the prompt text unless `store_prompts=True`.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import json
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kimiplan.client import DailyLimitError, KimiAPIError, KimiClient, QuotaExceededError
+from kimiplan.errors import ConfigError
+from kimiplan.finance.cost import Usage, cost_of_usage
+from kimiplan.io.paths import data_path
+from kimiplan.tokens.tokenizer import count_messages
+
+RECORD_VERSION = 1
+
+
+# --- user input --------------------------------------------------------------------------------------------
+class RouteSampling(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1)
+    #: JSONL of {"messages": [...]} per line; default data/prompts/<name>.jsonl
+    prompts: Path | None = None
+    n: int = Field(gt=0)
+    max_completion_tokens: int = Field(default=4096, gt=0)
+    thinking: bool = True
+    continue_on_length: bool = False
+
+
+class SamplerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    run_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    routes: list[RouteSampling] = Field(min_length=1)
+    max_concurrency: int = Field(default=8, gt=0)
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    #: hard cap on spend in the price card's currency (this run's store included)
+    spend_cap: Decimal = Field(default=Decimal("1"), ge=0)
+    store_prompts: bool = False
+    #: fraction of the tier's RPM/TPM the pacer may use (headroom for other traffic on the account)
+    headroom: float = Field(default=0.9, gt=0, le=1)
+
+    def with_tier(self, tier) -> SamplerConfig:
+        """Clamp concurrency/RPM/TPM to a `catalog.RateTier` (times `headroom` for RPM and TPM)."""
+        upd: dict[str, Any] = {}
+        if tier.concurrency:
+            upd["max_concurrency"] = min(self.max_concurrency, tier.concurrency)
+        if tier.rpm:
+            upd["rpm"] = min(self.rpm or 10**12, max(1, int(tier.rpm * self.headroom)))
+        if tier.tpm:
+            upd["tpm"] = min(self.tpm or 10**15, max(1, int(tier.tpm * self.headroom)))
+        return self.model_copy(update=upd)
+
+
+def load_sampler_config(path: str | Path) -> SamplerConfig:
+    import yaml
+
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        return SamplerConfig.model_validate(data)
+    except OSError as exc:
+        raise ConfigError(f"sampler config {str(p)!r} cannot be read: {exc.strerror}") from exc
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        raise ConfigError(
+            f"sampler config {str(p)!r}: field {'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r:.80})"
+        ) from exc
+
+
+def _jsonl_objects(p: Path, what: str):
+    """(line number, parsed object) for each non-blank line; a bad line is an error naming file and line."""
+    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield i, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{what} {str(p)!r} line {i}: not JSON ({exc.msg})") from exc
+
+
+def load_prompts(path: str | Path) -> list[list[dict]]:
+    """A prompt set: JSONL, one {"messages": [...]} (or a bare list of messages) per line."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"prompts file {str(p)!r} does not exist")
+    out = []
+    for i, obj in _jsonl_objects(p, "prompts file"):
+        msgs = obj.get("messages") if isinstance(obj, dict) else obj
+        if not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) and "role" in m for m in msgs):
+            raise ConfigError(f"prompts file {str(p)!r} line {i}: field messages must be a non-empty list of messages")
+        out.append(msgs)
+    if not out:
+        raise ConfigError(f"prompts file {str(p)!r} has no prompts")
+    return out
+
+
+def prompt_hash(messages: Sequence[Mapping[str, Any]]) -> str:
+    return hashlib.sha256(json.dumps(list(messages), sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+# --- the plan ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PlannedCall:
+    id: str
+    route: str
+    index: int
+    messages: list
+    prompt_sha256: str
+    local_prompt_tokens: int
+    max_completion_tokens: int
+    thinking: bool
+    continue_on_length: bool
+
+
+def plan_calls(config: SamplerConfig, prompts: Mapping[str, list] | None = None) -> list[PlannedCall]:
+    """Deterministic plan: call i of a route uses prompt i mod len(prompts); ids hash (run, route, i, prompt)."""
+    plan = []
+    for r in config.routes:
+        msgs_set = (prompts or {}).get(r.name) or load_prompts(r.prompts or data_path("prompts", f"{r.name}.jsonl"))
+        for i in range(r.n):
+            msgs = msgs_set[i % len(msgs_set)]
+            h = prompt_hash(msgs)
+            cid = hashlib.sha256(f"{config.run_id}|{r.name}|{i}|{h}".encode()).hexdigest()[:24]
+            plan.append(
+                PlannedCall(
+                    cid,
+                    r.name,
+                    i,
+                    msgs,
+                    h,
+                    count_messages(msgs),
+                    r.max_completion_tokens,
+                    r.thinking,
+                    r.continue_on_length,
+                )
+            )
+    # Interleave routes so a capped or interrupted run still covers every route.
+    plan.sort(key=lambda c: (c.index, c.route))
+    return plan
+
+
+# --- the store ---------------------------------------------------------------------------------------------
+class SampleStore:
+    """Append-only JSONL; one fsync per record; a torn last line (crash mid-write) is cut on open."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._repair()
+        self._fh = open(self.path, "ab")
+
+    def _repair(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with open(self.path, "r+b") as fh:
+                fh.truncate(data.rfind(b"\n") + 1)
+                fh.flush()
+                os.fsync(fh.fileno())
+
+    def records(self) -> list[dict]:
+        out = []
+        for line in self.path.read_bytes().splitlines() if self.path.exists() else []:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # only a torn tail can be bad, and _repair cut it; be lenient anyway
+        return out
+
+    def done_ids(self) -> set[str]:
+        return {r["id"] for r in self.records() if r.get("status") == "ok"}
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
+        with self._lock:
+            self._fh.write(line)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# --- pacing and the spend cap -----------------------------------------------------------------------------
+class Pacer:
+    """Local sliding-minute limits for RPM and TPM (input + max_completion_tokens, Kimi's admission rule)."""
+
+    def __init__(self, rpm: int | None, tpm: int | None, time_scale: float = 1.0):
+        self.rpm, self.tpm = rpm, tpm
+        # Longer than the server's minute (5 % + 0.25 s): our clock starts before the server admits the call, and
+        # a busy client can take a few hundred ms to get a paced call onto the wire.
+        base = 60.0 * (time_scale if time_scale > 0 else 1.0)
+        self.window = base * 1.05 + 0.25
+        self._events: deque[tuple[float, int]] = deque()
+        self._tokens = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, tokens: int, stop: threading.Event) -> bool:
+        if self.tpm is not None and tokens > self.tpm:
+            raise ConfigError(f"a call reserving {tokens} tokens can never fit tpm={self.tpm}")
+        with self._cond:
+            while not stop.is_set():
+                now = time.monotonic()
+                while self._events and self._events[0][0] <= now - self.window:
+                    self._tokens -= self._events.popleft()[1]
+                ok_r = self.rpm is None or len(self._events) < self.rpm
+                ok_t = self.tpm is None or self._tokens + tokens <= self.tpm
+                if ok_r and ok_t:
+                    self._events.append((now, tokens))
+                    self._tokens += tokens
+                    return True
+                wait_s = (self._events[0][0] + self.window - now) if self._events else 0.01
+                self._cond.wait(timeout=max(0.001, min(wait_s, 0.5)))
+        return False
+
+
+class SpendGuard:
+    def __init__(self, cap: Decimal, card, spent: Decimal = Decimal(0)):
+        self.cap, self.card = Decimal(cap), card
+        self.spent = Decimal(spent)
+        self.reserved = Decimal(0)
+        self._lock = threading.Lock()
+
+    def worst_case(self, input_tokens: int, max_completion_tokens: int) -> Decimal:
+        # Nothing cached and the whole budget generated: the most this call can cost.
+        return cost_of_usage(Usage(int(input_tokens), int(max_completion_tokens)), self.card).subtotal
+
+    def actual(self, rec: Mapping[str, Any]) -> Decimal:
+        prompt = rec.get("prompt_tokens")
+        if prompt is None:
+            prompt = rec.get("local_prompt_tokens") or 0
+        # A Partial Mode continuation resends the prefix: extra input at the cache-miss price.
+        usage = Usage(
+            int(prompt) + int(rec.get("continuation_prompt_tokens") or 0),
+            int(rec.get("completion_tokens") or 0),
+            int(rec.get("cached_tokens") or 0),
+        )
+        return cost_of_usage(usage, self.card).subtotal
+
+    def reserve(self, amount: Decimal) -> bool:
+        with self._lock:
+            if self.spent + self.reserved + amount > self.cap:
+                return False
+            self.reserved += amount
+            return True
+
+    def settle(self, reserved: Decimal, actual: Decimal) -> None:
+        with self._lock:
+            self.reserved -= reserved
+            self.spent += actual
+
+
+# --- the run -----------------------------------------------------------------------------------------------
+@dataclass
+class SampleRunSummary:
+    planned: int
+    skipped: int = 0
+    completed: int = 0
+    failed: int = 0
+    not_sent: int = 0
+    attempts: int = 0
+    retries: dict[str, int] = field(default_factory=dict)
+    stopped_reason: str | None = None
+    spent: Decimal = Decimal(0)
+    elapsed_s: float = 0.0
+    mean_in_flight: float = 0.0
+
+    def __str__(self) -> str:
+        s = (
+            f"planned {self.planned}, already recorded {self.skipped}, completed {self.completed}, failed {self.failed}, "
+            f"not sent {self.not_sent}, retries {self.retries or 0}, spent {self.spent:.6f}"
+        )
+        return s + (f"; stopped: {self.stopped_reason}" if self.stopped_reason else "")
+
+
+def _record(call: PlannedCall, res, run_id: str, store_prompts: bool) -> dict:
+    rec = {
+        "v": RECORD_VERSION,
+        "id": call.id,
+        "run_id": run_id,
+        "status": "ok",
+        "route": call.route,
+        "index": call.index,
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "prompt_sha256": call.prompt_sha256,
+        "local_prompt_tokens": call.local_prompt_tokens,
+        "max_completion_tokens": call.max_completion_tokens,
+        "thinking": call.thinking,
+    }
+    d = res.as_dict()
+    for k in ("content", "reasoning_content"):
+        d.pop(k, None)
+    rec.update(d)
+    if store_prompts:
+        rec["messages"] = call.messages
+    return rec
+
+
+def run_sampler(
+    client: KimiClient,
+    config: SamplerConfig,
+    store: SampleStore | str | Path,
+    *,
+    card=None,
+    prompts: Mapping[str, list] | None = None,
+    progress: bool = True,
+) -> SampleRunSummary:
+    """Send the planned calls not yet recorded; returns a summary (quota/TPD/spend-cap stops are reported there)."""
+    from tqdm.auto import tqdm
+
+    own_store = not isinstance(store, SampleStore)
+    store = SampleStore(store) if own_store else store
+    if card is None:
+        from kimiplan.catalog.cards import load_catalog
+
+        card = load_catalog().price(client.config.model)
+    try:
+        plan = plan_calls(config, prompts)
+        existing = store.records()
+        done = {r["id"] for r in existing if r.get("status") == "ok"}
+        guard = SpendGuard(config.spend_cap, card)
+        for r in existing:
+            if r.get("status") == "ok" and r.get("run_id") == config.run_id:
+                guard.spent += guard.actual(r)
+        todo = [c for c in plan if c.id not in done]
+        summary = SampleRunSummary(planned=len(plan), skipped=len(plan) - len(todo))
+        scale = client.config.retry.time_scale
+        pacer = Pacer(config.rpm, config.tpm, scale)
+        stop = threading.Event()
+        lock = threading.Lock()
+        in_flight = {"n": 0, "area": 0.0, "t": time.monotonic()}
+
+        def flight(delta):
+            with lock:
+                now = time.monotonic()
+                in_flight["area"] += in_flight["n"] * (now - in_flight["t"])
+                in_flight["t"], in_flight["n"] = now, in_flight["n"] + delta
+
+        def one(call: PlannedCall, reserved: Decimal):
+            flight(+1)
+            try:
+                res = client.chat(
+                    call.messages,
+                    max_completion_tokens=call.max_completion_tokens,
+                    thinking=call.thinking,
+                    call_id=call.id,
+                    route=call.route,
+                    continue_on_length=call.continue_on_length,
+                )
+            except KimiAPIError as exc:
+                guard.settle(reserved, Decimal(0))
+                return call, None, exc
+            finally:
+                flight(-1)
+            rec = _record(call, res, config.run_id, config.store_prompts)
+            store.append(rec)
+            guard.settle(reserved, guard.actual(rec))
+            return call, res, None
+
+        t0 = time.monotonic()
+        bar = tqdm(total=len(plan), initial=summary.skipped, disable=not progress, desc="calibration calls")
+        queue = deque(todo)
+        with ThreadPoolExecutor(max_workers=config.max_concurrency) as pool:
+            running = set()
+            while queue or running:
+                while queue and len(running) < config.max_concurrency and not stop.is_set():
+                    call = queue[0]
+                    worst = guard.worst_case(call.local_prompt_tokens, call.max_completion_tokens)
+                    if not guard.reserve(worst):
+                        if not running:  # nothing will free budget: the cap is reached
+                            stop.set()
+                            summary.stopped_reason = f"spend cap {config.spend_cap} {card.currency} reached"
+                        break
+                    if not pacer.acquire(call.local_prompt_tokens + call.max_completion_tokens, stop):
+                        guard.settle(worst, Decimal(0))
+                        break
+                    queue.popleft()
+                    running.add(pool.submit(one, call, worst))
+                if not running:
+                    break
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                running = set(running)
+                for fut in finished:
+                    call, res, exc = fut.result()
+                    if exc is None:
+                        summary.completed += 1
+                        summary.attempts += res.attempts
+                        for k, v in res.retries.items():
+                            summary.retries[k] = summary.retries.get(k, 0) + v
+                        bar.update(1)
+                        continue
+                    summary.failed += 1
+                    summary.attempts += exc.attempts
+                    for k, v in exc.retries.items():
+                        summary.retries[k] = summary.retries.get(k, 0) + v
+                    store.append(
+                        {
+                            "v": RECORD_VERSION,
+                            "id": call.id,
+                            "run_id": config.run_id,
+                            "status": "error",
+                            "route": call.route,
+                            "index": call.index,
+                            "error_kind": exc.kind,
+                            "error": str(exc)[:300],
+                            "attempts": exc.attempts,
+                            "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                        }
+                    )
+                    if isinstance(exc, (QuotaExceededError, DailyLimitError)):
+                        stop.set()
+                        summary.stopped_reason = str(exc)
+        bar.close()
+        summary.not_sent = len(queue)
+        summary.spent = guard.spent
+        summary.elapsed_s = time.monotonic() - t0
+        flight(0)
+        summary.mean_in_flight = in_flight["area"] / summary.elapsed_s if summary.elapsed_s > 0 else 0.0
+        return summary
+    finally:
+        if own_store:
+            store.close()
+
+
+# --- other calibration input -------------------------------------------------------------------------------
+def read_usage_log(path: str | Path, *, provenance: str = "usage-log", route: str | None = None) -> list[dict]:
+    """Usage logs as sample records: JSONL of chat.completion responses (optionally wrapped as
+    {"response": ..., "route": ..., "ttft_s": ..., "messages": ...}) or a CSV export with prompt_tokens,
+    completion_tokens, cached_tokens, finish_reason [, route, ttft_s, total_s, local_prompt_tokens]."""
+    from kimiplan.tokens.tokenizer import count_text
+
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"usage log {str(p)!r} does not exist")
+    rows: list[dict] = []
+    if p.suffix.lower() == ".csv":
+        with open(p, newline="", encoding="utf-8") as fh:
+            for i, row in enumerate(csv.DictReader(fh), 1):
+                try:
+                    rec = {
+                        k: (int(row[k]) if row.get(k) not in (None, "") else None)
+                        for k in (
+                            "prompt_tokens",
+                            "completion_tokens",
+                            "cached_tokens",
+                            "local_prompt_tokens",
+                            "reasoning_tokens",
+                        )
+                    }
+                except ValueError as exc:
+                    raise ConfigError(f"usage log {str(p)!r} row {i}: {exc}") from exc
+                for k in ("ttft_s", "total_s"):
+                    rec[k] = float(row[k]) if row.get(k) else None
+                rec["finish_reason"] = row.get("finish_reason") or None
+                rec["route"] = row.get("route") or route or "default"
+                rec["model"] = row.get("model")
+                rows.append(rec)
+    else:
+        for i, obj in _jsonl_objects(p, "usage log"):
+            resp = obj.get("response", obj)
+            # Kimi semantics: usage at the top level or in choices[0]; cached_tokens at the top of usage.
+            usage = resp.get("usage") or ((resp.get("choices") or [{}])[0] or {}).get("usage") or {}
+            if usage.get("prompt_tokens") is None:
+                raise ConfigError(f"usage log {str(p)!r} line {i}: field usage.prompt_tokens is missing")
+            try:
+                u = Usage.from_response(resp, web_search_calls=0)
+            except (ConfigError, KeyError, TypeError, ValueError) as exc:
+                raise ConfigError(f"usage log {str(p)!r} line {i}: field usage is malformed ({exc})") from None
+            choice = (resp.get("choices") or [{}])[0]
+            msg = choice.get("message") or {}
+            rc = msg.get("reasoning_content")
+            rec = {
+                "prompt_tokens": u.prompt_tokens,
+                "completion_tokens": u.completion_tokens,
+                "cached_tokens": u.cached_tokens,
+                "finish_reason": choice.get("finish_reason"),
+                "model": resp.get("model"),
+                "route": obj.get("route") or route or "default",
+                "ttft_s": obj.get("ttft_s"),
+                "total_s": obj.get("total_s"),
+                "reasoning_tokens": count_text(rc) if rc else (0 if msg else None),
+                "local_prompt_tokens": count_messages(obj["messages"])
+                if obj.get("messages")
+                else obj.get("local_prompt_tokens"),
+            }
+            rows.append(rec)
+    for i, rec in enumerate(rows):
+        rec.setdefault("cached_tokens", 0)
+        rec["cached_tokens"] = rec["cached_tokens"] or 0
+        if rec.get("reasoning_tokens") is not None and rec.get("completion_tokens") is not None:
+            rec["output_tokens"] = rec["completion_tokens"] - rec["reasoning_tokens"]
+        rec.update(
+            status="ok",
+            provenance=provenance,
+            first_finish_reason=rec.get("finish_reason"),
+            id=f"{p.name}:{i}",
+            continuations=0,
+            usage_missing=False,
+        )
+    return rows

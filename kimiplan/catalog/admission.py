@@ -1,0 +1,189 @@
+"""What a request counts against each rate limit, per provider, and the rule that admits or refuses it.
+
+Moonshot (platform facts §2b): limits are per account, shared across models and keys. Each request counts
+1 against concurrency while in flight, 1 against RPM, and `input + max_completion_tokens` (32,768 for K2.6 when
+omitted) against TPM and TPD, whatever it really generates. Over any limit the request is refused at once with
+HTTP 429 `rate_limit_reached_error`; nothing is queued. Cloudflare Workers AI counts only requests (300 RPM);
+OpenRouter counts requests (RPM/RPD on `:free`, nothing fixed on paid). A custom tier may set any subset.
+
+`AccountState` is the readable reference of the rule, one request at a time. `kimiplan.capacity.sim.kernel` is the
+compiled version the simulator uses; tests check the two agree request by request.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from kimiplan.catalog.resolve import rate_tier
+from kimiplan.errors import ConfigError
+from kimiplan.model.settings import WindowSettings
+
+LIMITS = ("concurrency", "rpm", "tpm", "tpd", "rpd")
+K26_DEFAULT_MAX_COMPLETION = 32_768  # K2.6 quickstart: max_tokens "Default to be 32k aka 32768"
+
+
+@dataclass(frozen=True)
+class AdmissionRule:
+    """One provider's accounting: which limits exist and what a request counts against the token limits."""
+
+    provider: str
+    counts_tokens: bool  # False: token limits are not enforced by this provider (Cloudflare, OpenRouter)
+    default_max_completion_tokens: int
+    note: str
+
+    def reserved_tokens(self, input_tokens, max_completion_tokens=None) -> np.ndarray:
+        """Tokens one request counts against TPM/TPD: input + max_completion_tokens (default when omitted).
+
+        `max_completion_tokens` may be None, or an array with 0 / NaN where the request omits it.
+        """
+        inp = np.asarray(input_tokens, dtype=np.float64)
+        if np.any(inp < 0):
+            raise ConfigError("input_tokens: negative token count")
+        if max_completion_tokens is None:
+            mct = np.full_like(inp, float(self.default_max_completion_tokens))
+        else:
+            mct = np.broadcast_to(np.asarray(max_completion_tokens, dtype=np.float64), inp.shape).copy()
+            omitted = ~np.isfinite(mct) | (mct <= 0)
+            mct[omitted] = self.default_max_completion_tokens
+        return inp + mct
+
+
+RULES: dict[str, AdmissionRule] = {
+    "moonshot": AdmissionRule(
+        "moonshot",
+        True,
+        K26_DEFAULT_MAX_COMPLETION,
+        "input + max_completion_tokens against TPM and TPD; concurrency and RPM per account; refused with 429",
+    ),
+    "cloudflare": AdmissionRule(
+        "cloudflare",
+        False,
+        K26_DEFAULT_MAX_COMPLETION,
+        "Workers AI text generation: 300 requests per minute per account; tokens are not rate limited",
+    ),
+    "openrouter": AdmissionRule(
+        "openrouter",
+        False,
+        K26_DEFAULT_MAX_COMPLETION,
+        "paid: no fixed limit (upstream providers may refuse); :free: 20 RPM and 50 or 1,000 requests per day",
+    ),
+    # A user-defined tier counts like Moonshot: it is the platform being planned for.
+    "custom": AdmissionRule(
+        "custom",
+        True,
+        K26_DEFAULT_MAX_COMPLETION,
+        "user-defined limits, counted the Moonshot way",
+    ),
+}
+
+
+def rule_for(provider: str) -> AdmissionRule:
+    try:
+        return RULES[provider]
+    except KeyError:
+        raise ConfigError(f"provider: no admission rule for {provider!r}; known: {', '.join(RULES)}") from None
+
+
+def limit_values(tier, rule: AdmissionRule | None = None) -> dict[str, float | None]:
+    """The limits a tier enforces under its provider's rule (token limits dropped where tokens don't count)."""
+    rule = rule or rule_for(getattr(tier, "provider", "custom"))
+    out = {}
+    for name in LIMITS:
+        v = getattr(tier, name, None)
+        if v is not None and (not isinstance(v, (int, float)) or v <= 0 or not math.isfinite(v)):
+            raise ConfigError(f"tier {getattr(tier, 'name', '?')!r}: {name} must be a positive number, got {v!r}")
+        if name in ("tpm", "tpd") and not rule.counts_tokens:
+            v = None
+        out[name] = None if v is None else float(v)
+    return out
+
+
+def limits_array(limits: dict[str, float | None]) -> np.ndarray:
+    """Kernel layout: float64[5] in LIMITS order, -1 where there is no limit."""
+    return np.array([-1.0 if limits.get(k) is None else float(limits[k]) for k in LIMITS], dtype=np.float64)
+
+
+class AccountState:
+    """Reference implementation of the admission rule, one request at a time (slow, for tests and teaching).
+
+    Call `offer(t, reserved, latency, calls=1)` with non-decreasing t; it returns None when admitted, else the
+    name of the first limit the request breaks, checked in the order concurrency, rpm, tpm, tpd, rpd. A request
+    that makes several API calls (`$web_search` round trips) counts them all against RPM/RPD when it starts.
+    """
+
+    def __init__(self, limits: dict[str, float | None], window: WindowSettings = WindowSettings()):
+        self.limits = limits
+        self.window = window
+        self.ends: list[float] = []
+        self.log: deque[tuple[float, float, int]] = deque()  # (admitted at, reserved, calls): the minute window
+        self.day = None
+        self.day_tokens = 0.0
+        self.day_requests = 0
+
+    def _minute(self, t: float) -> tuple[int, float]:
+        if self.window.rate_window == "fixed":
+            m = math.floor(t / 60.0)
+            entries = [e for e in self.log if math.floor(e[0] / 60.0) == m]
+        else:
+            entries = [e for e in self.log if e[0] + 60.0 > t]
+        self.log = deque(entries)
+        return sum(c for _, _, c in entries), sum(r for _, r, _ in entries)
+
+    def offer(self, t: float, reserved: float, latency: float, calls: int = 1) -> str | None:
+        lim = self.limits
+        self.ends = [e for e in self.ends if e > t]
+        n_min, tok_min = self._minute(t)
+        day = math.floor((t + self.window.day_offset_s) / 86400.0)
+        if day != self.day:
+            self.day, self.day_tokens, self.day_requests = day, 0.0, 0
+        if lim["concurrency"] is not None and len(self.ends) + 1 > lim["concurrency"]:
+            return "concurrency"
+        if lim["rpm"] is not None and n_min + calls > lim["rpm"]:
+            return "rpm"
+        if lim["tpm"] is not None and tok_min + reserved > lim["tpm"]:
+            return "tpm"
+        if lim["tpd"] is not None and self.day_tokens + reserved > lim["tpd"]:
+            return "tpd"
+        if lim["rpd"] is not None and self.day_requests + calls > lim["rpd"]:
+            return "rpd"
+        self.ends.append(t + latency)
+        self.log.append((t, reserved, calls))
+        self.day_tokens += reserved
+        self.day_requests += calls
+        return None
+
+
+def error_body(limit: str, limits: dict[str, float | None], current: float | None = None) -> dict:
+    """The 429 body Moonshot sends for a refusal by `limit` (platform facts §2c), for emulators and docs."""
+    if limit not in ("concurrency", "rpm", "tpm", "tpd"):
+        raise ConfigError(f"limit: Moonshot has no {limit!r} limit")
+    org = "{organization-id}<{ak-id}>"
+    lim = limits.get(limit)
+    if lim is None:
+        raise ConfigError(f"limits: {limit} is not set, so it cannot refuse a request")
+    msgs = {
+        "concurrency": f"Your account {org} request reached organization max concurrency: {lim:g}, "
+        "please try again after 1 seconds",
+        "rpm": f"Your account {org} request reached organization max RPM: {lim:g}, please try again after 1 seconds",
+        "tpm": f"Your account {org} request reached organization TPM rate limit, current:{current or 0:g}, "
+        f"limit:{lim:g}",
+        "tpd": f"Your account {org} request reached organization TPD rate limit,current:{current or 0:g}, "
+        f"limit:{lim:g}",
+    }
+    return {"error": {"type": "rate_limit_reached_error", "message": msgs[limit]}}
+
+
+def scenario_limits(scenario, catalog=None, tier=None) -> dict:
+    """The limits the scenario's tier enforces under its provider's admission rule."""
+    tier = tier if tier is not None else rate_tier(scenario, catalog)
+    if tier is None:
+        raise ConfigError(
+            f"scenario {scenario.name!r}: field tier is not set; name a catalog tier or write an "
+            "inline one (concurrency, rpm, tpm, tpd, rpd)"
+        )
+    provider = tier.provider if tier.provider in ("moonshot", "cloudflare", "openrouter", "custom") else "custom"
+    return limit_values(tier, rule_for(provider))

@@ -1,0 +1,702 @@
+"""Monthly and daily spend forecast with Monte Carlo uncertainty bands.
+
+The model, per day `d` of the horizon and route `r`:
+
+- expected requests `lam[d] * share[r]`: the scenario's rate, compound monthly growth counted from the month
+  of `as_of` (or the explicit `monthly_requests` total of that month), times the weekday factor, the holiday
+  factor and every active event's factor. Event `end` dates are inclusive. In an explicit month the factors
+  only spread the given total across its days.
+- prices: the catalog card in force on `d`. A price change splits a month into segments; a day with no card in
+  force (retired model) is never priced: its month's totals are NaN and flagged.
+
+Monte Carlo (seeded, vectorized; cheap because no request is drawn):
+
+- traffic noise: a mean-1 Gamma multiplier per day with coefficient of variation `daily_cv`, shared by routes;
+  a mean-1 log-normal level per path whose log-sd grows as `growth_sd * k` for the k-th month after `as_of`
+  (uncertainty about the growth rate);
+- request-level noise: given a segment's volume `V`, the sum of its request costs (compound Poisson) is
+  ~Normal(V*mu, V*E[c^2]) by the central limit theorem; mu and E[c^2] per route come from `workload.draw_route`
+  samples (mean vector and covariance of the priced quantities, so any price card reuses them);
+- parameter uncertainty: with `calibration_samples=n`, each path scales a route's mean cost by a mean-1
+  log-normal with sd = CV(per-request cost)/sqrt(n), the standard error of a mean fitted from n calls.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kimiplan.catalog.cards import Catalog, PriceCard, load_catalog
+from kimiplan.catalog.resolve import price_card
+from kimiplan.errors import CatalogError, ConfigError
+from kimiplan.finance.cost import expected_cost, price_multiplier
+from kimiplan.model.scenario import COMPONENTS, Scenario
+from kimiplan.workload.draws import cached_means, draw_route, route_context
+
+# Priced quantities per request, in this order: cached input, cache-miss input, reasoning, output, tool calls.
+QUANTITIES = ("cached", "miss", "reasoning", "output", "tools")
+UNIT_SAMPLES = 20_000
+MAX_CELLS = 25_000_000  # paths x days held in memory (float64: 200 MB)
+_UNIT_SEED = 404
+
+
+# ---------------------------------------------------------------- validation helpers
+
+
+def _check_range(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False, integer: bool = False) -> None:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and np.isfinite(value)
+    if ok and integer:
+        ok = float(value).is_integer()
+    if ok:
+        ok = (value > lo if lo_open else value >= lo) and value <= hi
+    if not ok:
+        kind = "a whole number" if integer else "a number"
+        rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
+        raise ConfigError(f"{name} must be {kind} in {rng}, got {value!r}")
+
+
+def _month_start(value: dt.date | str | None, default: dt.date) -> dt.date:
+    if value is None:
+        return default.replace(day=1)
+    if isinstance(value, str):
+        try:
+            return dt.datetime.strptime(value[:7], "%Y-%m").date()
+        except ValueError:
+            raise ConfigError(f"start must be YYYY-MM or a date, got {value!r}") from None
+    if isinstance(value, dt.date):
+        return value.replace(day=1)
+    raise ConfigError(f"start must be YYYY-MM or a date, got {value!r}")
+
+
+def _add_months(d: dt.date, k: int) -> dt.date:
+    m = d.month - 1 + k
+    return dt.date(d.year + m // 12, m % 12 + 1, 1)
+
+
+def _months_between(a: dt.date, b: dt.date) -> int:
+    return (b.year - a.year) * 12 + (b.month - a.month)
+
+
+# ---------------------------------------------------------------- traffic calendar
+
+
+def traffic_calendar(scenario: Scenario, months: int = 12, start: dt.date | str | None = None) -> pd.DataFrame:
+    """Expected requests per day (all routes) over `months` calendar months, with every factor shown."""
+    _check_range("months", months, 1, 120, integer=True)
+    t = scenario.traffic
+    first = _month_start(start, scenario.as_of)
+    end = _add_months(first, int(months))
+    dates = pd.date_range(first, end - dt.timedelta(days=1), freq="D")
+    wd = np.asarray(t.weekday_multipliers())[dates.day_of_week]
+    hol = np.array([t.holidays.get(d.date(), 1.0) for d in dates])
+    ev = np.ones(len(dates))
+    for e in t.events:
+        stop = e.end or dt.date.max
+        active = np.array([e.start <= d.date() <= stop for d in dates])
+        ev = np.where(active, ev * e.factor, ev)
+    month = dates.strftime("%Y-%m")
+    k = np.array([_months_between(scenario.as_of, d.date()) for d in dates])
+    growth = (1.0 + t.monthly_growth) ** k
+    factor = wd * hol * ev
+    req = t.per_day * growth * factor
+    explicit = np.zeros(len(dates), dtype=bool)
+    for key, total in (t.monthly_requests or {}).items():
+        sel = np.asarray(month == key)
+        if sel.any():
+            w = factor[sel]
+            # The explicit total is the month's volume; the factors only say how it spreads over the days.
+            req[sel] = total * w / w.sum() if w.sum() > 0 else 0.0
+            explicit[sel] = True
+    return pd.DataFrame(
+        {
+            "date": dates.date,
+            "month": month,
+            "months_from_as_of": k,
+            "weekday_factor": wd,
+            "holiday_factor": hol,
+            "event_factor": ev,
+            "growth_factor": np.where(explicit, np.nan, growth),
+            "explicit_month": explicit,
+            "requests": req,
+        }
+    )
+
+
+# ---------------------------------------------------------------- per-request cost statistics
+
+
+@dataclass(frozen=True)
+class UnitStats:
+    """Per route: mean vector and covariance of the priced quantities of one request (see QUANTITIES),
+    estimated from `samples` seeded draws, and the expected-tokens frame that `cost.expected_cost` prices."""
+
+    routes: tuple[str, ...]
+    shares: np.ndarray
+    mean: np.ndarray  # routes x 5
+    cov: np.ndarray  # routes x 5 x 5
+    neurons_q: np.ndarray  # routes x 3: cached, miss, completion tokens (Cloudflare bills neurons on these)
+    expected: pd.DataFrame
+    samples: int
+
+
+def unit_stats(scenario: Scenario, card: PriceCard, samples: int = UNIT_SAMPLES, seed: int | None = None) -> UnitStats:
+    _check_range("unit_samples", samples, 2, 10_000_000, integer=True)
+    seed = scenario.seed if seed is None else seed
+    means, covs, neur, rows = [], [], [], []
+    for i, route in enumerate(scenario.routes):
+        d = draw_route(
+            route, int(samples), np.random.default_rng([seed, _UNIT_SEED, i]), route_context(scenario, route, card)
+        )
+        cached = d["cached_tokens"].astype(float)
+        q = np.stack(
+            [cached, d["input_tokens"] - cached, d["reasoning_tokens"], d["output_tokens"], d["web_search_calls"]]
+        ).astype(float)
+        means.append(q.mean(axis=1))
+        covs.append(np.cov(q))
+        neur.append([q[0].mean(), q[1].mean(), (q[2] + q[3]).mean()])
+        # Same columns as workload.expected_tokens reads, from the same draws: the breakdown and the bands agree.
+        row = {"route": route.name, "share": route.share}
+        cached_by = cached_means(route, d)
+        for c in COMPONENTS:
+            row[c] = float(d[c].mean())
+            row[f"{c}_cached"] = cached_by[c]
+        row.update(
+            reasoning_tokens=float(q[2].mean()), output_tokens=float(q[3].mean()), web_search_calls=float(q[4].mean())
+        )
+        rows.append(row)
+    return UnitStats(
+        tuple(r.name for r in scenario.routes),
+        np.array([r.share for r in scenario.routes]),
+        np.array(means),
+        np.array(covs),
+        np.array(neur),
+        pd.DataFrame(rows),
+        int(samples),
+    )
+
+
+def price_vector(card: PriceCard, batch: bool) -> np.ndarray:
+    """Price per unit of each of QUANTITIES on `card` (card currency, before tax)."""
+    m = float(price_multiplier(card, batch))
+    per_tok = np.array(
+        [float(card.cache_hit_price), float(card.input_cache_miss), float(card.output), float(card.output)]
+    )
+    return np.concatenate([per_tok * m / 1e6, [float(card.web_search_per_call)]])  # tool fees are not discounted
+
+
+# ---------------------------------------------------------------- currency
+
+
+def fx_rate(scenario: Scenario, from_cur: str, to_cur: str, base: str) -> float:
+    """Units of `to_cur` per unit of `from_cur`. `scenario.exchange_rate[X]` is X per unit of `base`."""
+    if from_cur == to_cur:
+        return 1.0
+    rates = {base: 1.0, **scenario.exchange_rate}
+    for cur in (from_cur, to_cur):
+        if cur not in rates:
+            raise ConfigError(
+                f"exchange_rate[{cur!r}] is needed to convert {from_cur} to {to_cur} (rates are per 1 {base}); "
+                f"the scenario gives {dict(scenario.exchange_rate) or 'none'}"
+            )
+    return rates[to_cur] / rates[from_cur]
+
+
+# ---------------------------------------------------------------- price segments
+
+
+def _day_cards(scenario: Scenario, catalog: Catalog, dates: Sequence[dt.date]):
+    cards, status, notes = [], [], []
+    for d in dates:
+        try:
+            c = catalog.price(scenario.model, scenario.provider, scenario.resolved_region, d)
+        except CatalogError as exc:
+            cards.append(None)
+            status.append("retired")
+            notes.append(str(exc))
+            continue
+        cards.append(c)
+        if c.reported_retired_on is not None and d >= c.reported_retired_on:
+            status.append("reported retired, unconfirmed")
+            notes.append(
+                f"{c.model} reported retired on {c.reported_retired_on} by a third party (not confirmed officially)"
+            )
+        else:
+            status.append("ok")
+            notes.append("")
+    return cards, status, notes
+
+
+def _card_label(c: PriceCard | None) -> str:
+    if c is None:
+        return "(no price: retired)"
+    return f"{c.provider}/{c.region}/{c.model} from {c.effective_from or 'start'}"
+
+
+# ---------------------------------------------------------------- the result
+
+
+@dataclass
+class Forecast:
+    """Forecast frames (tidy) and the Monte Carlo paths behind the bands."""
+
+    scenario: Scenario
+    currency: str
+    months: list[str]
+    quantiles: tuple[float, ...]
+    budget: float | None
+    daily: pd.DataFrame  # one row per day: expected requests and cost, card, status
+    expected: pd.DataFrame  # month x route x component x price_class (expected value)
+    monthly: pd.DataFrame  # one row per month: expected, MC mean/sd/quantiles, P(> budget), flags
+    by_route: pd.DataFrame  # month x route: MC mean and quantiles
+    paths: np.ndarray  # paths x months: total spend per month
+    cards: list[PriceCard]
+    warnings: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    units: UnitStats | None = None
+    avg_prices: np.ndarray | None = None  # routes x QUANTITIES, reporting currency, tax included
+    free_credit: float = 0.0  # expected value of free allowances over the horizon (Cloudflare neurons)
+    neurons_per_day: float = 0.0  # Cloudflare: mean neurons billed per day (0 for token-priced cards)
+    _daily: _DailyParts | None = field(default=None, repr=False)
+
+    @cached_property
+    def daily_paths(self) -> np.ndarray:
+        """paths x days: total spend per day of each Monte Carlo path (NaN on unpriced days)."""
+        return self._daily.build()
+
+    @property
+    def dates(self) -> list[dt.date]:
+        return list(self.daily["date"])
+
+    def quantile_columns(self) -> list[str]:
+        return [qlabel(q) for q in self.quantiles]
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        """The views an export writes, one per sheet."""
+        return {"monthly": self.monthly, "by_route": self.by_route, "expected": self.expected, "daily": self.daily}
+
+
+@dataclass(frozen=True)
+class _DailyParts:
+    g: np.ndarray | None  # paths x days traffic multipliers (None: no daily noise)
+    lam: np.ndarray
+    seg_of_day: np.ndarray
+    cost_per_vol: np.ndarray  # paths x segs: segment cost per unit of (unlevelled) volume
+    credit_days: np.ndarray | None
+
+    def build(self) -> np.ndarray:
+        vol = self.lam[None, :] if self.g is None else self.g * self.lam[None, :]
+        with np.errstate(invalid="ignore"):
+            out = self.cost_per_vol[:, self.seg_of_day] * vol
+        if self.credit_days is not None:
+            out = out - self.credit_days
+        return out
+
+
+def qlabel(q: float) -> str:
+    return f"P{q * 100:g}"
+
+
+# ---------------------------------------------------------------- main entry point
+
+
+def forecast(
+    scenario: Scenario,
+    months: int = 12,
+    *,
+    start: dt.date | str | None = None,
+    catalog: Catalog | None = None,
+    paths: int = 10_000,
+    seed: int | None = None,
+    quantiles: Sequence[float] = (0.1, 0.5, 0.9),
+    budget: float | None = None,
+    daily_cv: float = 0.15,
+    growth_sd: float = 0.02,
+    calibration_samples: int | Mapping[str, int] | None = None,
+    currency: str | None = None,
+    fx_base: str | None = None,
+    unit_samples: int = UNIT_SAMPLES,
+    units: UnitStats | None = None,
+) -> Forecast:
+    """Spend per day and per calendar month over `months` months from the month of `scenario.as_of`.
+
+    `budget` is per month in the reporting `currency` (default: the card currency on `as_of`). `fx_base` is the
+    currency `scenario.exchange_rate` is quoted against (default: the card currency on `as_of`)."""
+    _check_range("paths", paths, 1, 1_000_000, integer=True)
+    _check_range("daily_cv", daily_cv, 0, 5)
+    _check_range("growth_sd", growth_sd, 0, 1)
+    if budget is not None:
+        _check_range("budget", budget, 0, 1e15, lo_open=True)
+    quantiles = tuple(float(q) for q in quantiles)
+    if not quantiles:
+        raise ConfigError("quantiles must list at least one value in (0, 1), got none")
+    for q in quantiles:
+        _check_range("quantiles", q, 0, 1, lo_open=True)
+        if q >= 1:
+            raise ConfigError(f"quantiles must be in (0, 1), got {q}")
+    catalog = catalog or load_catalog()
+    seed = scenario.seed if seed is None else seed
+    _check_range("seed", seed, 0, 2**63 - 1, integer=True)
+
+    cal = traffic_calendar(scenario, months, start)
+    dates = list(cal["date"])
+    n_days, n_paths = len(dates), int(paths)
+    if n_days * n_paths > MAX_CELLS:
+        raise ConfigError(f"paths x days = {n_paths:,} x {n_days:,} exceeds {MAX_CELLS:,}; lower paths or months")
+    cards, status, notes = _day_cards(scenario, catalog, dates)
+    priced = [c for c in cards if c is not None]
+    try:
+        ref_card = price_card(scenario, catalog)
+    except CatalogError:
+        if not priced:
+            raise CatalogError(
+                f"model {scenario.model!r} ({scenario.provider}) has no price on any day from "
+                f"{dates[0]} to {dates[-1]}: {notes[0]}"
+            ) from None
+        ref_card = priced[0]
+    base_cur = fx_base or ref_card.currency
+    currency = currency or ref_card.currency
+    tax = 1.0 + scenario.tax_rate
+    units = units or unit_stats(scenario, ref_card, unit_samples, seed)
+    if units.routes != tuple(r.name for r in scenario.routes):
+        raise ConfigError(f"units are for routes {units.routes}, the scenario has {[r.name for r in scenario.routes]}")
+    n_routes = len(units.routes)
+
+    # Segments: runs of days in the same month with the same card and status.
+    month_of = list(cal["month"])
+    seg_of_day = np.zeros(n_days, dtype=np.int64)
+    segs: list[dict] = []
+    for i in range(n_days):
+        key = (month_of[i], None if cards[i] is None else cards[i].key, status[i])
+        if not segs or segs[-1]["key"] != key:
+            segs.append(
+                {
+                    "key": key,
+                    "month": month_of[i],
+                    "card": cards[i],
+                    "status": status[i],
+                    "first": dates[i],
+                    "note": notes[i],
+                }
+            )
+        seg_of_day[i] = len(segs) - 1
+    n_segs = len(segs)
+    lam = cal["requests"].to_numpy()
+    seg_volume = np.bincount(seg_of_day, weights=lam, minlength=n_segs)
+
+    # Per segment and route: mean and second moment of one request's cost (reporting currency, tax included).
+    mu = np.full((n_segs, n_routes), np.nan)
+    m2 = np.full((n_segs, n_routes), np.nan)
+    prices = np.full((n_segs, n_routes, len(QUANTITIES)), np.nan)
+    free_credit_day = np.zeros(n_days)  # Cloudflare: value of the free daily neurons, per unit of neurons
+    neuron_rate = np.zeros(n_segs)  # reporting currency per neuron (0 when the card bills tokens)
+    free_neurons = np.zeros(n_segs)
+    for s, seg in enumerate(segs):
+        c = seg["card"]
+        if c is None:
+            continue
+        rate = fx_rate(scenario, c.currency, currency, base_cur) * tax
+        for r, route in enumerate(scenario.routes):
+            p = price_vector(c, route.batch) * rate
+            prices[s, r] = p
+            mu[s, r] = p @ units.mean[r]
+            m2[s, r] = p @ units.cov[r] @ p + mu[s, r] ** 2
+        if c.free_neurons_per_day and c.usd_per_1000_neurons is not None:
+            neuron_rate[s] = float(c.usd_per_1000_neurons) / 1000 * fx_rate(scenario, "USD", currency, base_cur) * tax
+            free_neurons[s] = c.free_neurons_per_day
+    neurons_per_req = np.zeros(n_segs)  # mean neurons per request of the route mix
+    for s, seg in enumerate(segs):
+        c = seg["card"]
+        if c is not None and neuron_rate[s] > 0:
+            per_m = (
+                np.array(
+                    [
+                        c.neurons_cached_input_per_m or c.neurons_input_per_m or 0,
+                        c.neurons_input_per_m or 0,
+                        c.neurons_output_per_m or 0,
+                    ],
+                    dtype=float,
+                )
+                / 1e6
+            )
+            neurons_per_req[s] = float(units.shares @ (units.neurons_q @ per_m))
+
+    # ---- Monte Carlo
+    rng = np.random.default_rng([seed, 4])
+    seg_ind = np.zeros((n_days, n_segs), dtype=np.float32)
+    seg_ind[np.arange(n_days), seg_of_day] = 1.0
+    if daily_cv > 0:
+        shape = 1.0 / daily_cv**2
+        # float32 halves the time of the largest draw; a month sums ~30 of them, far inside float32 precision.
+        g = rng.standard_gamma(shape, size=(n_paths, n_days), dtype=np.float32)
+        g *= np.float32(1.0 / shape)
+        gl = g * lam.astype(np.float32)[None, :]  # paths x days: that day's volume before the level
+        vol_raw = (gl @ seg_ind).astype(np.float64)  # paths x segs
+    else:
+        g = None
+        gl = None
+        vol_raw = np.broadcast_to(seg_volume, (n_paths, n_segs)).copy()
+    seg_month_k = np.array([abs(_months_between(scenario.as_of, s["first"])) for s in segs], dtype=float)
+    if growth_sd > 0:
+        z = rng.standard_normal(n_paths)[:, None]
+        sig = growth_sd * seg_month_k[None, :]
+        level = np.exp(sig * z - 0.5 * sig**2)  # mean 1: the uncertainty does not move the expectation
+    else:
+        level = np.ones((1, n_segs))
+    vol_seg = vol_raw * level  # paths x segs, all routes
+
+    theta = np.ones((n_paths, n_routes))
+    if calibration_samples is not None:
+        ns = _calibration_n(calibration_samples, units.routes)
+        ref_seg = next((s for s in range(n_segs) if segs[s]["card"] is not None), 0)
+        cv = np.sqrt(np.maximum(m2[ref_seg] - mu[ref_seg] ** 2, 0.0)) / np.where(mu[ref_seg] > 0, mu[ref_seg], np.inf)
+        s_mean = np.where(np.isfinite(ns), cv / np.sqrt(ns), 0.0)
+        theta = np.exp(s_mean[None, :] * rng.standard_normal((n_paths, n_routes)) - 0.5 * s_mean[None, :] ** 2)
+
+    # Segment cost per path and route: Normal(V*mu*theta, V*E[c^2]*theta^2) (CLT over the segment's requests).
+    v_rs = vol_seg[:, :, None] * units.shares[None, None, :]  # paths x segs x routes
+    mean_prs = v_rs * mu[None, :, :] * theta[:, None, :]
+    sd_prs = np.sqrt(v_rs * m2[None, :, :]) * theta[:, None, :]
+    cost_prs = mean_prs + sd_prs * rng.standard_normal(mean_prs.shape)
+    # Cloudflare: the free daily neurons are a credit of min(free, neurons used that day).
+    credit_days = None
+    credit_seg = np.zeros((n_paths, n_segs))
+    if neuron_rate.any():
+        day_vol = (gl if gl is not None else lam[None, :]) * level[:, seg_of_day]
+        credit_days = (
+            np.minimum(free_neurons[seg_of_day][None, :], day_vol * neurons_per_req[seg_of_day][None, :])
+            * neuron_rate[seg_of_day][None, :]
+        )
+        credit_seg = credit_days @ seg_ind.astype(np.float64)
+        free_credit_day = (
+            np.minimum(free_neurons[seg_of_day], lam * neurons_per_req[seg_of_day]) * neuron_rate[seg_of_day]
+        )
+    seg_total = cost_prs.sum(axis=2) - credit_seg  # paths x segs
+
+    month_names = list(dict.fromkeys(month_of))
+    seg_month = np.array([month_names.index(s["month"]) for s in segs])
+    month_ind = np.zeros((n_segs, len(month_names)))
+    month_ind[np.arange(n_segs), seg_month] = 1.0
+    # Segments are contiguous within a month: reduceat sums them and keeps a NaN (unpriced) inside its month,
+    # where a matrix product would spread NaN * 0 to every month.
+    m_first = np.flatnonzero(np.r_[True, seg_month[1:] != seg_month[:-1]])
+    with np.errstate(invalid="ignore"):
+        month_paths = np.add.reduceat(seg_total, m_first, axis=1)
+        route_month = np.add.reduceat(cost_prs, m_first, axis=1)  # paths x months x routes
+        # Spend per day (built on demand): a segment's cost spread over its days by each day's volume share.
+        cost_per_vol = cost_prs.sum(axis=2) / np.where(vol_raw > 0, vol_raw, 1.0)
+    daily_parts = _DailyParts(g, lam, seg_of_day, cost_per_vol, credit_days)
+
+    # ---- expected (closed form of the model above) and frames
+    warnings_: list[str] = []
+    seen = set()
+    for seg in segs:
+        # One warning per status and card: a retirement is reported once, from its first day.
+        key = (seg["status"], seg["key"][1])
+        if seg["status"] != "ok" and key not in seen:
+            seen.add(key)
+            warnings_.append(f"from {seg['first']}: {seg['status']}: {seg['note']}")
+
+    exp_rows = []
+    cost_cache: dict[tuple, pd.DataFrame] = {}
+    for s, seg in enumerate(segs):
+        c = seg["card"]
+        if c is None:
+            for r, name in enumerate(units.routes):
+                exp_rows.append(
+                    {
+                        "month": seg["month"],
+                        "segment_start": seg["first"],
+                        "route": name,
+                        "component": "(all)",
+                        "price_class": "(unpriced)",
+                        "requests": seg_volume[s] * units.shares[r],
+                        "tokens": np.nan,
+                        "calls": np.nan,
+                        "cost": np.nan,
+                        "card": _card_label(None),
+                        "status": seg["status"],
+                    }
+                )
+            continue
+        if c.key not in cost_cache:
+            # cost.expected_cost prices the same per-route means the bands use (one source of arithmetic).
+            cost_cache[c.key] = expected_cost(scenario, card=c, expected=units.expected, requests_per_day=1.0)
+        ec = cost_cache[c.key]
+        rate = fx_rate(scenario, c.currency, currency, base_cur)
+        reqs = ec["requests_per_day"].to_numpy() * seg_volume[s]
+        for row, n_req in zip(ec.to_dict("records"), reqs):
+            exp_rows.append(
+                {
+                    "month": seg["month"],
+                    "segment_start": seg["first"],
+                    "route": row["route"],
+                    "component": row["component"],
+                    "price_class": row["price_class"],
+                    "requests": n_req,
+                    "tokens": row["tokens_per_request"] * n_req,
+                    "calls": row["calls_per_request"] * n_req,
+                    "cost": row["cost_per_request"] * n_req * rate,
+                    "card": _card_label(c),
+                    "status": seg["status"],
+                }
+            )
+        if neuron_rate[s] > 0:
+            seg_days = seg_of_day == s
+            exp_rows.append(
+                {
+                    "month": seg["month"],
+                    "segment_start": seg["first"],
+                    "route": "(account)",
+                    "component": "free_allowance",
+                    "price_class": "free_neurons",
+                    "requests": 0.0,
+                    "tokens": 0.0,
+                    "calls": 0.0,
+                    "cost": -float(free_credit_day[seg_days].sum()),
+                    "card": _card_label(c),
+                    "status": seg["status"],
+                }
+            )
+    expected_df = pd.DataFrame(exp_rows)
+    expected_df["currency"] = currency
+
+    # Expected cost per month (closed form) and the standard error of that expectation from the finite unit
+    # samples (per-request cost sd / sqrt(unit_samples), times the month's volume, routes independent).
+    with np.errstate(invalid="ignore"):
+        exp_seg_route = seg_volume[:, None] * units.shares[None, :] * mu
+        exp_month = np.add.reduceat(exp_seg_route.sum(axis=1) - (free_credit_day @ seg_ind), m_first)
+        unit_var = np.maximum(m2 - mu**2, 0.0) / units.samples
+        exp_se_month = np.sqrt(
+            np.add.reduceat(((seg_volume[:, None] * units.shares[None, :]) ** 2 * unit_var).sum(axis=1), m_first)
+        )
+    vol_month = seg_volume @ month_ind
+    days_month = np.bincount(seg_of_day, minlength=n_segs) @ month_ind
+
+    rows = []
+    for j, m in enumerate(month_names):
+        seg_ids = [s for s in range(n_segs) if seg_month[s] == j]
+        st = [segs[s]["status"] for s in seg_ids]
+        col = month_paths[:, j]
+        row = {
+            "month": m,
+            "days": int(days_month[j]),
+            "requests": vol_month[j],
+            "expected": exp_month[j],
+            "expected_se": exp_se_month[j],
+            "mean": float(col.mean()),
+            "sd": float(col.std(ddof=1)) if n_paths > 1 else 0.0,
+            "mc_se": float(col.std(ddof=1) / np.sqrt(n_paths)) if n_paths > 1 else np.nan,
+        }
+        for q in quantiles:
+            row[qlabel(q)] = float(np.quantile(col, q)) if np.isfinite(col).all() else np.nan
+        if budget is not None:
+            row["budget"] = float(budget)
+            row["p_over_budget"] = float((col > budget).mean()) if np.isfinite(col).all() else np.nan
+        row["price_change"] = len({segs[s]["card"].key for s in seg_ids if segs[s]["card"] is not None}) > 1
+        row["retired_days"] = int(sum((seg_of_day == s).sum() for s in seg_ids if segs[s]["status"] == "retired"))
+        row["status"] = (
+            "retired (not priced)"
+            if "retired" in st
+            else ("reported retired, unconfirmed" if "reported retired, unconfirmed" in st else "ok")
+        )
+        row["currency"] = currency
+        rows.append(row)
+    monthly = pd.DataFrame(rows)
+
+    br = []
+    for j, m in enumerate(month_names):
+        for r, name in enumerate(units.routes):
+            col = route_month[:, j, r]
+            finite = np.isfinite(col).all()
+            br.append(
+                {
+                    "month": m,
+                    "route": name,
+                    "mean": float(col.mean()),
+                    **{qlabel(q): float(np.quantile(col, q)) if finite else np.nan for q in quantiles},
+                    "currency": currency,
+                }
+            )
+    by_route = pd.DataFrame(br)
+
+    daily = cal[["date", "month", "weekday_factor", "holiday_factor", "event_factor", "requests"]].copy()
+    with np.errstate(invalid="ignore"):
+        day_mu = (mu[seg_of_day] * units.shares[None, :]).sum(axis=1)
+    daily["expected_cost"] = lam * day_mu - free_credit_day
+    daily["card"] = [_card_label(c) for c in cards]
+    daily["status"] = status
+    daily["currency"] = currency
+
+    # Volume-weighted unit prices over the horizon (for the drivers of a difference between variants).
+    with np.errstate(invalid="ignore"):
+        avg_prices = np.einsum("s,srk->rk", seg_volume, prices) / seg_volume.sum()
+
+    return Forecast(
+        scenario=scenario,
+        currency=currency,
+        months=month_names,
+        quantiles=quantiles,
+        budget=None if budget is None else float(budget),
+        daily=daily,
+        expected=expected_df,
+        monthly=monthly,
+        by_route=by_route,
+        paths=month_paths,
+        _daily=daily_parts,
+        cards=list({c.key: c for c in priced}.values()),
+        warnings=warnings_,
+        units=units,
+        avg_prices=avg_prices,
+        free_credit=float(free_credit_day.sum()),
+        neurons_per_day=float((lam * neurons_per_req[seg_of_day]).mean()),
+        settings={
+            "months": int(months),
+            "start": dates[0],
+            "paths": n_paths,
+            "seed": seed,
+            "quantiles": list(quantiles),
+            "budget": budget,
+            "daily_cv": daily_cv,
+            "growth_sd": growth_sd,
+            "calibration_samples": calibration_samples
+            if not isinstance(calibration_samples, Mapping)
+            else dict(calibration_samples),
+            "currency": currency,
+            "fx_base": base_cur,
+            "unit_samples": units.samples,
+            "tax_rate": scenario.tax_rate,
+        },
+    )
+
+
+def _calibration_n(n: int | Mapping[str, int], routes: Sequence[str]) -> np.ndarray:
+    if isinstance(n, Mapping):
+        unknown = set(n) - set(routes)
+        if unknown:
+            raise ConfigError(f"calibration_samples names unknown routes {sorted(unknown)}; routes: {list(routes)}")
+        vals = [n.get(r, np.inf) for r in routes]
+        for r, v in zip(routes, vals):
+            if v != np.inf:
+                _check_range(f"calibration_samples[{r!r}]", v, 2, 1e12, integer=True)
+        return np.array(vals, dtype=float)
+    _check_range("calibration_samples", n, 2, 1e12, integer=True)
+    return np.full(len(routes), float(n))
+
+
+# ---------------------------------------------------------------- summaries
+
+
+def monthly_by(fc: Forecast, by: str = "route") -> pd.DataFrame:
+    """Expected spend per month by `route`, `component` or `price_class` (wide: one column per group)."""
+    if by not in ("route", "component", "price_class"):
+        raise ConfigError(f"by must be route, component or price_class, got {by!r}")
+    out = fc.expected.pivot_table(
+        index="month", columns=by, values="cost", aggfunc=lambda s: s.sum(min_count=1), sort=False
+    )
+    return out.reset_index()

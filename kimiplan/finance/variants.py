@@ -1,0 +1,328 @@
+"""Scenario variants side by side, and the drivers of the difference between two of them.
+
+Model IDs differ per provider. They are never guessed: `EQUIVALENT_MODELS` is an explicit, documented table
+(from shared/reference/kimi-platform-facts.md), and every mapped ID is checked against the catalog before use.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kimiplan.catalog.cards import Catalog, load_catalog
+from kimiplan.catalog.resolve import price_card
+from kimiplan.errors import CatalogError, ConfigError
+from kimiplan.finance.forecast import Forecast, forecast
+from kimiplan.model.scenario import Scenario
+
+# Same weights, different routes. Sources: Moonshot's OpenAPI enum (kimi-k2.6), cloudflare-docs kimi-k2.6.json
+# (@cf/moonshotai/kimi-k2.6), models.dev for OpenRouter (moonshotai/kimi-k2.6) and SiliconFlow
+# (moonshotai/Kimi-K2.6, note the capital K). kimi-k2.5 is listed only where the catalog prices it.
+EQUIVALENT_MODELS: dict[str, dict[str, str]] = {
+    "kimi-k2.6": {
+        "moonshot": "kimi-k2.6",
+        "cloudflare": "@cf/moonshotai/kimi-k2.6",
+        "openrouter": "moonshotai/kimi-k2.6",
+        "siliconflow": "moonshotai/Kimi-K2.6",
+    },
+    "kimi-k2.5": {"moonshot": "kimi-k2.5"},
+}
+
+
+def canonical_model(model: str) -> str:
+    for canon, per_provider in EQUIVALENT_MODELS.items():
+        if model == canon or model in per_provider.values():
+            return canon
+    raise CatalogError(f"no equivalents known for model {model!r}; EQUIVALENT_MODELS lists {sorted(EQUIVALENT_MODELS)}")
+
+
+def equivalent_model(
+    model: str, provider: str, catalog: Catalog, region: str | None = None, on: dt.date | None = None
+) -> str:
+    """The ID of `model` on `provider`, from EQUIVALENT_MODELS, confirmed to be priced in the catalog."""
+    canon = canonical_model(model)
+    mapped = EQUIVALENT_MODELS[canon].get(provider)
+    if mapped is None:
+        raise CatalogError(f"no known ID for {canon!r} on provider {provider!r}; known: {EQUIVALENT_MODELS[canon]}")
+    catalog.price(mapped, provider, region, on)  # raises CatalogError listing what the catalog knows
+    return mapped
+
+
+# ---------------------------------------------------------------- building variants
+
+
+def _map_routes(scenario: Scenario, fn: Callable[[dict], dict], **top: Any) -> Scenario:
+    data = scenario.model_dump(mode="python", by_alias=True)
+    data["routes"] = [fn(dict(r)) for r in data["routes"]]
+    data.update(top)
+    return Scenario.model_validate(data)
+
+
+def provider_variant(
+    scenario: Scenario, provider: str, catalog: Catalog | None = None, region: str | None = None
+) -> Scenario:
+    """The same application on another provider (model ID mapped through EQUIVALENT_MODELS).
+
+    A provider whose card documents no default `max_completion_tokens` gets, on routes that omit it, the budget
+    the base scenario resolves to, so both variants generate the same tokens; the description says so."""
+    catalog = catalog or load_catalog()
+    model = equivalent_model(scenario.model, provider, catalog, region, scenario.as_of)
+    base_card = price_card(scenario, catalog)
+    new_card = catalog.price(model, provider, region, scenario.as_of)
+    filled = []
+
+    def fill(r: dict) -> dict:
+        if r.get("max_completion_tokens") is None and new_card.default_max_completion_tokens is None:
+            filled.append(r["name"])
+            r["max_completion_tokens"] = base_card.default_max_completion_tokens
+        return r
+
+    out = _map_routes(scenario, fill, provider=provider, region=region, model=model, tier=None)
+    note = f"{provider}/{out.resolved_region} {model}"
+    if filled:
+        note += (
+            f"; max_completion_tokens={base_card.default_max_completion_tokens} assumed on {', '.join(filled)} "
+            f"({provider} documents no default)"
+        )
+    tools = [r.name for r in scenario.routes if r.tools.web_search_calls.mean() > 0]
+    if tools and provider != "moonshot":
+        # $web_search is Moonshot's builtin tool: the card prices it at 0 elsewhere because it does not exist there.
+        note += f"; $web_search on {', '.join(tools)} is Moonshot-only (not available on {provider}, priced 0)"
+    return out.with_changes(description=note)
+
+
+def batch_variant(scenario: Scenario, routes: list[str] | None = None) -> Scenario:
+    """Routes that can wait sent through the Batch API (default: all routes)."""
+    names = {r.name for r in scenario.routes}
+    routes = list(names) if routes is None else routes
+    unknown = set(routes) - names
+    if unknown:
+        raise ConfigError(f"batch routes {sorted(unknown)} are not in the scenario; routes: {sorted(names)}")
+    out = _map_routes(scenario, lambda r: {**r, "batch": r["batch"] or r["name"] in routes})
+    return out.with_changes(description=f"Batch API for {', '.join(sorted(routes))}")
+
+
+def thinking_variant(scenario: Scenario, on: bool) -> Scenario:
+    return scenario.with_route_changes(thinking=on).with_changes(
+        description=f"thinking {'on' if on else 'off'} on every route"
+    )
+
+
+def cache_variant(scenario: Scenario, hit_rate: float) -> Scenario:
+    if not (0 <= hit_rate <= 1):
+        raise ConfigError(f"hit_rate must be in [0, 1], got {hit_rate}")
+    out = _map_routes(scenario, lambda r: {**r, "cache": {**r["cache"], "hit_rate": hit_rate}})
+    return out.with_changes(description=f"cache hit rate {hit_rate:.0%} on every route")
+
+
+def max_tokens_variant(scenario: Scenario, max_completion_tokens: int) -> Scenario:
+    if not isinstance(max_completion_tokens, int) or max_completion_tokens <= 0:
+        raise ConfigError(f"max_completion_tokens must be a whole number > 0, got {max_completion_tokens!r}")
+    out = scenario.with_route_changes(max_completion_tokens=max_completion_tokens)
+    return out.with_changes(description=f"max_completion_tokens={max_completion_tokens} on every route")
+
+
+def standard_variants(scenario: Scenario, catalog: Catalog | None = None) -> dict[str, Scenario]:
+    """Base plus the comparisons finance asks for; a variant the catalog cannot price is left out."""
+    catalog = catalog or load_catalog()
+    out: dict[str, Scenario] = {"base": scenario.with_changes(description="as given")}
+    attempts: list[tuple[str, Callable[[], Scenario]]] = []
+    if scenario.provider == "moonshot" and canonical_model_or_none(scenario.model) == "kimi-k2.6":
+        attempts.append(
+            ("kimi-k2.5", lambda: scenario.with_changes(model="kimi-k2.5", description="kimi-k2.5, same routes"))
+        )
+    for prov in ("cloudflare", "openrouter", "siliconflow"):
+        if prov != scenario.provider:
+            attempts.append((prov, lambda p=prov: provider_variant(scenario, p, catalog)))
+    if price_card(scenario, catalog).batch_multiplier is not None and not all(r.batch for r in scenario.routes):
+        attempts.append(("Batch API (all routes)", lambda: batch_variant(scenario)))
+    if any(r.thinking for r in scenario.routes):
+        attempts.append(("thinking off", lambda: thinking_variant(scenario, False)))
+    attempts.append(("cache hit rate 50%", lambda: cache_variant(scenario, 0.5)))
+    for name, make in attempts:
+        try:
+            v = make()
+            card = price_card(v, catalog)
+        except (CatalogError, ConfigError):
+            continue
+        if card.batch_multiplier is None and any(r.batch for r in v.routes):
+            continue  # batch routes where the provider has no Batch API: not a like-for-like comparison
+        out[name] = v
+    return out
+
+
+def canonical_model_or_none(model: str) -> str | None:
+    try:
+        return canonical_model(model)
+    except CatalogError:
+        return None
+
+
+# ---------------------------------------------------------------- running and comparing
+
+
+def run_variants(
+    variants: Mapping[str, Scenario],
+    months: int = 12,
+    *,
+    catalog: Catalog | None = None,
+    paths: int = 2000,
+    seed: int | None = None,
+    currency: str | None = None,
+    **kw: Any,
+) -> dict[str, Forecast]:
+    """One forecast per variant, all in one reporting currency (default: the first variant's card currency;
+    exchange rates are read from the first variant, quoted against that currency)."""
+    if not variants:
+        raise ConfigError("variants is empty: give at least one scenario")
+    catalog = catalog or load_catalog()
+    first = next(iter(variants.values()))
+    base_cur = price_card(first, catalog).currency
+    currency = currency or base_cur
+    out = {}
+    for name, sc in variants.items():
+        # Exchange rates come from the first variant so that every variant converts the same way.
+        sc = sc.with_changes(exchange_rate=dict(first.exchange_rate))
+        out[name] = forecast(
+            sc, months, catalog=catalog, paths=paths, seed=seed, currency=currency, fx_base=base_cur, **kw
+        )
+    return out
+
+
+def compare(
+    variants: Mapping[str, Scenario] | Mapping[str, Forecast],
+    months: int = 12,
+    *,
+    catalog: Catalog | None = None,
+    **kw: Any,
+) -> pd.DataFrame:
+    """One row per variant: horizon total (expected and P10/P90 of the Monte Carlo), difference to the first."""
+    fcs = _as_forecasts(variants, months, catalog, **kw)
+    rows = []
+    for name, fc in fcs.items():
+        sc = fc.scenario
+        tot = fc.paths.sum(axis=1)
+        finite = np.isfinite(tot).all()
+        exp_total = float(fc.monthly["expected"].sum())
+        worst = (
+            "retired (not priced)"
+            if (fc.monthly["status"] == "retired (not priced)").any()
+            else ("reported retired, unconfirmed" if (fc.monthly["status"] != "ok").any() else "ok")
+        )
+        rows.append(
+            {
+                "variant": name,
+                "provider": sc.provider,
+                "region": sc.resolved_region,
+                "model": sc.model,
+                "requests": float(fc.monthly["requests"].sum()),
+                "expected_total": exp_total,
+                "P10_total": float(np.quantile(tot, 0.1)) if finite else np.nan,
+                "P90_total": float(np.quantile(tot, 0.9)) if finite else np.nan,
+                "per_month": exp_total / len(fc.months),
+                "free_allowance": fc.free_credit,
+                "neurons_per_day": fc.neurons_per_day,
+                "currency": fc.currency,
+                "status": worst,
+                "notes": sc.description,
+            }
+        )
+    out = pd.DataFrame(rows)
+    base = out["expected_total"].iloc[0]
+    out["vs_first"] = out["expected_total"] - base
+    out["vs_first_pct"] = out["vs_first"] / base * 100 if base else np.nan
+    return out
+
+
+def compare_monthly(forecasts: Mapping[str, Forecast]) -> pd.DataFrame:
+    """Expected spend per month and variant (long), for one chart."""
+    frames = []
+    for name, fc in forecasts.items():
+        f = fc.monthly[["month", "expected", "currency", "status"]].copy()
+        f.insert(0, "variant", name)
+        frames.append(f)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _as_forecasts(variants, months, catalog, **kw) -> dict[str, Forecast]:
+    if variants and all(isinstance(v, Forecast) for v in variants.values()):
+        return dict(variants)
+    return run_variants(variants, months, catalog=catalog, **kw)
+
+
+# ---------------------------------------------------------------- drivers of a difference
+
+DRIVERS = (
+    "volume",
+    "cache hits",
+    "input size",
+    "reasoning tokens",
+    "output tokens",
+    "tool calls",
+    "price (model, provider, batch, tax)",
+    "free allowance",
+)
+
+
+def _route_terms(fc: Forecast) -> dict[str, tuple[float, np.ndarray, np.ndarray]]:
+    """Per route: requests over the horizon, mean quantities per request, volume-weighted unit prices."""
+    total = float(fc.monthly["requests"].sum())
+    return {
+        name: (total * float(fc.units.shares[r]), fc.units.mean[r], fc.avg_prices[r])
+        for r, name in enumerate(fc.units.routes)
+    }
+
+
+def waterfall(
+    base: Scenario | Forecast,
+    other: Scenario | Forecast,
+    months: int = 12,
+    *,
+    catalog: Catalog | None = None,
+    **kw: Any,
+) -> pd.DataFrame:
+    """The change of expected spend over the horizon from `base` to `other`, split into drivers that add up
+    exactly: volume first (at base tokens and prices), then tokens per request at base prices (cache share,
+    input size, reasoning, output, tool calls), then prices at the new quantities, then free allowances."""
+    if isinstance(base, Forecast) and isinstance(other, Forecast):
+        fa, fb = base, other
+    else:
+        fcs = run_variants(
+            {"base": base, "other": other}, months, catalog=catalog, paths=1, daily_cv=0.0, growth_sd=0.0, **kw
+        )
+        fa, fb = fcs["base"], fcs["other"]
+    if fa.currency != fb.currency:
+        raise ConfigError(f"both forecasts need one currency, got {fa.currency} and {fb.currency}")
+    ta, tb = _route_terms(fa), _route_terms(fb)
+    for label, fc in (("base", fa), ("other", fb)):
+        if not np.isfinite(fc.avg_prices).all():
+            raise ConfigError(
+                f"the {label} variant has unpriced (retired-model) days in the horizon: {fc.warnings[:1]}"
+            )
+    d = dict.fromkeys(DRIVERS, 0.0)
+    for name in dict.fromkeys([*ta, *tb]):
+        va, qa, pa = ta.get(name, (0.0, *tb[name][1:]))
+        vb, qb, pb = tb.get(name, (0.0, *ta[name][1:]))
+        d["volume"] += (vb - va) * float(qa @ pa)
+        ia, ib = qa[0] + qa[1], qb[0] + qb[1]
+        ha = qa[0] / ia if ia else 0.0
+        hb = qb[0] / ib if ib else 0.0
+        d["cache hits"] += vb * ib * (hb - ha) * (pa[0] - pa[1])
+        d["input size"] += vb * (ib - ia) * (ha * pa[0] + (1 - ha) * pa[1])
+        d["reasoning tokens"] += vb * (qb[2] - qa[2]) * pa[2]
+        d["output tokens"] += vb * (qb[3] - qa[3]) * pa[3]
+        d["tool calls"] += vb * (qb[4] - qa[4]) * pa[4]
+        d["price (model, provider, batch, tax)"] += vb * float(qb @ (pb - pa))
+    d["free allowance"] = fa.free_credit - fb.free_credit
+    total_a = float(fa.monthly["expected"].sum())
+    total_b = float(fb.monthly["expected"].sum())
+    rows = [{"step": "base", "amount": total_a, "measure": "absolute"}]
+    rows += [{"step": k, "amount": v, "measure": "relative"} for k, v in d.items()]
+    rows.append({"step": "other", "amount": total_b, "measure": "total"})
+    out = pd.DataFrame(rows)
+    out["currency"] = fa.currency
+    return out

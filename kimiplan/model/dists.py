@@ -1,0 +1,352 @@
+"""Distribution specs for token counts, counts and latencies.
+
+Each spec is a small frozen pydantic model (so scenario files can write it) with `mean()`, `var()`,
+`quantile(q)` and a vectorized `sample(rng, n)`. A bare number in a scenario file means `fixed`.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+Z95 = 1.6448536269514722  # standard normal 95th percentile
+
+
+def _stats():
+    # scipy.stats takes about a second to import; only quantiles and clipped moments need it, so the CLI's
+    # light commands (prices, tiers, tokens, cost) do not pay for it.
+    from scipy import stats
+
+    return stats
+
+
+class _Dist(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def sd(self) -> float:
+        return math.sqrt(self.var())
+
+    def describe(self) -> str:
+        return self.kind
+
+
+class Fixed(_Dist):
+    kind: Literal["fixed"] = "fixed"
+    value: float = Field(ge=0)
+
+    def mean(self) -> float:
+        return float(self.value)
+
+    def var(self) -> float:
+        return 0.0
+
+    def quantile(self, q):
+        return np.full_like(np.asarray(q, dtype=float), self.value) if np.ndim(q) else float(self.value)
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return np.full(n, float(self.value))
+
+    def describe(self) -> str:
+        return f"fixed {self.value:g}"
+
+
+class Normal(_Dist):
+    """Normal, clipped at 0 (token counts and seconds are never negative); moments are the clipped ones."""
+
+    kind: Literal["normal"] = "normal"
+    mean_: float = Field(alias="mean", ge=0)
+    sd_: float = Field(alias="sd", ge=0)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    def mean(self) -> float:
+        if self.sd_ == 0:
+            return self.mean_
+        a = self.mean_ / self.sd_
+        return self.mean_ * _stats().norm.cdf(a) + self.sd_ * _stats().norm.pdf(a)
+
+    def var(self) -> float:
+        if self.sd_ == 0:
+            return 0.0
+        m, s = self.mean_, self.sd_
+        a = m / s
+        second = (m * m + s * s) * _stats().norm.cdf(a) + m * s * _stats().norm.pdf(a)
+        return max(second - self.mean() ** 2, 0.0)
+
+    def quantile(self, q):
+        return np.maximum(_stats().norm.ppf(q, self.mean_, self.sd_), 0.0)
+
+    def sample(self, rng, n):
+        return np.maximum(rng.normal(self.mean_, self.sd_, n), 0.0)
+
+    def describe(self) -> str:
+        return f"normal {self.mean_:g}±{self.sd_:g}"
+
+
+_LOGNORMAL_FORMS = ("median", "p95", "mean", "sigma")
+
+
+def _lognormal_median_p95(d: dict) -> dict:
+    """Any two of median, p95, mean and sigma (of log x) -> the stored median and p95."""
+    given = [k for k in _LOGNORMAL_FORMS if d.get(k) is not None]
+    if set(given) == {"median", "p95"}:
+        return d
+    if len(given) != 2:
+        raise ValueError(f"lognormal: give exactly two of median, p95, mean, sigma (got {', '.join(given) or 'none'})")
+    for k in given:
+        if not d[k] > 0 and not (k == "sigma" and d[k] == 0):
+            raise ValueError(f"lognormal: {k} must be > 0, got {d[k]!r}")
+    v = {k: float(d[k]) for k in given}
+    if "sigma" in v:
+        s = v["sigma"]
+        mu = (
+            math.log(v["median"])
+            if "median" in v
+            else (math.log(v["mean"]) - s * s / 2 if "mean" in v else math.log(v["p95"]) - Z95 * s)
+        )
+    elif "median" in v:  # median and mean: mean = median * exp(sigma^2 / 2)
+        if v["mean"] < v["median"]:
+            raise ValueError(f"lognormal: mean ({v['mean']:g}) is below the median ({v['median']:g})")
+        mu, s = math.log(v["median"]), math.sqrt(2 * math.log(v["mean"] / v["median"]))
+    else:  # mean and p95: sigma^2 / 2 - Z95 sigma + ln(p95 / mean) = 0, the smaller root
+        disc = Z95 * Z95 - 2 * math.log(v["p95"] / v["mean"])
+        if v["p95"] < v["mean"] or disc < 0:
+            raise ValueError(f"lognormal: no lognormal has mean {v['mean']:g} and p95 {v['p95']:g}")
+        s = Z95 - math.sqrt(disc)
+        mu = math.log(v["mean"]) - s * s / 2
+    out = {k: x for k, x in d.items() if k not in _LOGNORMAL_FORMS}
+    return {**out, "median": math.exp(mu), "p95": math.exp(mu + Z95 * s)}
+
+
+class LogNormal(_Dist):
+    """Lognormal given by its median and 95th percentile (how people state lengths); a file may instead give
+    any two of median, p95, mean and sigma (the sd of log x), which are turned into the median and p95."""
+
+    kind: Literal["lognormal"] = "lognormal"
+    median: float = Field(gt=0)
+    p95: float = Field(gt=0)
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra=lambda s: (
+            s.pop("required", None),
+            s["properties"].update(
+                mean={"type": "number", "exclusiveMinimum": 0, "description": "mean (with one of median, p95, sigma)"},
+                sigma={"type": "number", "minimum": 0, "description": "sd of log x (with one of median, p95, mean)"},
+            ),
+        ),
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _forms(cls, d):
+        return _lognormal_median_p95(d) if isinstance(d, dict) else d
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.p95 < self.median:
+            raise ValueError(f"p95 ({self.p95:g}) is below the median ({self.median:g})")
+        return self
+
+    @classmethod
+    def from_mu_sigma(cls, mu: float, sigma: float) -> LogNormal:
+        return cls(median=math.exp(mu), p95=math.exp(mu + Z95 * sigma))
+
+    @cached_property
+    def mu(self) -> float:
+        return math.log(self.median)
+
+    @cached_property
+    def sigma(self) -> float:
+        return (math.log(self.p95) - math.log(self.median)) / Z95
+
+    def mean(self) -> float:
+        return math.exp(self.mu + self.sigma**2 / 2)
+
+    def var(self) -> float:
+        s2 = self.sigma**2
+        return (math.exp(s2) - 1) * math.exp(2 * self.mu + s2)
+
+    def quantile(self, q):
+        return np.exp(self.mu + self.sigma * _stats().norm.ppf(q))
+
+    def sample(self, rng, n):
+        return rng.lognormal(self.mu, self.sigma, n)
+
+    def describe(self) -> str:
+        return f"lognormal median {self.median:g}, p95 {self.p95:g}"
+
+
+class Exponential(_Dist):
+    kind: Literal["exponential"] = "exponential"
+    mean_: float = Field(alias="mean", gt=0)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    def mean(self) -> float:
+        return self.mean_
+
+    def var(self) -> float:
+        return self.mean_**2
+
+    def quantile(self, q):
+        return -self.mean_ * np.log1p(-np.asarray(q, dtype=float))
+
+    def sample(self, rng, n):
+        return rng.exponential(self.mean_, n)
+
+    def describe(self) -> str:
+        return f"exponential mean {self.mean_:g}"
+
+
+class Poisson(_Dist):
+    """Counts (tool calls per request, turns)."""
+
+    kind: Literal["poisson"] = "poisson"
+    mean_: float = Field(alias="mean", ge=0)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    def mean(self) -> float:
+        return self.mean_
+
+    def var(self) -> float:
+        return self.mean_
+
+    def quantile(self, q):
+        return _stats().poisson.ppf(q, self.mean_)
+
+    def sample(self, rng, n):
+        return rng.poisson(self.mean_, n).astype(float)
+
+    def describe(self) -> str:
+        return f"poisson mean {self.mean_:g}"
+
+
+class Uniform(_Dist):
+    kind: Literal["uniform"] = "uniform"
+    low: float = Field(ge=0)
+    high: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high:g}) is below low ({self.low:g})")
+        return self
+
+    def mean(self) -> float:
+        return (self.low + self.high) / 2
+
+    def var(self) -> float:
+        return (self.high - self.low) ** 2 / 12
+
+    def quantile(self, q):
+        return self.low + (self.high - self.low) * np.asarray(q, dtype=float)
+
+    def sample(self, rng, n):
+        return rng.uniform(self.low, self.high, n)
+
+    def describe(self) -> str:
+        return f"uniform {self.low:g}-{self.high:g}"
+
+
+class Empirical(_Dist):
+    """Resamples observed values (token counts from a usage log, or calibration samples)."""
+
+    kind: Literal["empirical"] = "empirical"
+    samples: tuple[float, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _non_negative(self):
+        bad = [s for s in self.samples if not (s >= 0)]
+        if bad:
+            raise ValueError(f"samples must be >= 0, got {bad[0]!r}")
+        return self
+
+    @cached_property
+    def _arr(self) -> np.ndarray:
+        return np.asarray(self.samples, dtype=float)
+
+    def mean(self) -> float:
+        return float(self._arr.mean())
+
+    def var(self) -> float:
+        return float(self._arr.var())
+
+    def quantile(self, q):
+        return np.quantile(self._arr, q)
+
+    def sample(self, rng, n):
+        return rng.choice(self._arr, size=n, replace=True)
+
+    def describe(self) -> str:
+        return f"empirical n={len(self.samples)}"
+
+
+class Texts(_Dist):
+    """Token counts of sample texts, counted with the exact Kimi tokenizer, resampled like `empirical`.
+
+    `files` are read relative to the scenario file's folder (set by `load_scenario`)."""
+
+    kind: Literal["texts"] = "texts"
+    texts: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    base_dir: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _some(self):
+        if not self.texts and not self.files:
+            raise ValueError("give at least one of texts or files")
+        return self
+
+    @cached_property
+    def _counts(self) -> Empirical:
+        from kimiplan.tokens.tokenizer import get_tokenizer
+
+        bodies = list(self.texts)
+        for f in self.files:
+            p = Path(f)
+            if not p.is_absolute() and self.base_dir:
+                p = Path(self.base_dir) / p
+            try:
+                bodies.append(p.read_text(encoding="utf-8"))
+            except OSError as exc:
+                raise ValueError(f"cannot read text file {str(p)!r}: {exc.strerror}") from None
+        return Empirical(samples=tuple(float(c) for c in get_tokenizer().count_many(bodies)))
+
+    def mean(self) -> float:
+        return self._counts.mean()
+
+    def var(self) -> float:
+        return self._counts.var()
+
+    def quantile(self, q):
+        return self._counts.quantile(q)
+
+    def sample(self, rng, n):
+        return self._counts.sample(rng, n)
+
+    def describe(self) -> str:
+        return f"{len(self.texts) + len(self.files)} sample texts"
+
+
+def _coerce(v: Any) -> Any:
+    # A bare number is a fixed value; {kind: ...} is passed through to the discriminated union.
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, (int, float)):
+        return {"kind": "fixed", "value": v}
+    return v
+
+
+Dist = Annotated[
+    Fixed | Normal | LogNormal | Exponential | Poisson | Uniform | Empirical | Texts,
+    Field(discriminator="kind"),
+    BeforeValidator(_coerce),
+]
+
+
+def fixed(v: float) -> Fixed:
+    return Fixed(value=v)

@@ -1,0 +1,411 @@
+"""The user-facing model of an application: provider, model, tier, traffic and routes.
+
+A scenario file is YAML (or JSON) validated by these pydantic models; `kimiplan schema` prints the JSON
+Schema. Errors name the file, the route, the field and the bad value, and nothing is written anywhere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kimiplan.errors import ScenarioError
+from kimiplan.io.paths import data_path
+from kimiplan.model.dists import Dist, Fixed, LogNormal
+from kimiplan.model.settings import Simulation
+
+# Input components: the text of each part in prompt order, then the overhead (template markers and what the
+# server adds), which is spread over the prompt, then the input of the further calls a `$web_search` makes.
+COMPONENTS = ("system", "history", "rag", "documents", "user", "overhead", "tool_rounds")
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class History(_M):
+    """Earlier turns carried in the prompt: `turns` previous exchanges of `tokens_per_turn` each."""
+
+    turns: Dist = Fixed(value=0)
+    tokens_per_turn: Dist = Fixed(value=0)
+
+
+class Rag(_M):
+    """Retrieved context: `top_k` chunks of `chunk_tokens` each."""
+
+    top_k: Dist = Fixed(value=0)
+    chunk_tokens: Dist = Fixed(value=0)
+
+
+class Documents(_M):
+    """Extracted files (billed as input): present with `probability`, `pages` x `tokens_per_page`."""
+
+    probability: float = Field(default=0.0, ge=0, le=1)
+    pages: Dist = Fixed(value=0)
+    tokens_per_page: Dist = Fixed(value=0)
+
+
+class Tools(_M):
+    """Moonshot's builtin `$web_search`, per request.
+
+    Each search is a round trip: the model answers `finish_reason=tool_calls`, the client sends the tool call
+    back, and the next call carries the whole prompt again plus the search results, which Moonshot bills as
+    input (plus the per-call fee). A request with k searches is k + 1 API calls."""
+
+    web_search_calls: Dist = Field(default=Fixed(value=0), description="Searches per request (each a round trip)")
+    result_tokens: Dist = Field(
+        default=Fixed(value=0),
+        description="Tokens of search results one search adds to the input of every later call of the request "
+        "(the tool call's usage shows them); unknown until measured, so 0 unless set",
+    )
+    tool_call_tokens: Dist = Field(
+        default=Fixed(value=0),
+        description="Output tokens of the model's tool-call message, echoed back as input in later calls",
+    )
+
+
+class Cache(_M):
+    """Which input is a cache hit.
+
+    `prefix_rule` (Kimi's automatic caching): the repeated prefix (`prefix` components) is served from cache
+    with probability `hit_rate` when the prompt exceeds `min_prompt_tokens` (Kimi: a request can hit the cache
+    only when the previous request's prompt exceeded 256 tokens; the current prompt stands in for it).
+    `none`: no cache hits."""
+
+    mode: Literal["prefix_rule", "none"] = "prefix_rule"
+    prefix: tuple[Literal["system", "history", "rag", "documents"], ...] = ("system", "history")
+    hit_rate: float = Field(default=1.0, ge=0, le=1)
+    min_prompt_tokens: int = Field(default=256, ge=0)
+
+
+class Latency(_M):
+    """Latency model: time to first token plus completion tokens over decode speed.
+
+    `total_s`, when set, replaces the model with a distribution of the whole latency (for checks against
+    queueing theory). Defaults are placeholders until calibrated from live calls."""
+
+    ttft_s: Dist = LogNormal(median=1.5, p95=4.0)
+    decode_tps: Dist = LogNormal(median=40.0, p95=70.0)
+    total_s: Dist | None = None
+
+    @field_validator("decode_tps")
+    @classmethod
+    def _positive_speed(cls, v):
+        if v.quantile(0.0001) <= 0 and v.mean() <= 0:
+            raise ValueError("decode_tps must be > 0")
+        return v
+
+
+class Route(_M):
+    """One route of the application (an endpoint or feature) and its per-request token components."""
+
+    name: str = Field(min_length=1)
+    share: float = Field(gt=0, le=1, description="Fraction of the application's requests that take this route")
+    description: str = ""
+    thinking: bool = Field(default=False, description="K2.6 thinking on: reasoning tokens are generated and billed")
+    system: Dist = Field(default=Fixed(value=0), description="System prompt tokens (a fixed, cacheable prefix)")
+    history: History = History()
+    rag: Rag = Rag()
+    documents: Documents = Documents()
+    user: Dist = Field(default=Fixed(value=0), description="The user's new message")
+    overhead_tokens: int | None = Field(
+        default=None,
+        ge=0,
+        description="Chat-template tokens beyond the text of the parts above. None: the K2.6 template's markers, "
+        "4 per message (system, two per history turn, the user's) plus 3 for the reply primer, counted "
+        "per request. A number: that many; 0 switches them off",
+    )
+    server_overhead_tokens: int = Field(
+        default=0,
+        ge=0,
+        description="Prompt tokens the server adds to every request that the messages do not show (an injected "
+        "system prompt, thinking markers), on top of overhead_tokens. Calibration measures them as "
+        "prompt_tokens minus the local count of the rendered chat; apply_calibration sets them",
+    )
+    output: Dist = Field(default=Fixed(value=0), description="Visible output tokens the model wants to write")
+    reasoning: Dist = Field(default=Fixed(value=0), description="Reasoning tokens (used when thinking is on)")
+    max_completion_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="Budget sent with the request; omitted means the model default (32,768 for K2.6)",
+    )
+    tools: Tools = Tools()
+    cache: Cache = Cache()
+    latency: Latency = Latency()
+    batch: bool = Field(default=False, description="Sent through the Batch API (60% of price; no rate-limit load)")
+    calibration: str | None = Field(default=None, description="Path of a calibration file fitted from live calls")
+
+
+class Burst(_M):
+    """A daily burst: traffic times `factor` from `start` (HH:MM, scenario time zone) for `minutes`."""
+
+    start: dt.time
+    minutes: float = Field(gt=0, le=1440)
+    factor: float = Field(gt=0)
+
+
+class Event(_M):
+    """A one-off change of volume: a launch that doubles traffic from a date.
+
+    Applies from `start` to `end`, both inclusive (no `end`: for good). Holiday factors multiply the
+    weekday factor of that date; event factors multiply both."""
+
+    name: str = "event"
+    start: dt.date
+    end: dt.date | None = None
+    factor: float = Field(gt=0)
+
+
+class Traffic(_M):
+    requests_per_day: float | None = Field(default=None, gt=0)
+    requests_per_second: float | None = Field(default=None, gt=0)
+    hourly_profile: tuple[float, ...] | None = Field(
+        default=None, description="24 relative weights (hour 0..23 in `timezone`); normalized to mean 1"
+    )
+    weekday_factors: tuple[float, ...] | None = Field(
+        default=None, description="7 factors, Monday first; normalized to mean 1"
+    )
+    monthly_growth: float = Field(default=0.0, gt=-1, description="Compound growth per month (0.08 = +8 %)")
+    monthly_requests: dict[str, float] | None = Field(
+        default=None, description="Explicit volume per month, 'YYYY-MM' -> requests; overrides rate and growth there"
+    )
+    holidays: dict[dt.date, float] = Field(default_factory=dict, description="date -> traffic factor")
+    events: tuple[Event, ...] = ()
+    bursts: tuple[Burst, ...] = ()
+    timezone: str = "UTC"
+
+    @model_validator(mode="after")
+    def _one_rate(self):
+        if (self.requests_per_day is None) == (self.requests_per_second is None):
+            raise ValueError("give exactly one of requests_per_day or requests_per_second")
+        if self.hourly_profile is not None:
+            if len(self.hourly_profile) != 24:
+                raise ValueError(f"hourly_profile needs 24 values, got {len(self.hourly_profile)}")
+            if min(self.hourly_profile) < 0 or sum(self.hourly_profile) <= 0:
+                raise ValueError(
+                    f"hourly_profile values must be >= 0 with a positive sum, got {list(self.hourly_profile)}"
+                )
+        if self.weekday_factors is not None:
+            if len(self.weekday_factors) != 7:
+                raise ValueError(f"weekday_factors needs 7 values, got {len(self.weekday_factors)}")
+            if min(self.weekday_factors) < 0 or sum(self.weekday_factors) <= 0:
+                raise ValueError(f"weekday_factors must be >= 0 with a positive sum, got {list(self.weekday_factors)}")
+        for k, v in (self.monthly_requests or {}).items():
+            try:
+                dt.datetime.strptime(k, "%Y-%m")
+            except ValueError:
+                raise ValueError(f"monthly_requests key {k!r} is not YYYY-MM") from None
+            if v < 0:
+                raise ValueError(f"monthly_requests[{k!r}] must be >= 0, got {v}")
+        for d, f in self.holidays.items():
+            if f < 0:
+                raise ValueError(f"holidays[{d}] must be >= 0, got {f}")
+        return self
+
+    @property
+    def mean_rps(self) -> float:
+        """Average requests per second (before profiles, growth and events)."""
+        return self.requests_per_second if self.requests_per_second is not None else self.requests_per_day / 86400.0
+
+    @property
+    def per_day(self) -> float:
+        return self.mean_rps * 86400.0
+
+    def hourly_factors(self) -> list[float]:
+        if self.hourly_profile is None:
+            return [1.0] * 24
+        m = sum(self.hourly_profile) / 24
+        return [v / m for v in self.hourly_profile]
+
+    def weekday_multipliers(self) -> list[float]:
+        if self.weekday_factors is None:
+            return [1.0] * 7
+        m = sum(self.weekday_factors) / 7
+        return [v / m for v in self.weekday_factors]
+
+
+class InlineTier(_M):
+    """A custom tier written in the scenario: any subset of the limits (None = unlimited)."""
+
+    name: str = "custom"
+    concurrency: int | None = Field(default=None, gt=0)
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    tpd: int | None = Field(default=None, gt=0)
+    rpd: int | None = Field(default=None, gt=0)
+
+
+class Scenario(_M):
+    """An application on Kimi: where it calls, which tier, how much traffic, and its routes."""
+
+    name: str = "scenario"
+    description: str = ""
+    provider: Literal["moonshot", "cloudflare", "openrouter", "siliconflow"] | str = "moonshot"
+    region: str | None = Field(default=None, description="Moonshot: intl (USD) or cn (CNY); others: global")
+    model: str = Field(description="Exact model ID as the provider names it, e.g. kimi-k2.6 (never guessed)")
+    tier: str | InlineTier | None = Field(
+        default=None, description="Tier name from the catalog, or an inline custom tier"
+    )
+    as_of: dt.date = Field(description="Date for prices and tiers (look-ups are dated)")
+    seed: int = Field(default=0, ge=0)
+    tax_rate: float = Field(default=0.0, ge=0, le=1, description="Added to every cost (VAT/GST), e.g. 0.06")
+    exchange_rate: dict[str, float] = Field(
+        default_factory=dict, description="Extra currencies: 'CNY' -> units per card currency unit"
+    )
+    traffic: Traffic
+    routes: tuple[Route, ...] = Field(min_length=1)
+    simulation: Simulation = Field(
+        default_factory=Simulation,
+        description="Defaults for `kimiplan simulate`: horizon (hours), client on 429 (none/retry/pace), windows",
+    )
+
+    @model_validator(mode="after")
+    def _routes(self):
+        names = [r.name for r in self.routes]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"route names must be unique, repeated: {sorted(dup)}")
+        total = sum(r.share for r in self.routes)
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(
+                f"route shares must sum to 1, got {total:g} ("
+                + ", ".join(f"{r.name}={r.share:g}" for r in self.routes)
+                + ")"
+            )
+        for k, v in self.exchange_rate.items():
+            if v <= 0:
+                raise ValueError(f"exchange_rate[{k!r}] must be > 0, got {v}")
+        return self
+
+    @property
+    def resolved_region(self) -> str:
+        return self.region or ("intl" if self.provider == "moonshot" else "global")
+
+    def route(self, name: str) -> Route:
+        for r in self.routes:
+            if r.name == name:
+                return r
+        raise ScenarioError(f"unknown route {name!r}; routes: {', '.join(r.name for r in self.routes)}")
+
+    def with_changes(self, **changes: Any) -> Scenario:
+        """A validated copy with fields replaced (variants for comparisons)."""
+        data = self.model_dump(mode="python", by_alias=True)
+        data.update(changes)
+        return Scenario.model_validate(data)
+
+    def with_route_changes(self, **changes: Any) -> Scenario:
+        """A validated copy with the same fields replaced on every route (e.g. thinking=False)."""
+        data = self.model_dump(mode="python", by_alias=True)
+        data["routes"] = [{**r, **changes} for r in data["routes"]]
+        return Scenario.model_validate(data)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _set_base_dir(obj: Any, base: str) -> Any:
+    # Texts distributions read their files relative to the scenario file.
+    if isinstance(obj, dict):
+        if obj.get("kind") == "texts" and "files" in obj:
+            obj = {**obj, "base_dir": base}
+        return {k: _set_base_dir(v, base) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_set_base_dir(v, base) for v in obj]
+    return obj
+
+
+def _describe_error(err: dict, data: dict, origin: str) -> str:
+    loc = list(err["loc"])
+    where = ""
+    if len(loc) >= 2 and loc[0] == "routes" and isinstance(loc[1], int):
+        idx = loc[1]
+        routes = data.get("routes") or []
+        rname = routes[idx].get("name", "?") if idx < len(routes) and isinstance(routes[idx], dict) else "?"
+        where = f"route {rname!r} (routes[{idx}]): "
+        loc = loc[2:]
+    # Drop union tags (e.g. 'lognormal', 'function-after[...]') from the path: they are not fields.
+    field = ".".join(str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p in _KINDS)))
+    msg = err["msg"].removeprefix("Value error, ")
+    value = err.get("input")
+    shown = "" if isinstance(value, (dict, list)) else f" (got {value!r})"
+    return f"{origin}: {where}field {field or '(top level)'}: {msg}{shown}"
+
+
+_KINDS = {
+    "fixed",
+    "normal",
+    "lognormal",
+    "exponential",
+    "poisson",
+    "uniform",
+    "empirical",
+    "texts",
+    "str",
+    "InlineTier",
+}
+
+
+def parse_scenario(data: dict, origin: str = "<scenario>", base_dir: str | None = None) -> Scenario:
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{origin}: a scenario must be a mapping at the top level, got {type(data).__name__}")
+    if base_dir:
+        data = _set_base_dir(data, base_dir)
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        errs = exc.errors()
+        # pydantic also reports a tuple with a bad item as too short; the item's own error says it all.
+        bad_items = {e["loc"][0] for e in errs if len(e["loc"]) > 1 and isinstance(e["loc"][1], int)}
+        errs = [e for e in errs if not (e["type"] == "too_short" and tuple(e["loc"]) in {(k,) for k in bad_items})]
+        lines = [_describe_error(e, data, origin) for e in errs]
+        raise ScenarioError(
+            "\n".join(lines[:5]) + (f"\n... and {len(lines) - 5} more" if len(lines) > 5 else "")
+        ) from None
+
+
+def read_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario file (YAML or JSON) or a bundled example's name; no catalog look-up.
+
+    `kimiplan.load_scenario` (in `kimiplan.catalog.resolve`) also checks the model and tier against the catalog."""
+    path = Path(path)
+    if not path.exists() and not path.suffix and example_path_or_none(str(path)):
+        path = example_path_or_none(str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError(f"cannot read scenario file {str(path)!r}: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ScenarioError(
+            f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}"
+        ) from None
+    return parse_scenario(data, str(path), str(path.parent))
+
+
+def scenario_json_schema() -> dict:
+    schema = Scenario.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "kimiplan scenario"
+    return schema
+
+
+def list_examples() -> list[str]:
+    return sorted(p.stem for p in data_path("scenarios").glob("*.yaml"))
+
+
+def example_path_or_none(name: str) -> Path | None:
+    p = data_path("scenarios", f"{name}.yaml")
+    return p if p.exists() else None
+
+
+def example_path(name: str) -> Path:
+    p = example_path_or_none(name)
+    if p is None:
+        raise ScenarioError(f"unknown example scenario {name!r}; examples: {', '.join(list_examples())}")
+    return p

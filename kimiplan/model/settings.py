@@ -1,0 +1,119 @@
+"""How a simulation runs: the client's behaviour on a 429, the window rules, the horizon.
+
+`Simulation` is the part a scenario file may carry (`simulation:`), so a scenario alone can state a check
+against theory (constant Poisson rate, custom tier, fixed tokens, no retries, horizon, seed). `SimSettings`
+adds the knobs of one run (seed override, chunking, token pool, progress bar); `SimSettings.for_scenario`
+starts from the scenario's section, and anything given explicitly (a CLI flag) wins.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kimiplan.errors import ConfigError
+
+CHUNK = 1 << 21  # requests per chunk: ~100 MB of arrays, big enough to amortize the kernel call
+
+
+class WindowSettings(BaseModel):
+    """How the per-minute and per-day windows are counted. Moonshot does not document either.
+
+    - `rate_window="sliding"` (default): RPM/TPM count what was admitted in the last 60 s. The 429 text says
+      "please try again after {time} seconds", which fits a rolling window, and it is the conservative choice:
+      a fixed calendar minute lets up to twice the limit through across a minute boundary.
+    - `tpd_reset_utc_offset_hours=8` (default): TPD/RPD reset at local midnight of UTC+8 (Beijing), where
+      Moonshot runs; the docs only say the TPD limit "will reset the next day". Simulation time 0 is 00:00 UTC.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    rate_window: Literal["sliding", "fixed"] = "sliding"
+    tpd_reset_utc_offset_hours: float = Field(default=8.0, ge=-12, le=14)
+
+    @property
+    def day_offset_s(self) -> float:
+        return self.tpd_reset_utc_offset_hours * 3600.0
+
+
+class ClientPolicy(BaseModel):
+    """What the client does with a 429 or before sending.
+
+    - `none`: send once; a refusal is final.
+    - `retry`: resend after exponential backoff with full jitter, min(cap, base * 2**attempt) * U(0, 1), up to
+      `max_retries` times; each retry is a new request for every limit (it counts against RPM again).
+    - `pace`: the client holds each request (FIFO) until the account has room under `pace_headroom` x each
+      limit, the way the OpenAI cookbook's parallel processor waits for capacity. Limits are per account, so
+      a single client sees the whole load and can mirror the account's own counting; headroom < 1 leaves room
+      for other traffic on the same account. Refusals then remain only for requests that can never fit.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: Literal["none", "retry", "pace"] = "none"
+    max_retries: int = Field(default=5, ge=0)
+    backoff_base_s: float = Field(default=1.0, gt=0)
+    backoff_cap_s: float = Field(default=60.0, gt=0)
+    jitter: bool = True
+    pace_headroom: float = Field(default=1.0, gt=0, le=1)
+
+
+class Simulation(BaseModel):
+    """The `simulation:` section of a scenario: defaults for `kimiplan simulate` and `simulate()`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    hours: float = Field(default=24.0, gt=0, description="Horizon in hours")
+    start: dt.date | None = Field(
+        default=None,
+        description="First simulated day (time 0 is 00:00 UTC on it); "
+        "None: the scenario's as_of. Pick a Monday to see the weekday peak",
+    )
+    client: ClientPolicy = ClientPolicy()
+    window: WindowSettings = WindowSettings()
+
+
+class SimSettings(BaseModel):
+    """Simulation-only settings (the scenario says what the traffic is; this says how to run it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    hours: float = Field(default=24.0, description="Horizon in hours; must be > 0")
+    start: dt.date | None = Field(default=None, description="First simulated day; None: the scenario's as_of")
+    seed: int | None = Field(default=None, ge=0, description="None: the scenario's seed")
+    client: ClientPolicy = ClientPolicy()
+    window: WindowSettings = WindowSettings()
+    chunk: int = Field(default=CHUNK, ge=1024)
+    token_pool: int | None = Field(
+        default=None,
+        ge=1024,
+        description="None: every request draws its own tokens and latency (exact). N: each chunk draws N fresh "
+        "requests from the route model and every arrival of the chunk picks one at random; each "
+        "request keeps the route's distribution, at a small cost in independence, and long runs "
+        "get faster (drawing is most of the per-request cost)",
+    )
+    progress: bool = False
+
+    @classmethod
+    def for_scenario(
+        cls, scenario, *, client: dict | None = None, window: dict | None = None, **given
+    ) -> SimSettings:
+        """The scenario's `simulation:` section, with every argument that is not None taking precedence;
+        `client` and `window` override single fields of the section's. Everything is validated again, and a
+        bad value is a ConfigError naming the field."""
+        sim = getattr(scenario, "simulation", None) or Simulation()
+
+        def merged(section: BaseModel, over: dict | None) -> dict:
+            return {**section.model_dump(), **{k: v for k, v in (over or {}).items() if v is not None}}
+
+        data = {
+            "hours": sim.hours,
+            "start": sim.start,
+            "client": merged(sim.client, client),
+            "window": merged(sim.window, window),
+            **{k: v for k, v in given.items() if v is not None},
+        }
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            e = exc.errors()[0]
+            field = ".".join(str(p) for p in e["loc"])
+            raise ConfigError(f"{field}: {e['msg']} (got {e.get('input')!r})") from None

@@ -1,0 +1,139 @@
+"""Plotly figures for capacity: headroom per tier, the tier ladder, utilization over time, budget trade-off.
+Presentation only: every number comes from `plan`, `simulate` or `budgets`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+LIMIT_COLORS = {"concurrency": "#4C78A8", "rpm": "#F58518", "tpm": "#54A24B", "tpd": "#B279A2", "rpd": "#9D755D"}
+
+
+def headroom_figure(headroom: pd.DataFrame, title: str = "Peak demand / limit, per tier") -> go.Figure:
+    """Grouped bars of peak utilization per limit for each tier; above the dashed 100 % line it refuses."""
+    fig = go.Figure()
+    for lim, part in headroom.groupby("limit", sort=False):
+        fig.add_bar(
+            name=lim,
+            x=part["tier"],
+            y=part["peak_utilization"],
+            marker_color=LIMIT_COLORS.get(lim),
+            customdata=np.stack([part["peak"], part["limit_value"]], axis=1),
+            hovertemplate="%{x} " + lim + ": peak %{customdata[0]:,.0f} of %{customdata[1]:,.0f}"
+            " (%{y:.0%})<extra></extra>",
+        )
+    fig.add_hline(y=1.0, line_dash="dash", line_color="black", annotation_text="limit")
+    fig.update_layout(
+        barmode="group",
+        title=title,
+        yaxis_title="peak demand / limit",
+        yaxis_tickformat=".0%",
+        yaxis_type="log",
+        template="plotly_white",
+    )
+    return fig
+
+
+def tier_ladder_figure(
+    ladder: pd.DataFrame, current_rps: float, title: str = "Largest sustainable rate per tier"
+) -> go.Figure:
+    """Bars of the largest request rate each tier sustains (refusals under target), current rate as a line."""
+    colors = np.where(ladder["holds"], "#54A24B", "#E45756")
+    fig = go.Figure(
+        go.Bar(
+            x=ladder["tier"],
+            y=ladder["max_requests_per_day"],
+            marker_color=colors,
+            text=ladder["binding_limit"],
+            textposition="outside",
+            hovertemplate="%{x}: up to %{y:,.0f} requests/day; binds on %{text}<extra></extra>",
+        )
+    )
+    fig.add_hline(y=current_rps * 86400, line_dash="dash", annotation_text="current traffic")
+    fig.update_layout(
+        title=title,
+        yaxis_title="requests per day (at the same mix and profile)",
+        yaxis_type="log",
+        template="plotly_white",
+        showlegend=False,
+    )
+    return fig
+
+
+def utilization_figure(result, title: str = "Simulated load against each limit") -> go.Figure:
+    """One panel per enforced limit: load over time, the limit as a dashed line, refusals as red marks."""
+    lim = result.limits
+    pm = result.per_minute
+    minutes = pm["minute"].to_numpy()
+    seconds = minutes * 60.0
+    ps = result.per_second
+    col = "peak_in_flight" if "peak_in_flight" in ps else "in_flight"
+    # Per-minute maxima of the per-second series keep the plot small for long runs.
+    n = len(ps) // 60 * 60
+    y = ps[col].to_numpy()[:n].reshape(-1, 60).max(axis=1) if n else ps[col].to_numpy()
+    panels = [("in flight (max per minute)", np.arange(y.size) * 60.0, y, lim.get("concurrency"), "concurrency")]
+    panels.append(("requests per minute", seconds, pm["admitted"].to_numpy(), lim.get("rpm"), "rpm"))
+    panels.append(("reserved tokens per minute", seconds, pm["reserved_tokens"].to_numpy(), lim.get("tpm"), "tpm"))
+    if lim.get("tpd") is not None and len(result.per_day):
+        d = result.per_day
+        panels.append(
+            (
+                "reserved tokens per day",
+                (d["day"].to_numpy() * 1440 + 720) * 60.0,
+                d["reserved_tokens"].to_numpy(),
+                lim.get("tpd"),
+                "tpd",
+            )
+        )
+    fig = make_subplots(
+        rows=len(panels), cols=1, shared_xaxes=True, subplot_titles=[p[0] for p in panels], vertical_spacing=0.06
+    )
+    for i, (name, x, y, limit, key) in enumerate(panels, start=1):
+        fig.add_scatter(x=x / 3600.0, y=y, mode="lines", name=name, line_color=LIMIT_COLORS[key], row=i, col=1)
+        if limit is not None:
+            fig.add_hline(y=limit, line_dash="dash", line_color="black", row=i, col=1)
+        refused = pm[f"refused_{key}"].to_numpy() if f"refused_{key}" in pm else np.zeros(0)
+        if refused.any() and key != "tpd":
+            hit = refused > 0
+            ymark = np.interp(seconds[hit], x, y) if key == "concurrency" else y[hit]
+            fig.add_scatter(
+                x=seconds[hit] / 3600.0,
+                y=ymark,
+                mode="markers",
+                marker=dict(color="red", size=5),
+                name=f"429 {key}",
+                customdata=refused[hit],
+                hovertemplate="%{customdata} refused<extra></extra>",
+                row=i,
+                col=1,
+            )
+    fig.update_xaxes(title_text="hours", row=len(panels), col=1)
+    fig.update_layout(title=title, template="plotly_white", height=230 * len(panels) + 80)
+    return fig
+
+
+def budget_tradeoff_figure(
+    curve: pd.DataFrame, current: int | None = None, recommended: int | None = None, title: str | None = None
+) -> go.Figure:
+    """Truncation probability (left) and peak-minute TPM reserved (right) against max_completion_tokens."""
+    route = curve["route"].iloc[0] if len(curve) else ""
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    p = curve["truncation_probability"].clip(lower=1e-6)
+    fig.add_scatter(x=curve["max_completion_tokens"], y=p, name="P(finish_reason=length)", line_color="#E45756")
+    fig.add_scatter(
+        x=curve["max_completion_tokens"],
+        y=curve["tpm_peak_minute"],
+        name="TPM reserved (peak minute)",
+        line_color="#4C78A8",
+        secondary_y=True,
+    )
+    for label, b in (("current", current), ("recommended", recommended)):
+        if b is not None:
+            fig.add_vline(x=b, line_dash="dot", annotation_text=f"{label} {b:,}")
+    fig.update_xaxes(type="log", title_text="max_completion_tokens")
+    fig.update_yaxes(type="log", title_text="truncation probability", secondary_y=False)
+    fig.update_yaxes(title_text="reserved tokens per minute", secondary_y=True)
+    fig.update_layout(title=title or f"Budget trade-off: {route}", template="plotly_white")
+    return fig

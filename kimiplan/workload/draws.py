@@ -1,0 +1,309 @@
+"""Expands a scenario into per-request token counts (numpy arrays / pandas frames).
+
+Per request: system, history, rag, documents and user tokens make the prompt; the model then wants to write
+`reasoning` (thinking on) plus `output` tokens, but stops at `max_completion_tokens` with
+`finish_reason=length`. Reasoning comes first and shares the budget. Billing counts what was generated;
+Kimi's rate limiter counts prompt + `max_completion_tokens` (the `reserved_tokens` column).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from kimiplan.catalog.resolve import max_completion, price_card
+from kimiplan.errors import ConfigError
+from kimiplan.model.dists import Fixed
+from kimiplan.model.scenario import COMPONENTS, Route, Scenario
+from kimiplan.tokens.tokenizer import DEFAULT_TEMPLATE, template_tokens
+
+COLUMNS = (
+    "system",
+    "history",
+    "rag",
+    "documents",
+    "user",
+    "overhead",
+    "tool_rounds",
+    "tool_rounds_cached",
+    "input_tokens",
+    "cached_tokens",
+    "cache_hit",
+    "reasoning_tokens",
+    "output_tokens",
+    "completion_tokens",
+    "truncated",
+    "max_completion_tokens",
+    "reserved_tokens",
+    "web_search_calls",
+    "api_calls",
+    "ttft_s",
+    "latency_s",
+)
+
+
+@dataclass(frozen=True)
+class RouteContext:
+    """What a route's draws need from outside the route: the budget used when the route sets none."""
+
+    max_completion_tokens: int
+    context_window: int
+
+
+def _tokens(dist, rng: np.random.Generator, n: int):
+    """Whole tokens drawn from `dist`; a fixed count stays a scalar (it broadcasts, and costs no pass)."""
+    if isinstance(dist, Fixed):
+        return int(np.rint(max(dist.value, 0.0)))
+    x = np.asarray(dist.sample(rng, n), dtype=np.float64)  # every sample() returns a fresh array
+    np.maximum(x, 0.0, out=x)
+    np.rint(x, out=x)
+    return x.astype(np.int64)
+
+
+def _column(x, n: int, dtype=np.int64) -> np.ndarray:
+    return x if isinstance(x, np.ndarray) else np.full(n, x, dtype=dtype)
+
+
+def draw_route(route: Route, n: int, rng: np.random.Generator, ctx: RouteContext) -> dict[str, np.ndarray]:
+    """`n` requests of `route`: a dict of equal-length arrays (see COLUMNS)."""
+    if n < 0:
+        raise ConfigError(f"n must be >= 0, got {n}")
+    system = _tokens(route.system, rng, n)
+    turns = _tokens(route.history.turns, rng, n)
+    history = turns * _tokens(route.history.tokens_per_turn, rng, n)
+    rag = _tokens(route.rag.top_k, rng, n) * _tokens(route.rag.chunk_tokens, rng, n)
+    p_doc = route.documents.probability
+    if p_doc > 0:
+        doc = _tokens(route.documents.pages, rng, n) * _tokens(route.documents.tokens_per_page, rng, n)
+        documents = doc if p_doc >= 1 else np.where(rng.random(n) < p_doc, doc, 0)
+    else:
+        documents = 0
+    user = _tokens(route.user, rng, n)
+    if route.overhead_tokens is None:  # the chat template's markers for this request's messages
+        overhead = template_tokens(np.greater(system, 0).astype(np.int64), turns) + route.server_overhead_tokens
+    else:
+        overhead = route.overhead_tokens + route.server_overhead_tokens
+    input_tokens = _column(system + history + rag + documents + user + overhead, n)
+
+    cached = np.zeros(n, dtype=np.int64)
+    hit = np.zeros(n, dtype=bool)
+    if route.cache.mode == "prefix_rule":
+        parts = {"system": system, "history": history, "rag": rag, "documents": documents}
+        prefix = _column(sum((parts[p] for p in route.cache.prefix), 0), n)
+        hit = (rng.random(n) < route.cache.hit_rate) & (input_tokens > route.cache.min_prompt_tokens)
+        cached = np.where(hit, prefix, 0)
+
+    budget = route.max_completion_tokens or ctx.max_completion_tokens
+    want_reasoning = _column(_tokens(route.reasoning, rng, n) if route.thinking else 0, n)
+    want_output = _column(_tokens(route.output, rng, n), n)
+    # Reasoning is generated first; whatever is left of the budget goes to the visible answer.
+    reasoning = np.minimum(want_reasoning, budget)
+    output = np.minimum(want_output, budget - reasoning)
+    completion = reasoning + output
+    truncated = (want_reasoning + want_output) > budget
+
+    tools = _column(_tokens(route.tools.web_search_calls, rng, n), n)
+    if route.latency.total_s is not None:
+        ttft = np.zeros(n)
+        latency = _column(route.latency.total_s.sample(rng, n), n, np.float64)
+        tps = None
+    else:
+        ttft = route.latency.ttft_s.sample(rng, n)
+        tps = np.maximum(route.latency.decode_tps.sample(rng, n), 1e-3)
+        latency = ttft + completion / tps
+    reserved = input_tokens + budget
+    rounds = {"input": np.zeros(n, dtype=np.int64), "cached": np.zeros(n, dtype=np.int64)}
+    if tools.any():  # most routes never search: skip the passes over n requests
+        rounds = _tool_rounds(route, tools, input_tokens, budget, rng, ttft, tps)
+        input_tokens = input_tokens + rounds["input"]
+        cached = cached + rounds["cached"]
+        output = output + rounds["output"]
+        completion = completion + rounds["output"]
+        reserved = reserved + rounds["reserved"]
+        latency = latency + rounds["latency"]
+    return {
+        "system": _column(system, n),
+        "history": _column(history, n),
+        "rag": _column(rag, n),
+        "documents": _column(documents, n),
+        "user": _column(user, n),
+        "overhead": _column(overhead, n),
+        "tool_rounds": rounds["input"],
+        "tool_rounds_cached": rounds["cached"],
+        "input_tokens": input_tokens,
+        "cached_tokens": cached,
+        "cache_hit": hit,
+        "reasoning_tokens": reasoning,
+        "output_tokens": output,
+        "completion_tokens": completion,
+        "truncated": truncated,
+        "max_completion_tokens": np.full(n, budget, dtype=np.int64),
+        "reserved_tokens": reserved,
+        "web_search_calls": tools,
+        "api_calls": tools + 1,
+        "ttft_s": ttft,
+        "latency_s": latency,
+    }
+
+
+def _tool_rounds(
+    route: Route,
+    searches: np.ndarray,
+    first_prompt: np.ndarray,
+    budget: int,
+    rng: np.random.Generator,
+    ttft: np.ndarray,
+    tps: np.ndarray | None,
+) -> dict[str, np.ndarray]:
+    """The further calls of requests that search: call j resends call j-1's prompt plus the tool-call message,
+    the search results and (template on) the markers of the assistant and tool messages. It reserves its prompt
+    plus the budget against TPM, hits the cache on the previous prompt as the first call does on its prefix,
+    and takes another time to first token plus the tool call's decode time."""
+    n = searches.size
+    out = {k: np.zeros(n, dtype=np.int64) for k in ("input", "cached", "output", "reserved")}
+    out["latency"] = np.zeros(n)
+    markers = 0
+    if route.overhead_tokens is None:  # the same template that counts the first call's markers
+        markers = DEFAULT_TEMPLATE.message_overhead("assistant") + DEFAULT_TEMPLATE.message_overhead("tool")
+    prompt = first_prompt.astype(np.int64)
+    for j in range(1, int(searches.max(initial=0)) + 1):
+        active = searches >= j
+        call = _column(_tokens(route.tools.tool_call_tokens, rng, n), n)
+        nxt = prompt + call + _tokens(route.tools.result_tokens, rng, n) + markers
+        out["input"] += np.where(active, nxt, 0)
+        out["reserved"] += np.where(active, nxt + budget, 0)
+        out["output"] += np.where(active, call, 0)
+        if route.cache.mode == "prefix_rule":
+            hit = (rng.random(n) < route.cache.hit_rate) & (prompt > route.cache.min_prompt_tokens)
+            out["cached"] += np.where(active & hit, prompt, 0)
+        out["latency"] += np.where(active, ttft + (call / tps if tps is not None else 0.0), 0.0)
+        prompt = nxt
+    return out
+
+
+def cached_means(route: Route, d: dict[str, np.ndarray]) -> dict[str, float]:
+    """Mean cached tokens per request of each input component (`<component>_cached` columns)."""
+    out = {}
+    for k in COMPONENTS:
+        if k == "tool_rounds":
+            out[k] = float(d["tool_rounds_cached"].mean())
+        else:
+            out[k] = float((d[k] * d["cache_hit"]).mean()) if k in route.cache.prefix else 0.0
+    return out
+
+
+def route_context(scenario: Scenario, route: Route, card=None) -> RouteContext:
+    card = card or price_card(scenario)
+    return RouteContext(max_completion_tokens=max_completion(scenario, route, card), context_window=card.context_window)
+
+
+def sample_requests(
+    scenario: Scenario, n: int, rng: np.random.Generator | int | None = None, card=None
+) -> pd.DataFrame:
+    """`n` requests of the scenario's route mix (routes drawn by share), one row each, in random order."""
+    if n <= 0:
+        raise ConfigError(f"n must be > 0, got {n}")
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(scenario.seed if rng is None else rng)
+    card = card or price_card(scenario)
+    shares = np.array([r.share for r in scenario.routes])
+    which = rng.choice(len(scenario.routes), size=n, p=shares / shares.sum())
+    frames = []
+    for i, route in enumerate(scenario.routes):
+        k = int((which == i).sum())
+        if k == 0:
+            continue
+        d = draw_route(route, k, rng, route_context(scenario, route, card))
+        f = pd.DataFrame(d)
+        f.insert(0, "route", route.name)
+        f["_pos"] = np.flatnonzero(which == i)
+        frames.append(f)
+    out = pd.concat(frames, ignore_index=True).sort_values("_pos").drop(columns="_pos").reset_index(drop=True)
+    out["route"] = pd.Categorical(out["route"], categories=[r.name for r in scenario.routes])
+    return out
+
+
+# Nonlinear pieces (budget truncation, the cache threshold) have no closed form for arbitrary
+# distributions; they are estimated from a large fixed-seed sample and reported with their standard error.
+EXPECTATION_SAMPLES = 200_000
+_EXPECT_SEED = 20260420
+
+
+def expected_tokens(scenario: Scenario, card=None, samples: int = EXPECTATION_SAMPLES) -> pd.DataFrame:
+    """Mean tokens per request of each route, by component, with standard errors and truncation rate.
+
+    Linear components (system, history, RAG, documents, user) use exact means of the specs; cached,
+    reasoning, output and completion tokens are estimated from `samples` fixed-seed draws per route."""
+    card = card or price_card(scenario)
+    rows = []
+    for i, route in enumerate(scenario.routes):
+        rng = np.random.default_rng([_EXPECT_SEED, i])
+        d = draw_route(route, samples, rng, route_context(scenario, route, card))
+        exact = {
+            "system": route.system.mean(),
+            "history": route.history.turns.mean() * route.history.tokens_per_turn.mean(),
+            "rag": route.rag.top_k.mean() * route.rag.chunk_tokens.mean(),
+            "documents": route.documents.probability
+            * route.documents.pages.mean()
+            * route.documents.tokens_per_page.mean(),
+            "user": route.user.mean(),
+            # Template markers depend on whether the drawn system prompt is empty: the sample mean stands in.
+            "overhead": float(route.overhead_tokens + route.server_overhead_tokens)
+            if route.overhead_tokens is not None
+            else float(d["overhead"].mean()),
+            "tool_rounds": float(d["tool_rounds"].mean()),  # no closed form: the sample mean stands in
+        }
+        row = {"route": route.name, "share": route.share}
+        for k, v in cached_means(route, d).items():
+            row[f"{k}_cached"] = v
+        for k in COMPONENTS:
+            # Specs are continuous but tokens are whole numbers: the sample mean includes rounding, the
+            # spec mean does not; the difference is < 0.5 token per component.
+            row[k] = float(d[k].mean())
+            row[f"{k}_spec_mean"] = exact[k]
+        for k in (
+            "input_tokens",
+            "cached_tokens",
+            "reasoning_tokens",
+            "output_tokens",
+            "completion_tokens",
+            "reserved_tokens",
+            "web_search_calls",
+            "api_calls",
+            "latency_s",
+        ):
+            row[k] = float(d[k].mean())
+            row[f"{k}_se"] = float(d[k].std(ddof=1) / np.sqrt(samples))
+        row["truncation_rate"] = float(d["truncated"].mean())
+        row["max_completion_tokens"] = int(d["max_completion_tokens"][0])
+        row["input_p99"] = float(np.quantile(d["input_tokens"], 0.99))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def context_check(scenario: Scenario, card=None, quantile: float = 0.99, samples: int = 50_000) -> pd.DataFrame:
+    """Routes whose high-percentile prompt plus `max_completion_tokens` exceeds the context window.
+
+    Kimi answers such requests with 400 `invalid_request_error` ("exceeded model token limit"), so they
+    fail outright rather than truncate."""
+    card = card or price_card(scenario)
+    rows = []
+    for i, route in enumerate(scenario.routes):
+        ctx = route_context(scenario, route, card)
+        d = draw_route(route, samples, np.random.default_rng([_EXPECT_SEED, 99, i]), ctx)
+        need = d["input_tokens"] + d["max_completion_tokens"]
+        q_input = float(np.quantile(d["input_tokens"], quantile))
+        rows.append(
+            {
+                "route": route.name,
+                "quantile": quantile,
+                "input_tokens_at_quantile": q_input,
+                "max_completion_tokens": ctx.max_completion_tokens,
+                "needed_at_quantile": q_input + ctx.max_completion_tokens,
+                "context_window": ctx.context_window,
+                "exceeds": q_input + ctx.max_completion_tokens > ctx.context_window,
+                "share_rejected_400": float((need > ctx.context_window).mean()),
+            }
+        )
+    return pd.DataFrame(rows)
