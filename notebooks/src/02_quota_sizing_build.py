@@ -27,10 +27,17 @@ nb.cells = [
         "## 1. The plan against the current tier\nPeak demand at the busiest minute of a week (hourly profile, "
         "weekday factor and the 10:00 burst), the 99.9th percentile, utilization and headroom per limit."
     ),
+    code("p = P.plan(sc, catalog)\nprint(p.describe())"),
+    code("p.demand[p.demand.route == 'total'].round(3)"),
+    md(
+        "### The verdict under each tier table\nMoonshot published two tier tables in 2026: version A (official, "
+        "in force until September) and version B (quoted by third parties since; no verbatim official copy). "
+        "The headline uses the table in force on the scenario's `as_of`; `plan(sc, tier_table='A')` (or "
+        "`kimiplan plan --tier-table A`) plans with the other one."
+    ),
     code(
-        "p = P.plan(sc, catalog)\nprint('tier', p['tier'], '| binding limit:', p['binding_limit'],\n"
-        "      f\"| refusals at peak {p['refusal_total']:.2%}, week average {p['week_average']['refusal_total']:.2%}\")\n"
-        "p['demand'][p['demand'].route == 'total'].round(3)"
+        "p.tier_tables[['version', 'official', 'headline', 'smallest_tier', 'tier', 'refusal_total', "
+        "'binding_limit', 'headroom', 'exhausted_on']].round(4)"
     ),
     md(
         "## 2. The tier ladder\nThe smallest tier that keeps refusals under 0.1 % at the busiest minute, and the "
@@ -66,7 +73,12 @@ nb.cells = [
         "pd.DataFrame(rows)"
     ),
     code("# NBVAL_IGNORE_OUTPUT\nday = simulate(sc, catalog, SimSettings(hours=24))\nPC.utilization_figure(day)"),
-    md("## 5. Growth and the upgrade date\nWith compound monthly growth, the month traffic outgrows each tier."),
+    md(
+        "## 5. Growth and the upgrade date\nWith compound monthly growth, the month traffic outgrows each tier, "
+        "and the tier to move to: the cheapest one whose binding limit is higher (a tier that raises only other "
+        "limits changes nothing)."
+    ),
+    code("{k: v for k, v in p.upgrade.items()}"),
     code(
         "g = []\nfor _, row in ladder.iterrows():\n    ex = P.growth_exhaustion(sc, row['max_scale'])\n"
         "    g.append({'tier': row['tier'], 'max_scale': round(row['max_scale'], 3), 'months_left': ex['months'], 'exhausted_on': ex['date']})\n"
