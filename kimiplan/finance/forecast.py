@@ -372,7 +372,8 @@ def forecast(
     seg_of_day = np.zeros(n_days, dtype=np.int64)
     segs: list[dict] = []
     for i in range(n_days):
-        key = (month_of[i], None if cards[i] is None else cards[i].key, status[i])
+        # A dated tool price (the $web_search fee) can change under the same card: it splits a segment too.
+        key = (month_of[i], None if cards[i] is None else (cards[i].key, cards[i].web_search_per_call), status[i])
         if not segs or segs[-1]["key"] != key:
             segs.append(
                 {
@@ -524,10 +525,11 @@ def forecast(
                     }
                 )
             continue
-        if c.key not in cost_cache:
+        ck = (c.key, c.web_search_per_call)
+        if ck not in cost_cache:
             # cost.expected_cost prices the same per-route means the bands use (one source of arithmetic).
-            cost_cache[c.key] = expected_cost(scenario, card=c, expected=units.expected, requests_per_day=1.0)
-        ec = cost_cache[c.key]
+            cost_cache[ck] = expected_cost(scenario, card=c, expected=units.expected, requests_per_day=1.0)
+        ec = cost_cache[ck]
         rate = fx_rate(scenario, c.currency, currency, base_cur)
         reqs = ec["requests_per_day"].to_numpy() * seg_volume[s]
         for row, n_req in zip(ec.to_dict("records"), reqs):
