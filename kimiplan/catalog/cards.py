@@ -239,7 +239,7 @@ def import_litellm(
         prov = e.get("litellm_provider", "litellm")
         if provider and prov != provider:
             continue
-        per_m = lambda k: None if e.get(k) is None else Decimal(str(e[k])) * 1_000_000  # noqa: E731
+        per_m = lambda k, e=e: None if e.get(k) is None else Decimal(str(e[k])) * 1_000_000  # noqa: E731
         out_price = per_m("output_cost_per_token")
         if out_price is None:
             continue
