@@ -162,6 +162,11 @@ class PriceCard(_Provenance):
     def key(self) -> tuple:
         return (self.provider, self.region, self.model, self.effective_from)
 
+    @property
+    def price_key(self) -> tuple:
+        """`key` plus the dated tool fee filled in at look-up: two days with the same price_key cost the same."""
+        return (*self.key, self.web_search_per_call)
+
     def names(self) -> tuple[str, ...]:
         return (self.model, *self.aliases)
 
@@ -312,7 +317,7 @@ def import_litellm(
         prov = e.get("litellm_provider", "litellm")
         if provider and prov != provider:
             continue
-        per_m = lambda k: None if e.get(k) is None else Decimal(str(e[k])) * 1_000_000  # noqa: E731
+        per_m = lambda k, e=e: None if e.get(k) is None else Decimal(str(e[k])) * 1_000_000  # noqa: E731
         out_price = per_m("output_cost_per_token")
         if out_price is None:
             continue

@@ -158,6 +158,31 @@ def price_multiplier(card: PriceCard, batch: bool) -> Decimal:
     return card.batch_multiplier
 
 
+# Cloudflare Workers AI bills neurons and gives a free daily allowance: pricing facts, used by the forecast.
+
+
+def neuron_credit_price(card: PriceCard) -> float:
+    """USD value of one free neuron on `card`; 0 when the card has no free neuron allowance."""
+    if card.free_neurons_per_day and card.usd_per_1000_neurons is not None:
+        return float(card.usd_per_1000_neurons) / 1000
+    return 0.0
+
+
+def neurons_per_token(card: PriceCard) -> np.ndarray:
+    """Neurons billed per cached input, cache-miss input and completion token (cached falls back to input)."""
+    per_m = [
+        card.neurons_cached_input_per_m or card.neurons_input_per_m or 0,
+        card.neurons_input_per_m or 0,
+        card.neurons_output_per_m or 0,
+    ]
+    return np.array(per_m, dtype=float) / 1e6
+
+
+def free_neuron_credit(neurons_used, free_neurons, price_per_neuron):
+    """The free allowance is worth min(free, used) neurons a day at the neuron price (arrays broadcast)."""
+    return np.minimum(free_neurons, neurons_used) * price_per_neuron
+
+
 def cost_of_usage(
     usage: Usage,
     card: PriceCard,
