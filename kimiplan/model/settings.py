@@ -93,9 +93,7 @@ class SimSettings(BaseModel):
     progress: bool = False
 
     @classmethod
-    def for_scenario(
-        cls, scenario, *, client: dict | None = None, window: dict | None = None, **given
-    ) -> SimSettings:
+    def for_scenario(cls, scenario, *, client: dict | None = None, window: dict | None = None, **given) -> SimSettings:
         """The scenario's `simulation:` section, with every argument that is not None taking precedence;
         `client` and `window` override single fields of the section's. Everything is validated again, and a
         bad value is a ConfigError naming the field."""
