@@ -123,7 +123,8 @@ class CompoundPoisson:
         if self.var <= 0:
             return self.mean
         x0, a, th = self._gamma()
-        return float(x0 + stats.gamma.ppf(q, a, scale=th))
+        # The translated gamma can start below zero (x0 < 0) when the sum is small: demand never is.
+        return max(float(x0 + stats.gamma.ppf(q, a, scale=th)), 0.0)
 
     def overflow_fraction(self, limit: float) -> float:
         """E[(S - K)+] / E[S]."""
@@ -553,9 +554,11 @@ def growth_exhaustion(scenario, max_scale: float, months: int = 36) -> dict:
     if g <= 0 or math.isinf(max_scale):
         return {"months": None, "date": None, "growth": g, "max_scale": max_scale}
     m = math.floor(math.log(max_scale) / math.log1p(g)) + 1
+    if m > months:  # past the horizon (slow growth can put it past any calendar year): no date
+        return {"months": m, "date": None, "growth": g, "max_scale": max_scale}
     y, mo = divmod(scenario.as_of.month - 1 + m, 12)
     date = scenario.as_of.replace(year=scenario.as_of.year + y, month=mo + 1, day=1)
-    return {"months": m, "date": date if m <= months else None, "growth": g, "max_scale": max_scale}
+    return {"months": m, "date": date, "growth": g, "max_scale": max_scale}
 
 
 def plan(
