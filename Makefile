@@ -33,13 +33,13 @@ test: install-test
 bench: install-test
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-## notebooks: rebuild every notebook from notebooks/src and execute it, so the stored outputs are fresh
+## notebooks: rebuild every notebook from its percent-format source notebooks/src/NAME.py (jupytext) and execute it,
+## so the stored outputs are fresh. One notebook: `make notebooks/02_quota_sizing.ipynb`.
 notebooks: install-test
-	$(BIN)/python tools/build_notebook.py notebooks/src/01_quickstart.py notebooks/01_quickstart.ipynb
-	$(BIN)/python tools/build_notebook.py notebooks/src/03_monthly_forecast.py notebooks/03_monthly_forecast.ipynb
-	$(BIN)/python notebooks/src/02_quota_sizing_build.py
-	$(BIN)/python notebooks/src/04_calibration_build.py
-	$(BIN)/jupyter nbconvert --to notebook --execute --inplace notebooks/02_quota_sizing.ipynb notebooks/04_calibration.ipynb
+	$(BIN)/python tools/build_notebook.py
+
+notebooks/%.ipynb: notebooks/src/%.py install-test
+	$(BIN)/python tools/build_notebook.py $<
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info report.html

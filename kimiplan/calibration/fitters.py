@@ -19,6 +19,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
 from scipy import optimize, stats
 
+from kimiplan.catalog.providers import K26_DEFAULT_MAX_COMPLETION, truncate_completion
 from kimiplan.errors import ConfigError
 from kimiplan.model.dists import Z95
 
@@ -560,7 +561,7 @@ def predicted_vs_observed(
         g = df[df["route"] == name]
         if g.empty or rc.output.lognormal is None:
             continue
-        budget = rc.max_completion_tokens or 32_768
+        budget = rc.max_completion_tokens or K26_DEFAULT_MAX_COMPLETION
         o = np.round(
             rng.lognormal(
                 math.log(rc.output.lognormal.median),
@@ -572,8 +573,7 @@ def predicted_vs_observed(
         if rc.reasoning is not None and rc.reasoning.lognormal is not None:
             ln = rc.reasoning.lognormal
             r = np.round(rng.lognormal(math.log(ln.median), (math.log(ln.p95) - math.log(ln.median)) / Z95, n_sim))
-        r_seen = np.minimum(r, budget)
-        o_seen = np.minimum(o, budget - r_seen)
+        r_seen, o_seen, _ = truncate_completion(r, o, budget)
         sims = {"output_tokens": o_seen, "reasoning_tokens": r_seen}
         for col, sim in sims.items():
             obs = g[col].dropna().to_numpy(dtype=float)

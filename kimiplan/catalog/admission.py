@@ -1,10 +1,11 @@
 """What a request counts against each rate limit, per provider, and the rule that admits or refuses it.
 
 Moonshot (platform facts §2b): limits are per account, shared across models and keys. Each request counts
-1 against concurrency while in flight, 1 against RPM, and `input + max_completion_tokens` (32,768 for K2.6 when
-omitted) against TPM and TPD, whatever it really generates. Over any limit the request is refused at once with
-HTTP 429 `rate_limit_reached_error`; nothing is queued. Cloudflare Workers AI counts only requests (300 RPM);
-OpenRouter counts requests (RPM/RPD on `:free`, nothing fixed on paid). A custom tier may set any subset.
+1 against concurrency while in flight, 1 against RPM, and `input + max_completion_tokens` (the model default when
+omitted: `providers.K26_DEFAULT_MAX_COMPLETION` for K2.6) against TPM and TPD, whatever it really generates.
+Over any limit the request is refused at once with HTTP 429 `rate_limit_reached_error`; nothing is queued.
+Cloudflare Workers AI counts only requests (300 RPM); OpenRouter counts requests (RPM/RPD on `:free`, nothing
+fixed on paid). A custom tier may set any subset.
 
 `AccountState` is the readable reference of the rule, one request at a time. `kimiplan.capacity.sim.kernel` is the
 compiled version the simulator uses; tests check the two agree request by request.
@@ -14,78 +15,20 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
 
 import numpy as np
 
+from kimiplan.catalog.providers import (  # noqa: F401  (the provider rules live there; re-exported for callers)
+    K26_DEFAULT_MAX_COMPLETION,
+    RULES,
+    AdmissionRule,
+    rule_for,
+)
 from kimiplan.catalog.resolve import rate_tier
 from kimiplan.errors import ConfigError
 from kimiplan.model.settings import WindowSettings
 
 LIMITS = ("concurrency", "rpm", "tpm", "tpd", "rpd")
-K26_DEFAULT_MAX_COMPLETION = 32_768  # K2.6 quickstart: max_tokens "Default to be 32k aka 32768"
-
-
-@dataclass(frozen=True)
-class AdmissionRule:
-    """One provider's accounting: which limits exist and what a request counts against the token limits."""
-
-    provider: str
-    counts_tokens: bool  # False: token limits are not enforced by this provider (Cloudflare, OpenRouter)
-    default_max_completion_tokens: int
-    note: str
-
-    def reserved_tokens(self, input_tokens, max_completion_tokens=None) -> np.ndarray:
-        """Tokens one request counts against TPM/TPD: input + max_completion_tokens (default when omitted).
-
-        `max_completion_tokens` may be None, or an array with 0 / NaN where the request omits it.
-        """
-        inp = np.asarray(input_tokens, dtype=np.float64)
-        if np.any(inp < 0):
-            raise ConfigError("input_tokens: negative token count")
-        if max_completion_tokens is None:
-            mct = np.full_like(inp, float(self.default_max_completion_tokens))
-        else:
-            mct = np.broadcast_to(np.asarray(max_completion_tokens, dtype=np.float64), inp.shape).copy()
-            omitted = ~np.isfinite(mct) | (mct <= 0)
-            mct[omitted] = self.default_max_completion_tokens
-        return inp + mct
-
-
-RULES: dict[str, AdmissionRule] = {
-    "moonshot": AdmissionRule(
-        "moonshot",
-        True,
-        K26_DEFAULT_MAX_COMPLETION,
-        "input + max_completion_tokens against TPM and TPD; concurrency and RPM per account; refused with 429",
-    ),
-    "cloudflare": AdmissionRule(
-        "cloudflare",
-        False,
-        K26_DEFAULT_MAX_COMPLETION,
-        "Workers AI text generation: 300 requests per minute per account; tokens are not rate limited",
-    ),
-    "openrouter": AdmissionRule(
-        "openrouter",
-        False,
-        K26_DEFAULT_MAX_COMPLETION,
-        "paid: no fixed limit (upstream providers may refuse); :free: 20 RPM and 50 or 1,000 requests per day",
-    ),
-    # A user-defined tier counts like Moonshot: it is the platform being planned for.
-    "custom": AdmissionRule(
-        "custom",
-        True,
-        K26_DEFAULT_MAX_COMPLETION,
-        "user-defined limits, counted the Moonshot way",
-    ),
-}
-
-
-def rule_for(provider: str) -> AdmissionRule:
-    try:
-        return RULES[provider]
-    except KeyError:
-        raise ConfigError(f"provider: no admission rule for {provider!r}; known: {', '.join(RULES)}") from None
 
 
 def limit_values(tier, rule: AdmissionRule | None = None) -> dict[str, float | None]:

@@ -15,6 +15,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from kimiplan.catalog.providers import K26_DEFAULT_MAX_COMPLETION
 from kimiplan.errors import ConfigError
 from kimiplan.model.dists import LogNormal
 from kimiplan.model.settings import WindowSettings
@@ -77,7 +78,7 @@ class EmulatorConfig(BaseModel):
     hidden_overhead: int = Field(default=0, ge=0)
     #: a prompt becomes a cache source only when its prompt tokens exceed this (Kimi: 256)
     cache_min_prompt_tokens: int = Field(default=256, ge=0)
-    default_max_completion_tokens: int = Field(default=32_768, gt=0)
+    default_max_completion_tokens: int = Field(default=K26_DEFAULT_MAX_COMPLETION, gt=0)
     context_window: int = Field(default=262_144, gt=0)
     #: real seconds per emulated second: 0.01 runs 100x faster than real time; 0 never sleeps
     time_scale: float = Field(default=1.0, ge=0)

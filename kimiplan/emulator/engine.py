@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from kimiplan.catalog.providers import truncate_completion
 from kimiplan.tokens.tokenizer import SPECIAL_IDS, count_messages, get_tokenizer
 
 from .config import EmulatorConfig
@@ -435,7 +436,5 @@ class Engine:
             want_content = max(0, want_content - tok.count(last.get("content") or ""))
             want_reasoning = max(0, want_reasoning - tok.count(last.get("reasoning_content") or ""))
         # reasoning_content tokens + content tokens <= max_completion_tokens (facts §3)
-        reasoning = min(want_reasoning, budget)
-        content = min(want_content, budget - reasoning)
-        finish = "length" if reasoning + content < want_reasoning + want_content else "stop"
-        return reasoning, content, finish
+        reasoning, content, cut = truncate_completion(want_reasoning, want_content, budget)
+        return int(reasoning), int(content), "length" if cut else "stop"

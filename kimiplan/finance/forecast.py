@@ -35,7 +35,13 @@ import pandas as pd
 from kimiplan.catalog.cards import Catalog, PriceCard, load_catalog
 from kimiplan.catalog.resolve import price_card
 from kimiplan.errors import CatalogError, ConfigError
-from kimiplan.finance.cost import expected_cost, price_multiplier
+from kimiplan.finance.cost import (
+    expected_cost,
+    free_neuron_credit,
+    neuron_credit_price,
+    neurons_per_token,
+    price_multiplier,
+)
 from kimiplan.model.scenario import COMPONENTS, Scenario
 from kimiplan.workload.draws import cached_means, draw_route, route_context
 
@@ -302,7 +308,352 @@ def qlabel(q: float) -> str:
     return f"P{q * 100:g}"
 
 
+# ---------------------------------------------------------------- stage 1: time segments
+
+
+@dataclass(frozen=True)
+class _Segments:
+    """Runs of days in the same month with the same price card and status, as arrays over days and months."""
+
+    segs: list[dict]  # key, month, card, status, first day, note
+    seg_of_day: np.ndarray  # days -> segment index
+    lam: np.ndarray  # expected requests per day (all routes)
+    volume: np.ndarray  # expected requests per segment
+    months: list[str]  # calendar months, in order
+    seg_month: np.ndarray  # segment -> month index
+    m_first: np.ndarray  # first segment of each month (segments are contiguous within a month)
+    seg_ind: np.ndarray  # days x segments indicator (float32)
+    month_k: np.ndarray  # per segment: months from as_of (how far the growth uncertainty has spread)
+
+    @property
+    def n(self) -> int:
+        return len(self.segs)
+
+    def month_ind(self) -> np.ndarray:
+        out = np.zeros((self.n, len(self.months)))
+        out[np.arange(self.n), self.seg_month] = 1.0
+        return out
+
+
+def _segments(scenario: Scenario, cal: pd.DataFrame, cards, status, notes) -> _Segments:
+    dates, month_of = list(cal["date"]), list(cal["month"])
+    seg_of_day = np.zeros(len(dates), dtype=np.int64)
+    segs: list[dict] = []
+    for i, d in enumerate(dates):
+        key = (month_of[i], None if cards[i] is None else cards[i].price_key, status[i])
+        if not segs or segs[-1]["key"] != key:
+            segs.append(
+                {"key": key, "month": month_of[i], "card": cards[i], "status": status[i], "first": d, "note": notes[i]}
+            )
+        seg_of_day[i] = len(segs) - 1
+    lam = cal["requests"].to_numpy()
+    months = list(dict.fromkeys(month_of))
+    seg_month = np.array([months.index(s["month"]) for s in segs])
+    seg_ind = np.zeros((len(dates), len(segs)), dtype=np.float32)
+    seg_ind[np.arange(len(dates)), seg_of_day] = 1.0
+    return _Segments(
+        segs=segs,
+        seg_of_day=seg_of_day,
+        lam=lam,
+        volume=np.bincount(seg_of_day, weights=lam, minlength=len(segs)),
+        months=months,
+        seg_month=seg_month,
+        m_first=np.flatnonzero(np.r_[True, seg_month[1:] != seg_month[:-1]]),
+        seg_ind=seg_ind,
+        month_k=np.array([abs(_months_between(scenario.as_of, s["first"])) for s in segs], dtype=float),
+    )
+
+
+# ---------------------------------------------------------------- stage 2: segment prices
+
+
+@dataclass(frozen=True)
+class _SegmentPrices:
+    """Per segment and route, one request's cost moments in the reporting currency, tax included."""
+
+    mu: np.ndarray  # segs x routes: mean cost of one request
+    m2: np.ndarray  # segs x routes: second moment
+    prices: np.ndarray  # segs x routes x QUANTITIES: unit prices
+    neuron_rate: np.ndarray  # segs: reporting currency per neuron (0 where the card bills tokens)
+    free_neurons: np.ndarray  # segs: free neurons per day
+    neurons_per_req: np.ndarray  # segs: mean neurons per request of the route mix
+
+
+def _segment_prices(
+    scenario: Scenario, seg: _Segments, units: UnitStats, currency: str, base_cur: str
+) -> _SegmentPrices:
+    n_segs, n_routes = seg.n, len(units.routes)
+    tax = 1.0 + scenario.tax_rate
+    mu = np.full((n_segs, n_routes), np.nan)
+    m2 = np.full((n_segs, n_routes), np.nan)
+    prices = np.full((n_segs, n_routes, len(QUANTITIES)), np.nan)
+    neuron_rate, free_neurons, neurons_per_req = np.zeros(n_segs), np.zeros(n_segs), np.zeros(n_segs)
+    for s, sg in enumerate(seg.segs):
+        c = sg["card"]
+        if c is None:
+            continue
+        rate = fx_rate(scenario, c.currency, currency, base_cur) * tax
+        for r, route in enumerate(scenario.routes):
+            p = price_vector(c, route.batch) * rate
+            prices[s, r] = p
+            mu[s, r] = p @ units.mean[r]
+            m2[s, r] = p @ units.cov[r] @ p + mu[s, r] ** 2
+        per_neuron = neuron_credit_price(c)
+        if per_neuron:
+            neuron_rate[s] = per_neuron * fx_rate(scenario, "USD", currency, base_cur) * tax
+            free_neurons[s] = c.free_neurons_per_day
+            neurons_per_req[s] = float(units.shares @ (units.neurons_q @ neurons_per_token(c)))
+    return _SegmentPrices(mu, m2, prices, neuron_rate, free_neurons, neurons_per_req)
+
+
+# ---------------------------------------------------------------- stage 3: Monte Carlo paths
+
+
+@dataclass(frozen=True)
+class _Paths:
+    cost_prs: np.ndarray  # paths x segs x routes: spend (reporting currency)
+    credit_seg: np.ndarray  # paths x segs: free-allowance credit
+    vol_raw: np.ndarray  # paths x segs: volume before the growth level
+    g: np.ndarray | None  # paths x days: daily traffic multipliers (None without daily noise)
+    credit_days: np.ndarray | None  # paths x days: free-allowance credit per day
+
+
+def _simulate_paths(
+    rng: np.random.Generator,
+    seg: _Segments,
+    sp: _SegmentPrices,
+    units: UnitStats,
+    n_paths: int,
+    daily_cv: float,
+    growth_sd: float,
+    calibration_samples,
+) -> _Paths:
+    """Traffic noise per day, a growth level per path, parameter noise per route, then each segment's cost by the
+    central limit theorem. The draws come in a fixed order (gamma, level, calibration, cost): seeded runs repeat."""
+    n_routes = len(units.routes)
+    if daily_cv > 0:
+        shape = 1.0 / daily_cv**2
+        # float32 halves the time of the largest draw; a month sums ~30 of them, far inside float32 precision.
+        g = rng.standard_gamma(shape, size=(n_paths, len(seg.lam)), dtype=np.float32)
+        g *= np.float32(1.0 / shape)
+        gl = g * seg.lam.astype(np.float32)[None, :]  # paths x days: that day's volume before the level
+        vol_raw = (gl @ seg.seg_ind).astype(np.float64)  # paths x segs
+    else:
+        g = gl = None
+        vol_raw = np.broadcast_to(seg.volume, (n_paths, seg.n)).copy()
+    if growth_sd > 0:
+        z = rng.standard_normal(n_paths)[:, None]
+        sig = growth_sd * seg.month_k[None, :]
+        level = np.exp(sig * z - 0.5 * sig**2)  # mean 1: the uncertainty does not move the expectation
+    else:
+        level = np.ones((1, seg.n))
+    vol_seg = vol_raw * level  # paths x segs, all routes
+
+    theta = np.ones((n_paths, n_routes))
+    if calibration_samples is not None:
+        ns = _calibration_n(calibration_samples, units.routes)
+        ref = next((s for s in range(seg.n) if seg.segs[s]["card"] is not None), 0)
+        mu, m2 = sp.mu[ref], sp.m2[ref]
+        cv = np.sqrt(np.maximum(m2 - mu**2, 0.0)) / np.where(mu > 0, mu, np.inf)
+        s_mean = np.where(np.isfinite(ns), cv / np.sqrt(ns), 0.0)
+        theta = np.exp(s_mean[None, :] * rng.standard_normal((n_paths, n_routes)) - 0.5 * s_mean[None, :] ** 2)
+
+    # Segment cost per path and route: Normal(V*mu*theta, V*E[c^2]*theta^2) (CLT over the segment's requests).
+    v_rs = vol_seg[:, :, None] * units.shares[None, None, :]  # paths x segs x routes
+    mean_prs = v_rs * sp.mu[None, :, :] * theta[:, None, :]
+    sd_prs = np.sqrt(v_rs * sp.m2[None, :, :]) * theta[:, None, :]
+    cost_prs = mean_prs + sd_prs * rng.standard_normal(mean_prs.shape)
+    credit_days = None
+    credit_seg = np.zeros((n_paths, seg.n))
+    if sp.neuron_rate.any():
+        day_vol = (gl if gl is not None else seg.lam[None, :]) * level[:, seg.seg_of_day]
+        d = seg.seg_of_day
+        credit_days = free_neuron_credit(
+            day_vol * sp.neurons_per_req[d][None, :], sp.free_neurons[d][None, :], sp.neuron_rate[d][None, :]
+        )
+        credit_seg = credit_days @ seg.seg_ind.astype(np.float64)
+    return _Paths(cost_prs, credit_seg, vol_raw, g, credit_days)
+
+
+# ---------------------------------------------------------------- stage 4: output tables
+
+
+def _warnings(seg: _Segments) -> list[str]:
+    out, seen = [], set()
+    for sg in seg.segs:
+        # One warning per status and card: a retirement is reported once, from its first day.
+        key = (sg["status"], sg["key"][1])
+        if sg["status"] != "ok" and key not in seen:
+            seen.add(key)
+            out.append(f"from {sg['first']}: {sg['status']}: {sg['note']}")
+    return out
+
+
+def _expected_frame(
+    scenario: Scenario,
+    seg: _Segments,
+    sp: _SegmentPrices,
+    units: UnitStats,
+    free_credit_day: np.ndarray,
+    currency: str,
+    base_cur: str,
+) -> pd.DataFrame:
+    """Expected spend by month, route, component and price class: `cost.expected_cost` prices the same per-route
+    means the bands use (one source of arithmetic)."""
+    rows = []
+    cost_cache: dict[tuple, pd.DataFrame] = {}
+
+    def row(sg, route, component, price_class, requests, tokens, calls, cost, card):
+        return {
+            "month": sg["month"],
+            "segment_start": sg["first"],
+            "route": route,
+            "component": component,
+            "price_class": price_class,
+            "requests": requests,
+            "tokens": tokens,
+            "calls": calls,
+            "cost": cost,
+            "card": _card_label(card),
+            "status": sg["status"],
+        }
+
+    for s, sg in enumerate(seg.segs):
+        c = sg["card"]
+        if c is None:
+            rows += [
+                row(sg, name, "(all)", "(unpriced)", seg.volume[s] * units.shares[r], np.nan, np.nan, np.nan, None)
+                for r, name in enumerate(units.routes)
+            ]
+            continue
+        if c.price_key not in cost_cache:
+            cost_cache[c.price_key] = expected_cost(scenario, card=c, expected=units.expected, requests_per_day=1.0)
+        ec = cost_cache[c.price_key]
+        rate = fx_rate(scenario, c.currency, currency, base_cur)
+        reqs = ec["requests_per_day"].to_numpy() * seg.volume[s]
+        for r, n_req in zip(ec.to_dict("records"), reqs):
+            rows.append(
+                row(
+                    sg,
+                    r["route"],
+                    r["component"],
+                    r["price_class"],
+                    n_req,
+                    r["tokens_per_request"] * n_req,
+                    r["calls_per_request"] * n_req,
+                    r["cost_per_request"] * n_req * rate,
+                    c,
+                )
+            )
+        if sp.neuron_rate[s] > 0:
+            credit = -float(free_credit_day[seg.seg_of_day == s].sum())
+            rows.append(row(sg, "(account)", "free_allowance", "free_neurons", 0.0, 0.0, 0.0, credit, c))
+    out = pd.DataFrame(rows)
+    out["currency"] = currency
+    return out
+
+
+def _monthly_frame(
+    seg: _Segments,
+    sp: _SegmentPrices,
+    units: UnitStats,
+    month_paths: np.ndarray,
+    free_credit_day: np.ndarray,
+    quantiles: tuple[float, ...],
+    budget: float | None,
+    currency: str,
+) -> pd.DataFrame:
+    # Expected cost per month (closed form) and the standard error of that expectation from the finite unit
+    # samples (per-request cost sd / sqrt(unit_samples), times the month's volume, routes independent).
+    with np.errstate(invalid="ignore"):
+        vol_sr = seg.volume[:, None] * units.shares[None, :]
+        exp_month = np.add.reduceat((vol_sr * sp.mu).sum(axis=1) - (free_credit_day @ seg.seg_ind), seg.m_first)
+        unit_var = np.maximum(sp.m2 - sp.mu**2, 0.0) / units.samples
+        exp_se_month = np.sqrt(np.add.reduceat((vol_sr**2 * unit_var).sum(axis=1), seg.m_first))
+    month_ind = seg.month_ind()
+    vol_month = seg.volume @ month_ind
+    days_month = np.bincount(seg.seg_of_day, minlength=seg.n) @ month_ind
+    n_paths = month_paths.shape[0]
+    rows = []
+    for j, m in enumerate(seg.months):
+        seg_ids = [s for s in range(seg.n) if seg.seg_month[s] == j]
+        st = [seg.segs[s]["status"] for s in seg_ids]
+        col = month_paths[:, j]
+        r = {
+            "month": m,
+            "days": int(days_month[j]),
+            "requests": vol_month[j],
+            "expected": exp_month[j],
+            "expected_se": exp_se_month[j],
+            "mean": float(col.mean()),
+            "sd": float(col.std(ddof=1)) if n_paths > 1 else 0.0,
+            "mc_se": float(col.std(ddof=1) / np.sqrt(n_paths)) if n_paths > 1 else np.nan,
+        }
+        for q in quantiles:
+            r[qlabel(q)] = float(np.quantile(col, q)) if np.isfinite(col).all() else np.nan
+        if budget is not None:
+            r["budget"] = float(budget)
+            r["p_over_budget"] = float((col > budget).mean()) if np.isfinite(col).all() else np.nan
+        r["price_change"] = len({seg.segs[s]["card"].price_key for s in seg_ids if seg.segs[s]["card"] is not None}) > 1
+        r["retired_days"] = int(sum((seg.seg_of_day == s).sum() for s in seg_ids if seg.segs[s]["status"] == "retired"))
+        r["status"] = (
+            "retired (not priced)"
+            if "retired" in st
+            else ("reported retired, unconfirmed" if "reported retired, unconfirmed" in st else "ok")
+        )
+        r["currency"] = currency
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def _by_route_frame(
+    months: list[str], routes: tuple[str, ...], route_month: np.ndarray, quantiles: tuple[float, ...], currency: str
+) -> pd.DataFrame:
+    rows = []
+    for j, m in enumerate(months):
+        for r, name in enumerate(routes):
+            col = route_month[:, j, r]
+            finite = np.isfinite(col).all()
+            rows.append(
+                {
+                    "month": m,
+                    "route": name,
+                    "mean": float(col.mean()),
+                    **{qlabel(q): float(np.quantile(col, q)) if finite else np.nan for q in quantiles},
+                    "currency": currency,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _daily_frame(cal, seg: _Segments, sp: _SegmentPrices, units: UnitStats, free_credit_day, cards, status, currency):
+    daily = cal[["date", "month", "weekday_factor", "holiday_factor", "event_factor", "requests"]].copy()
+    with np.errstate(invalid="ignore"):
+        day_mu = (sp.mu[seg.seg_of_day] * units.shares[None, :]).sum(axis=1)
+    daily["expected_cost"] = seg.lam * day_mu - free_credit_day
+    daily["card"] = [_card_label(c) for c in cards]
+    daily["status"] = status
+    daily["currency"] = currency
+    return daily
+
+
 # ---------------------------------------------------------------- main entry point
+
+
+def _check_forecast_args(paths, daily_cv, growth_sd, budget, quantiles) -> tuple[float, ...]:
+    _check_range("paths", paths, 1, 1_000_000, integer=True)
+    _check_range("daily_cv", daily_cv, 0, 5)
+    _check_range("growth_sd", growth_sd, 0, 1)
+    if budget is not None:
+        _check_range("budget", budget, 0, 1e15, lo_open=True)
+    quantiles = tuple(float(q) for q in quantiles)
+    if not quantiles:
+        raise ConfigError("quantiles must list at least one value in (0, 1), got none")
+    for q in quantiles:
+        _check_range("quantiles", q, 0, 1, lo_open=True)
+        if q >= 1:
+            raise ConfigError(f"quantiles must be in (0, 1), got {q}")
+    return quantiles
 
 
 def forecast(
@@ -327,27 +678,16 @@ def forecast(
 
     `budget` is per month in the reporting `currency` (default: the card currency on `as_of`). `fx_base` is the
     currency `scenario.exchange_rate` is quoted against (default: the card currency on `as_of`)."""
-    _check_range("paths", paths, 1, 1_000_000, integer=True)
-    _check_range("daily_cv", daily_cv, 0, 5)
-    _check_range("growth_sd", growth_sd, 0, 1)
-    if budget is not None:
-        _check_range("budget", budget, 0, 1e15, lo_open=True)
-    quantiles = tuple(float(q) for q in quantiles)
-    if not quantiles:
-        raise ConfigError("quantiles must list at least one value in (0, 1), got none")
-    for q in quantiles:
-        _check_range("quantiles", q, 0, 1, lo_open=True)
-        if q >= 1:
-            raise ConfigError(f"quantiles must be in (0, 1), got {q}")
+    quantiles = _check_forecast_args(paths, daily_cv, growth_sd, budget, quantiles)
     catalog = catalog or load_catalog()
     seed = scenario.seed if seed is None else seed
     _check_range("seed", seed, 0, 2**63 - 1, integer=True)
 
     cal = traffic_calendar(scenario, months, start)
     dates = list(cal["date"])
-    n_days, n_paths = len(dates), int(paths)
-    if n_days * n_paths > MAX_CELLS:
-        raise ConfigError(f"paths x days = {n_paths:,} x {n_days:,} exceeds {MAX_CELLS:,}; lower paths or months")
+    n_paths = int(paths)
+    if len(dates) * n_paths > MAX_CELLS:
+        raise ConfigError(f"paths x days = {n_paths:,} x {len(dates):,} exceeds {MAX_CELLS:,}; lower paths or months")
     cards, status, notes = _day_cards(scenario, catalog, dates)
     priced = [c for c in cards if c is not None]
     try:
@@ -361,300 +701,49 @@ def forecast(
         ref_card = priced[0]
     base_cur = fx_base or ref_card.currency
     currency = currency or ref_card.currency
-    tax = 1.0 + scenario.tax_rate
     units = units or unit_stats(scenario, ref_card, unit_samples, seed)
     if units.routes != tuple(r.name for r in scenario.routes):
         raise ConfigError(f"units are for routes {units.routes}, the scenario has {[r.name for r in scenario.routes]}")
-    n_routes = len(units.routes)
 
-    # Segments: runs of days in the same month with the same card and status.
-    month_of = list(cal["month"])
-    seg_of_day = np.zeros(n_days, dtype=np.int64)
-    segs: list[dict] = []
-    for i in range(n_days):
-        key = (month_of[i], None if cards[i] is None else cards[i].key, status[i])
-        if not segs or segs[-1]["key"] != key:
-            segs.append(
-                {
-                    "key": key,
-                    "month": month_of[i],
-                    "card": cards[i],
-                    "status": status[i],
-                    "first": dates[i],
-                    "note": notes[i],
-                }
-            )
-        seg_of_day[i] = len(segs) - 1
-    n_segs = len(segs)
-    lam = cal["requests"].to_numpy()
-    seg_volume = np.bincount(seg_of_day, weights=lam, minlength=n_segs)
-
-    # Per segment and route: mean and second moment of one request's cost (reporting currency, tax included).
-    mu = np.full((n_segs, n_routes), np.nan)
-    m2 = np.full((n_segs, n_routes), np.nan)
-    prices = np.full((n_segs, n_routes, len(QUANTITIES)), np.nan)
-    free_credit_day = np.zeros(n_days)  # Cloudflare: value of the free daily neurons, per unit of neurons
-    neuron_rate = np.zeros(n_segs)  # reporting currency per neuron (0 when the card bills tokens)
-    free_neurons = np.zeros(n_segs)
-    for s, seg in enumerate(segs):
-        c = seg["card"]
-        if c is None:
-            continue
-        rate = fx_rate(scenario, c.currency, currency, base_cur) * tax
-        for r, route in enumerate(scenario.routes):
-            p = price_vector(c, route.batch) * rate
-            prices[s, r] = p
-            mu[s, r] = p @ units.mean[r]
-            m2[s, r] = p @ units.cov[r] @ p + mu[s, r] ** 2
-        if c.free_neurons_per_day and c.usd_per_1000_neurons is not None:
-            neuron_rate[s] = float(c.usd_per_1000_neurons) / 1000 * fx_rate(scenario, "USD", currency, base_cur) * tax
-            free_neurons[s] = c.free_neurons_per_day
-    neurons_per_req = np.zeros(n_segs)  # mean neurons per request of the route mix
-    for s, seg in enumerate(segs):
-        c = seg["card"]
-        if c is not None and neuron_rate[s] > 0:
-            per_m = (
-                np.array(
-                    [
-                        c.neurons_cached_input_per_m or c.neurons_input_per_m or 0,
-                        c.neurons_input_per_m or 0,
-                        c.neurons_output_per_m or 0,
-                    ],
-                    dtype=float,
-                )
-                / 1e6
-            )
-            neurons_per_req[s] = float(units.shares @ (units.neurons_q @ per_m))
-
-    # ---- Monte Carlo
-    rng = np.random.default_rng([seed, 4])
-    seg_ind = np.zeros((n_days, n_segs), dtype=np.float32)
-    seg_ind[np.arange(n_days), seg_of_day] = 1.0
-    if daily_cv > 0:
-        shape = 1.0 / daily_cv**2
-        # float32 halves the time of the largest draw; a month sums ~30 of them, far inside float32 precision.
-        g = rng.standard_gamma(shape, size=(n_paths, n_days), dtype=np.float32)
-        g *= np.float32(1.0 / shape)
-        gl = g * lam.astype(np.float32)[None, :]  # paths x days: that day's volume before the level
-        vol_raw = (gl @ seg_ind).astype(np.float64)  # paths x segs
-    else:
-        g = None
-        gl = None
-        vol_raw = np.broadcast_to(seg_volume, (n_paths, n_segs)).copy()
-    seg_month_k = np.array([abs(_months_between(scenario.as_of, s["first"])) for s in segs], dtype=float)
-    if growth_sd > 0:
-        z = rng.standard_normal(n_paths)[:, None]
-        sig = growth_sd * seg_month_k[None, :]
-        level = np.exp(sig * z - 0.5 * sig**2)  # mean 1: the uncertainty does not move the expectation
-    else:
-        level = np.ones((1, n_segs))
-    vol_seg = vol_raw * level  # paths x segs, all routes
-
-    theta = np.ones((n_paths, n_routes))
-    if calibration_samples is not None:
-        ns = _calibration_n(calibration_samples, units.routes)
-        ref_seg = next((s for s in range(n_segs) if segs[s]["card"] is not None), 0)
-        cv = np.sqrt(np.maximum(m2[ref_seg] - mu[ref_seg] ** 2, 0.0)) / np.where(mu[ref_seg] > 0, mu[ref_seg], np.inf)
-        s_mean = np.where(np.isfinite(ns), cv / np.sqrt(ns), 0.0)
-        theta = np.exp(s_mean[None, :] * rng.standard_normal((n_paths, n_routes)) - 0.5 * s_mean[None, :] ** 2)
-
-    # Segment cost per path and route: Normal(V*mu*theta, V*E[c^2]*theta^2) (CLT over the segment's requests).
-    v_rs = vol_seg[:, :, None] * units.shares[None, None, :]  # paths x segs x routes
-    mean_prs = v_rs * mu[None, :, :] * theta[:, None, :]
-    sd_prs = np.sqrt(v_rs * m2[None, :, :]) * theta[:, None, :]
-    cost_prs = mean_prs + sd_prs * rng.standard_normal(mean_prs.shape)
-    # Cloudflare: the free daily neurons are a credit of min(free, neurons used that day).
-    credit_days = None
-    credit_seg = np.zeros((n_paths, n_segs))
-    if neuron_rate.any():
-        day_vol = (gl if gl is not None else lam[None, :]) * level[:, seg_of_day]
-        credit_days = (
-            np.minimum(free_neurons[seg_of_day][None, :], day_vol * neurons_per_req[seg_of_day][None, :])
-            * neuron_rate[seg_of_day][None, :]
-        )
-        credit_seg = credit_days @ seg_ind.astype(np.float64)
-        free_credit_day = (
-            np.minimum(free_neurons[seg_of_day], lam * neurons_per_req[seg_of_day]) * neuron_rate[seg_of_day]
-        )
-    seg_total = cost_prs.sum(axis=2) - credit_seg  # paths x segs
-
-    month_names = list(dict.fromkeys(month_of))
-    seg_month = np.array([month_names.index(s["month"]) for s in segs])
-    month_ind = np.zeros((n_segs, len(month_names)))
-    month_ind[np.arange(n_segs), seg_month] = 1.0
+    seg = _segments(scenario, cal, cards, status, notes)
+    sp = _segment_prices(scenario, seg, units, currency, base_cur)
+    mc = _simulate_paths(
+        np.random.default_rng([seed, 4]), seg, sp, units, n_paths, daily_cv, growth_sd, calibration_samples
+    )
+    d = seg.seg_of_day
+    free_credit_day = (
+        free_neuron_credit(seg.lam * sp.neurons_per_req[d], sp.free_neurons[d], sp.neuron_rate[d])
+        if sp.neuron_rate.any()
+        else np.zeros(len(dates))
+    )
     # Segments are contiguous within a month: reduceat sums them and keeps a NaN (unpriced) inside its month,
     # where a matrix product would spread NaN * 0 to every month.
-    m_first = np.flatnonzero(np.r_[True, seg_month[1:] != seg_month[:-1]])
     with np.errstate(invalid="ignore"):
-        month_paths = np.add.reduceat(seg_total, m_first, axis=1)
-        route_month = np.add.reduceat(cost_prs, m_first, axis=1)  # paths x months x routes
+        month_paths = np.add.reduceat(mc.cost_prs.sum(axis=2) - mc.credit_seg, seg.m_first, axis=1)
+        route_month = np.add.reduceat(mc.cost_prs, seg.m_first, axis=1)  # paths x months x routes
         # Spend per day (built on demand): a segment's cost spread over its days by each day's volume share.
-        cost_per_vol = cost_prs.sum(axis=2) / np.where(vol_raw > 0, vol_raw, 1.0)
-    daily_parts = _DailyParts(g, lam, seg_of_day, cost_per_vol, credit_days)
-
-    # ---- expected (closed form of the model above) and frames
-    warnings_: list[str] = []
-    seen = set()
-    for seg in segs:
-        # One warning per status and card: a retirement is reported once, from its first day.
-        key = (seg["status"], seg["key"][1])
-        if seg["status"] != "ok" and key not in seen:
-            seen.add(key)
-            warnings_.append(f"from {seg['first']}: {seg['status']}: {seg['note']}")
-
-    exp_rows = []
-    cost_cache: dict[tuple, pd.DataFrame] = {}
-    for s, seg in enumerate(segs):
-        c = seg["card"]
-        if c is None:
-            for r, name in enumerate(units.routes):
-                exp_rows.append(
-                    {
-                        "month": seg["month"],
-                        "segment_start": seg["first"],
-                        "route": name,
-                        "component": "(all)",
-                        "price_class": "(unpriced)",
-                        "requests": seg_volume[s] * units.shares[r],
-                        "tokens": np.nan,
-                        "calls": np.nan,
-                        "cost": np.nan,
-                        "card": _card_label(None),
-                        "status": seg["status"],
-                    }
-                )
-            continue
-        if c.key not in cost_cache:
-            # cost.expected_cost prices the same per-route means the bands use (one source of arithmetic).
-            cost_cache[c.key] = expected_cost(scenario, card=c, expected=units.expected, requests_per_day=1.0)
-        ec = cost_cache[c.key]
-        rate = fx_rate(scenario, c.currency, currency, base_cur)
-        reqs = ec["requests_per_day"].to_numpy() * seg_volume[s]
-        for row, n_req in zip(ec.to_dict("records"), reqs):
-            exp_rows.append(
-                {
-                    "month": seg["month"],
-                    "segment_start": seg["first"],
-                    "route": row["route"],
-                    "component": row["component"],
-                    "price_class": row["price_class"],
-                    "requests": n_req,
-                    "tokens": row["tokens_per_request"] * n_req,
-                    "calls": row["calls_per_request"] * n_req,
-                    "cost": row["cost_per_request"] * n_req * rate,
-                    "card": _card_label(c),
-                    "status": seg["status"],
-                }
-            )
-        if neuron_rate[s] > 0:
-            seg_days = seg_of_day == s
-            exp_rows.append(
-                {
-                    "month": seg["month"],
-                    "segment_start": seg["first"],
-                    "route": "(account)",
-                    "component": "free_allowance",
-                    "price_class": "free_neurons",
-                    "requests": 0.0,
-                    "tokens": 0.0,
-                    "calls": 0.0,
-                    "cost": -float(free_credit_day[seg_days].sum()),
-                    "card": _card_label(c),
-                    "status": seg["status"],
-                }
-            )
-    expected_df = pd.DataFrame(exp_rows)
-    expected_df["currency"] = currency
-
-    # Expected cost per month (closed form) and the standard error of that expectation from the finite unit
-    # samples (per-request cost sd / sqrt(unit_samples), times the month's volume, routes independent).
-    with np.errstate(invalid="ignore"):
-        exp_seg_route = seg_volume[:, None] * units.shares[None, :] * mu
-        exp_month = np.add.reduceat(exp_seg_route.sum(axis=1) - (free_credit_day @ seg_ind), m_first)
-        unit_var = np.maximum(m2 - mu**2, 0.0) / units.samples
-        exp_se_month = np.sqrt(
-            np.add.reduceat(((seg_volume[:, None] * units.shares[None, :]) ** 2 * unit_var).sum(axis=1), m_first)
-        )
-    vol_month = seg_volume @ month_ind
-    days_month = np.bincount(seg_of_day, minlength=n_segs) @ month_ind
-
-    rows = []
-    for j, m in enumerate(month_names):
-        seg_ids = [s for s in range(n_segs) if seg_month[s] == j]
-        st = [segs[s]["status"] for s in seg_ids]
-        col = month_paths[:, j]
-        row = {
-            "month": m,
-            "days": int(days_month[j]),
-            "requests": vol_month[j],
-            "expected": exp_month[j],
-            "expected_se": exp_se_month[j],
-            "mean": float(col.mean()),
-            "sd": float(col.std(ddof=1)) if n_paths > 1 else 0.0,
-            "mc_se": float(col.std(ddof=1) / np.sqrt(n_paths)) if n_paths > 1 else np.nan,
-        }
-        for q in quantiles:
-            row[qlabel(q)] = float(np.quantile(col, q)) if np.isfinite(col).all() else np.nan
-        if budget is not None:
-            row["budget"] = float(budget)
-            row["p_over_budget"] = float((col > budget).mean()) if np.isfinite(col).all() else np.nan
-        row["price_change"] = len({segs[s]["card"].key for s in seg_ids if segs[s]["card"] is not None}) > 1
-        row["retired_days"] = int(sum((seg_of_day == s).sum() for s in seg_ids if segs[s]["status"] == "retired"))
-        row["status"] = (
-            "retired (not priced)"
-            if "retired" in st
-            else ("reported retired, unconfirmed" if "reported retired, unconfirmed" in st else "ok")
-        )
-        row["currency"] = currency
-        rows.append(row)
-    monthly = pd.DataFrame(rows)
-
-    br = []
-    for j, m in enumerate(month_names):
-        for r, name in enumerate(units.routes):
-            col = route_month[:, j, r]
-            finite = np.isfinite(col).all()
-            br.append(
-                {
-                    "month": m,
-                    "route": name,
-                    "mean": float(col.mean()),
-                    **{qlabel(q): float(np.quantile(col, q)) if finite else np.nan for q in quantiles},
-                    "currency": currency,
-                }
-            )
-    by_route = pd.DataFrame(br)
-
-    daily = cal[["date", "month", "weekday_factor", "holiday_factor", "event_factor", "requests"]].copy()
-    with np.errstate(invalid="ignore"):
-        day_mu = (mu[seg_of_day] * units.shares[None, :]).sum(axis=1)
-    daily["expected_cost"] = lam * day_mu - free_credit_day
-    daily["card"] = [_card_label(c) for c in cards]
-    daily["status"] = status
-    daily["currency"] = currency
-
-    # Volume-weighted unit prices over the horizon (for the drivers of a difference between variants).
-    with np.errstate(invalid="ignore"):
-        avg_prices = np.einsum("s,srk->rk", seg_volume, prices) / seg_volume.sum()
+        cost_per_vol = mc.cost_prs.sum(axis=2) / np.where(mc.vol_raw > 0, mc.vol_raw, 1.0)
+        # Volume-weighted unit prices over the horizon (for the drivers of a difference between variants).
+        avg_prices = np.einsum("s,srk->rk", seg.volume, sp.prices) / seg.volume.sum()
 
     return Forecast(
         scenario=scenario,
         currency=currency,
-        months=month_names,
+        months=seg.months,
         quantiles=quantiles,
         budget=None if budget is None else float(budget),
-        daily=daily,
-        expected=expected_df,
-        monthly=monthly,
-        by_route=by_route,
+        daily=_daily_frame(cal, seg, sp, units, free_credit_day, cards, status, currency),
+        expected=_expected_frame(scenario, seg, sp, units, free_credit_day, currency, base_cur),
+        monthly=_monthly_frame(seg, sp, units, month_paths, free_credit_day, quantiles, budget, currency),
+        by_route=_by_route_frame(seg.months, units.routes, route_month, quantiles, currency),
         paths=month_paths,
-        _daily=daily_parts,
-        cards=list({c.key: c for c in priced}.values()),
-        warnings=warnings_,
+        _daily=_DailyParts(mc.g, seg.lam, d, cost_per_vol, mc.credit_days),
+        cards=list({c.price_key: c for c in priced}.values()),
+        warnings=_warnings(seg),
         units=units,
         avg_prices=avg_prices,
         free_credit=float(free_credit_day.sum()),
-        neurons_per_day=float((lam * neurons_per_req[seg_of_day]).mean()),
+        neurons_per_day=float((seg.lam * sp.neurons_per_req[d]).mean()),
         settings={
             "months": int(months),
             "start": dates[0],

@@ -6,7 +6,6 @@ Model IDs differ per provider. They are never guessed: `EQUIVALENT_MODELS` is an
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -14,43 +13,16 @@ import numpy as np
 import pandas as pd
 
 from kimiplan.catalog.cards import Catalog, load_catalog
+from kimiplan.catalog.providers import (  # noqa: F401  (re-exported: variants were their first home)
+    EQUIVALENT_MODELS,
+    canonical_model,
+    canonical_model_or_none,
+    equivalent_model,
+)
 from kimiplan.catalog.resolve import price_card
 from kimiplan.errors import CatalogError, ConfigError
 from kimiplan.finance.forecast import Forecast, forecast
 from kimiplan.model.scenario import Scenario
-
-# Same weights, different routes. Sources: Moonshot's OpenAPI enum (kimi-k2.6), cloudflare-docs kimi-k2.6.json
-# (@cf/moonshotai/kimi-k2.6), models.dev for OpenRouter (moonshotai/kimi-k2.6) and SiliconFlow
-# (moonshotai/Kimi-K2.6, note the capital K). kimi-k2.5 is listed only where the catalog prices it.
-EQUIVALENT_MODELS: dict[str, dict[str, str]] = {
-    "kimi-k2.6": {
-        "moonshot": "kimi-k2.6",
-        "cloudflare": "@cf/moonshotai/kimi-k2.6",
-        "openrouter": "moonshotai/kimi-k2.6",
-        "siliconflow": "moonshotai/Kimi-K2.6",
-    },
-    "kimi-k2.5": {"moonshot": "kimi-k2.5"},
-}
-
-
-def canonical_model(model: str) -> str:
-    for canon, per_provider in EQUIVALENT_MODELS.items():
-        if model == canon or model in per_provider.values():
-            return canon
-    raise CatalogError(f"no equivalents known for model {model!r}; EQUIVALENT_MODELS lists {sorted(EQUIVALENT_MODELS)}")
-
-
-def equivalent_model(
-    model: str, provider: str, catalog: Catalog, region: str | None = None, on: dt.date | None = None
-) -> str:
-    """The ID of `model` on `provider`, from EQUIVALENT_MODELS, confirmed to be priced in the catalog."""
-    canon = canonical_model(model)
-    mapped = EQUIVALENT_MODELS[canon].get(provider)
-    if mapped is None:
-        raise CatalogError(f"no known ID for {canon!r} on provider {provider!r}; known: {EQUIVALENT_MODELS[canon]}")
-    catalog.price(mapped, provider, region, on)  # raises CatalogError listing what the catalog knows
-    return mapped
-
 
 # ---------------------------------------------------------------- building variants
 
@@ -153,13 +125,6 @@ def standard_variants(scenario: Scenario, catalog: Catalog | None = None) -> dic
             continue  # batch routes where the provider has no Batch API: not a like-for-like comparison
         out[name] = v
     return out
-
-
-def canonical_model_or_none(model: str) -> str | None:
-    try:
-        return canonical_model(model)
-    except CatalogError:
-        return None
 
 
 # ---------------------------------------------------------------- running and comparing

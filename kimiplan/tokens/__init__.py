@@ -6,6 +6,7 @@ from kimiplan.tokens.tokenizer import (  # noqa: F401
     ChatTemplate,
     count_messages,
     count_text,
+    count_tokens,
     get_tokenizer,
     template_tokens,
 )

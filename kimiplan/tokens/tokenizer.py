@@ -96,6 +96,15 @@ def count_text(text: str) -> int:
     return get_tokenizer().count(text)
 
 
+def count_tokens(text_or_messages: str | Sequence[Mapping[str, Any]], **kwargs: Any) -> int:
+    """Tokens of a text, or prompt tokens of a list of chat messages (template included; see `count_messages`)."""
+    if isinstance(text_or_messages, str):
+        if kwargs:
+            raise ConfigError(f"count_tokens of a text takes no options, got {sorted(kwargs)}")
+        return count_text(text_or_messages)
+    return count_messages(text_or_messages, **kwargs)
+
+
 @dataclass(frozen=True)
 class ChatTemplate:
     """Tokens the chat template adds around messages.

@@ -1,0 +1,18 @@
+"""Figures (plotly) for every view kimiplan computes: presentation only, no arithmetic lives here."""
+
+from kimiplan.viz.breakdown import cost_breakdown_figure, token_breakdown_figure
+from kimiplan.viz.capacity import budget_tradeoff_figure, headroom_figure, tier_ladder_figure, utilization_figure
+from kimiplan.viz.forecast import fan_chart, route_area_chart, variants_chart, waterfall_chart
+
+__all__ = [
+    "budget_tradeoff_figure",
+    "cost_breakdown_figure",
+    "fan_chart",
+    "headroom_figure",
+    "route_area_chart",
+    "tier_ladder_figure",
+    "token_breakdown_figure",
+    "utilization_figure",
+    "variants_chart",
+    "waterfall_chart",
+]

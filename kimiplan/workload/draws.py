@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from kimiplan.catalog.providers import truncate_completion
 from kimiplan.catalog.resolve import max_completion, price_card
 from kimiplan.errors import ConfigError
 from kimiplan.model.dists import Fixed
@@ -98,11 +99,8 @@ def draw_route(route: Route, n: int, rng: np.random.Generator, ctx: RouteContext
     budget = route.max_completion_tokens or ctx.max_completion_tokens
     want_reasoning = _column(_tokens(route.reasoning, rng, n) if route.thinking else 0, n)
     want_output = _column(_tokens(route.output, rng, n), n)
-    # Reasoning is generated first; whatever is left of the budget goes to the visible answer.
-    reasoning = np.minimum(want_reasoning, budget)
-    output = np.minimum(want_output, budget - reasoning)
+    reasoning, output, truncated = truncate_completion(want_reasoning, want_output, budget)
     completion = reasoning + output
-    truncated = (want_reasoning + want_output) > budget
 
     tools = _column(_tokens(route.tools.web_search_calls, rng, n), n)
     if route.latency.total_s is not None:

@@ -1,31 +1,20 @@
-"""Builds notebooks/04_calibration.ipynb (unexecuted); then run
-`jupyter nbconvert --to notebook --execute --inplace notebooks/04_calibration.ipynb`."""
+# %% [markdown]
+# # 04 · Calibration: from live calls to fitted route distributions
+#
+# The planning notebooks start from *assumed* token sizes. This one replaces assumptions with measurements:
+#
+# 1. send a small, **bounded** sample of calls per route (spend cap, pacing under the tier, resumable store);
+# 2. fit per route: output and reasoning lengths (lognormal with truncated calls treated as censored, and empirical),
+#    truncation rate, cache hits, the hidden chat-template overhead, time to first token and decode speed — each with a
+#    95 % confidence interval;
+# 3. check the fit (KS test, QQ plot, predicted vs observed), ask how many samples a ±5 % monthly-cost estimate needs;
+# 4. write a versioned calibration file and apply it to a scenario.
+#
+# **Live or emulated.** With `MOONSHOT_API_KEY` set, the calls go to Kimi (`https://api.moonshot.ai/v1`) and the records are
+# labelled provenance `live`. Without it (as in CI) they go to kimiplan's local emulator, which has a *known* ground truth,
+# so you can see the fitters recover it. Everything the emulator produces is labelled provenance `emulator`.
 
-from pathlib import Path
-
-import nbformat as nbf
-
-cells = []
-md = lambda s: cells.append(nbf.v4.new_markdown_cell(s.strip()))
-code = lambda s: cells.append(nbf.v4.new_code_cell(s.strip()))
-
-md("""
-# 04 · Calibration: from live calls to fitted route distributions
-
-The planning notebooks start from *assumed* token sizes. This one replaces assumptions with measurements:
-
-1. send a small, **bounded** sample of calls per route (spend cap, pacing under the tier, resumable store);
-2. fit per route: output and reasoning lengths (lognormal with truncated calls treated as censored, and empirical),
-   truncation rate, cache hits, the hidden chat-template overhead, time to first token and decode speed — each with a
-   95 % confidence interval;
-3. check the fit (KS test, QQ plot, predicted vs observed), ask how many samples a ±5 % monthly-cost estimate needs;
-4. write a versioned calibration file and apply it to a scenario.
-
-**Live or emulated.** With `MOONSHOT_API_KEY` set, the calls go to Kimi (`https://api.moonshot.ai/v1`) and the records are
-labelled provenance `live`. Without it (as in CI) they go to kimiplan's local emulator, which has a *known* ground truth,
-so you can see the fitters recover it. Everything the emulator produces is labelled provenance `emulator`.
-""")
-code("""
+# %%
 import os, tempfile, contextlib
 from decimal import Decimal
 import pandas as pd
@@ -47,15 +36,15 @@ assert MODEL in catalog.models("moonshot", "intl")
 card = catalog.price(MODEL, region="intl")
 print("mode:", "live" if LIVE else "emulator", "| model:", MODEL, "| prices per 1M:",
       card.input_cache_hit, card.input_cache_miss, card.output, card.currency)
-""")
-md("""
-## The emulator's ground truth (used only when no key is set)
 
-Output lengths are lognormal by median and p95 per route; the agent route also reasons (thinking on). The emulator adds
-**23 hidden tokens** to every prompt — the kind of server-side overhead calibration must discover — and applies Kimi's
-prefix-cache rule (a prompt longer than 256 tokens can be hit by later prompts sharing its prefix).
-""")
-code("""
+# %% [markdown]
+# ## The emulator's ground truth (used only when no key is set)
+#
+# Output lengths are lognormal by median and p95 per route; the agent route also reasons (thinking on). The emulator adds
+# **23 hidden tokens** to every prompt — the kind of server-side overhead calibration must discover — and applies Kimi's
+# prefix-cache rule (a prompt longer than 256 tokens can be hit by later prompts sharing its prefix).
+
+# %%
 TRUTH = {
     "answer":           RouteTruth(output=LogNormalTruth(median=220, p95=650)),
     "summarize_ticket": RouteTruth(output=LogNormalTruth(median=160, p95=400)),
@@ -72,16 +61,16 @@ else:
     config = KimiConfig(model=MODEL, base_url=em.base_url, api_key="emulator-no-key", retry=RetryPolicy(time_scale=0.001))
 client = stack.enter_context(KimiClient(config))
 print(repr(client).split(", base_url")[0], "| key shown as:", config.api_key)
-""")
-md("""
-## A bounded, resumable sample
 
-Each planned call has a deterministic id; the JSONL store is fsync'ed per record, so re-running this cell after a crash
-only sends what is missing. The spend cap is checked *before* each call against its worst case (input + its
-`max_completion_tokens`, priced). Concurrency is 1 here so the cache sequence — and this notebook's output — is
-reproducible; real runs use `SamplerConfig.with_tier(catalog.tier("Tier1"))` to run near the tier's limits.
-""")
-code("""
+# %% [markdown]
+# ## A bounded, resumable sample
+#
+# Each planned call has a deterministic id; the JSONL store is fsync'ed per record, so re-running this cell after a crash
+# only sends what is missing. The spend cap is checked *before* each call against its worst case (input + its
+# `max_completion_tokens`, priced). Concurrency is 1 here so the cache sequence — and this notebook's output — is
+# reproducible; real runs use `SamplerConfig.with_tier(catalog.tier("Tier1"))` to run near the tier's limits.
+
+# %%
 sampler_config = SamplerConfig(
     run_id="nb04-demo", max_concurrency=1, spend_cap=Decimal("1.00"),
     routes=[RouteSampling(name="answer", n=80, max_completion_tokens=1024, thinking=False),
@@ -89,29 +78,29 @@ sampler_config = SamplerConfig(
             RouteSampling(name="agent_step", n=80, max_completion_tokens=4096, thinking=True)])
 workdir = stack.enter_context(tempfile.TemporaryDirectory())
 store = os.path.join(workdir, "samples.jsonl")
-""")
-code("""
+
+# %%
 # NBVAL_IGNORE_OUTPUT
 summary = run_sampler(client, sampler_config, store, card=card, progress=True)
-""")
-code("""
+
+# %%
 print(summary)
 df = samples_frame(store)
 df[["route", "prompt_tokens", "local_prompt_tokens", "cached_tokens", "reasoning_tokens", "output_tokens",
     "finish_reason", "provenance"]].head()
-""")
-md("""
-## Fit
 
-`fit_calibration` fits every route. Truncated calls (`finish_reason=length`) are right-censored in the lognormal fit —
-ignoring that would shrink the tail exactly where the budget bites.
-""")
-code("""
+# %% [markdown]
+# ## Fit
+#
+# `fit_calibration` fits every route. Truncated calls (`finish_reason=length`) are right-censored in the lognormal fit —
+# ignoring that would shrink the tail exactly where the budget bites.
+
+# %%
 cal = fit_calibration(df, notes="notebook 04 demo")
 print("provenance:", cal.provenance, "| samples:", cal.n_samples, "| schema:", cal.schema_version)
 cal.summary().round(3)
-""")
-code("""
+
+# %%
 rows = []
 for route, rc in cal.routes.items():
     for comp in ("output", "reasoning"):
@@ -126,8 +115,8 @@ for route, rc in cal.routes.items():
                      "true median": truth.median if truth else None, "true p95": truth.p95 if truth else None,
                      "KS p-value": round(ln.ks_pvalue, 3)})
 pd.DataFrame(rows)
-""")
-code("""
+
+# %%
 pd.DataFrame({route: {"template overhead (tokens)": rc.template_overhead.value,
                       "overhead 95% CI": rc.template_overhead.ci,
                       "truncation rate": round(rc.truncation_rate.value, 3),
@@ -135,53 +124,47 @@ pd.DataFrame({route: {"template overhead (tokens)": rc.template_overhead.value,
                       "cache-hit rate": round(rc.cache_hit_rate.value, 3),
                       "cached share of input": round(rc.cached_fraction.value, 3)}
               for route, rc in cal.routes.items()}).T
-""")
-md("""
-The overhead is `prompt_tokens` (what the API bills) minus kimiplan's exact local count of the same messages; the
-emulator's hidden 23 tokens come back exactly. Feed it to `kimiplan.tokens.tokenizer.ChatTemplate(request_overhead=...)`.
 
-## Goodness of fit
-""")
-code("""
+# %% [markdown]
+# The overhead is `prompt_tokens` (what the API bills) minus kimiplan's exact local count of the same messages; the
+# emulator's hidden 23 tokens come back exactly. Feed it to `kimiplan.tokens.tokenizer.ChatTemplate(request_overhead=...)`.
+#
+# ## Goodness of fit
+
+# %%
 # NBVAL_IGNORE_OUTPUT
 sub = df[df.route == "agent_step"]
 LogNormalFitter().fit(sub.output_tokens, sub.finish_reason == "length").qq_plot("agent_step output tokens: QQ plot")
-""")
-code("""
+
+# %%
 table = predicted_vs_observed(cal, df, seed=0)
 table.round(3)
-""")
-code("""
+
+# %%
 # NBVAL_IGNORE_OUTPUT
 plot_predicted_vs_observed(table)
-""")
-md("""
-## How many samples for ±5 % on monthly cost?
 
-Monthly cost is requests × mean cost per call, so its relative error is that of the mean: z·CV/√n per route, and for the
-traffic mix (shares from the support-chat scenario) combined over routes.
-""")
-code("""
+# %% [markdown]
+# ## How many samples for ±5 % on monthly cost?
+#
+# Monthly cost is requests × mean cost per call, so its relative error is that of the mean: z·CV/√n per route, and for the
+# traffic mix (shares from the support-chat scenario) combined over routes.
+
+# %%
 samples_needed(df, card, rel_error=0.05, shares={"answer": 0.5, "summarize_ticket": 0.3, "agent_step": 0.2}).round(4)
-""")
-md("""
-## Save and apply
 
-The calibration file is versioned (`schema_version`), names the model, the sample window, the count and the provenance.
-A scenario route can reference it (`calibration: path`), or you apply it directly:
-""")
-code("""
+# %% [markdown]
+# ## Save and apply
+#
+# The calibration file is versioned (`schema_version`), names the model, the sample window, the count and the provenance.
+# A scenario route can reference it (`calibration: path`), or you apply it directly:
+
+# %%
 out_path = cal.save(os.path.join(workdir, "support_chat.json"))
 scenario = load_scenario(example_path("support_chat"))
 calibrated = apply_calibration(scenario, cal)
 pd.DataFrame([{"route": a.name, "before": a.output.describe(), "after": b.output.describe()}
               for a, b in zip(scenario.routes, calibrated.routes)])
-""")
-code("""
-stack.close()   # stops the emulator and removes the temporary store
-""")
 
-nb = nbf.v4.new_notebook(
-    cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
-)
-nbf.write(nb, Path(__file__).resolve().parents[1] / "04_calibration.ipynb")
+# %%
+stack.close()   # stops the emulator and removes the temporary store

@@ -1,0 +1,121 @@
+# %% [markdown]
+# # Quota sizing for Kimi K2.6
+#
+# For architects: which Moonshot tier holds the traffic, which limit binds, how many requests get a 429, which `max_completion_tokens` each route should send, and when growth outgrows the tier. Kimi counts **input + max_completion_tokens** against TPM/TPD and refuses (429) rather than queues. Everything is seeded; numbers are reproducible.
+
+# %%
+import pandas as pd
+from kimiplan.catalog.cards import load_catalog
+from kimiplan.model.scenario import example_path
+from kimiplan.catalog.resolve import load_scenario
+from kimiplan.capacity import plan as P, budgets as B
+from kimiplan.viz import capacity as PC
+from kimiplan.capacity.sim.simulate import simulate, SimSettings, ClientPolicy
+pd.set_option('display.width', 160); pd.set_option('display.max_columns', 20)
+catalog = load_catalog()
+sc = load_scenario(example_path('support_chat'), catalog)
+print(sc.name, sc.tier, f'{sc.traffic.per_day:,.0f} requests/day', 'growth', sc.traffic.monthly_growth)
+
+# %% [markdown]
+# ## 1. The plan against the current tier
+# Peak demand at the busiest minute of a week (hourly profile, weekday factor and the 10:00 burst), the 99.9th percentile, utilization and headroom per limit.
+
+# %%
+p = P.plan(sc, catalog)
+print(p.describe())
+
+# %%
+p.demand[p.demand.route == 'total'].round(3)
+
+# %% [markdown]
+# ### The verdict under each tier table
+# Moonshot published two tier tables in 2026: version A (official, in force until September) and version B (quoted by third parties since; no verbatim official copy). The headline uses the table in force on the scenario's `as_of`; `P.plan(sc, catalog, tier_table='A')` (or `kimiplan plan --tier-table A`) plans with the other one.
+
+# %%
+p.tier_tables[['version', 'official', 'headline', 'smallest_tier', 'tier', 'refusal_total', 'binding_limit', 'headroom', 'exhausted_on']].round(4)
+
+# %% [markdown]
+# ## 2. The tier ladder
+# The smallest tier that keeps refusals under 0.1 % at the busiest minute, and the largest request rate each tier sustains at this mix.
+
+# %%
+ladder = p.ladder
+print('smallest tier that holds:', p.smallest_tier)
+ladder[['tier', 'concurrency', 'rpm', 'tpm', 'refusal_total', 'binding_limit', 'holds', 'max_requests_per_day']].round(4)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+PC.tier_ladder_figure(ladder, sc.traffic.mean_rps)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+PC.headroom_figure(P.tier_headroom(sc, catalog))
+
+# %% [markdown]
+# ## 3. max_completion_tokens per route
+# A smaller budget frees TPM but truncates more answers (`finish_reason=length`). Recommended: the smallest multiple of 256 truncating at most 1 %.
+
+# %%
+rec = B.recommend_budgets(sc, catalog, target_truncation=0.01)
+rec[['route', 'current_budget', 'recommended_budget', 'truncation_current', 'truncation_recommended', 'tpm_freed_vs_default']].round(4)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+r0 = rec.iloc[0]
+PC.budget_tradeoff_figure(B.budget_curve(sc, r0['route'], catalog), int(r0['current_budget']), int(r0['recommended_budget']))
+
+# %% [markdown]
+# ## 4. Simulating a day
+# Per request, against all limits at once. First the client sends once; then it retries with exponential backoff and jitter; then it paces itself to the account's limits.
+
+# %%
+rows = []
+for kind in ('none', 'retry', 'pace'):
+    s = simulate(sc, catalog, SimSettings(hours=24, client=ClientPolicy(kind=kind))).summary
+    rows.append({'client': kind, 'requests': s['requests'], 'attempts': s['attempts'],
+                 **{f'429_{k}': round(v, 5) for k, v in s['rejected_fraction'].items() if k in ('concurrency', 'rpm', 'total')},
+                 'failed': round(s['failed_fraction'], 5), 'wait_p99_s': round(s['wait_s']['p99'], 1)})
+pd.DataFrame(rows)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+day = simulate(sc, catalog, SimSettings(hours=24))
+PC.utilization_figure(day)
+
+# %% [markdown]
+# ## 5. Growth and the upgrade date
+# With compound monthly growth, the month traffic outgrows each tier, and the tier to move to: the cheapest one whose binding limit is higher (a tier that raises only other limits changes nothing), with the cumulative recharge that unlocks it.
+
+# %%
+p.upgrade
+
+# %%
+g = []
+for _, row in ladder.iterrows():
+    ex = P.growth_exhaustion(sc, row['max_scale'])
+    g.append({'tier': row['tier'], 'max_scale': round(row['max_scale'], 3), 'months_left': ex['months'], 'exhausted_on': ex['date']})
+pd.DataFrame(g)
+
+# %% [markdown]
+# Reading: when the current tier is already exhausted (months_left 0), move up the ladder or cut the peak: smaller budgets free TPM, and a pacing client turns refusals into waits.
+
+# %% [markdown]
+# ## 6. Why trust the simulator: a check against queueing theory
+# A scenario can state a textbook system by itself: Poisson arrivals at 10 requests/s, a custom tier with only 50 concurrent requests, fixed tokens, a lognormal latency with a 5 s mean, no retries, a horizon and a seed (the `simulation:` section). Refusal then has a closed form, Erlang B, whatever the latency's shape. The same file runs with `kimiplan simulate FILE --json`.
+
+# %%
+from kimiplan.model.scenario import parse_scenario
+from kimiplan.capacity.plan import erlang_b
+theory = parse_scenario({
+    'name': 'M/G/50/50', 'model': 'kimi-k2.6', 'as_of': '2026-11-26', 'seed': 3,
+    'tier': {'name': 'only-concurrency', 'concurrency': 50},
+    'traffic': {'requests_per_second': 10},
+    'routes': [{'name': 'r', 'share': 1.0, 'system': 1000, 'output': 200, 'max_completion_tokens': 1024,
+                'latency': {'total_s': {'kind': 'lognormal', 'mean': 5.0, 'sigma': 1.0}}}],
+    'simulation': {'hours': 24, 'client': {'kind': 'none'}},
+})
+runs = [simulate(theory, catalog, SimSettings.for_scenario(theory, seed=s)).summary for s in range(4)]
+pd.DataFrame({'seed': range(4), 'requests': [r['requests'] for r in runs],
+              'refused (simulated)': [round(r['rejected_fraction']['concurrency'], 4) for r in runs],
+              'Erlang B(50, 50)': round(erlang_b(50, 50.0), 4),
+              "Little's law: in flight - rate x latency": [round(r['mean_in_flight'] - r['throughput_rps'] * r['mean_latency_s'], 3) for r in runs]})

@@ -1,0 +1,34 @@
+"""Every notebook is generated from one percent-format source (notebooks/src/NAME.py, read by jupytext): the stored
+notebook's cells must be exactly the source's cells, so nobody edits a .ipynb by hand or forgets to rebuild it."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = sorted((ROOT / "notebooks" / "src").glob("*.py"))
+
+
+def _builder():
+    spec = importlib.util.spec_from_file_location("build_notebook", ROOT / "tools" / "build_notebook.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_every_notebook_has_one_source():
+    notebooks = {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
+    assert notebooks == {s.stem for s in SOURCES}
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
+def test_notebook_matches_its_source(src):
+    expected = _builder().read_source(src)
+    stored = nbformat.read(ROOT / "notebooks" / f"{src.stem}.ipynb", as_version=4)
+    assert [(c.cell_type, c.source) for c in stored.cells] == [(c.cell_type, c.source) for c in expected.cells], (
+        f"notebooks/{src.stem}.ipynb is stale: rebuild it with `make notebooks/{src.stem}.ipynb`"
+    )

@@ -1,0 +1,87 @@
+"""The public namespace, name by name (as pandas pins its own): an accidental addition or loss fails here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import kimiplan as kp
+
+EXPECTED = [
+    "CalibrationFitter",
+    "KimiClient",
+    "__version__",
+    "backtest",
+    "compare",
+    "cost_of_usage",
+    "count_tokens",
+    "expected_cost",
+    "forecast",
+    "load_catalog",
+    "load_scenario",
+    "plan",
+    "runway",
+    "simulate",
+    "standard_variants",
+    "viz",
+    "write_report",
+]
+
+VIZ = [
+    "budget_tradeoff_figure",
+    "cost_breakdown_figure",
+    "fan_chart",
+    "headroom_figure",
+    "route_area_chart",
+    "tier_ladder_figure",
+    "token_breakdown_figure",
+    "utilization_figure",
+    "variants_chart",
+    "waterfall_chart",
+]
+
+
+def test_public_names():
+    assert sorted(kp.__all__) == sorted(EXPECTED)
+    # every lazily loaded name is public, and every public name loads
+    assert set(kp._EXPORTS) | set(kp._SUBMODULES) | {"__version__"} == set(EXPECTED)
+
+
+def test_every_public_name_resolves():
+    for name in EXPECTED:
+        assert getattr(kp, name) is not None, name
+    assert sorted(kp.viz.__all__) == VIZ
+    for name in VIZ:
+        assert callable(getattr(kp.viz, name)), name
+
+
+def test_unknown_name_is_an_attribute_error():
+    try:
+        kp.no_such_thing  # noqa: B018
+    except AttributeError as exc:
+        assert "no_such_thing" in str(exc)
+    else:
+        raise AssertionError("kp.no_such_thing did not raise")
+
+
+def test_import_is_lazy():
+    # `import kimiplan` must not pull in the heavy engines (the CLI's --help stays fast).
+    heavy = "('numba', 'scipy', 'plotly', 'openai', 'pandas')"
+    code = f"import sys, kimiplan; print(sorted(m for m in {heavy} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_front_door_in_a_fresh_process():
+    code = (
+        "import kimiplan as kp; p = kp.plan(kp.load_scenario('support_chat')); "
+        "d = p.describe() if hasattr(p, 'describe') else None; print(type(p).__name__)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_count_tokens_text_and_messages():
+    n_text = kp.count_tokens("hello world")
+    n_msgs = kp.count_tokens([{"role": "user", "content": "hello world"}])
+    assert n_text > 0 and n_msgs > n_text
