@@ -59,78 +59,6 @@ def pacing_wait(servers: int, load: float, latency_s: float) -> dict:
     return {"stable": stable, "p_wait": c, "mean_wait_s": c * latency_s / (servers - load) if stable else None}
 
 
-<<<<<<< HEAD
-def erlang_b_servers(load: float, target: float) -> int:
-    """Smallest c with Erlang B(c, load) <= target."""
-    if not 0 < target < 1:
-        raise ConfigError(f"target must be in (0, 1), got {target}")
-    b, c = 1.0, 0
-    while b > target:
-        c += 1
-        b = load * b / (c + load * b)
-    return c
-
-
-def poisson_overflow_fraction(mean: float, limit: float) -> float:
-    """E[(N - K)+] / E[N] for N ~ Poisson(mean): the share of requests a fixed window refuses."""
-    if mean <= 0:
-        return 0.0
-    k = math.floor(limit)
-    # E[(N-K)+] = mean * P(N >= K) - K * P(N >= K+1)
-    excess = mean * stats.poisson.sf(k - 1, mean) - k * stats.poisson.sf(k, mean)
-    return float(max(excess, 0.0) / mean)
-
-
-@dataclass(frozen=True)
-class CompoundPoisson:
-    """S = sum of N iid X with N ~ Poisson(n); given the raw moments m1, m2, m3 of X."""
-
-    n: float
-    m1: float
-    m2: float
-    m3: float
-
-    @property
-    def mean(self) -> float:
-        return self.n * self.m1
-
-    @property
-    def var(self) -> float:
-        return self.n * self.m2
-
-    @property
-    def skew(self) -> float:
-        return self.n * self.m3 / self.var**1.5 if self.var > 0 else 0.0
-
-    def _gamma(self):
-        # Translated gamma with the same mean, variance and skewness: S ~ x0 + Gamma(alpha, theta).
-        g = max(self.skew, 1e-9)
-        sd = math.sqrt(self.var)
-        alpha = 4.0 / g**2
-        theta = sd * g / 2.0
-        return self.mean - alpha * theta, alpha, theta
-
-    def quantile(self, q: float) -> float:
-        if self.var <= 0:
-            return self.mean
-        x0, a, th = self._gamma()
-        # The translated gamma can start below zero (x0 < 0) when the sum is small: demand never is.
-        return max(float(x0 + stats.gamma.ppf(q, a, scale=th)), 0.0)
-
-    def overflow_fraction(self, limit: float) -> float:
-        """E[(S - K)+] / E[S]."""
-        if self.mean <= 0:
-            return 0.0
-        if self.var <= 0:
-            return max(self.mean - limit, 0.0) / self.mean
-        x0, a, th = self._gamma()
-        d = max(limit - x0, 0.0)
-        excess = a * th * stats.gamma.sf(d, a + 1, scale=th) - d * stats.gamma.sf(d, a, scale=th)
-        return float(max(excess, 0.0) / self.mean)
-
-
-=======
->>>>>>> main
 # ---------------------------------------------------------------- demand from a scenario
 
 
@@ -752,7 +680,7 @@ def _upgrade(ctx: _PlanContext, ladder: pd.DataFrame, tiers, current: str | None
     i = int(rows.index[rows["tier"] == current][0])
     cur = rows.iloc[i]
     binding = cur["binding_limit"]
-    if binding is None:
+    if not isinstance(binding, str):  # None, or NaN once the ladder frame holds no binding limit at all
         return None
     cur_tier = tiers[i]
     cur_value = getattr(cur_tier, binding)
@@ -798,7 +726,8 @@ def _table_verdict(ctx, table: dict, scenario_tier: str | None, target: float, p
     row = ladder[ladder["tier"] == name].iloc[0] if name is not None else None
     tier = tiers[names.index(name)] if name is not None else None
     limits = ctx.limits(tier) if tier is not None else {}
-    binding = None if row is None else row["binding_limit"]
+    # No binding limit (traffic too small to press on any) is NaN in the ladder frame.
+    binding = row["binding_limit"] if row is not None and isinstance(row["binding_limit"], str) else None
     ex = growth_exhaustion(ctx.scenario, row["max_scale"]) if row is not None else None
     return {
         "version": table["version"],
