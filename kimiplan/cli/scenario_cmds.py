@@ -53,9 +53,9 @@ def cmd_breakdown(args) -> int:
         "truncation_rate",
     ]
     print("Mean tokens per request")
-    print_table(exp[cols], floatfmt="{:,.1f}")
-    print(f"\nExpected cost ({cost['currency'].iloc[0]})")
-    print_table(cost_summary(cost), floatfmt="{:,.4f}")
+    print_table(exp[cols])
+    print("\nExpected cost (an average month: 30.44 days at today's traffic)")
+    print_table(cost_summary(cost))
     return 0
 
 
