@@ -441,22 +441,44 @@ class Catalog:
         return self._with_tool_price(max(live, key=lambda c: c.effective_from or dt.date.min), on)
 
     # -- tiers
-    def tiers(self, provider: str = "moonshot", region: str | None = None, on: dt.date | None = None) -> list[RateTier]:
+    def tiers(
+        self,
+        provider: str = "moonshot",
+        region: str | None = None,
+        on: dt.date | None = None,
+        version: str | None = None,
+    ) -> list[RateTier]:
+        """The tiers in force on `on`; with `version`, that version of the tier table whatever its dates."""
         on = on or dt.date.today()
         region = region or _default_region(provider)
-        out = [t for t in self._tiers if t.provider == provider and t.region == region and t.in_force(on)]
+        pool = [t for t in self._tiers if t.provider == provider and t.region == region]
+        if version is not None:
+            known = sorted({t.version for t in pool if t.version})
+            if version not in known:
+                raise CatalogError(
+                    f"unknown tier table version {version!r} for provider={provider!r} region={region!r}; known: "
+                    + (", ".join(known) or "(none)")
+                )
+            out = [t for t in pool if t.version == version]
+        else:
+            out = [t for t in pool if t.in_force(on)]
         # Ascending by recharge then capacity: the ladder an account climbs.
         return sorted(out, key=lambda t: (t.recharge or 0, t.concurrency or 0, t.rpm or 0, t.name))
 
     def tier(
-        self, name: str, provider: str = "moonshot", region: str | None = None, on: dt.date | None = None
+        self,
+        name: str,
+        provider: str = "moonshot",
+        region: str | None = None,
+        on: dt.date | None = None,
+        version: str | None = None,
     ) -> RateTier:
         on = on or dt.date.today()
         region = region or _default_region(provider)
-        live = [t for t in self.tiers(provider, region, on) if t.name.lower() == name.lower()]
+        live = [t for t in self.tiers(provider, region, on, version) if t.name.lower() == name.lower()]
         if live:
             return live[0]
-        known = [t.name for t in self.tiers(provider, region, on)]
+        known = [t.name for t in self.tiers(provider, region, on, version)]
         ever = sorted({t.name for t in self._tiers if t.provider == provider and t.region == region})
         raise CatalogError(
             f"unknown tier {name!r} for provider={provider!r} region={region!r} on {on}; known tiers: "
