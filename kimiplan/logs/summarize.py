@@ -806,10 +806,14 @@ def _samples(con, plan: _Plan, model, table: pd.DataFrame, by, k: int) -> pd.Dat
 
 
 def _connect():
-    """An in-memory DuckDB without its progress bar (a library prints nothing on its own)."""
+    """An in-memory DuckDB that prints no progress bar (a library prints nothing on its own)."""
     import duckdb
 
-    try:
-        return duckdb.connect(config={"enable_progress_bar": False})
-    except duckdb.Error:  # some front ends refuse the setting; the bar then stays at DuckDB's default
-        return duckdb.connect()
+    con = duckdb.connect()
+    for setting in ("enable_progress_bar", "enable_progress_bar_print"):
+        try:
+            con.execute(f"SET {setting} = false")
+            break
+        except duckdb.Error:  # in Jupyter without ipywidgets DuckDB refuses the first; the second still works
+            continue
+    return con

@@ -163,7 +163,7 @@ def simulate_long(
             raise ConfigError(f"cannot reach the Dask scheduler at {scheduler!r}: {exc}") from None
     try:
         client.run(warm_kernel)  # numba: compile once per worker, before any day arrives
-        sc_f, card_f = client.scatter([scenario, card], broadcast=True)
+        sc_f, card_f = client.scatter([scenario, card], broadcast=True, hash=False)  # keys of this call only
         drawn = [client.submit(draw_day, sc_f, card_f, d, rates[d], words[d], pure=False) for d in range(days)]
         state_f = client.submit(K.KernelState, lim, horizon, seed=seed, pure=False)
         for d in range(days):

@@ -382,8 +382,10 @@ def _run_dask(bases, items, catalog, cfg, client, scheduler, chunk_size) -> list
         workers = max(1, len(client.scheduler_info().get("workers", {})))
         size = chunk_size or max(1, math.ceil(len(items) / (4 * workers)))
         chunks = _chunks(items, size)
-        bases_f = client.scatter([bases], broadcast=True)[0]
-        catalog_f = client.scatter([catalog], broadcast=True)[0]
+        # hash=False: keys of this call only. With content keys, an earlier sweep's futures being released
+        # could drop data this call refers to under the same key ("computation on lost data").
+        bases_f = client.scatter([bases], broadcast=True, hash=False)[0]
+        catalog_f = client.scatter([catalog], broadcast=True, hash=False)[0]
         # pure=False: each task gets a fresh key, so no two tasks (nor an earlier sweep's) are taken as the same.
         futures = [client.submit(_evaluate_chunk, bases_f, ch, catalog_f, cfg, pure=False) for ch in chunks]
         rows = [r for part in client.gather(futures) for r in part]
