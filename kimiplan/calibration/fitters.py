@@ -16,11 +16,11 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from scipy import optimize, stats
 
 from kimiplan.catalog.providers import K26_DEFAULT_MAX_COMPLETION, truncate_completion
-from kimiplan.errors import ConfigError
+from kimiplan.errors import ConfigError, validate
 from kimiplan.model.dists import Z95
 
 SCHEMA_VERSION = 1
@@ -343,11 +343,7 @@ def load_calibration(path: str | Path) -> Calibration:
             f"calibration file {str(p)!r}: schema_version {data.get('schema_version')!r} is not supported "
             f"(expected {SCHEMA_VERSION})"
         )
-    try:
-        return Calibration.model_validate(data)
-    except ValidationError as exc:
-        e = exc.errors()[0]
-        raise ConfigError(f"calibration file {str(p)!r}: field {'.'.join(map(str, e['loc']))}: {e['msg']}") from exc
+    return validate(Calibration, data, f"calibration file {str(p)!r}")
 
 
 def _lognormal_fit(f: LogNormalFitter) -> LogNormalFit:

@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from kimiplan.errors import CatalogError
+from kimiplan.errors import CatalogError, validate
 from kimiplan.io.paths import data_path
 
 Money = Decimal
@@ -175,17 +175,8 @@ def _read_table(path: Path) -> dict:
 def _cards_from(data: dict, origin: str) -> list[PriceCard]:
     out = []
     for i, row in enumerate(data.get("card", [])):
-        try:
-            out.append(PriceCard(**row))
-        except ValidationError as exc:
-            raise CatalogError(f"{origin}: card[{i}] ({row.get('model', '?')}): {_first_error(exc)}") from None
+        out.append(validate(PriceCard, row, f"{origin}: card[{i}] ({row.get('model', '?')})", error=CatalogError))
     return out
-
-
-def _first_error(exc: ValidationError) -> str:
-    e = exc.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"]) or "(card)"
-    return f"field {loc}: {e['msg']} (got {e.get('input')!r})"
 
 
 def _tiers_from(data: dict, origin: str) -> list[RateTier]:
@@ -215,10 +206,7 @@ def _tiers_from(data: dict, origin: str) -> list[RateTier]:
                     )
                 )
     for i, row in enumerate(data.get("tier", [])):
-        try:
-            out.append(RateTier(**row))
-        except ValidationError as exc:
-            raise CatalogError(f"{origin}: tier[{i}] ({row.get('name', '?')}): {_first_error(exc)}") from None
+        out.append(validate(RateTier, row, f"{origin}: tier[{i}] ({row.get('name', '?')})", error=CatalogError))
     return out
 
 
