@@ -37,9 +37,9 @@ def samples_frame(*sources: str | Path | Iterable[Mapping[str, Any]]) -> pd.Data
             if not p.exists():
                 raise ConfigError(f"samples file {str(p)!r} does not exist")
             if p.suffix.lower() == ".csv" or not _looks_like_store(p):
-                from kimiplan.calibration.sampler import read_usage_log
+                from kimiplan.calibration.sampler import read_call_log
 
-                rows += read_usage_log(p)
+                rows += read_call_log(p)
                 continue
             for line in p.read_bytes().splitlines():
                 try:

@@ -451,7 +451,7 @@ def run_sampler(
 
 
 # --- other calibration input -------------------------------------------------------------------------------
-def read_usage_log(path: str | Path, *, provenance: str = "usage-log", route: str | None = None) -> list[dict]:
+def read_call_log(path: str | Path, *, provenance: str = "usage-log", route: str | None = None) -> list[dict]:
     """Usage logs as sample records: JSONL of chat.completion responses (optionally wrapped as
     {"response": ..., "route": ..., "ttft_s": ..., "messages": ...}) or a CSV export with prompt_tokens,
     completion_tokens, cached_tokens, finish_reason [, route, ttft_s, total_s, local_prompt_tokens]."""

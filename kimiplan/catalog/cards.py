@@ -13,6 +13,7 @@ import json
 import tomllib
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -396,14 +397,35 @@ def _default_region(provider: str) -> str:
     return "intl" if provider == "moonshot" else "global"
 
 
-def load_catalog(extra: Sequence[str | Path] = ()) -> Catalog:
-    """The shipped catalog, plus user files (TOML/YAML with `[[card]]`/`[[tier]]` rows, or LiteLLM JSON)."""
+_SHIPPED = ("prices.toml", "tiers.toml")
+
+
+def _file_stamp(path: Path) -> tuple[str, int, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (str(path), -1, -1)  # _read_table reports the missing file
+    return (str(path), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=4)
+def _shipped_catalog(*stamps: tuple[str, int, int]) -> Catalog:
+    """The shipped catalog, read once per version of its files (a Catalog is immutable, so sharing it is safe)."""
     cards: list[PriceCard] = []
     tiers: list[RateTier] = []
-    for name in ("prices.toml", "tiers.toml"):
-        data = _read_table(data_path("catalog", name))
+    for (path, _, _), name in zip(stamps, _SHIPPED):
+        data = _read_table(Path(path))
         cards += _cards_from(data, name)
         tiers += _tiers_from(data, name)
+    return Catalog(cards, tiers)
+
+
+def load_catalog(extra: Sequence[str | Path] = ()) -> Catalog:
+    """The shipped catalog, plus user files (TOML/YAML with `[[card]]`/`[[tier]]` rows, or LiteLLM JSON)."""
+    shipped = _shipped_catalog(*(_file_stamp(data_path("catalog", n)) for n in _SHIPPED))
+    if not extra:
+        return shipped
+    cards, tiers = list(shipped.cards), list(shipped.tiers)
     for f in extra:
         f = Path(f)
         if f.suffix.lower() == ".json":
