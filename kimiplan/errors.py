@@ -21,6 +21,10 @@ class ConfigError(KimiplanError, ValueError):
     """A bad argument to a library function (rate, horizon, budget ...)."""
 
 
+class ConvergenceError(KimiplanError, ArithmeticError):
+    """A fit whose optimizer did not reach a usable estimate (a merely slow one warns instead)."""
+
+
 def validation_message(exc: Exception, origin: str | None = None) -> str:
     """One line from a pydantic `ValidationError`: where, which field, what is wrong and the value given."""
     e = exc.errors()[0]
