@@ -17,7 +17,7 @@ LAYERS = [
     {"model"},
     {"catalog"},
     {"workload", "client", "emulator"},
-    {"finance", "capacity"},
+    {"finance", "capacity", "logs"},
     {"calibration"},
     {"viz", "report"},
     {"cli"},

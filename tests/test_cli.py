@@ -50,10 +50,12 @@ def test_cost_cached_tools_batch(capsys):
         "0",
         "--web-search-calls",
         "5",
+        "--on",
+        "2026-11-26",
         "--json",
     )
     d = json.loads(out)
-    assert d["total"] == pytest.approx(0.16 + 5 * 0.004)
+    assert d["total"] == pytest.approx(0.16 + 5 * 0.004)  # the Help Center's $0.004 before the tools page's $0.005
     _, out, _ = run(
         capsys,
         "cost",

@@ -85,18 +85,28 @@ def test_mc_mean_matches_closed_form(catalog, name):
     fc = forecast(sc, 3, catalog=catalog, paths=4000, daily_cv=0.2, growth_sd=0.05, calibration_samples=300)
     # Closed form from the foundation: cost.expected_cost per request (independent 200k-sample estimate, tax
     # included) times each route's calendar volume.
-    closed_pr = expected_cost(sc, catalog).groupby("route", sort=False)["cost_per_request"].sum()
-    cal = traffic_calendar(sc, 3).groupby("month")["requests"].sum()
-    card = price_card(sc, catalog)
-    sd_pr = []
-    for r, route in enumerate(sc.routes):
-        p = price_vector(card, route.batch) * (1 + sc.tax_rate)
-        sd_pr.append(np.sqrt(p @ fc.units.cov[r] @ p))
+    # Each day is priced with the card in force that day (the $web_search fee changes on 2026-11-29).
+    days = traffic_calendar(sc, 3)
+    day_cards = [catalog.price(sc.model, sc.provider, sc.resolved_region, d) for d in days["date"]]
+    days["fee"] = [c.web_search_per_call for c in day_cards]
+    by_fee = {c.web_search_per_call: c for c in day_cards}
+    closed_pr = {
+        f: expected_cost(sc, catalog, card=c).groupby("route", sort=False)["cost_per_request"].sum().to_numpy()
+        for f, c in by_fee.items()
+    }
+    sd_pr = {}
+    for f, card in by_fee.items():
+        sd_pr[f] = []
+        for r, route in enumerate(sc.routes):
+            p = price_vector(card, route.batch) * (1 + sc.tax_rate)
+            sd_pr[f].append(np.sqrt(p @ fc.units.cov[r] @ p))
     shares = np.array([r.share for r in sc.routes])
     for _, row in fc.monthly.iterrows():
-        vol = cal[row["month"]] * shares
-        closed = float(vol @ closed_pr.to_numpy())
-        closed_se = float(np.sqrt(((vol * np.array(sd_pr)) ** 2).sum()) / np.sqrt(200_000))
+        month = days[days["month"] == row["month"]].groupby("fee")["requests"].sum()
+        closed = sum(float((v * shares) @ closed_pr[f]) for f, v in month.items())
+        closed_se = float(
+            np.sqrt(sum(((v * shares * np.array(sd_pr[f])) ** 2).sum() for f, v in month.items())) / np.sqrt(200_000)
+        )
         # Three independent errors: the Monte Carlo mean, our unit-cost estimate, the foundation's estimate.
         se = np.sqrt(row["mc_se"] ** 2 + row["expected_se"] ** 2 + closed_se**2)
         assert abs(row["mean"] - closed) < 4 * se, (row["month"], row["mean"], closed, se)

@@ -124,7 +124,7 @@ def test_bad_simulation_section_names_the_field(tmp_path):
 
 
 def test_start_day_sets_the_weekday_of_the_simulated_traffic(capsys):
-    from kimiplan.capacity.arrivals import rate_per_minute
+    from kimiplan.capacity.arrivals import growth_factors, rate_per_minute
 
     sc = load_scenario("support_chat")
     counts = {}
@@ -132,7 +132,10 @@ def test_start_day_sets_the_weekday_of_the_simulated_traffic(capsys):
         code, out, _ = _run(capsys, "simulate", "support_chat", "--json", "--hours", "24", "--start", day)
         s = json.loads(out)
         assert code == 0 and s["start"] == day
-        expected = float(rate_per_minute(sc.traffic, 86400.0, dt.date.fromisoformat(day)).sum() * 60)
+        start = dt.date.fromisoformat(day)
+        # December runs one month of growth (6 %) above the as_of month (November): the simulator grows too.
+        grown = growth_factors(sc.traffic.monthly_growth, sc.as_of, 86400.0, start)
+        expected = float((rate_per_minute(sc.traffic, 86400.0, start) * grown).sum() * 60)
         assert abs(s["requests"] - expected) < 4 * np.sqrt(expected)
         counts[day] = s["requests"]
     assert counts["2026-11-30"] > 1.15 * counts["2026-12-06"]

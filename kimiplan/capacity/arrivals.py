@@ -71,3 +71,16 @@ def poisson_arrivals(
         # Time-rescaling: t = L^{-1}(u); L is piecewise linear, so its inverse is too.
         t = u / rate_min[0] if constant else np.interp(u, knots_L, knots_t)
         yield t
+
+
+def growth_factors(monthly_growth: float, as_of: dt.date, horizon_s: float, start: dt.date) -> np.ndarray:
+    """Traffic multiplier of each simulated minute from `start` (00:00 UTC): compound monthly growth in
+    calendar-month steps counted from the `as_of` month, which runs at today's volume (the way
+    `kimiplan.capacity.plan.growth_exhaustion` counts months)."""
+    n = int(math.ceil(horizon_s / 60.0))
+    if monthly_growth == 0:
+        return np.ones(n)
+    day = np.arange(n) // 1440
+    months = (np.datetime64(start, "D") + day).astype("datetime64[M]").astype(np.int64)
+    months = months - np.datetime64(as_of, "M").astype(np.int64)
+    return (1.0 + monthly_growth) ** months.astype(np.float64)

@@ -1,62 +1,52 @@
 """Analytic capacity plan: demand on every limit, refusal probabilities, the binding limit, the smallest tier
-that holds, the largest sustainable rate per tier and the month growth exhausts it. Closed forms only.
+that holds under each tier table, the largest sustainable rate per tier, the month growth exhausts it and the
+tier to move to. Closed forms, with the simulator (`kimiplan.capacity.sim`) as the check.
 
 Model (per account, at the busiest minute of a typical week):
-- requests arrive as Poisson at the peak rate (hourly profile x weekday x bursts), so requests per minute are
-  Poisson and reserved tokens per minute are compound Poisson (sum of a Poisson number of per-request
-  reservations, input + max_completion_tokens); their tails use the exact Poisson law and a translated-gamma
-  fit of the first three moments of the compound sum;
-- requests in flight: Little's law L = lambda * E[latency] with latency = TTFT + completion tokens / decode
-  speed; with no limit it is Poisson(L) (M/G/inf); with c slots, refusals follow Erlang B (M/G/c/c loss,
-  insensitive to the latency distribution beyond its mean). Kimi refuses, it does not queue, so Erlang C does
-  not apply.
-- refusal fractions: concurrency exact (Erlang B); RPM exact for a fixed-minute window, E[(N-K)+]/E[N];
-  TPM/TPD the share of reserved tokens over the limit, E[(S-K)+]/E[S]. Limits are treated as independent:
-  total = 1 - prod(1 - p). The simulator checks the approximations.
+- requests arrive as Poisson at the peak rate (hourly profile x weekday x bursts);
+- what a request puts on each limit has exact moments (`kimiplan.capacity.moments`): reserved tokens (input
+  + max_completion_tokens over all its calls), API calls, and the mean latency; only truncated completions
+  are sampled, and their standard error is carried into `refusal_se`;
+- each limit is a loss system (`kimiplan.capacity.loss`): concurrency M/G/c/c (Erlang B); RPM/TPM over the
+  scenario's window kind: a sliding 60 s window is a loss system with 60 s holding times (Erlang B for
+  single-call requests, the Kaufman-Roberts knapsack for tokens and multi-call requests, both exact for
+  Poisson input), a fixed minute refuses the overflow of the minute's arrivals; TPD/RPD the overflow of the
+  day between resets. Limits are treated as independent: total = 1 - prod(1 - p).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from kimiplan.capacity.loss import (  # noqa: F401 (re-exported: the formulas' old home)
+    CompoundPoisson,
+    Sizes,
+    erlang_b,
+    erlang_b_servers,
+    erlang_c,
+    fixed_window_count_refusal,
+    poisson_overflow_fraction,
+    sliding_window_refusal,
+)
+from kimiplan.capacity.moments import SAMPLES as MOMENT_SAMPLES
+from kimiplan.capacity.moments import count_pmf, latency_mean, reserved_and_calls
+from kimiplan.capacity.result import NEAR_LIMIT, CapacityPlan
 from kimiplan.catalog.admission import LIMITS
 from kimiplan.catalog.resolve import price_card, rate_tier
 from kimiplan.errors import ConfigError
 
 DEFAULT_TARGET = 0.001  # refusals under 0.1 %
 DEFAULT_PERCENTILE = 0.999
-MOMENT_SAMPLES = 50_000
 _SEED = 20260421
 
 
-# ---------------------------------------------------------------- queueing formulas
-
-
-def erlang_b(servers: int, load: float) -> float:
-    """Blocking probability of M/G/c/c with c=`servers` and offered load `load` (Erlangs).
-
-    Recursion B(0)=1, B(k) = a B(k-1) / (k + a B(k-1)): every step is a ratio in [0, 1], so it never overflows
-    (unlike the a^c/c! form) and is exact to rounding for any c."""
-    if servers < 0 or load < 0 or not math.isfinite(load):
-        raise ConfigError(f"erlang_b: servers and load must be >= 0, got {servers}, {load}")
-    b = 1.0
-    for k in range(1, int(servers) + 1):
-        b = load * b / (k + load * b)
-    return b
-
-
-def erlang_c(servers: int, load: float) -> float:
-    """Probability that a request waits in M/M/c with c=`servers` and offered load `load` < c (Erlang C),
-    from Erlang B: C = B / (1 - (a/c)(1 - B)). 1.0 when the load reaches the servers (the queue grows)."""
-    if servers <= 0 or load >= servers:
-        return 1.0
-    b = erlang_b(servers, load)
-    return b / (1.0 - (load / servers) * (1.0 - b))
+# ---------------------------------------------------------------- queueing formulas (kimiplan.capacity.loss)
 
 
 def pacing_wait(servers: int, load: float, latency_s: float) -> dict:
@@ -69,118 +59,63 @@ def pacing_wait(servers: int, load: float, latency_s: float) -> dict:
     return {"stable": stable, "p_wait": c, "mean_wait_s": c * latency_s / (servers - load) if stable else None}
 
 
-def erlang_b_servers(load: float, target: float) -> int:
-    """Smallest c with Erlang B(c, load) <= target."""
-    if not 0 < target < 1:
-        raise ConfigError(f"target must be in (0, 1), got {target}")
-    b, c = 1.0, 0
-    while b > target:
-        c += 1
-        b = load * b / (c + load * b)
-    return c
-
-
-def poisson_overflow_fraction(mean: float, limit: float) -> float:
-    """E[(N - K)+] / E[N] for N ~ Poisson(mean): the share of requests a fixed window refuses."""
-    if mean <= 0:
-        return 0.0
-    k = math.floor(limit)
-    # E[(N-K)+] = mean * P(N >= K) - K * P(N >= K+1)
-    excess = mean * stats.poisson.sf(k - 1, mean) - k * stats.poisson.sf(k, mean)
-    return float(max(excess, 0.0) / mean)
-
-
-@dataclass(frozen=True)
-class CompoundPoisson:
-    """S = sum of N iid X with N ~ Poisson(n); given the raw moments m1, m2, m3 of X."""
-
-    n: float
-    m1: float
-    m2: float
-    m3: float
-
-    @property
-    def mean(self) -> float:
-        return self.n * self.m1
-
-    @property
-    def var(self) -> float:
-        return self.n * self.m2
-
-    @property
-    def skew(self) -> float:
-        return self.n * self.m3 / self.var**1.5 if self.var > 0 else 0.0
-
-    def _gamma(self):
-        # Translated gamma with the same mean, variance and skewness: S ~ x0 + Gamma(alpha, theta).
-        g = max(self.skew, 1e-9)
-        sd = math.sqrt(self.var)
-        alpha = 4.0 / g**2
-        theta = sd * g / 2.0
-        return self.mean - alpha * theta, alpha, theta
-
-    def quantile(self, q: float) -> float:
-        if self.var <= 0:
-            return self.mean
-        x0, a, th = self._gamma()
-        return float(x0 + stats.gamma.ppf(q, a, scale=th))
-
-    def overflow_fraction(self, limit: float) -> float:
-        """E[(S - K)+] / E[S]."""
-        if self.mean <= 0:
-            return 0.0
-        if self.var <= 0:
-            return max(self.mean - limit, 0.0) / self.mean
-        x0, a, th = self._gamma()
-        d = max(limit - x0, 0.0)
-        excess = a * th * stats.gamma.sf(d, a + 1, scale=th) - d * stats.gamma.sf(d, a, scale=th)
-        return float(max(excess, 0.0) / self.mean)
-
-
 # ---------------------------------------------------------------- demand from a scenario
 
 
 def route_moments(scenario, catalog=None, samples: int = MOMENT_SAMPLES) -> pd.DataFrame:
-    """Per route: share, raw moments of reserved tokens and mean latency, from fixed-seed draws (the route
-    specs are arbitrary mixtures, so these few numbers are the only sampled inputs of the plan)."""
+    """Per route: share, exact raw moments of reserved tokens and API calls, mean latency (with its standard
+    error and how it was obtained), and the law of request sizes the sliding-window formulas need.
+
+    Fixed-seed draws of the route give the size classes (`token_sizes`), the truncated completion (through
+    `latency_mean`), the 99th percentile of the input, and stand in for any part without a closed form."""
     from kimiplan.workload.draws import draw_route, route_context
 
     card = price_card(scenario, catalog)
     rows = []
     for i, route in enumerate(scenario.routes):
-        d = draw_route(route, samples, np.random.default_rng([_SEED, i]), route_context(scenario, route, card))
-        r = d["reserved_tokens"].astype(np.float64)
-        lat = d["latency_s"]
+        ctx = route_context(scenario, route, card)
+        d = draw_route(route, samples, np.random.default_rng([_SEED, i]), ctx)
+        budget = int(d["max_completion_tokens"][0]) if samples else ctx.max_completion_tokens
+        res, calls = reserved_and_calls(route, budget, d)
+        lat, lat_se, lat_method = latency_mean(route, budget, np.random.default_rng([_SEED, i, 1]), samples)
+        pmf = count_pmf(route.tools.web_search_calls)
         rows.append(
             {
                 "route": route.name,
                 "share": route.share,
                 "batch": route.batch,
-                "reserved_mean": r.mean(),
-                "reserved_m2": np.mean(r**2),
-                "reserved_m3": np.mean(r**3),
-                "latency_mean_s": lat.mean(),
-                "latency_se_s": lat.std(ddof=1) / math.sqrt(samples),
-                "input_mean": d["input_tokens"].mean(),
+                "reserved_mean": res.m1,
+                "reserved_m2": res.m2,
+                "reserved_m3": res.m3,
+                "reserved_method": res.method,
+                "latency_mean_s": lat,
+                "latency_se_s": lat_se,
+                "latency_method": lat_method,
+                "input_mean": res.m1 - calls.m1 * budget,
                 "input_p99": float(np.quantile(d["input_tokens"], 0.99)),
-                "completion_mean": d["completion_tokens"].mean(),
+                "completion_mean": float(d["completion_tokens"].mean()),
                 # API calls per request: 1, or 1 + searches for `$web_search` round trips (each counts against RPM)
-                "calls_mean": d["api_calls"].mean(),
-                "calls_m2": np.mean(d["api_calls"].astype(np.float64) ** 2),
-                "calls_m3": np.mean(d["api_calls"].astype(np.float64) ** 3),
-                "max_completion_tokens": int(d["max_completion_tokens"][0]),
+                "calls_mean": calls.m1,
+                "calls_m2": calls.m2,
+                "calls_m3": calls.m3,
+                "max_completion_tokens": budget,
+                "token_sizes": Sizes.from_sample(d["reserved_tokens"]),
+                "call_sizes": Sizes.from_weighted(pmf[0] + 1, pmf[1]) if pmf else Sizes.from_sample(d["api_calls"]),
             }
         )
     return pd.DataFrame(rows)
 
 
 def peak_factors(scenario) -> dict:
-    """Peak-minute and peak-day rate relative to the mean rate, over one week from `as_of`."""
+    """Peak-minute and peak-day rate relative to the mean rate, over one week from `as_of`. Days run between
+    the TPD resets of the scenario's window settings (midnight UTC+8 unless set)."""
     from kimiplan.capacity.arrivals import rate_per_minute
 
     rate = rate_per_minute(scenario.traffic, 7 * 86400.0, scenario.as_of)
     mean = scenario.traffic.mean_rps
-    per_day = rate.reshape(7, 1440).sum(axis=1) * 60.0
+    # The week repeats, so rolling it puts each reset at the start of a row.
+    shift = int(round(scenario.simulation.window.day_offset_s / 60.0))
+    per_day = np.roll(rate, shift).reshape(7, 1440).sum(axis=1) * 60.0
     return {
         "peak_minute": float(rate.max() / mean),
         "peak_day": float(per_day.max() / (mean * 86400.0)),
@@ -194,11 +129,71 @@ def _limits_for(scenario, catalog, tier) -> dict:
     return scenario_limits(scenario, catalog, tier)
 
 
+# ---------------------------------------------------------------- demand on one limit
+
+
+class _Erlang:
+    """Requests in flight: Poisson(load) without a limit (M/G/inf), Erlang B refusals on c slots."""
+
+    def __init__(self, load: float):
+        self.load = load
+
+    def quantile(self, q: float) -> float:
+        return float(stats.poisson.ppf(q, self.load))
+
+    def refusal(self, limit: float) -> float:
+        return erlang_b(int(limit), self.load)
+
+
+class _Counts:
+    """API calls in a window (RPM: 60 s, sliding or fixed; RPD: the day): `n` requests on average, each
+    making `sizes` calls."""
+
+    def __init__(self, n: float, calls: tuple, sizes: Sizes, window: str):
+        self.n, self.calls, self.sizes, self.window = n, calls, sizes, window
+
+    def quantile(self, q: float) -> float:
+        if self.sizes.is_unit:
+            return float(stats.poisson.ppf(q, self.n))
+        return CompoundPoisson(self.n, *self.calls).quantile(q)
+
+    def refusal(self, limit: float) -> float:
+        if self.window == "sliding":
+            return sliding_window_refusal(self.n / 60.0, self.sizes, limit)
+        return fixed_window_count_refusal(self.n, self.sizes, limit)
+
+
+class _Tokens:
+    """Reserved tokens in a window: compound Poisson offered demand; refusals by the knapsack (sliding) or
+    the overflow share of the compound sum (fixed minute, day)."""
+
+    def __init__(self, cp: CompoundPoisson, sizes: Sizes, window: str):
+        self.cp, self.sizes, self.window = cp, sizes, window
+
+    def quantile(self, q: float) -> float:
+        return self.cp.quantile(q)
+
+    def refusal(self, limit: float) -> float:
+        if self.cp.n <= 0:
+            return 0.0
+        if self.window == "sliding":
+            return sliding_window_refusal(self.cp.n / 60.0, self.sizes, limit)
+        return self.cp.overflow_fraction(limit)
+
+
+class _Nothing:
+    def quantile(self, q: float) -> float:
+        return 0.0
+
+    def refusal(self, limit: float) -> float:
+        return 0.0
+
+
 @dataclass(frozen=True)
 class _Group:
     """One row group of the demand table (a route, or "total" over the online routes): its share of the
-    traffic and the share-weighted moments of its requests. Independent of the rate, so it is computed once
-    per call and reused for every rate, peak factor and tier."""
+    traffic and the share-weighted moments and sizes of its requests. Independent of the rate, so it is
+    computed once per call and reused for every rate, peak factor and tier."""
 
     name: str
     share: float
@@ -206,13 +201,10 @@ class _Group:
     m2: float
     m3: float
     lat: float
+    lat_se: float = 0.0
     calls: tuple = (1.0, 1.0, 1.0)  # raw moments of API calls per request
-
-    def count_model(self, mean_requests: float) -> tuple:
-        """Requests counted against RPM/RPD: Poisson, or compound Poisson when requests make several calls."""
-        if self.calls[1] == 1.0:
-            return ("poisson", mean_requests)
-        return ("compound", CompoundPoisson(mean_requests, *self.calls))
+    token_sizes: Sizes = Sizes.unit()
+    call_sizes: Sizes = Sizes.unit()
 
 
 def _groups(moments: pd.DataFrame) -> list[_Group]:
@@ -226,8 +218,14 @@ def _groups(moments: pd.DataFrame) -> list[_Group]:
         w = g["share"] / g["share"].sum()
         m1, m2, m3 = (float((w * g[c]).sum()) for c in ("reserved_mean", "reserved_m2", "reserved_m3"))
         lat = float((w * g["latency_mean_s"]).sum())
+        lat_se = float(np.sqrt((w**2 * g["latency_se_s"] ** 2).sum())) if "latency_se_s" in g else 0.0
         calls = tuple(float((w * g[c]).sum()) if c in g else 1.0 for c in ("calls_mean", "calls_m2", "calls_m3"))
-        out.append(_Group(name, g["share"].sum(), m1, m2, m3, lat, calls))
+        if "token_sizes" in g:
+            tok = Sizes.mix(list(zip(g["token_sizes"], w)))
+            call = Sizes.mix(list(zip(g["call_sizes"], w)))
+        else:  # moments from an older caller without size laws: one class at the mean
+            tok, call = Sizes((m1,), (1.0,)), Sizes((calls[0],), (1.0,))
+        out.append(_Group(name, g["share"].sum(), m1, m2, m3, lat, lat_se, calls, tok, call))
     return out
 
 
@@ -241,21 +239,25 @@ def _loads(g: _Group, rps: float, peaks: dict):
     return lam, lam_pk, day_n, lam_pk * g.lat
 
 
-def _limit_models(g: _Group, loads: tuple, daily: bool = True) -> dict:
-    """The distribution of a group's demand on each limit at the busiest minute (day for TPD/RPD): Erlang
-    load on concurrency, (compound) Poisson counts on RPM/RPD, compound Poisson tokens on TPM/TPD."""
+def _limit_models(g: _Group, loads: tuple, window: str = "sliding", daily: bool = True) -> dict:
+    """The demand of a group on each limit at the busiest minute (day for TPD/RPD): Erlang load on
+    concurrency, calls in the 60 s window on RPM, reserved tokens on TPM, and the same over the day."""
     _, lam_pk, day_n, conc_load = loads
+    n = 60.0 * lam_pk
     models = {
-        "concurrency": ("erlang", conc_load),
-        "rpm": g.count_model(60 * lam_pk),
-        "tpm": ("compound", CompoundPoisson(60.0 * lam_pk, g.m1, g.m2, g.m3)),
+        "concurrency": _Erlang(conc_load),
+        "rpm": _Counts(n, g.calls, g.call_sizes, window),
+        "tpm": _Tokens(CompoundPoisson(n, g.m1, g.m2, g.m3), g.token_sizes, window),
     }
     if daily:
-        models.update(tpd=("compound", CompoundPoisson(day_n, g.m1, g.m2, g.m3)), rpd=g.count_model(day_n))
+        models.update(
+            tpd=_Tokens(CompoundPoisson(day_n, g.m1, g.m2, g.m3), g.token_sizes, "fixed"),
+            rpd=_Counts(day_n, g.calls, g.call_sizes, "fixed"),
+        )
     return models
 
 
-def _demand(groups: list[_Group], rps: float, peaks: dict, q: float) -> list[dict]:
+def _demand(groups: list[_Group], rps: float, peaks: dict, q: float, window: str = "sliding") -> list[dict]:
     """Demand on each limit for each route and in total (rows of route, limit, mean, peak, percentile)."""
     rows = []
     for g in groups:
@@ -263,18 +265,18 @@ def _demand(groups: list[_Group], rps: float, peaks: dict, q: float) -> list[dic
         if loads is None:
             if g.name == "total":  # no online traffic: zero demand on every limit, so tables keep their shape
                 rows += [
-                    {"route": "total", "limit": k, "mean": 0.0, "peak_mean": 0.0, "peak": 0.0, "_model": ("none", 0.0)}
+                    {"route": "total", "limit": k, "mean": 0.0, "peak_mean": 0.0, "peak": 0.0, "_model": _Nothing()}
                     for k in LIMITS
                 ]
             continue
         lam, lam_pk, day_n, conc_load = loads
-        models = _limit_models(g, loads)
+        models = _limit_models(g, loads, window)
         c1 = g.calls[0]
         means = {
             "concurrency": (lam * g.lat, conc_load),
             "rpm": (60 * lam * c1, 60 * lam_pk * c1),
-            "tpm": (60 * lam * g.m1, models["tpm"][1].mean),
-            "tpd": (86400 * lam * g.m1, models["tpd"][1].mean),
+            "tpm": (60 * lam * g.m1, models["tpm"].cp.mean),
+            "tpd": (86400 * lam * g.m1, models["tpd"].cp.mean),
             "rpd": (86400 * lam * c1, day_n * c1),
         }
         rows += [
@@ -283,7 +285,7 @@ def _demand(groups: list[_Group], rps: float, peaks: dict, q: float) -> list[dic
                 "limit": k,
                 "mean": means[k][0],
                 "peak_mean": means[k][1],
-                "peak": _model_quantile(m, q),
+                "peak": m.quantile(q),
                 "_model": m,
             }
             for k, m in models.items()
@@ -291,25 +293,13 @@ def _demand(groups: list[_Group], rps: float, peaks: dict, q: float) -> list[dic
     return rows
 
 
-def _model_quantile(model: tuple, q: float) -> float:
-    kind, x = model
-    return float(stats.poisson.ppf(q, x)) if kind in ("poisson", "erlang") else x.quantile(q)
-
-
 def _refusal(model, limit: float | None) -> float:
-    if limit is None:
-        return 0.0
-    kind, x = model
-    if kind == "none":
-        return 0.0
-    if kind == "erlang":
-        return erlang_b(int(limit), x)
-    if kind == "poisson":
-        return poisson_overflow_fraction(x, limit)
-    return x.overflow_fraction(limit)
+    return 0.0 if limit is None else float(model.refusal(limit))
 
 
-def _total_refusal_by_limit(groups: list[_Group], rps: float, peaks: dict, limits: dict, daily: bool = True) -> dict:
+def _total_refusal_by_limit(
+    groups: list[_Group], rps: float, peaks: dict, limits: dict, daily: bool = True, window: str = "sliding"
+) -> dict:
     """`refusal_summary(demand_table(...))["refusal_by_limit"]` without the table: only the "total" group's
     refusals, none of the percentiles (the same arithmetic, so the same numbers). `daily=False` leaves out
     TPD and RPD (for callers that evaluate those on the peak day only)."""
@@ -317,7 +307,7 @@ def _total_refusal_by_limit(groups: list[_Group], rps: float, peaks: dict, limit
     loads = _loads(g, rps, peaks)
     if loads is None:  # no online traffic at all (every route batch): nothing is refused
         return dict.fromkeys(LIMITS if daily else ("concurrency", "rpm", "tpm"), 0.0)
-    return {k: float(_refusal(m, limits.get(k))) for k, m in _limit_models(g, loads, daily).items()}
+    return {k: _refusal(m, limits.get(k)) for k, m in _limit_models(g, loads, window, daily).items()}
 
 
 def _total_refusal(per: dict) -> float:
@@ -332,8 +322,10 @@ def _table_limits(scenario, catalog, tier) -> dict:
     )
 
 
-def _demand_frame(groups: list[_Group], rps: float, peaks: dict, percentile: float, limits: dict) -> pd.DataFrame:
-    rows = _demand(groups, rps, peaks, percentile)
+def _demand_frame(
+    groups: list[_Group], rps: float, peaks: dict, percentile: float, limits: dict, window: str = "sliding"
+) -> pd.DataFrame:
+    rows = _demand(groups, rps, peaks, percentile, window)
     for r in rows:
         lim = limits.get(r["limit"])
         r["limit_value"] = lim
@@ -347,14 +339,26 @@ def _demand_frame(groups: list[_Group], rps: float, peaks: dict, percentile: flo
     return df
 
 
-def _check_percentile(percentile: float) -> None:
-    if not 0 < percentile < 1:
-        raise ConfigError(f"percentile must be in (0, 1), got {percentile}")
+def check_target(target: float, name: str = "target") -> None:
+    if not (isinstance(target, (int, float)) and 0 < target < 1):
+        raise ConfigError(f"{name} must be a refusal share in (0, 1), e.g. 0.001 for 0.1 %, got {target!r}")
+
+
+def _check_percentile(percentile: float, name: str = "percentile") -> None:
+    if not (isinstance(percentile, (int, float)) and 0 < percentile < 1):
+        raise ConfigError(f"{name} must be in (0, 1), e.g. 0.999, got {percentile!r}")
 
 
 def _check_scale(scale: float) -> None:
     if not scale > 0:
         raise ConfigError(f"scale must be > 0, got {scale}")
+
+
+def _window(scenario, window: str | None) -> str:
+    w = window or scenario.simulation.window.rate_window
+    if w not in ("sliding", "fixed"):
+        raise ConfigError(f"window must be 'sliding' or 'fixed', got {w!r}")
+    return w
 
 
 def demand_table(
@@ -365,15 +369,19 @@ def demand_table(
     scale: float = 1.0,
     moments: pd.DataFrame | None = None,
     peaks: dict | None = None,
+    window: str | None = None,
 ) -> pd.DataFrame:
     """Tidy: one row per (route incl. 'total', limit) with mean and peak demand, utilization, headroom and
-    (for the total) the refusal fraction. `scale` multiplies the traffic (growth, what-ifs)."""
+    (for the total) the refusal fraction. `scale` multiplies the traffic (growth, what-ifs); `window`
+    overrides the scenario's RPM/TPM window kind."""
     _check_percentile(percentile)
     _check_scale(scale)
     limits = _table_limits(scenario, catalog, tier)
     moments = route_moments(scenario, catalog) if moments is None else moments
     peaks = peak_factors(scenario) if peaks is None else peaks
-    return _demand_frame(_groups(moments), scenario.traffic.mean_rps * scale, peaks, percentile, limits)
+    return _demand_frame(
+        _groups(moments), scenario.traffic.mean_rps * scale, peaks, percentile, limits, _window(scenario, window)
+    )
 
 
 def refusal_summary(demand: pd.DataFrame) -> dict:
@@ -394,8 +402,9 @@ class _PlanContext:
     results that depend only on a tier's limits (several tiers, or the scenario's own tier and its ladder
     entry, can share them). Lives for one call; nothing is kept between calls."""
 
-    def __init__(self, scenario, catalog, moments: pd.DataFrame | None = None, peaks: dict | None = None):
+    def __init__(self, scenario, catalog, moments=None, peaks=None, window: str | None = None):
         self.scenario, self.catalog = scenario, catalog
+        self.window = _window(scenario, window)
         self.moments = route_moments(scenario, catalog) if moments is None else moments
         self.peaks = peak_factors(scenario) if peaks is None else peaks
         self.groups = _groups(self.moments)
@@ -411,20 +420,34 @@ class _PlanContext:
         if key not in self._tables:
             _check_percentile(percentile)
             self._tables[key] = _demand_frame(
-                self.groups, self.scenario.traffic.mean_rps, self.peaks, percentile, limits
+                self.groups, self.scenario.traffic.mean_rps, self.peaks, percentile, limits, self.window
             )
         return self._tables[key]
 
+    def refusal_by_limit(self, limits: dict, scale: float, peaks: dict | None = None, daily: bool = True) -> dict:
+        rps = self.scenario.traffic.mean_rps * scale
+        return _total_refusal_by_limit(self.groups, rps, peaks or self.peaks, limits, daily, self.window)
+
     def refusal_total(self, limits: dict, scale: float) -> float:
         _check_scale(scale)
-        per = _total_refusal_by_limit(self.groups, self.scenario.traffic.mean_rps * scale, self.peaks, limits)
-        return _total_refusal(per)
+        return _total_refusal(self.refusal_by_limit(limits, scale))
 
     def max_scale(self, limits: dict, target: float) -> float:
         key = (tuple(limits.items()), target)
         if key not in self._scales:
             self._scales[key] = _max_scale(lambda s: self.refusal_total(limits, s) <= target)
         return self._scales[key]
+
+    def floor_refusal(self, limits: dict) -> dict:
+        """Refusal per limit as traffic vanishes: requests that can never fit (more tokens than TPM/TPD, more
+        calls than RPM/RPD), which no tier change of the other limits and no pacing can admit."""
+        g = self.groups[-1]
+        out = {}
+        for k, sizes in (("rpm", g.call_sizes), ("rpd", g.call_sizes), ("tpm", g.token_sizes), ("tpd", g.token_sizes)):
+            lim = limits.get(k)
+            if lim is not None and g.share > 0:
+                out[k] = float(sum(p for v, p in zip(sizes.values, sizes.probs) if v > lim))
+        return {k: v for k, v in out.items() if v > 0}
 
 
 def _max_scale(ok) -> float:
@@ -452,34 +475,50 @@ def max_sustainable_scale(
     peaks: dict | None = None,
 ) -> float:
     """Largest multiple of today's traffic whose total refusal stays <= target (bisection on a log scale)."""
+    check_target(target)
     ctx = _PlanContext(scenario, catalog, moments, peaks)
     return ctx.max_scale(ctx.limits(tier), target)
+
+
+def _minute_average(ctx: _PlanContext, limits: dict, rate: np.ndarray) -> dict:
+    """Refusal per limit averaged over the requests of the minutes in `rate` (requests/s per minute), each
+    minute at its own rate; TPD and RPD are evaluated on the peak day. Distinct rates are evaluated once
+    (at most 96 of them: beyond that, on a geometric grid of rates with log-log interpolation, refusal
+    being smooth and increasing in the rate)."""
+    scenario = ctx.scenario
+    factors, counts = np.unique(np.round(rate / scenario.traffic.mean_rps, 9), return_counts=True)
+    counts, factors = counts[factors > 0], factors[factors > 0]
+    per = {k: 0.0 for k in LIMITS}
+    if factors.size == 0:
+        return {"refusal_by_limit": per, "refusal_total": 0.0}
+
+    def at(f: float) -> dict:
+        return ctx.refusal_by_limit(limits, 1.0, {**ctx.peaks, "peak_minute": float(f)}, daily=False)
+
+    if factors.size <= 96:
+        values = [at(f) for f in factors]
+    else:
+        grid = np.geomspace(factors[0], factors[-1], 96)
+        on_grid = [at(f) for f in grid]
+        values = [{} for _ in factors]
+        for k in on_grid[0]:
+            y = np.log(np.maximum([v[k] for v in on_grid], 1e-300))
+            interp = np.exp(np.interp(np.log(factors), np.log(grid), y))
+            for v, x in zip(values, interp):
+                v[k] = 0.0 if x <= 1e-299 else float(x)
+    weight = factors * counts  # requests in those minutes
+    for k in ("concurrency", "rpm", "tpm"):
+        per[k] = float(np.dot(weight, [v[k] for v in values]) / weight.sum())
+    tot = ctx.refusal_by_limit(limits, 1.0)
+    per["tpd"], per["rpd"] = tot["tpd"], tot["rpd"]
+    return {"refusal_by_limit": per, "refusal_total": _total_refusal(per)}
 
 
 def _week_average(ctx: _PlanContext, limits: dict) -> dict:
     from kimiplan.capacity.arrivals import rate_per_minute
 
     scenario = ctx.scenario
-    rate = rate_per_minute(scenario.traffic, 7 * 86400.0, scenario.as_of) / scenario.traffic.mean_rps
-    factors, counts = np.unique(np.round(rate, 9), return_counts=True)
-    base = ctx.peaks
-    per = {k: 0.0 for k in LIMITS}
-    weight = 0.0
-    for f, n in zip(factors, counts):
-        if f <= 0:
-            continue
-        # Daily limits are evaluated on the peak day below, not per minute: leave them out here.
-        by_limit = _total_refusal_by_limit(
-            ctx.groups, scenario.traffic.mean_rps, {**base, "peak_minute": float(f)}, limits, daily=False
-        )
-        w = f * n  # requests in those minutes
-        weight += w
-        for k, v in by_limit.items():
-            per[k] += w * v
-    per = {k: (v / weight if k not in ("tpd", "rpd") else 0.0) for k, v in per.items()}
-    tot = _total_refusal_by_limit(ctx.groups, scenario.traffic.mean_rps, base, limits)
-    per["tpd"], per["rpd"] = tot["tpd"], tot["rpd"]
-    return {"refusal_by_limit": per, "refusal_total": _total_refusal(per)}
+    return _minute_average(ctx, limits, rate_per_minute(scenario.traffic, 7 * 86400.0, scenario.as_of))
 
 
 def week_average_refusal(
@@ -491,6 +530,27 @@ def week_average_refusal(
     return _week_average(ctx, ctx.limits(tier))
 
 
+def horizon_refusal(
+    scenario, catalog=None, hours: float = 24.0, start=None, tier=None, moments=None, window: str | None = None
+) -> dict:
+    """The refusal share per limit the plan expects over a simulation of `hours` from `start` (default the
+    scenario's simulation section): the same per-minute rates `simulate` draws arrivals from (growth
+    included), each minute at its own rate, so `simulate(...).summary["rejected_fraction"]` is directly
+    comparable (for a client that does not retry)."""
+    from kimiplan.capacity.arrivals import growth_factors, rate_per_minute
+
+    ctx = _PlanContext(scenario, catalog, moments, window=window)
+    start = start or scenario.simulation.start or scenario.as_of
+    online = sum(r.share for r in scenario.routes if not r.batch)
+    horizon = hours * 3600.0
+    rate = rate_per_minute(scenario.traffic, horizon, start) * growth_factors(
+        scenario.traffic.monthly_growth, scenario.as_of, horizon, start
+    )
+    # The groups carry the online shares already: pass the whole-account rate.
+    out = _minute_average(ctx, ctx.limits(tier), rate if online > 0 else rate * 0)
+    return out
+
+
 def _ladder(ctx: _PlanContext, tiers, target: float, percentile: float) -> pd.DataFrame:
     scenario = ctx.scenario
     rows = []
@@ -498,6 +558,7 @@ def _ladder(ctx: _PlanContext, tiers, target: float, percentile: float) -> pd.Da
         limits = ctx.limits(t)
         s = refusal_summary(ctx.table(limits, percentile))
         scale = ctx.max_scale(limits, target)
+        bounded = math.isfinite(scale)
         row = {"tier": t.name, "provider": t.provider, **{k: getattr(t, k) for k in LIMITS}}
         row.update({f"refusal_{k}": v for k, v in s["refusal_by_limit"].items()})
         row.update(
@@ -505,17 +566,22 @@ def _ladder(ctx: _PlanContext, tiers, target: float, percentile: float) -> pd.Da
                 "refusal_total": s["refusal_total"],
                 "binding_limit": s["binding_limit"],
                 "holds": s["refusal_total"] <= target,
-                "max_scale": scale,
-                "max_requests_per_second": scale * scenario.traffic.mean_rps,
-                "max_requests_per_day": scale * scenario.traffic.per_day,
+                # NaN (an empty cell, null in JSON) when no limit can ever be reached: see `unbounded`.
+                "max_scale": scale if bounded else np.nan,
+                "max_requests_per_second": scale * scenario.traffic.mean_rps if bounded else np.nan,
+                "max_requests_per_day": scale * scenario.traffic.per_day if bounded else np.nan,
+                "unbounded": not bounded,
+                "recharge": None if t.recharge is None else float(t.recharge),
+                "recharge_currency": t.recharge_currency,
             }
         )
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _catalog_tiers(scenario, catalog, tiers):
-    tiers = tiers if tiers is not None else catalog.tiers(scenario.provider, scenario.resolved_region, scenario.as_of)
+def _catalog_tiers(scenario, catalog, tiers, version: str | None = None):
+    if tiers is None:
+        tiers = catalog.tiers(scenario.provider, scenario.resolved_region, scenario.as_of, version=version)
     if not tiers:
         raise ConfigError(f"provider {scenario.provider!r}: no tiers in the catalog on {scenario.as_of}")
     return tiers
@@ -534,8 +600,9 @@ def tier_ladder(
     whether it holds the target, and the largest sustainable request rate."""
     from kimiplan.catalog.cards import load_catalog
 
+    check_target(target)
     catalog = catalog or load_catalog()
-    tiers = _catalog_tiers(scenario, catalog, tiers)
+    tiers = _catalog_tiers(scenario, catalog, tiers, getattr(scenario, "tier_table", None))
     return _ladder(_PlanContext(scenario, catalog, moments, peaks), tiers, target, percentile)
 
 
@@ -548,14 +615,139 @@ def smallest_tier(ladder: pd.DataFrame) -> str | None:
 def growth_exhaustion(scenario, max_scale: float, months: int = 36) -> dict:
     """The first month in which compound monthly growth takes traffic past `max_scale` x today."""
     g = scenario.traffic.monthly_growth
+    if max_scale is None or (isinstance(max_scale, float) and math.isnan(max_scale)):
+        max_scale = math.inf
     if max_scale <= 1.0:
         return {"months": 0, "date": scenario.as_of, "growth": g, "max_scale": max_scale}
     if g <= 0 or math.isinf(max_scale):
-        return {"months": None, "date": None, "growth": g, "max_scale": max_scale}
+        return {"months": None, "date": None, "growth": g, "max_scale": None if math.isinf(max_scale) else max_scale}
     m = math.floor(math.log(max_scale) / math.log1p(g)) + 1
     y, mo = divmod(scenario.as_of.month - 1 + m, 12)
     date = scenario.as_of.replace(year=scenario.as_of.year + y, month=mo + 1, day=1)
     return {"months": m, "date": date if m <= months else None, "growth": g, "max_scale": max_scale}
+
+
+# ---------------------------------------------------------------- tier tables and the upgrade path
+
+
+def tier_tables(scenario, catalog, months: int = 12) -> list[dict]:
+    """Every version of the provider's tier table (scenario region) in force at some point in the `months`
+    before `as_of` (and on it), oldest first, with its provenance and its tiers in ladder order."""
+    lo = scenario.as_of - dt.timedelta(days=round(months * 365.25 / 12))
+    by_version: dict = {}
+    for t in catalog.rate_tiers:
+        if t.provider != scenario.provider or t.region != scenario.resolved_region or not t.version:
+            continue
+        if (t.effective_from is not None and t.effective_from > scenario.as_of) or (
+            t.effective_to is not None and t.effective_to <= lo
+        ):
+            continue
+        by_version.setdefault(t.version, []).append(t)
+    out = []
+    for v, tiers in by_version.items():
+        t0 = tiers[0]
+        out.append(
+            {
+                "version": v,
+                "official": all(t.official for t in tiers),
+                "source": t0.source,
+                "verified_on": t0.verified_on,
+                "effective_from": t0.effective_from,
+                "effective_to": t0.effective_to,
+                "in_force_on_as_of": t0.in_force(scenario.as_of),
+                "tiers": sorted(tiers, key=lambda t: (t.recharge or 0, t.concurrency or 0, t.rpm or 0, t.name)),
+            }
+        )
+    return sorted(out, key=lambda d: (d["effective_from"] or dt.date.min, d["version"]))
+
+
+def _headroom(ctx: _PlanContext, limits: dict, percentile: float, limit: str | None) -> float | None:
+    if limit is None:
+        return None
+    tot = ctx.table(limits, percentile)
+    row = tot[(tot["route"] == "total") & (tot["limit"] == limit)]
+    return None if row.empty else float(row["headroom"].iloc[0])
+
+
+def _upgrade(ctx: _PlanContext, ladder: pd.DataFrame, tiers, current: str | None, target: float) -> dict | None:
+    """The cheapest tier above `current` whose binding limit is higher (a tier that raises only other limits
+    changes nothing), when growth exhausts it, and the cumulative recharge that unlocks it."""
+    if current is None or ladder.empty or current not in set(ladder["tier"]):
+        return None
+    rows = ladder.reset_index(drop=True)
+    i = int(rows.index[rows["tier"] == current][0])
+    cur = rows.iloc[i]
+    binding = cur["binding_limit"]
+    if binding is None:
+        return None
+    cur_tier = tiers[i]
+    cur_value = getattr(cur_tier, binding)
+    now = growth_exhaustion(ctx.scenario, cur["max_scale"])
+    out = {
+        "from": current,
+        "binding_limit": binding,
+        "limit_from": cur_value,
+        "move_by": now["date"],
+        "move_in_months": now["months"],
+        "to": None,
+    }
+    for j in range(i + 1, len(tiers)):
+        t = tiers[j]
+        v = getattr(t, binding)
+        if v is None or (cur_value is not None and v > cur_value):
+            row = rows.iloc[j]
+            ex = growth_exhaustion(ctx.scenario, row["max_scale"])
+            out.update(
+                {
+                    "to": t.name,
+                    "limit_to": v,
+                    "skipped": [tiers[k].name for k in range(i + 1, j)],
+                    "holds_now": bool(row["holds"]),
+                    "max_requests_per_second": None if row["unbounded"] else float(row["max_requests_per_second"]),
+                    "exhausted_months": ex["months"],
+                    "exhausted_on": ex["date"],
+                    "recharge": None if t.recharge is None else float(t.recharge),
+                    "recharge_from": None if cur_tier.recharge is None else float(cur_tier.recharge),
+                    "recharge_currency": t.recharge_currency,
+                }
+            )
+            break
+    return out
+
+
+def _table_verdict(ctx, table: dict, scenario_tier: str | None, target: float, percentile: float) -> dict:
+    tiers = table["tiers"]
+    ladder = _ladder(ctx, tiers, target, percentile)
+    names = [t.name for t in tiers]
+    small = smallest_tier(ladder)
+    name = scenario_tier if scenario_tier in names else small
+    row = ladder[ladder["tier"] == name].iloc[0] if name is not None else None
+    tier = tiers[names.index(name)] if name is not None else None
+    limits = ctx.limits(tier) if tier is not None else {}
+    binding = None if row is None else row["binding_limit"]
+    ex = growth_exhaustion(ctx.scenario, row["max_scale"]) if row is not None else None
+    return {
+        "version": table["version"],
+        "official": table["official"],
+        "in_force_on_as_of": table["in_force_on_as_of"],
+        "effective_from": table["effective_from"],
+        "effective_to": table["effective_to"],
+        "source": table["source"],
+        "smallest_tier": small,
+        "tier": name,
+        "refusal_total": None if row is None else float(row["refusal_total"]),
+        "holds": None if row is None else bool(row["holds"]),
+        "binding_limit": binding,
+        "binding_limit_value": None if tier is None or binding is None else getattr(tier, binding),
+        "headroom": _headroom(ctx, limits, percentile, binding) if tier is not None else None,
+        "max_requests_per_second": None if row is None or row["unbounded"] else float(row["max_requests_per_second"]),
+        "exhausted_on": None if ex is None else ex["date"],
+        "_ladder": ladder,
+        "_tiers": tiers,
+    }
+
+
+# ---------------------------------------------------------------- the plan
 
 
 def plan(
@@ -565,49 +757,151 @@ def plan(
     percentile: float = DEFAULT_PERCENTILE,
     moments: pd.DataFrame | None = None,
     peaks: dict | None = None,
-) -> dict:
-    """Everything `kimiplan plan` prints: demand vs the chosen tier, the ladder, the smallest tier, growth.
+    tier_table: str | None = None,
+    window: str | None = None,
+) -> CapacityPlan:
+    """The capacity verdict `kimiplan plan` prints: demand vs the scenario's tier, the ladder, the smallest
+    tier, growth, the upgrade path and the verdict under every tier table of the last 12 months.
 
-    The route moments and peak factors are computed once per call (or passed in: `moments` as returned in
-    an earlier plan's "moments", `peaks` from `peak_factors`, for the same scenario and catalog), and each
-    tier's sustainable scale once (the scenario's tier and its ladder entry share it)."""
+    `tier_table` picks the table version (default: the scenario's `tier_table`, else the one in force on
+    `as_of`); `window` overrides the scenario's RPM/TPM window kind. The route moments and peak factors are
+    computed once per call (or passed in: `moments` from an earlier plan's `.moments`, `peaks` from
+    `peak_factors`, for the same scenario and catalog)."""
     from kimiplan.catalog.cards import load_catalog
 
+    check_target(target)
+    _check_percentile(percentile)
     catalog = catalog or load_catalog()
-    ctx = _PlanContext(scenario, catalog, moments, peaks)
-    moments = ctx.moments
+    if tier_table is not None:
+        scenario = scenario.model_copy(update={"tier_table": tier_table})
+    version = getattr(scenario, "tier_table", None)
+    ctx = _PlanContext(scenario, catalog, moments, peaks, window)
     tier = rate_tier(scenario, catalog)
-    out = {"scenario": scenario.name, "target": target, "percentile": percentile, "moments": moments}
+    fields: dict = {"scenario": scenario.name, "target": target, "percentile": percentile, "moments": ctx.moments}
+    fields["tier"] = None if tier is None else tier.name
+    limits = ctx.limits(tier)
+    fields["demand"] = ctx.table(limits, percentile).copy()
     if tier is not None:
-        limits = ctx.limits(tier)
-        demand = ctx.table(limits, percentile).copy()
-        out["tier"] = tier.name
-        out["demand"] = demand
-        out.update(refusal_summary(demand))
-        out["week_average"] = _week_average(ctx, limits)
+        fields.update(refusal_summary(fields["demand"]))
+        fields["refusal_se"] = _refusal_se(ctx, limits)
+        fields["week_average"] = _week_average(ctx, limits)
         total = ctx.groups[-1]
         conc = limits.get("concurrency")
         if conc is not None and total.share > 0:
             # At the busiest minute, for a client that paces itself on concurrency instead of taking 429s.
             load = scenario.traffic.mean_rps * total.share * ctx.peaks["peak_minute"] * total.lat
-            out["pacing_wait"] = {
+            fields["pacing_wait"] = {
                 "concurrency": int(conc),
                 "peak_load": float(load),
                 **pacing_wait(int(conc), float(load), total.lat),
             }
         scale = ctx.max_scale(limits, target)
-        out["max_scale"] = scale
-        out["max_requests_per_second"] = scale * scenario.traffic.mean_rps
-        out["exhaustion"] = growth_exhaustion(scenario, scale)
-    else:
-        out["demand"] = ctx.table(ctx.limits(None), percentile).copy()
+        fields["never_fits"] = ctx.floor_refusal(limits)
+        fields["max_scale"] = scale
+        fields["max_requests_per_second"] = scale * scenario.traffic.mean_rps
+        fields["exhaustion"] = growth_exhaustion(scenario, scale)
+        fields["near_scale"] = _near_scale(fields["demand"])
     try:
-        ladder = _ladder(ctx, _catalog_tiers(scenario, catalog, None), target, percentile)
+        tiers = _catalog_tiers(scenario, catalog, None, version)
+        ladder = _ladder(ctx, tiers, target, percentile)
     except ConfigError:
-        ladder = pd.DataFrame()
-    out["ladder"] = ladder
-    out["smallest_tier"] = smallest_tier(ladder) if len(ladder) else None
+        tiers, ladder = [], pd.DataFrame()
+    fields["ladder"] = ladder
+    fields["smallest_tier"] = smallest_tier(ladder) if len(ladder) else None
+    tables = tier_tables(scenario, catalog)
+    scenario_tier = tier.name if tier is not None and tier.provider == scenario.provider else None
+    verdicts = [_table_verdict(ctx, t, scenario_tier, target, percentile) for t in tables]
+    headline = tier.version if tier is not None and tier.version else (version or _in_force_version(tables))
+    for v in verdicts:
+        v["headline"] = v["version"] == headline
+    fields["by_tier_table"] = [{k: x for k, x in v.items() if not k.startswith("_")} for v in verdicts]
+    fields["upgrade"] = _upgrade(ctx, ladder, tiers, fields["tier"], target) if len(ladder) else None
+    fields["assumptions"] = _assumptions(scenario, ctx, tier, tables, headline, version)
+    return CapacityPlan(**fields)
+
+
+def _in_force_version(tables: list[dict]) -> str | None:
+    live = [t["version"] for t in tables if t["in_force_on_as_of"]]
+    return live[-1] if live else None
+
+
+def _near_scale(demand: pd.DataFrame) -> float | None:
+    """The traffic multiple at which the busiest minute's mean demand first passes 80 % of an enforced limit
+    (`near_limit` in the forecast)."""
+    tot = demand[(demand["route"] == "total") & demand["limit_value"].notna()]
+    if tot.empty:
+        return None
+    util = (tot["peak_mean"] / tot["limit_value"]).max()
+    return None if not util > 0 else float(NEAR_LIMIT / util)
+
+
+def _refusal_se(ctx: _PlanContext, limits: dict) -> dict:
+    """Standard error of the refusal per limit that the sampled parts of the moments carry: the mean latency
+    (truncated completions) sets the concurrency load; everything else is exact."""
+    g = ctx.groups[-1]
+    out = dict.fromkeys(LIMITS, 0.0)
+    if limits.get("concurrency") is None or g.share <= 0 or g.lat <= 0 or g.lat_se <= 0:
+        return out
+    base = ctx.refusal_by_limit(limits, 1.0)["concurrency"]
+    up = _total_refusal_by_limit(
+        [replace(g, lat=g.lat + g.lat_se)], ctx.scenario.traffic.mean_rps, ctx.peaks, limits, True, ctx.window
+    )["concurrency"]
+    out["concurrency"] = abs(up - base)
     return out
+
+
+def _assumptions(scenario, ctx: _PlanContext, tier, tables: list[dict], headline: str | None, version) -> dict:
+    w = scenario.simulation.window
+    client = scenario.simulation.client
+    m = ctx.moments
+    sampled = (
+        sorted(
+            set(m.loc[m["latency_method"] != "exact", "route"]) | set(m.loc[m["reserved_method"] != "exact", "route"])
+        )
+        if "latency_method" in m
+        else []
+    )
+    table = next((t for t in tables if t["version"] == headline), None)
+    why = (
+        "picked with --tier-table / the scenario's tier_table"
+        if version is not None
+        else "the table in force on the scenario's as_of"
+        if table is not None
+        else "the scenario's own tier"
+    )
+    return {
+        "window": ctx.window,
+        "window_method": (
+            "sliding 60 s window: Erlang B (M/D/c/c) for single-call requests, Kaufman-Roberts stochastic "
+            "knapsack for tokens and multi-call requests"
+            if ctx.window == "sliding"
+            else "fixed calendar minute: exact Poisson overflow for requests, compound-Poisson token overflow "
+            "(translated gamma on exact moments) for tokens"
+        ),
+        "tpd_reset_utc_offset_hours": w.tpd_reset_utc_offset_hours,
+        "client": client.kind,
+        "client_note": {
+            "none": "refusals are final (429 not retried); the plan's refusal is the share of requests refused",
+            "retry": "the plan gives first-attempt refusals; retries add load the simulator shows",
+            "pace": "a pacing client turns concurrency refusals into waits (pacing_wait, Erlang C)",
+        }[client.kind],
+        "arrivals": "Poisson at the busiest minute's rate (hourly profile x weekday x bursts); limits independent",
+        "concurrency": "Erlang B on the exact mean latency (M/G/c/c is insensitive to the latency's law)",
+        "moments": "exact from the distributions; sampled: truncated completions (latency) "
+        + (f"and routes {', '.join(sampled)}" if sampled else "only")
+        + f" ({MOMENT_SAMPLES:,} fixed-seed draws per route, standard error in refusal_se)",
+        "tier_table": None
+        if table is None
+        else {
+            "version": table["version"],
+            "official": table["official"],
+            "source": table["source"],
+            "effective_from": table["effective_from"],
+            "effective_to": table["effective_to"],
+            "why": why,
+        },
+        "tier_official": None if tier is None else tier.official,
+    }
 
 
 def tier_headroom(

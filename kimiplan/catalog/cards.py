@@ -26,6 +26,10 @@ from kimiplan.io.paths import data_path
 
 Money = Decimal
 
+# Retention of a paid prompt-cache write (K3 family): the write is priced per retention, the read is not.
+CacheRetention = Literal["5m", "1h"]
+CACHE_RETENTIONS: tuple[str, ...] = ("5m", "1h")
+
 
 def _dec(v: Any) -> Any:
     # TOML/YAML floats such as 0.95 must become Decimal('0.95'), not the binary float's expansion.
@@ -69,10 +73,26 @@ class PriceCard(_Provenance):
     input_cache_hit: Decimal | None = None  # None: no cache tier, hits pay the cache-miss price
     input_cache_miss: Decimal
     output: Decimal
+    # Paid prompt-cache writes (K3 family), per 1M written tokens, by retention. None: writes cost nothing extra
+    # (K2.x automatic caching: a written prefix is ordinary input, billed at the cache-miss price).
+    input_cache_write_5m: Decimal | None = None
+    input_cache_write_1h: Decimal | None = None
+    cache_write_source: str = ""
+    # Usually left out: the catalog fills it from the dated [[tool_price]] rows of the card's provider and region.
     web_search_per_call: Decimal = Decimal(0)
+    web_search_source: str = ""
     batch_multiplier: Decimal | None = None  # None: no batch API on this route
+    batch_source: str = ""
     context_window: int = Field(gt=0)
     default_max_completion_tokens: int | None = Field(default=None, gt=0)
+    max_output_tokens: int | None = Field(default=None, gt=0)
+    # "optional": thinking can be switched on and off (K2.6); "always": reasoning always on (K3 family).
+    reasoning: Literal["optional", "always"] | None = None
+    # None: the model takes no reasoning_effort (K2.6 rejects it); a list: accepted, with these values (empty:
+    # accepted, values not documented).
+    reasoning_effort: tuple[str, ...] | None = None
+    # True: the source says prices exclude taxes (add the scenario's tax_rate); None: the source does not say.
+    prices_exclude_tax: bool | None = None
     retired_on: dt.date | None = None
     reported_retired_on: dt.date | None = None  # third-party claim, not confirmed officially
     # Cloudflare Workers AI bills neurons; the USD prices above are Cloudflare's conversion.
@@ -89,10 +109,19 @@ class PriceCard(_Provenance):
         "web_search_per_call",
         "batch_multiplier",
         "usd_per_1000_neurons",
+        "input_cache_write_5m",
+        "input_cache_write_1h",
         mode="before",
     )(_dec)
 
-    @field_validator("input_cache_hit", "input_cache_miss", "output", "web_search_per_call")
+    @field_validator(
+        "input_cache_hit",
+        "input_cache_miss",
+        "output",
+        "web_search_per_call",
+        "input_cache_write_5m",
+        "input_cache_write_1h",
+    )
     @classmethod
     def _non_negative(cls, v, info):
         if v is not None and v < 0:
@@ -106,13 +135,38 @@ class PriceCard(_Provenance):
             raise ValueError(f"batch_multiplier must be in (0, 1], got {v}")
         return v
 
+    @model_validator(mode="after")
+    def _writes(self):
+        if (self.input_cache_write_5m is None) != (self.input_cache_write_1h is None):
+            raise ValueError("give both input_cache_write_5m and input_cache_write_1h, or neither")
+        return self
+
     @property
     def cache_hit_price(self) -> Decimal:
         return self.input_cache_miss if self.input_cache_hit is None else self.input_cache_hit
 
     @property
+    def paid_cache_writes(self) -> bool:
+        """True when writing the prompt cache is billed apart (K3 family), False for K2.x automatic caching."""
+        return self.input_cache_write_5m is not None
+
+    def cache_write_price(self, retention: str = "5m") -> Decimal:
+        """Price per 1M tokens written to the prompt cache with `retention`; the cache-miss price when writes
+        are not billed apart (the written prefix is then ordinary input)."""
+        if retention not in CACHE_RETENTIONS:
+            raise CatalogError(f"cache retention must be one of {', '.join(CACHE_RETENTIONS)}, got {retention!r}")
+        if not self.paid_cache_writes:
+            return self.input_cache_miss
+        return self.input_cache_write_5m if retention == "5m" else self.input_cache_write_1h
+
+    @property
     def key(self) -> tuple:
         return (self.provider, self.region, self.model, self.effective_from)
+
+    @property
+    def price_key(self) -> tuple:
+        """`key` plus the dated tool fee filled in at look-up: two days with the same price_key cost the same."""
+        return (*self.key, self.web_search_per_call)
 
     def names(self) -> tuple[str, ...]:
         return (self.model, *self.aliases)
@@ -142,6 +196,20 @@ class RateTier(_Provenance):
 
     def limits(self) -> dict[str, int | None]:
         return {"concurrency": self.concurrency, "rpm": self.rpm, "tpm": self.tpm, "tpd": self.tpd, "rpd": self.rpd}
+
+
+class ToolPrice(_Provenance):
+    """A per-call price of a builtin tool on one provider and region (`$web_search`), dated like a card."""
+
+    tool: Literal["$web_search"]
+    currency: Literal["USD", "CNY"]
+    price_per_call: Decimal = Field(ge=0)
+
+    _money = field_validator("price_per_call", mode="before")(_dec)
+
+    @property
+    def key(self) -> tuple:
+        return (self.provider, self.region, self.tool, self.effective_from)
 
 
 def custom_tier(name: str = "custom", **limits: int | None) -> RateTier:
@@ -178,6 +246,13 @@ def _cards_from(data: dict, origin: str) -> list[PriceCard]:
     for i, row in enumerate(data.get("card", [])):
         out.append(validate(PriceCard, row, f"{origin}: card[{i}] ({row.get('model', '?')})", error=CatalogError))
     return out
+
+
+def _tool_prices_from(data: dict, origin: str) -> list[ToolPrice]:
+    return [
+        validate(ToolPrice, row, f"{origin}: tool_price[{i}] ({row.get('tool', '?')})", error=CatalogError)
+        for i, row in enumerate(data.get("tool_price", []))
+    ]
 
 
 def _tiers_from(data: dict, origin: str) -> list[RateTier]:
@@ -262,10 +337,11 @@ def import_litellm(
 class Catalog:
     """Immutable set of price cards and rate tiers with date-aware look-ups."""
 
-    def __init__(self, cards: Iterable[PriceCard], tiers: Iterable[RateTier]):
+    def __init__(self, cards: Iterable[PriceCard], tiers: Iterable[RateTier], tool_prices: Iterable[ToolPrice] = ()):
         # Later rows with the same key replace earlier ones: that is how user files override shipped rows.
         self._cards = tuple({c.key: c for c in cards}.values())
         self._tiers = tuple({t.key: t for t in tiers}.values())
+        self._tool_prices = tuple({t.key: t for t in tool_prices}.values())
 
     @property
     def cards(self) -> tuple[PriceCard, ...]:
@@ -275,8 +351,42 @@ class Catalog:
     def rate_tiers(self) -> tuple[RateTier, ...]:
         return self._tiers
 
-    def with_rows(self, cards: Iterable[PriceCard] = (), tiers: Iterable[RateTier] = ()) -> Catalog:
-        return Catalog([*self._cards, *cards], [*self._tiers, *tiers])
+    @property
+    def tool_prices(self) -> tuple[ToolPrice, ...]:
+        return self._tool_prices
+
+    def with_rows(
+        self, cards: Iterable[PriceCard] = (), tiers: Iterable[RateTier] = (), tool_prices: Iterable[ToolPrice] = ()
+    ) -> Catalog:
+        return Catalog([*self._cards, *cards], [*self._tiers, *tiers], [*self._tool_prices, *tool_prices])
+
+    def tool_price(self, provider: str, region: str, on: dt.date, tool: str = "$web_search") -> ToolPrice | None:
+        """The per-call price of `tool` on `provider`/`region` in force on `on`, or None."""
+        live = [
+            t
+            for t in self._tool_prices
+            if (t.provider, t.region, t.tool) == (provider, region, tool) and t.in_force(on)
+        ]
+        return max(live, key=lambda t: t.effective_from or dt.date.min) if live else None
+
+    def _with_tool_price(self, card: PriceCard, on: dt.date) -> PriceCard:
+        # A card that states its own web_search price keeps it; otherwise the dated tool row in force applies.
+        if "web_search_per_call" in card.model_fields_set:
+            return card
+        t = self.tool_price(card.provider, card.region, on)
+        if t is None:
+            return card
+        if t.currency != card.currency:
+            raise CatalogError(
+                f"tool price {t.tool} for {t.provider}/{t.region} is in {t.currency}, "
+                f"card {card.model} in {card.currency}"
+            )
+        return card.model_copy(
+            update={
+                "web_search_per_call": t.price_per_call,
+                "web_search_source": f"{t.source} (verified {t.verified_on}, official={t.official})",
+            }
+        )
 
     # -- prices
     def providers(self) -> list[str]:
@@ -314,25 +424,47 @@ class Catalog:
             retired = next((c.retired_on for c in named if c.retired_on), None)
             why = f"was retired on {retired}" if retired and on >= retired else "has no price in force"
             raise CatalogError(f"model {model!r} ({provider}/{region}) {why} (asked for {on}); its cards cover {spans}")
-        return max(live, key=lambda c: c.effective_from or dt.date.min)
+        return self._with_tool_price(max(live, key=lambda c: c.effective_from or dt.date.min), on)
 
     # -- tiers
-    def tiers(self, provider: str = "moonshot", region: str | None = None, on: dt.date | None = None) -> list[RateTier]:
+    def tiers(
+        self,
+        provider: str = "moonshot",
+        region: str | None = None,
+        on: dt.date | None = None,
+        version: str | None = None,
+    ) -> list[RateTier]:
+        """The tiers in force on `on`; with `version`, that version of the tier table whatever its dates."""
         on = on or dt.date.today()
         region = region or _default_region(provider)
-        out = [t for t in self._tiers if t.provider == provider and t.region == region and t.in_force(on)]
+        pool = [t for t in self._tiers if t.provider == provider and t.region == region]
+        if version is not None:
+            known = sorted({t.version for t in pool if t.version})
+            if version not in known:
+                raise CatalogError(
+                    f"unknown tier table version {version!r} for provider={provider!r} region={region!r}; known: "
+                    + (", ".join(known) or "(none)")
+                )
+            out = [t for t in pool if t.version == version]
+        else:
+            out = [t for t in pool if t.in_force(on)]
         # Ascending by recharge then capacity: the ladder an account climbs.
         return sorted(out, key=lambda t: (t.recharge or 0, t.concurrency or 0, t.rpm or 0, t.name))
 
     def tier(
-        self, name: str, provider: str = "moonshot", region: str | None = None, on: dt.date | None = None
+        self,
+        name: str,
+        provider: str = "moonshot",
+        region: str | None = None,
+        on: dt.date | None = None,
+        version: str | None = None,
     ) -> RateTier:
         on = on or dt.date.today()
         region = region or _default_region(provider)
-        live = [t for t in self.tiers(provider, region, on) if t.name.lower() == name.lower()]
+        live = [t for t in self.tiers(provider, region, on, version) if t.name.lower() == name.lower()]
         if live:
             return live[0]
-        known = [t.name for t in self.tiers(provider, region, on)]
+        known = [t.name for t in self.tiers(provider, region, on, version)]
         ever = sorted({t.name for t in self._tiers if t.provider == provider and t.region == region})
         raise CatalogError(
             f"unknown tier {name!r} for provider={provider!r} region={region!r} on {on}; known tiers: "
@@ -342,10 +474,15 @@ class Catalog:
 
     # -- frames
     def prices_frame(self, on: dt.date | None = None) -> pd.DataFrame:
+        """One row per card. Tool prices are those in force on `on` (default: today, or the card's last day)."""
         rows = []
         for c in self._cards:
             if on is not None and not c.in_force(on):
                 continue
+            day = on or dt.date.today()
+            if c.effective_to is not None and day >= c.effective_to:
+                day = c.effective_to - dt.timedelta(days=1)
+            c = self._with_tool_price(c, day)
             rows.append(
                 {
                     "provider": c.provider,
@@ -355,18 +492,46 @@ class Catalog:
                     "input_cache_hit": float(c.cache_hit_price),
                     "input_cache_miss": float(c.input_cache_miss),
                     "output": float(c.output),
+                    "input_cache_write_5m": None if c.input_cache_write_5m is None else float(c.input_cache_write_5m),
+                    "input_cache_write_1h": None if c.input_cache_write_1h is None else float(c.input_cache_write_1h),
                     "web_search_per_call": float(c.web_search_per_call),
                     "batch_multiplier": None if c.batch_multiplier is None else float(c.batch_multiplier),
                     "context_window": c.context_window,
                     "default_max_completion_tokens": c.default_max_completion_tokens,
+                    "max_output_tokens": c.max_output_tokens,
+                    "reasoning": c.reasoning,
+                    "reasoning_effort": None if c.reasoning_effort is None else list(c.reasoning_effort),
+                    "prices_exclude_tax": c.prices_exclude_tax,
                     "effective_from": c.effective_from,
                     "effective_to": c.effective_to,
                     "retired_on": c.retired_on,
                     "verified_on": c.verified_on,
                     "official": c.official,
                     "source": c.source,
+                    "cache_write_source": c.cache_write_source,
+                    "web_search_source": c.web_search_source,
+                    "batch_source": c.batch_source,
                 }
             )
+        return pd.DataFrame(rows)
+
+    def tool_prices_frame(self, on: dt.date | None = None) -> pd.DataFrame:
+        rows = [
+            {
+                "provider": t.provider,
+                "region": t.region,
+                "tool": t.tool,
+                "currency": t.currency,
+                "price_per_call": float(t.price_per_call),
+                "effective_from": t.effective_from,
+                "effective_to": t.effective_to,
+                "verified_on": t.verified_on,
+                "official": t.official,
+                "source": t.source,
+            }
+            for t in self._tool_prices
+            if on is None or t.in_force(on)
+        ]
         return pd.DataFrame(rows)
 
     def tiers_frame(self, on: dt.date | None = None) -> pd.DataFrame:
@@ -413,11 +578,13 @@ def _shipped_catalog(*stamps: tuple[str, int, int]) -> Catalog:
     """The shipped catalog, read once per version of its files (a Catalog is immutable, so sharing it is safe)."""
     cards: list[PriceCard] = []
     tiers: list[RateTier] = []
+    tools: list[ToolPrice] = []
     for (path, _, _), name in zip(stamps, _SHIPPED):
         data = _read_table(Path(path))
         cards += _cards_from(data, name)
         tiers += _tiers_from(data, name)
-    return Catalog(cards, tiers)
+        tools += _tool_prices_from(data, name)
+    return Catalog(cards, tiers, tools)
 
 
 def load_catalog(extra: Sequence[str | Path] = ()) -> Catalog:
@@ -425,7 +592,7 @@ def load_catalog(extra: Sequence[str | Path] = ()) -> Catalog:
     shipped = _shipped_catalog(*(_file_stamp(data_path("catalog", n)) for n in _SHIPPED))
     if not extra:
         return shipped
-    cards, tiers = list(shipped.cards), list(shipped.tiers)
+    cards, tiers, tools = list(shipped.cards), list(shipped.tiers), list(shipped.tool_prices)
     for f in extra:
         f = Path(f)
         if f.suffix.lower() == ".json":
@@ -434,4 +601,5 @@ def load_catalog(extra: Sequence[str | Path] = ()) -> Catalog:
         data = _read_table(f)
         cards += _cards_from(data, str(f))
         tiers += _tiers_from(data, str(f))
-    return Catalog(cards, tiers)
+        tools += _tool_prices_from(data, str(f))
+    return Catalog(cards, tiers, tools)

@@ -42,7 +42,8 @@ def rate_tier(scenario: Scenario, catalog: Catalog | None = None, on: dt.date | 
             rpd=t.rpd,
         )
     catalog = catalog or load_catalog()
-    return catalog.tier(scenario.tier, scenario.provider, scenario.resolved_region, on or scenario.as_of)
+    version = getattr(scenario, "tier_table", None)  # a chosen table version wins over the dates
+    return catalog.tier(scenario.tier, scenario.provider, scenario.resolved_region, on or scenario.as_of, version)
 
 
 def max_completion(scenario: Scenario, route: Route, card: PriceCard | None = None) -> int:

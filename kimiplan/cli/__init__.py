@@ -19,6 +19,7 @@ _COMMAND_MODULES = [
     "kimiplan.cli.forecast_cmds",
     "kimiplan.cli.calibration_cmds",
     "kimiplan.cli.report_cmds",
+    "kimiplan.cli.logs_cmds",
 ]
 
 

@@ -6,52 +6,63 @@ import sys
 
 from kimiplan.catalog.cards import load_catalog
 from kimiplan.catalog.resolve import load_scenario
+from kimiplan.errors import ConfigError
 
 from ._util import parse_date, print_json, print_table
+
+
+def _fraction_flag(value: float, flag: str, example: str) -> float:
+    if not 0 < value < 1:
+        raise ConfigError(f"{flag} must be in (0, 1), e.g. {example}, got {value:g}")
+    return value
 
 
 def cmd_plan(args) -> int:
     from kimiplan.capacity.plan import plan
 
+    target = _fraction_flag(args.target, "--target", "0.001 for 0.1 % refused")
+    percentile = _fraction_flag(args.percentile, "--percentile", "0.999")
     catalog = load_catalog(args.catalog)
     scenario = load_scenario(args.scenario, catalog)
-    p = plan(scenario, catalog, target=args.target, percentile=args.percentile)
+    if args.tier_table is not None:
+        scenario = scenario.model_copy(update={"tier_table": args.tier_table})
+    if args.window is not None:
+        sim = scenario.simulation
+        scenario = scenario.model_copy(
+            update={
+                "simulation": sim.model_copy(
+                    update={"window": sim.window.model_copy(update={"rate_window": args.window})}
+                )
+            }
+        )
+    p = plan(scenario, catalog, target=target, percentile=percentile)
     if args.json:
-        out = {k: v for k, v in p.items() if k != "moments"}
-        print_json(out)
+        print_json(p.to_dict())
         return 0
-    print(
-        f"scenario {scenario.name}: {scenario.traffic.per_day:,.0f} requests/day on {scenario.provider}"
-        f" {p.get('tier') or '(no tier)'}; target refusals < {args.target:.2%}"
-    )
-    if p.get("tier"):
-        ex = p["exhaustion"]
-        print(
-            f"refusals at the busiest minute: {p['refusal_total']:.3%} (week average "
-            f"{p['week_average']['refusal_total']:.3%}); binding limit: {p['binding_limit']}"
-        )
-        if p["max_scale"] == float("inf"):
-            print("sustains any traffic: no online request reaches a limit (Batch API routes do not count)")
-        else:
-            print(
-                f"sustains {p['max_scale']:.2f}x today's traffic ({p['max_requests_per_second']:.3g} req/s); "
-                f"exhausted by growth: {'now' if ex['months'] == 0 else ex['date'] or 'not within 3 years'}"
-            )
-    w = p.get("pacing_wait")
-    if w is not None:
-        wait = (
-            "the queue grows without bound (peak load over the limit)"
-            if not w["stable"]
-            else (f"{w['p_wait']:.2%} of requests wait, {w['mean_wait_s']:.3g} s on average (Erlang C)")
-        )
-        print(f"a client pacing on concurrency {w['concurrency']} at the busiest minute: {wait}")
-    print(f"smallest tier that holds: {p['smallest_tier'] or 'none'}\n")
-    d = p["demand"]
+    print(f"{scenario.traffic.per_day:,.0f} requests/day on {scenario.provider}")
+    print(p.describe())
+    print()
+    d = p.demand
     print_table(d[d["route"] == "total"].drop(columns=["route"]))
-    if len(p["ladder"]):
+    if p.by_tier_table:
+        print("\nthe verdict under each tier table (headline marked):")
+        t = p.tier_tables
+        cols = [
+            "version",
+            "official",
+            "headline",
+            "smallest_tier",
+            "tier",
+            "refusal_total",
+            "binding_limit",
+            "headroom",
+            "exhausted_on",
+        ]
+        print_table(t[cols])
+    if len(p.ladder):
         print()
         print_table(
-            p["ladder"][
+            p.ladder[
                 [
                     "tier",
                     "concurrency",
@@ -62,6 +73,7 @@ def cmd_plan(args) -> int:
                     "binding_limit",
                     "holds",
                     "max_requests_per_second",
+                    "recharge",
                 ]
             ]
         )
@@ -89,7 +101,7 @@ def cmd_simulate(args) -> int:
         result = simulate(scenario, catalog, settings)
     s = result.summary
     if args.json:
-        print_json(s)
+        print_json(s.to_dict())
         return 0
     print(
         f"{s['requests']:,} requests in {s['hours']:g} h from {s['start'] or 'the trace start'} "
@@ -119,6 +131,19 @@ def register(sub) -> None:
     p.add_argument("scenario", help="scenario file (YAML/JSON) or example name")
     p.add_argument("--target", type=float, default=0.001, help="refusal target (default 0.001 = 0.1%%)")
     p.add_argument("--percentile", type=float, default=0.999, help="percentile of peak demand (default 0.999)")
+    p.add_argument(
+        "--tier-table",
+        metavar="VERSION",
+        default=None,
+        help="tier table version to plan with (Moonshot: A or B; default: the scenario's tier_table, else the one "
+        "in force on its as_of)",
+    )
+    p.add_argument(
+        "--window",
+        choices=["sliding", "fixed"],
+        default=None,
+        help="RPM/TPM window (default: the scenario's simulation.window, sliding unless set)",
+    )
     p.add_argument("--catalog", action="append", default=[], metavar="FILE")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plan)

@@ -8,7 +8,7 @@ from ._util import parse_date, print_json, print_table
 
 
 def _common(p):
-    p.add_argument("--provider", help="moonshot, cloudflare, openrouter, siliconflow (default: all)")
+    p.add_argument("--provider", help="moonshot, cloudflare, fireworks, openrouter, siliconflow (default: all)")
     p.add_argument("--region", help="intl or cn for moonshot; global for the others")
     p.add_argument("--on", metavar="YYYY-MM-DD", help="only rows in force on this date (default: all rows, with dates)")
     p.add_argument(
@@ -43,6 +43,8 @@ def cmd_prices(args) -> int:
                     "currency",
                     "input_cache_hit",
                     "input_cache_miss",
+                    "input_cache_write_5m",
+                    "input_cache_write_1h",
                     "output",
                     "web_search_per_call",
                     "batch_multiplier",
@@ -54,7 +56,11 @@ def cmd_prices(args) -> int:
                 ]
             ]
         )
-        print("\nPrices per 1M tokens. Sources: kimiplan prices --json (field 'source').")
+        print(
+            "\nPrices per 1M tokens; web_search per call, as in force on --on (default today). Empty cache write ="
+            " writes cost nothing extra. Sources: kimiplan prices --json (fields 'source', 'cache_write_source',"
+            " 'web_search_source')."
+        )
     return 0
 
 

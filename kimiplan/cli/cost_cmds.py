@@ -11,8 +11,12 @@ from ._util import parse_date, print_json
 def cmd_cost(args) -> int:
     catalog = load_catalog(args.catalog)
     card = catalog.price(args.model, args.provider, args.region, parse_date(args.on))
-    usage = Usage(args.prompt_tokens, args.completion_tokens, args.cached_tokens, args.web_search_calls)
-    result = cost_of_usage(usage, card, batch=args.batch, tax_rate=args.tax_rate).to_dict()
+    usage = Usage(
+        args.prompt_tokens, args.completion_tokens, args.cached_tokens, args.web_search_calls, args.cache_write_tokens
+    )
+    result = cost_of_usage(
+        usage, card, batch=args.batch, tax_rate=args.tax_rate, cache_retention=args.cache_retention
+    ).to_dict()
     result.update(
         {
             "model": card.model,
@@ -21,11 +25,16 @@ def cmd_cost(args) -> int:
             "batch": args.batch,
             "prices_per_million": {
                 "input_cache_hit": float(card.cache_hit_price),
+                "input_cache_write": float(card.cache_write_price(args.cache_retention)),
                 "input_cache_miss": float(card.input_cache_miss),
                 "output": float(card.output),
+                "web_search_per_call": float(card.web_search_per_call),
             },
+            "paid_cache_writes": card.paid_cache_writes,
+            "prices_exclude_tax": card.prices_exclude_tax,
             "price_source": card.source,
             "price_verified_on": card.verified_on.isoformat(),
+            "price_official": card.official,
         }
     )
     if args.json:
@@ -35,6 +44,8 @@ def cmd_cost(args) -> int:
             f"{result['total_rounded']} {card.currency}  (exact {result['total_exact']}; "
             f"{card.provider}/{card.region} {card.model}, prices verified {card.verified_on})"
         )
+        if card.prices_exclude_tax and not args.tax_rate:
+            print("note: the source says these prices exclude taxes; pass --tax-rate to add yours")
     return 0
 
 
@@ -61,6 +72,18 @@ def register(sub) -> None:
         "--completion-tokens", type=_count, required=True, help="usage.completion_tokens (includes reasoning)"
     )
     p.add_argument("--web-search-calls", type=_count, default=0, help="$web_search calls billed")
+    p.add_argument(
+        "--cache-write-tokens",
+        type=_count,
+        default=0,
+        help="prompt tokens written to the cache (K3 family: a paid write; part of --prompt-tokens)",
+    )
+    p.add_argument(
+        "--cache-retention",
+        choices=("5m", "1h"),
+        default="5m",
+        help="retention of the cache write: 5 minutes (1x input price) or 1 hour (2x) (default 5m)",
+    )
     p.add_argument("--batch", action="store_true", help="Batch API price (60%%)")
     p.add_argument("--tax-rate", type=float, default=0.0)
     p.add_argument("--on", metavar="YYYY-MM-DD", help="prices as of this date (default today)")

@@ -4,6 +4,10 @@
   cache-miss part is the difference, so cached tokens are never billed twice.
 - `completion_tokens` includes reasoning tokens; both are billed at the output price.
 - `$web_search` is priced per call; the Batch API at the card's multiplier (60 %).
+- Paid prompt-cache writes (K3 family): `cache_write_tokens` of the prompt are written to the cache and priced
+  at the card's write price for the chosen retention (5 min: 1x input, 1 h: 2x); they are part of
+  `prompt_tokens` and are not billed again as cache misses. On a card without paid writes (K2.x automatic
+  caching) written tokens are ordinary input at the cache-miss price.
 Sums are exact: token counts are summed as integers first and multiplied by Decimal prices once.
 """
 
@@ -19,7 +23,7 @@ import pandas as pd
 
 from kimiplan.catalog.cards import PriceCard
 from kimiplan.catalog.resolve import price_card
-from kimiplan.errors import ConfigError
+from kimiplan.errors import CatalogError, ConfigError
 from kimiplan.model.scenario import COMPONENTS, Scenario
 
 MILLION = Decimal(1_000_000)
@@ -35,9 +39,10 @@ class Usage:
     completion_tokens: int
     cached_tokens: int = 0
     web_search_calls: int = 0
+    cache_write_tokens: int = 0
 
     def __post_init__(self):
-        for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "web_search_calls"):
+        for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "web_search_calls", "cache_write_tokens"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
                 raise ConfigError(f"{name} must be a whole number >= 0, got {v!r}")
@@ -46,10 +51,16 @@ class Usage:
                 f"cached_tokens ({self.cached_tokens}) cannot exceed prompt_tokens ({self.prompt_tokens}): "
                 "Kimi's prompt_tokens include the cached ones"
             )
+        if self.cached_tokens + self.cache_write_tokens > self.prompt_tokens:
+            raise ConfigError(
+                f"cached_tokens ({self.cached_tokens}) plus cache_write_tokens ({self.cache_write_tokens}) cannot "
+                f"exceed prompt_tokens ({self.prompt_tokens}): both are parts of the prompt"
+            )
 
     @property
     def cache_miss_tokens(self) -> int:
-        return self.prompt_tokens - self.cached_tokens
+        """Prompt tokens neither read from nor written to the cache."""
+        return self.prompt_tokens - self.cached_tokens - self.cache_write_tokens
 
     @classmethod
     def from_response(cls, response: Mapping[str, Any], web_search_calls: int | None = None) -> Usage:
@@ -68,7 +79,18 @@ class Usage:
             cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
         if web_search_calls is None:
             web_search_calls = _count_web_search(response)
-        return cls(int(usage["prompt_tokens"]), int(usage["completion_tokens"]), int(cached), int(web_search_calls))
+        # The name of the K3 family's cache-write count in `usage` is not in our sources: the Anthropic-style
+        # name (its /anthropic endpoint) and a plain one are read; absent means no paid write.
+        written = usage.get("cache_write_tokens")
+        if written is None:
+            written = usage.get("cache_creation_input_tokens") or 0
+        return cls(
+            int(usage["prompt_tokens"]),
+            int(usage["completion_tokens"]),
+            int(cached),
+            int(web_search_calls),
+            int(written),
+        )
 
 
 def _count_web_search(response: Mapping[str, Any]) -> int:
@@ -92,10 +114,12 @@ class CostBreakdown:
     tools: Decimal
     tax: Decimal = Decimal(0)
     tokens: Mapping[str, int] = field(default_factory=dict)
+    cache_write_input: Decimal = Decimal(0)
+    cache_retention: str = "5m"
 
     @property
     def subtotal(self) -> Decimal:
-        return self.cache_hit_input + self.cache_miss_input + self.output + self.tools
+        return self.cache_hit_input + self.cache_write_input + self.cache_miss_input + self.output + self.tools
 
     @property
     def total(self) -> Decimal:
@@ -114,8 +138,10 @@ class CostBreakdown:
             "total_rounded": str(self.rounded()),
             "subtotal": float(self.subtotal),
             "tax": float(self.tax),
+            "cache_retention": self.cache_retention,
             "by_price_class": {
                 "input_cache_hit": float(self.cache_hit_input),
+                "input_cache_write": float(self.cache_write_input),
                 "input_cache_miss": float(self.cache_miss_input),
                 "output": float(self.output),
                 "tool_calls": float(self.tools),
@@ -158,19 +184,29 @@ def free_neuron_credit(neurons_used, free_neurons, price_per_neuron):
 
 
 def cost_of_usage(
-    usage: Usage, card: PriceCard, *, batch: bool = False, tax_rate: float | Decimal = 0
+    usage: Usage,
+    card: PriceCard,
+    *,
+    batch: bool = False,
+    tax_rate: float | Decimal = 0,
+    cache_retention: str = "5m",
 ) -> CostBreakdown:
-    """Exact cost of one response (or of summed usage) on `card`."""
+    """Exact cost of one response (or of summed usage) on `card`; cache writes at `cache_retention` ("5m"/"1h")."""
     m = price_multiplier(card, batch)
     tax_rate = Decimal(str(tax_rate))
     if tax_rate < 0:
         raise ConfigError(f"tax_rate must be >= 0, got {tax_rate}")
+    try:
+        write_price = card.cache_write_price(cache_retention)
+    except CatalogError as exc:
+        raise ConfigError(str(exc)) from None
     hit = Decimal(usage.cached_tokens) * card.cache_hit_price * m / MILLION
+    write = Decimal(usage.cache_write_tokens) * write_price * m / MILLION
     miss = Decimal(usage.cache_miss_tokens) * card.input_cache_miss * m / MILLION
     out = Decimal(usage.completion_tokens) * card.output * m / MILLION
     # Tool calls are a per-call fee; the batch discount applies to token prices only.
     tools = Decimal(usage.web_search_calls) * card.web_search_per_call
-    sub = hit + miss + out + tools
+    sub = hit + write + miss + out + tools
     return CostBreakdown(
         card.currency,
         hit,
@@ -181,20 +217,28 @@ def cost_of_usage(
         tokens={
             "prompt_tokens": int(usage.prompt_tokens),
             "cached_tokens": int(usage.cached_tokens),
+            "cache_write_tokens": int(usage.cache_write_tokens),
             "cache_miss_tokens": int(usage.cache_miss_tokens),
             "completion_tokens": int(usage.completion_tokens),
             "web_search_calls": int(usage.web_search_calls),
         },
+        cache_write_input=write,
+        cache_retention=cache_retention,
     )
 
 
 def cost_of_records(
-    records: pd.DataFrame | Iterable[Usage], card: PriceCard, *, batch: bool = False, tax_rate: float | Decimal = 0
+    records: pd.DataFrame | Iterable[Usage],
+    card: PriceCard,
+    *,
+    batch: bool = False,
+    tax_rate: float | Decimal = 0,
+    cache_retention: str = "5m",
 ) -> CostBreakdown:
     """Exact cost of many responses: integer token sums times Decimal prices (no float drift).
 
-    A DataFrame needs `prompt_tokens` and `completion_tokens`, optionally `cached_tokens` and
-    `web_search_calls`."""
+    A DataFrame needs `prompt_tokens` and `completion_tokens`, optionally `cached_tokens`,
+    `web_search_calls` and `cache_write_tokens`."""
     if isinstance(records, pd.DataFrame):
         for col in ("prompt_tokens", "completion_tokens"):
             if col not in records:
@@ -211,17 +255,22 @@ def cost_of_records(
             return int(np.asarray(s, dtype=np.int64).astype(object).sum())
 
         usage = Usage(
-            total("prompt_tokens"), total("completion_tokens"), total("cached_tokens"), total("web_search_calls")
+            total("prompt_tokens"),
+            total("completion_tokens"),
+            total("cached_tokens"),
+            total("web_search_calls"),
+            total("cache_write_tokens"),
         )
     else:
-        p = c = k = w = 0
+        p = c = k = w = cw = 0
         for u in records:
             p += u.prompt_tokens
             c += u.completion_tokens
             k += u.cached_tokens
             w += u.web_search_calls
-        usage = Usage(p, c, k, w)
-    return cost_of_usage(usage, card, batch=batch, tax_rate=tax_rate)
+            cw += u.cache_write_tokens
+        usage = Usage(p, c, k, w, cw)
+    return cost_of_usage(usage, card, batch=batch, tax_rate=tax_rate, cache_retention=cache_retention)
 
 
 # ---------------------------------------------------------------- expected cost of a scenario

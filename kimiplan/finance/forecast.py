@@ -340,7 +340,7 @@ def _segments(scenario: Scenario, cal: pd.DataFrame, cards, status, notes) -> _S
     seg_of_day = np.zeros(len(dates), dtype=np.int64)
     segs: list[dict] = []
     for i, d in enumerate(dates):
-        key = (month_of[i], None if cards[i] is None else cards[i].key, status[i])
+        key = (month_of[i], None if cards[i] is None else cards[i].price_key, status[i])
         if not segs or segs[-1]["key"] != key:
             segs.append(
                 {"key": key, "month": month_of[i], "card": cards[i], "status": status[i], "first": d, "note": notes[i]}
@@ -526,9 +526,9 @@ def _expected_frame(
                 for r, name in enumerate(units.routes)
             ]
             continue
-        if c.key not in cost_cache:
-            cost_cache[c.key] = expected_cost(scenario, card=c, expected=units.expected, requests_per_day=1.0)
-        ec = cost_cache[c.key]
+        if c.price_key not in cost_cache:
+            cost_cache[c.price_key] = expected_cost(scenario, card=c, expected=units.expected, requests_per_day=1.0)
+        ec = cost_cache[c.price_key]
         rate = fx_rate(scenario, c.currency, currency, base_cur)
         reqs = ec["requests_per_day"].to_numpy() * seg.volume[s]
         for r, n_req in zip(ec.to_dict("records"), reqs):
@@ -594,7 +594,7 @@ def _monthly_frame(
         if budget is not None:
             r["budget"] = float(budget)
             r["p_over_budget"] = float((col > budget).mean()) if np.isfinite(col).all() else np.nan
-        r["price_change"] = len({seg.segs[s]["card"].key for s in seg_ids if seg.segs[s]["card"] is not None}) > 1
+        r["price_change"] = len({seg.segs[s]["card"].price_key for s in seg_ids if seg.segs[s]["card"] is not None}) > 1
         r["retired_days"] = int(sum((seg.seg_of_day == s).sum() for s in seg_ids if seg.segs[s]["status"] == "retired"))
         r["status"] = (
             "retired (not priced)"
@@ -738,7 +738,7 @@ def forecast(
         by_route=_by_route_frame(seg.months, units.routes, route_month, quantiles, currency),
         paths=month_paths,
         _daily=_DailyParts(mc.g, seg.lam, d, cost_per_vol, mc.credit_days),
-        cards=list({c.key: c for c in priced}.values()),
+        cards=list({c.price_key: c for c in priced}.values()),
         warnings=_warnings(seg),
         units=units,
         avg_prices=avg_prices,

@@ -251,6 +251,11 @@ class Scenario(_M):
     tier: str | InlineTier | None = Field(
         default=None, description="Tier name from the catalog, or an inline custom tier"
     )
+    tier_table: str | None = Field(
+        default=None,
+        description="Version of the provider's tier table to plan with (Moonshot: A or B); None: the table in "
+        "force on as_of",
+    )
     as_of: dt.date = Field(description="Date for prices and tiers (look-ups are dated)")
     seed: int = Field(default=0, ge=0)
     tax_rate: float = Field(default=0.0, ge=0, le=1, description="Added to every cost (VAT/GST), e.g. 0.06")

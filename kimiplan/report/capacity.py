@@ -22,48 +22,35 @@ def capacity_report_sections(scenario, catalog=None) -> list:
     catalog = catalog or load_catalog()
     p = plan(scenario, catalog)
     # The plan's route moments and the peak factors serve every section below (computed once per report).
-    moments, peaks = p["moments"], peak_factors(scenario)
+    moments, peaks = p.moments, peak_factors(scenario)
     out = []
-    if p.get("tier") is not None:
-        ex = p["exhaustion"]
-        when = (
-            "already over the target"
-            if ex["months"] == 0
-            else "not within 3 years"
-            if ex["date"] is None
-            else f"{ex['date']:%Y-%m} (month {ex['months']})"
-        )
-        wk = p["week_average"]["refusal_total"]
-        w = p.get("pacing_wait")
-        pacing = (
-            ""
-            if w is None
-            else (
-                " A client that waits for a free slot instead of taking a 429 would queue without bound at the "
-                "busiest minute."
-                if not w["stable"]
-                else f" If the client waited for a free slot instead of taking a 429, {w['p_wait']:.2%} of requests would "
-                f"wait at the busiest minute, {w['mean_wait_s']:.3g} s on average (Erlang C)."
-            )
-        )
-        out.append(
-            (
-                "Capacity summary",
-                (
-                    f"<p>Tier <b>{html.escape(p['tier'])}</b>: refusals at the busiest minute {p['refusal_total']:.3%} "
-                    f"(averaged over a week {wk:.3%}); binding limit <b>{p['binding_limit']}</b>. "
-                    f"It sustains {p['max_scale']:.2f}x today's traffic; with growth of "
-                    f"{scenario.traffic.monthly_growth:.0%}/month it is exhausted: {when}. "
-                    f"Smallest tier under {p['target']:.1%} refusals: <b>{p['smallest_tier'] or 'none'}</b>.{pacing}</p>"
-                ),
-            )
-        )
-        total = p["demand"][p["demand"]["route"] == "total"]
+    if p.tier is not None:
+        paras = "".join(f"<p>{html.escape(line)}</p>" for line in p.describe().splitlines())
+        out.append(("Capacity summary", paras))
+    if p.by_tier_table:
+        cols = [
+            "version",
+            "official",
+            "headline",
+            "in_force_on_as_of",
+            "smallest_tier",
+            "tier",
+            "refusal_total",
+            "binding_limit",
+            "binding_limit_value",
+            "headroom",
+            "max_requests_per_second",
+            "exhausted_on",
+            "source",
+        ]
+        out.append(("The verdict under each tier table (last 12 months)", p.tier_tables[cols].round(6)))
+    if p.tier is not None:
+        total = p.demand[p.demand["route"] == "total"]
         out.append(("Demand and headroom per limit (total)", total.round(4)))
-    out.append(("Demand per route", p["demand"][p["demand"]["route"] != "total"].round(4)))
-    if len(p["ladder"]):
-        out.append(("Tier ladder", p["ladder"].round(6)))
-        out.append(("Largest sustainable rate per tier", tier_ladder_figure(p["ladder"], scenario.traffic.mean_rps)))
+    out.append(("Demand per route", p.demand[p.demand["route"] != "total"].round(4)))
+    if len(p.ladder):
+        out.append(("Tier ladder", p.ladder.round(6)))
+        out.append(("Largest sustainable rate per tier", tier_ladder_figure(p.ladder, scenario.traffic.mean_rps)))
         out.append(
             (
                 "Headroom per limit per tier",
@@ -80,7 +67,7 @@ def capacity_report_sections(scenario, catalog=None) -> list:
             budget_tradeoff_figure(curve, int(worst["current_budget"]), int(worst["recommended_budget"])),
         )
     )
-    if p.get("tier") is not None:
+    if p.tier is not None:
         tier = rate_tier(scenario, catalog)
         online = any(not r.batch for r in scenario.routes)
         if online and any(v is not None for v in tier.limits().values()):

@@ -22,17 +22,25 @@ print(sc.name, sc.tier, f'{sc.traffic.per_day:,.0f} requests/day', 'growth', sc.
 
 # %%
 p = P.plan(sc, catalog)
-print('tier', p['tier'], '| binding limit:', p['binding_limit'],
-      f"| refusals at peak {p['refusal_total']:.2%}, week average {p['week_average']['refusal_total']:.2%}")
-p['demand'][p['demand'].route == 'total'].round(3)
+print(p.describe())
+
+# %%
+p.demand[p.demand.route == 'total'].round(3)
+
+# %% [markdown]
+# ### The verdict under each tier table
+# Moonshot published two tier tables in 2026: version A (official, in force until September) and version B (quoted by third parties since; no verbatim official copy). The headline uses the table in force on the scenario's `as_of`; `P.plan(sc, catalog, tier_table='A')` (or `kimiplan plan --tier-table A`) plans with the other one.
+
+# %%
+p.tier_tables[['version', 'official', 'headline', 'smallest_tier', 'tier', 'refusal_total', 'binding_limit', 'headroom', 'exhausted_on']].round(4)
 
 # %% [markdown]
 # ## 2. The tier ladder
 # The smallest tier that keeps refusals under 0.1 % at the busiest minute, and the largest request rate each tier sustains at this mix.
 
 # %%
-ladder = p['ladder']
-print('smallest tier that holds:', p['smallest_tier'])
+ladder = p.ladder
+print('smallest tier that holds:', p.smallest_tier)
 ladder[['tier', 'concurrency', 'rpm', 'tpm', 'refusal_total', 'binding_limit', 'holds', 'max_requests_per_day']].round(4)
 
 # %%
@@ -76,7 +84,10 @@ PC.utilization_figure(day)
 
 # %% [markdown]
 # ## 5. Growth and the upgrade date
-# With compound monthly growth, the month traffic outgrows each tier.
+# With compound monthly growth, the month traffic outgrows each tier, and the tier to move to: the cheapest one whose binding limit is higher (a tier that raises only other limits changes nothing), with the cumulative recharge that unlocks it.
+
+# %%
+p.upgrade
 
 # %%
 g = []

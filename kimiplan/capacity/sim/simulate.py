@@ -9,8 +9,9 @@ compiled kernel (`kimiplan.capacity.sim.kernel`), chunk by chunk, so long runs s
 that makes several API calls (`$web_search` round trips) is admitted once, when it starts, with all its calls
 counted against RPM/RPD and all their reservations against TPM/TPD.
 
-Not simulated: monthly growth, holidays and one-off events (use `kimiplan.capacity.plan.growth_exhaustion` for
-growth); the simulated month runs at the scenario's current volume.
+Monthly growth is simulated in calendar-month steps from the scenario's `as_of` month (the month of `as_of`
+runs at today's volume, each later month (1 + growth) times the one before), so a 90-day run shows refusals
+appear in the month the plan's `exhaustion` names. Not simulated: holidays and one-off events.
 """
 
 from __future__ import annotations
@@ -18,15 +19,15 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from kimiplan.capacity.arrivals import poisson_arrivals, rate_per_minute
+from kimiplan.capacity.arrivals import growth_factors, poisson_arrivals, rate_per_minute
 from kimiplan.capacity.sim import kernel as K
 from kimiplan.catalog.admission import limits_array, rule_for, scenario_limits
 from kimiplan.catalog.resolve import price_card
@@ -34,11 +35,73 @@ from kimiplan.errors import ConfigError
 from kimiplan.model.settings import CHUNK, ClientPolicy, SimSettings, Simulation  # noqa: F401 (re-exported)
 
 
+@dataclass(frozen=True)
+class SimSummary(Mapping):
+    """The numbers of one simulation run. Reads like a mapping too (`summary["rejected_fraction"]`), so code
+    written against the dict it used to be keeps working; `to_dict()` is the `simulate --json` document."""
+
+    requests: int
+    attempts: int
+    admitted: int
+    refused: dict
+    rejected_fraction: dict
+    failed_fraction: float
+    retries: int
+    retries_pending_at_end: int
+    waiting_at_end: int
+    hours: float
+    throughput_rps: float
+    mean_latency_s: float
+    mean_wait_s: float
+    mean_in_flight: float
+    reserved_tokens: float
+    billed_tokens: float
+    wait_s: dict
+    end_to_end_s: dict
+    limits: dict
+    client: str
+    window: str
+    seed: int | None
+    start: str | None
+    growth: float
+    peak_usage: dict
+
+    def __getitem__(self, key: str):
+        if key not in self._keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    @classmethod
+    def _keys(cls) -> tuple:
+        return tuple(f.name for f in fields(cls))
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self._keys()}
+
+    def _repr_html_(self) -> str:
+        rf = self.rejected_fraction
+        head = (
+            f"<p>{self.requests:,} requests in {self.hours:g} h ({self.client} client, {self.window} window): "
+            f"{rf['total']:.3%} of attempts refused, {self.failed_fraction:.3%} failed for good.</p>"
+        )
+        rows = [
+            {"limit": k, "refused_share": rf[k], "busiest": u["peak"], "limit_value": u["limit"]}
+            for k, u in self.peak_usage.items()
+        ]
+        return head + pd.DataFrame(rows).to_html(index=False, na_rep="")
+
+
 @dataclass
 class SimResult:
-    """Summary numbers plus the time series, all as plain dicts and DataFrames."""
+    """Summary numbers plus the time series (DataFrames)."""
 
-    summary: dict
+    summary: SimSummary
     per_minute: pd.DataFrame
     per_second: pd.DataFrame
     per_day: pd.DataFrame
@@ -46,8 +109,12 @@ class SimResult:
     wait_hist: np.ndarray = field(repr=False)
     e2e_hist: np.ndarray = field(repr=False)
 
-    def to_json(self) -> dict:
-        return self.summary
+    def to_json(self) -> str:
+        """The summary as JSON text (what `kimiplan simulate --json` prints)."""
+        return json.dumps(self.summary.to_dict(), indent=2, default=float)
+
+    def _repr_html_(self) -> str:
+        return self.summary._repr_html_()
 
 
 # ---------------------------------------------------------------- requests
@@ -104,6 +171,7 @@ def run_stream(
     horizon_s: float,
     settings: SimSettings = SimSettings(),
     expected: float | None = None,
+    growth: float = 0.0,
 ) -> SimResult:
     """Drive the kernel over (t, reserved, billed, latency[, api calls]) chunks (one call per request when the
     fifth array is absent); the next chunk is produced in a worker thread while the kernel (which releases the
@@ -134,7 +202,7 @@ def run_stream(
     state.run(empty, empty, empty, empty, empty, final=True, **kargs)  # drain retries due before the horizon
     if bar is not None:
         bar.close()
-    return _result(state, limits, horizon_s, settings)
+    return _result(state, limits, horizon_s, settings, growth)
 
 
 def _progress(enabled: bool, expected: float | None):
@@ -219,7 +287,12 @@ def simulate(scenario, catalog=None, settings: SimSettings | None = None, tier=N
             f"routes: every route of {scenario.name!r} sets batch: true; Batch API requests do not "
             "count against the online rate limits, so there is nothing to simulate"
         )
-    rate = rate_per_minute(scenario.traffic, horizon_s, settings.start) * sum(r.share for r in online)
+    # Monthly growth in calendar-month steps from the scenario's as_of month, as the plan counts it.
+    rate = (
+        rate_per_minute(scenario.traffic, horizon_s, settings.start)
+        * growth_factors(scenario.traffic.monthly_growth, scenario.as_of, horizon_s, settings.start)
+        * sum(r.share for r in online)
+    )
     draw = _route_draws(scenario, card, online)
     rng = np.random.default_rng([seed, 1])
 
@@ -234,7 +307,7 @@ def simulate(scenario, catalog=None, settings: SimSettings | None = None, tier=N
             yield (t, *drawn)
 
     expected = float(np.sum(rate * np.diff(np.minimum(np.arange(rate.size + 1) * 60.0, horizon_s))))
-    return run_stream(chunks(), limits, horizon_s, settings, expected=expected)
+    return run_stream(chunks(), limits, horizon_s, settings, expected=expected, growth=scenario.traffic.monthly_growth)
 
 
 # ---------------------------------------------------------------- traces
@@ -322,7 +395,9 @@ def replay_trace(
 # ---------------------------------------------------------------- results
 
 
-def _result(state: K.KernelState, limits: dict, horizon_s: float, settings: SimSettings) -> SimResult:
+def _result(
+    state: K.KernelState, limits: dict, horizon_s: float, settings: SimSettings, growth: float = 0.0
+) -> SimResult:
     c = state.counters
     attempts = int(c[K.C_ATTEMPTS])
     fresh = int(c[K.C_FRESH])
@@ -358,6 +433,7 @@ def _result(state: K.KernelState, limits: dict, horizon_s: float, settings: SimS
         "window": settings.window.rate_window,
         "seed": settings.seed,
         "start": settings.start.isoformat() if settings.start else None,
+        "growth": growth,
     }
     n_min = int(math.ceil(horizon_s / 60.0))
     pm = pd.DataFrame(
@@ -380,7 +456,7 @@ def _result(state: K.KernelState, limits: dict, horizon_s: float, settings: SimS
         {"day": np.arange(n_day), "reserved_tokens": state.day_tok[:n_day], "billed_tokens": state.day_bill[:n_day]}
     )
     summary["peak_usage"] = _peak_usage(pm, ps, pd_, limits)
-    return SimResult(summary, pm, ps, pd_, limits, state.wait_hist.copy(), state.e2e_hist.copy())
+    return SimResult(SimSummary(**summary), pm, ps, pd_, limits, state.wait_hist.copy(), state.e2e_hist.copy())
 
 
 def _peak_usage(pm: pd.DataFrame, ps: pd.DataFrame, pd_: pd.DataFrame, limits: dict) -> dict:
@@ -403,4 +479,4 @@ def _peak_usage(pm: pd.DataFrame, ps: pd.DataFrame, pd_: pd.DataFrame, limits: d
 
 
 def summary_json(result: SimResult) -> str:
-    return json.dumps(result.summary, indent=2, default=float)
+    return result.to_json()

@@ -1,0 +1,150 @@
+"""CapacityPlan: the object plan() returns, its JSON, its sentences, tier tables, the upgrade path, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from theory import theory_scenario
+
+from kimiplan.capacity.plan import plan
+from kimiplan.capacity.result import CapacityPlan
+from kimiplan.catalog.cards import load_catalog
+from kimiplan.catalog.resolve import load_scenario
+from kimiplan.cli import main
+from kimiplan.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return load_catalog()
+
+
+@pytest.fixture(scope="module")
+def support(catalog):
+    return plan(load_scenario("support_chat", catalog), catalog)
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_plan_is_a_frozen_result_object_that_still_reads_like_the_old_dict(support):
+    assert isinstance(support, CapacityPlan)
+    assert support["tier"] == support.tier == "Tier3"
+    assert support.get("pacing_wait") is support.pacing_wait
+    with pytest.raises(KeyError):
+        support["nope"]
+    with pytest.raises(AttributeError):
+        support.tier = "Tier5"  # frozen
+    assert "<table" in support._repr_html_() and "Tier3" in support._repr_html_()
+
+
+def test_both_tier_tables_of_the_last_12_months_side_by_side(support, catalog):
+    t = {r["version"]: r for r in support.by_tier_table}
+    assert set(t) == {"A", "B"}
+    assert t["A"]["official"] is True and t["B"]["official"] is False
+    assert t["B"]["headline"] and not t["A"]["headline"]  # B is in force on as_of 2026-11-26
+    # Under table A Tier3 has concurrency 200 and RPM 5,000: far more headroom than under B.
+    assert t["A"]["headroom"] > t["B"]["headroom"]
+    assert support.assumptions["tier_table"]["version"] == "B"
+    assert support.assumptions["tier_table"]["official"] is False
+    # Picking table A makes it the headline, and the scenario's tier takes A's limits.
+    a = plan(load_scenario("support_chat", catalog), catalog, tier_table="A")
+    assert a.headline_table()["version"] == "A"
+    assert a.demand.set_index(["route", "limit"]).loc[("total", "concurrency"), "limit_value"] == 200
+    assert "tier_table" in a.assumptions and "--tier-table" in a.assumptions["tier_table"]["why"]
+
+
+def test_the_upgrade_skips_tiers_that_do_not_raise_the_binding_limit(support):
+    up = support.upgrade
+    assert support.binding_limit == "rpm"
+    # Tier4 has the same RPM (200) as Tier3 under table B: the move is to Tier5 (RPM 300).
+    assert up["to"] == "Tier5" and up["skipped"] == ["Tier4"]
+    assert up["limit_from"] == 200 and up["limit_to"] == 300
+    assert up["recharge"] == 3000 and up["recharge_currency"] == "USD"
+    assert up["move_by"] == support.exhaustion["date"]
+    text = support.describe()
+    assert "Tier5" in text and "$3,000" in text and "Tier4 raises only other limits" in text
+
+
+def test_json_carries_assumptions_and_tier_tables_and_no_infinity(capsys):
+    code, out, _ = _run(capsys, "plan", "support_chat", "--json")
+    assert code == 0
+
+    def no_constants(x):
+        raise AssertionError(f"{x} is not JSON")
+
+    doc = json.loads(out, parse_constant=no_constants)
+    for key in ("demand", "ladder", "refusal_total", "binding_limit", "exhaustion", "smallest_tier"):
+        assert key in doc
+    assert doc["assumptions"]["window"] == "sliding" and doc["assumptions"]["client"] == "none"
+    assert {r["version"] for r in doc["by_tier_table"]} == {"A", "B"}
+    for r in doc["by_tier_table"]:
+        assert {"version", "official", "smallest_tier", "binding_limit", "headroom"} <= set(r)
+
+
+def test_cli_prints_describe_and_the_tables_side_by_side(capsys, support):
+    code, out, _ = _run(capsys, "plan", "support_chat")
+    assert code == 0
+    for line in support.describe().splitlines():
+        assert line in out
+    assert "the verdict under each tier table" in out
+
+
+@pytest.mark.parametrize(
+    "flag, value", [("--target", "0"), ("--target", "1.5"), ("--percentile", "1"), ("--percentile", "-0.2")]
+)
+def test_bad_targets_are_errors_naming_the_flag(capsys, flag, value):
+    code, out, err = _run(capsys, "plan", "support_chat", flag, value)
+    assert code == 2 and flag in err and out == ""
+
+
+def test_unknown_tier_table_lists_the_known_ones(capsys):
+    code, _, err = _run(capsys, "plan", "support_chat", "--tier-table", "Z")
+    assert code == 2 and "'Z'" in err and "A, B" in err
+
+
+def test_library_rejects_bad_targets_too():
+    with pytest.raises(ConfigError, match="target"):
+        plan(theory_scenario(), target=0.0)
+    with pytest.raises(ConfigError, match="percentile"):
+        plan(theory_scenario(), percentile=1.0)
+
+
+def test_a_limit_no_request_can_fit_says_so_instead_of_inf(capsys):
+    # Every request reserves 2,024 tokens; a TPM of 1,500 can never admit one.
+    sc = theory_scenario(tier={"name": "tiny", "tpm": 1500})
+    p = plan(sc)
+    assert p.never_fits == {"tpm": 1.0}
+    assert p.max_scale == 0.0 and p.exhaustion["months"] == 0
+    assert "can never be admitted" in p.describe()
+    # Nothing reachable (every request goes through the Batch API): no infinity in the JSON, `unbounded` says why.
+    route = {"name": "b", "share": 1.0, "batch": True, "system": 1000, "output": 200, "max_completion_tokens": 1024}
+    free = plan(theory_scenario(routes=[route]))
+    d = free.to_dict()
+    assert d["unbounded"] is True and d["max_scale"] is None
+    assert "sustains any traffic" in free.describe()
+    assert all(not (isinstance(v, float) and math.isinf(v)) for v in d.values())
+
+
+def test_capacity_status_follows_the_plan(support):
+    assert support.capacity_status(1.0) == "ok"
+    assert support.capacity_status(support.max_scale * 1.01) == "over_capacity"
+    assert support.near_scale < support.max_scale
+    assert support.capacity_status((support.near_scale + support.max_scale) / 2) == "near_limit"
+
+
+def test_sim_summary_is_an_object_and_to_json_is_text():
+    from kimiplan.capacity.sim.simulate import SimSettings, SimSummary, simulate
+
+    r = simulate(theory_scenario(), settings=SimSettings(hours=0.5))
+    assert isinstance(r.summary, SimSummary)
+    assert r.summary["requests"] == r.summary.requests
+    assert dict(r.summary) == r.summary.to_dict()
+    text = r.to_json()
+    assert isinstance(text, str) and json.loads(text)["requests"] == r.summary.requests
+    assert "refused" in r._repr_html_()
