@@ -592,7 +592,7 @@ def load_catalog(extra: Sequence[str | Path] = ()) -> Catalog:
     shipped = _shipped_catalog(*(_file_stamp(data_path("catalog", n)) for n in _SHIPPED))
     if not extra:
         return shipped
-    cards, tiers, tools = list(shipped.cards), list(shipped.tiers), list(shipped.tool_prices)
+    cards, tiers, tools = list(shipped.cards), list(shipped.rate_tiers), list(shipped.tool_prices)
     for f in extra:
         f = Path(f)
         if f.suffix.lower() == ".json":
