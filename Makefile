@@ -3,27 +3,37 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SCENARIO ?= data/scenarios/support_chat.yaml
+# A monthly budget and a prepaid balance (the scenario's currency) so the report shows P(over budget) and run-out.
+DEMO_ARGS ?= --budget 5000 --balance 20000
 
 .PHONY: demo test install install-test bench notebooks clean
 
+# setuptools announces every editable install with an "Editable installation" notice (information, not a
+# problem); it is silenced so that a first `make demo` reads as what it is, a success.
+PIP := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet --disable-pip-version-check
+
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "creating $(VENV) with $$($(PYTHON) --version)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e .
-	touch $@
+	@echo "installing kimiplan and its dependencies into $(VENV) (the first time takes a minute)"
+	@$(PIP) -e .
+	@touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
-	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
-	touch $@
+	@echo "installing the test extras into $(VENV)"
+	@$(PIP) -e ".[test,bench]"
+	@touch $@
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 ## demo: the main job on the bundled example scenario -> report.html
 demo: install
-	$(BIN)/kimiplan report $(SCENARIO) -o report.html
+	@echo "writing the report for $(SCENARIO) (about 20 s)"
+	@$(BIN)/kimiplan report $(SCENARIO) -o report.html $(DEMO_ARGS)
 
 ## test: the whole suite, notebooks included (nbval compares their outputs)
 test: install-test

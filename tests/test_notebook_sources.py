@@ -32,3 +32,14 @@ def test_notebook_matches_its_source(src):
     assert [(c.cell_type, c.source) for c in stored.cells] == [(c.cell_type, c.source) for c in expected.cells], (
         f"notebooks/{src.stem}.ipynb is stale: rebuild it with `make notebooks/{src.stem}.ipynb`"
     )
+
+
+def test_every_data_folder_ships_as_a_listed_package():
+    """setuptools warns about (and may drop) a data folder missing from `packages`: list each one."""
+    import tomllib
+
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    folders = {p.name for p in (ROOT / "data").iterdir() if p.is_dir() and not p.name.startswith((".", "__"))}
+    listed = {p.split(".", 2)[2] for p in cfg["packages"] if p.startswith("kimiplan.data.")}
+    assert folders <= listed, f"add {sorted(folders - listed)} to [tool.setuptools] packages and package-data"
+    assert folders <= {p.split(".", 2)[2] for p in cfg["package-data"] if p.startswith("kimiplan.data.")}

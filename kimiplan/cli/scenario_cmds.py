@@ -39,8 +39,16 @@ def cmd_breakdown(args) -> int:
     s = load_scenario(args.scenario)
     exp = expected_tokens(s)
     cost = expected_cost(s, expected=exp)
+    agents = []
+    if any(r.agent is not None for r in s.routes):
+        from kimiplan.finance.agents import agent_routes_stats
+
+        agents = agent_routes_stats(s)
     if args.json:
-        print_json({"tokens": exp, "cost": cost, "summary": cost_summary(cost)})
+        out = {"tokens": exp, "cost": cost, "summary": cost_summary(cost)}
+        if agents:  # per-run distributions of agent routes (their rows above are per run)
+            out["agent_runs"] = [a.to_dict() for a in agents]
+        print_json(out)
         return 0
     cols = [
         "route",
@@ -56,6 +64,10 @@ def cmd_breakdown(args) -> int:
     print_table(exp[cols], floatfmt="{:,.1f}")
     print(f"\nExpected cost ({cost['currency'].iloc[0]})")
     print_table(cost_summary(cost), floatfmt="{:,.4f}")
+    for a in agents:
+        print(f"\nAgent route {a.route!r}: one request is one run ({a.runs:,} sampled runs)")
+        print_table(a.table, floatfmt="{:,.4g}")
+        print_table(a.stops, floatfmt="{:,.3f}")
     return 0
 
 

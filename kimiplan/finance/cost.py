@@ -304,11 +304,22 @@ def expected_cost(
             float(card.output) * m,
         )
         reqs_day = per_day_total * route.share
+        # Paid cache writes (agent routes on the K3 family): a price class of their own, at the retention the
+        # route's agent writes with. The column exists only when the scenario has an agent route.
+        write_p = miss_p
+        if route.agent is not None:
+            write_p = float(card.cache_write_price(route.agent.cache_retention)) * m
         items = []
         for comp in INPUT_COMPONENTS:
             cached = e.get(f"{comp}_cached", 0.0)
             items.append((comp, "input_cache_hit", cached, cached * hit_p / 1e6))
-            items.append((comp, "input_cache_miss", e[comp] - cached, (e[comp] - cached) * miss_p / 1e6))
+            written = e.get(f"{comp}_written")
+            if written is not None:
+                items.append((comp, "input_cache_write", written, written * write_p / 1e6))
+            else:
+                written = 0.0
+            rest = e[comp] - cached - written
+            items.append((comp, "input_cache_miss", rest, rest * miss_p / 1e6))
         items.append(("reasoning", "output", e["reasoning_tokens"], e["reasoning_tokens"] * out_p / 1e6))
         items.append(("output", "output", e["output_tokens"], e["output_tokens"] * out_p / 1e6))
         items.append(

@@ -178,6 +178,11 @@ def compare(
             if (fc.monthly["status"] == "retired (not priced)").any()
             else ("reported retired, unconfirmed" if (fc.monthly["status"] != "ok").any() else "ok")
         )
+        # Moonshot's builtin $web_search does not exist elsewhere: such a row prices those searches at 0.
+        searches = [r.name for r in sc.routes if r.tools.web_search_calls.mean() > 0]
+        if searches and fc.cards and any(not c.web_search_per_call for c in fc.cards):
+            unpriced = f"not like for like: $web_search unpriced on {', '.join(searches)}"
+            worst = unpriced if worst == "ok" else f"{worst}; {unpriced}"
         rows.append(
             {
                 "variant": name,

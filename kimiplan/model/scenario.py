@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kimiplan.errors import ScenarioError
 from kimiplan.io.paths import data_path
+from kimiplan.model.agent import Agent
 from kimiplan.model.dists import Dist, Fixed, LogNormal
 from kimiplan.model.settings import Simulation
 
@@ -139,6 +140,22 @@ class Route(_M):
     latency: Latency = Latency()
     batch: bool = Field(default=False, description="Sent through the Batch API (60% of price; no rate-limit load)")
     calibration: str | None = Field(default=None, description="Path of a calibration file fitted from live calls")
+    agent: Agent | None = Field(
+        default=None,
+        description="Set: a request of this route is an agent run of steps (see kimiplan.model.agent); its "
+        "figures (tokens, cost, latency) are per run",
+    )
+
+    @model_validator(mode="after")
+    def _agent_rules(self):
+        if self.agent is None:
+            return self
+        if self.thinking and self.agent.web_search_per_step.mean() > 0:
+            # K2.6 quickstart (official, 2026-08-13): $web_search must be used with thinking disabled.
+            raise ValueError("agent.web_search_per_step needs thinking off ($web_search requires thinking disabled)")
+        if self.tools.web_search_calls.mean() > 0:
+            raise ValueError("an agent route counts searches in agent.web_search_per_step, not tools.web_search_calls")
+        return self
 
 
 class Burst(_M):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from kimiplan.catalog.cards import PriceCard
 from kimiplan.catalog.providers import truncate_completion
 from kimiplan.catalog.resolve import max_completion, price_card
 from kimiplan.errors import ConfigError
@@ -51,6 +52,7 @@ class RouteContext:
 
     max_completion_tokens: int
     context_window: int
+    card: PriceCard | None = None  # agent routes read the cache rule and prices (run budgets) from it
 
 
 def _tokens(dist, rng: np.random.Generator, n: int):
@@ -68,9 +70,14 @@ def _column(x, n: int, dtype=np.int64) -> np.ndarray:
 
 
 def draw_route(route: Route, n: int, rng: np.random.Generator, ctx: RouteContext) -> dict[str, np.ndarray]:
-    """`n` requests of `route`: a dict of equal-length arrays (see COLUMNS)."""
+    """`n` requests of `route`: a dict of equal-length arrays (see COLUMNS). For an agent route a request is a
+    run: the columns are per-run totals, plus the agent's own (see `kimiplan.workload.agent`)."""
     if n < 0:
         raise ConfigError(f"n must be >= 0, got {n}")
+    if route.agent is not None:
+        from kimiplan.workload.agent import draw_agent
+
+        return draw_agent(route, n, rng, ctx).columns
     system = _tokens(route.system, rng, n)
     turns = _tokens(route.history.turns, rng, n)
     history = turns * _tokens(route.history.tokens_per_turn, rng, n)
@@ -185,7 +192,9 @@ def cached_means(route: Route, d: dict[str, np.ndarray]) -> dict[str, float]:
     """Mean cached tokens per request of each input component (`<component>_cached` columns)."""
     out = {}
     for k in COMPONENTS:
-        if k == "tool_rounds":
+        if f"{k}_cached" in d:  # agent runs attribute their reads per component
+            out[k] = float(d[f"{k}_cached"].mean())
+        elif k == "tool_rounds":
             out[k] = float(d["tool_rounds_cached"].mean())
         else:
             out[k] = float((d[k] * d["cache_hit"]).mean()) if k in route.cache.prefix else 0.0
@@ -194,7 +203,9 @@ def cached_means(route: Route, d: dict[str, np.ndarray]) -> dict[str, float]:
 
 def route_context(scenario: Scenario, route: Route, card=None) -> RouteContext:
     card = card or price_card(scenario)
-    return RouteContext(max_completion_tokens=max_completion(scenario, route, card), context_window=card.context_window)
+    return RouteContext(
+        max_completion_tokens=max_completion(scenario, route, card), context_window=card.context_window, card=card
+    )
 
 
 def sample_requests(
@@ -225,6 +236,7 @@ def sample_requests(
 # Nonlinear pieces (budget truncation, the cache threshold) have no closed form for arbitrary
 # distributions; they are estimated from a large fixed-seed sample and reported with their standard error.
 EXPECTATION_SAMPLES = 200_000
+AGENT_EXPECTATION_SAMPLES = 20_000  # an agent run is up to hundreds of steps: fewer runs, same seeded estimate
 _EXPECT_SEED = 20260420
 
 
@@ -237,7 +249,8 @@ def expected_tokens(scenario: Scenario, card=None, samples: int = EXPECTATION_SA
     rows = []
     for i, route in enumerate(scenario.routes):
         rng = np.random.default_rng([_EXPECT_SEED, i])
-        d = draw_route(route, samples, rng, route_context(scenario, route, card))
+        n = samples if route.agent is None else min(samples, AGENT_EXPECTATION_SAMPLES)
+        d = draw_route(route, n, rng, route_context(scenario, route, card))
         exact = {
             "system": route.system.mean(),
             "history": route.history.turns.mean() * route.history.tokens_per_turn.mean(),
@@ -252,6 +265,8 @@ def expected_tokens(scenario: Scenario, card=None, samples: int = EXPECTATION_SA
             else float(d["overhead"].mean()),
             "tool_rounds": float(d["tool_rounds"].mean()),  # no closed form: the sample mean stands in
         }
+        if route.agent is not None:  # per-run sums over a random number of steps: the sample means stand in
+            exact = {k: float(d[k].mean()) for k in COMPONENTS}
         row = {"route": route.name, "share": route.share}
         for k, v in cached_means(route, d).items():
             row[f"{k}_cached"] = v
@@ -272,12 +287,24 @@ def expected_tokens(scenario: Scenario, card=None, samples: int = EXPECTATION_SA
             "latency_s",
         ):
             row[k] = float(d[k].mean())
-            row[f"{k}_se"] = float(d[k].std(ddof=1) / np.sqrt(samples))
+            row[f"{k}_se"] = float(d[k].std(ddof=1) / np.sqrt(n))
         row["truncation_rate"] = float(d["truncated"].mean())
         row["max_completion_tokens"] = int(d["max_completion_tokens"][0])
         row["input_p99"] = float(np.quantile(d["input_tokens"], 0.99))
+        if route.agent is not None:
+            row["cache_write_tokens"] = float(d["cache_write_tokens"].mean())
+            row["cache_write_tokens_se"] = float(d["cache_write_tokens"].std(ddof=1) / np.sqrt(n))
+            for k in COMPONENTS:
+                row[f"{k}_written"] = float(d[f"{k}_written"].mean())
+            row["steps"] = float(d["steps"].mean())
+            row["resolved_rate"] = float(d["resolved"].mean())
+            row["compactions"] = float(d["compactions"].mean())
         rows.append(row)
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if any(r.agent is not None for r in scenario.routes):  # other routes write nothing to a paid cache
+        written = ["cache_write_tokens", *(f"{k}_written" for k in COMPONENTS)]
+        out[written] = out[written].fillna(0.0)
+    return out
 
 
 def context_check(scenario: Scenario, card=None, quantile: float = 0.99, samples: int = 50_000) -> pd.DataFrame:
@@ -289,9 +316,12 @@ def context_check(scenario: Scenario, card=None, quantile: float = 0.99, samples
     rows = []
     for i, route in enumerate(scenario.routes):
         ctx = route_context(scenario, route, card)
-        d = draw_route(route, samples, np.random.default_rng([_EXPECT_SEED, 99, i]), ctx)
-        need = d["input_tokens"] + d["max_completion_tokens"]
-        q_input = float(np.quantile(d["input_tokens"], quantile))
+        n = samples if route.agent is None else min(samples, AGENT_EXPECTATION_SAMPLES)
+        d = draw_route(route, n, np.random.default_rng([_EXPECT_SEED, 99, i]), ctx)
+        # An agent run's input is a sum over calls; what must fit is its largest single prompt.
+        prompt = d["input_tokens"] if route.agent is None else d["prompt_peak"]
+        need = prompt + d["max_completion_tokens"]
+        q_input = float(np.quantile(prompt, quantile))
         rows.append(
             {
                 "route": route.name,
