@@ -297,17 +297,59 @@ def _refusal(model, limit: float | None) -> float:
     return 0.0 if limit is None else float(model.refusal(limit))
 
 
+MINUTE_LIMITS = ("concurrency", "rpm", "tpm")
+
+
+def _reduced_load(models_at, limits: dict, names: tuple) -> dict:
+    """Refusal per limit when each limit sees only the requests the others admit: the Erlang fixed point
+    (reduced-load approximation of loss networks, Kelly 1986), B_k = f_k(load x prod_(j != k) (1 - B_j)),
+    iterated from the independent values. `models_at(thin)` gives the demand models at `thin` x the load.
+    Exact when one limit refuses and the others never do; it corrects the overlap when several refuse."""
+    base = models_at(1.0)
+    b = {k: _refusal(base[k], limits.get(k)) for k in names}
+    active = [k for k in names if limits.get(k) is not None and b[k] > 1e-12]
+    if len(active) < 2:
+        return b
+    for _ in range(60):
+        prev = dict(b)
+        for k in active:
+            thin = float(np.prod([1.0 - b[j] for j in active if j != k]))
+            b[k] = _refusal(models_at(thin)[k], limits.get(k))
+        if max(abs(b[k] - prev[k]) for k in active) < 1e-9:
+            break
+    return b
+
+
 def _total_refusal_by_limit(
     groups: list[_Group], rps: float, peaks: dict, limits: dict, daily: bool = True, window: str = "sliding"
 ) -> dict:
     """`refusal_summary(demand_table(...))["refusal_by_limit"]` without the table: only the "total" group's
-    refusals, none of the percentiles (the same arithmetic, so the same numbers). `daily=False` leaves out
-    TPD and RPD (for callers that evaluate those on the peak day only)."""
+    refusals, none of the percentiles (the same arithmetic, so the same numbers). The per-minute limits
+    (concurrency, RPM, TPM) thin each other's load (`_reduced_load`); the daily limits are evaluated on the
+    peak day on their own. `daily=False` leaves out TPD and RPD (for callers that evaluate those on the peak
+    day only)."""
     g = groups[-1]  # _groups puts the total last
     loads = _loads(g, rps, peaks)
     if loads is None:  # no online traffic at all (every route batch): nothing is refused
-        return dict.fromkeys(LIMITS if daily else ("concurrency", "rpm", "tpm"), 0.0)
-    return {k: _refusal(m, limits.get(k)) for k, m in _limit_models(g, loads, window, daily).items()}
+        return dict.fromkeys(LIMITS if daily else MINUTE_LIMITS, 0.0)
+    out = _reduced_load(
+        lambda thin: _limit_models(g, tuple(x * thin for x in loads), window, daily=False), limits, MINUTE_LIMITS
+    )
+    if daily:
+        models = _limit_models(g, loads, window)
+        out.update({k: _refusal(models[k], limits.get(k)) for k in ("tpd", "rpd")})
+    return out
+
+
+def attributed_refusal(by_limit: dict) -> dict:
+    """The share of requests refused by each limit when a request is charged to the first limit it breaks,
+    in the order the admission rule checks them (concurrency, RPM, TPM, TPD, RPD), as the simulator counts."""
+    out, passed = {}, 1.0
+    for k in LIMITS:
+        v = by_limit.get(k, 0.0)
+        out[k] = passed * v
+        passed *= 1.0 - v
+    return out
 
 
 def _total_refusal(per: dict) -> float:
@@ -323,16 +365,25 @@ def _table_limits(scenario, catalog, tier) -> dict:
 
 
 def _demand_frame(
-    groups: list[_Group], rps: float, peaks: dict, percentile: float, limits: dict, window: str = "sliding"
+    groups: list[_Group],
+    rps: float,
+    peaks: dict,
+    percentile: float,
+    limits: dict,
+    window: str = "sliding",
+    rows: list[dict] | None = None,
 ) -> pd.DataFrame:
-    rows = _demand(groups, rps, peaks, percentile, window)
+    """The demand table under `limits`; `rows` (from `_demand`, which does not depend on the limits) may be
+    passed in to share its percentiles between tiers."""
+    rows = [dict(r) for r in (_demand(groups, rps, peaks, percentile, window) if rows is None else rows)]
+    total = _total_refusal_by_limit(groups, rps, peaks, limits, True, window)
     for r in rows:
         lim = limits.get(r["limit"])
         r["limit_value"] = lim
         r["utilization"] = r["mean"] / lim if lim else np.nan
         r["peak_utilization"] = r["peak"] / lim if lim else np.nan
         r["headroom"] = 1 - r["peak"] / lim if lim else np.nan
-        r["refusal"] = _refusal(r["_model"], lim) if r["route"] == "total" else np.nan
+        r["refusal"] = total[r["limit"]] if r["route"] == "total" else np.nan
         del r["_model"]
     df = pd.DataFrame(rows)
     df.insert(2, "percentile", percentile)
@@ -386,14 +437,19 @@ def demand_table(
 
 def refusal_summary(demand: pd.DataFrame) -> dict:
     """Total refusal (limits independent), refusal per limit and the binding limit from a demand table."""
-    tot = demand[demand["route"] == "total"].set_index("limit")
-    per = {k: float(tot.loc[k, "refusal"]) for k in tot.index}
+    tot = demand[demand["route"] == "total"]
+    names = tot["limit"].tolist()
+    refusal = tot["refusal"].to_numpy(dtype=float)
+    per = dict(zip(names, refusal.tolist()))
     total = _total_refusal(per)
-    enforced = tot[tot["limit_value"].notna()]
+    enforced = tot["limit_value"].notna().to_numpy()
     binding = None
-    if len(enforced) and (enforced["peak"] > 0).any():  # zero demand (all Batch API): nothing binds
+    if enforced.any() and (tot["peak"].to_numpy()[enforced] > 0).any():  # zero demand (all Batch API): nothing binds
         # The binding limit refuses most; when none refuses measurably, it is the one with least headroom.
-        binding = enforced["refusal"].idxmax() if enforced["refusal"].max() > 1e-12 else enforced["headroom"].idxmin()
+        idx = np.flatnonzero(enforced)
+        r = refusal[idx]
+        pick = idx[np.argmax(r)] if r.max() > 1e-12 else idx[np.argmin(tot["headroom"].to_numpy()[idx])]
+        binding = names[pick]
     return {"refusal_by_limit": per, "refusal_total": total, "binding_limit": binding}
 
 
@@ -410,6 +466,8 @@ class _PlanContext:
         self.groups = _groups(self.moments)
         self._tables: dict = {}
         self._scales: dict = {}
+        self._rows: dict = {}
+        self._ladders: dict = {}
 
     def limits(self, tier) -> dict:
         return _table_limits(self.scenario, self.catalog, tier)
@@ -419,10 +477,20 @@ class _PlanContext:
         key = (tuple(limits.items()), percentile)
         if key not in self._tables:
             _check_percentile(percentile)
+            rps = self.scenario.traffic.mean_rps
+            if percentile not in self._rows:
+                self._rows[percentile] = _demand(self.groups, rps, self.peaks, percentile, self.window)
             self._tables[key] = _demand_frame(
-                self.groups, self.scenario.traffic.mean_rps, self.peaks, percentile, limits, self.window
+                self.groups, rps, self.peaks, percentile, limits, self.window, self._rows[percentile]
             )
         return self._tables[key]
+
+    def ladder(self, tiers, target: float, percentile: float) -> pd.DataFrame:
+        """The ladder of `tiers` (shared between the headline and the tier-table verdicts)."""
+        key = (tuple(t.key for t in tiers), target, percentile)
+        if key not in self._ladders:
+            self._ladders[key] = _ladder(self, tiers, target, percentile)
+        return self._ladders[key]
 
     def refusal_by_limit(self, limits: dict, scale: float, peaks: dict | None = None, daily: bool = True) -> dict:
         rps = self.scenario.traffic.mean_rps * scale
@@ -435,7 +503,9 @@ class _PlanContext:
     def max_scale(self, limits: dict, target: float) -> float:
         key = (tuple(limits.items()), target)
         if key not in self._scales:
-            self._scales[key] = _max_scale(lambda s: self.refusal_total(limits, s) <= target)
+            self._scales[key] = _max_scale(
+                lambda s: self.refusal_total(limits, s) <= target, lambda s: self.refusal_total(limits, s), target
+            )
         return self._scales[key]
 
     def floor_refusal(self, limits: dict) -> dict:
@@ -450,7 +520,10 @@ class _PlanContext:
         return {k: v for k, v in out.items() if v > 0}
 
 
-def _max_scale(ok) -> float:
+def _max_scale(ok, value=None, target: float | None = None) -> float:
+    """The largest scale with ok(scale), on a log scale to 0.1 %: a geometric bracket, then regula falsi on
+    log refusal against log scale (Illinois variant) when `value` and `target` are given (refusal is smooth
+    and increasing in the traffic, so a few steps do), bisection otherwise."""
     lo, hi = 1e-6, 1.0
     if not ok(lo):
         return 0.0
@@ -458,11 +531,43 @@ def _max_scale(ok) -> float:
         lo, hi = hi, hi * 4
         if hi > 1e9:
             return math.inf  # nothing binds (no limits that traffic can reach)
-    for _ in range(40):
-        mid = math.sqrt(lo * hi)
-        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+    if value is None:
+        for _ in range(40):
+            mid = math.sqrt(lo * hi)
+            lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+            if hi / lo < 1.001:
+                break
+        return lo
+    lt = math.log(target)
+    f_lo, f_hi = value(lo), value(hi)
+    g_lo = math.log(f_lo) - lt if f_lo > 0 else None
+    g_hi = math.log(f_hi) - lt
+    side = 0
+    for _ in range(60):
         if hi / lo < 1.001:
             break
+        x_lo, x_hi = math.log(lo), math.log(hi)
+        if g_lo is None or not g_hi > g_lo:
+            x = (x_lo + x_hi) / 2
+        else:
+            x = x_lo - g_lo * (x_hi - x_lo) / (g_hi - g_lo)
+            x = min(max(x, x_lo + 1e-4 * (x_hi - x_lo)), x_hi - 1e-4 * (x_hi - x_lo))
+        mid = math.exp(x)
+        v = value(mid)
+        if v <= target:
+            lo, g_lo = mid, (math.log(v) - lt if v > 0 else None)
+            if side == -1 and g_hi is not None:
+                g_hi /= 2  # Illinois: halve the stale end so the bracket keeps shrinking from both sides
+            side = -1
+        else:
+            hi, g_hi = mid, math.log(v) - lt
+            if side == 1 and g_lo is not None:
+                g_lo /= 2
+            side = 1
+    # The 0.1 % tolerance: step up from lo while it still holds.
+    while hi / lo >= 1.001:
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
     return lo
 
 
@@ -490,7 +595,7 @@ def _minute_average(ctx: _PlanContext, limits: dict, rate: np.ndarray) -> dict:
     counts, factors = counts[factors > 0], factors[factors > 0]
     per = {k: 0.0 for k in LIMITS}
     if factors.size == 0:
-        return {"refusal_by_limit": per, "refusal_total": 0.0}
+        return {"refusal_by_limit": per, "refusal_total": 0.0, "attributed": dict(per)}
 
     def at(f: float) -> dict:
         return ctx.refusal_by_limit(limits, 1.0, {**ctx.peaks, "peak_minute": float(f)}, daily=False)
@@ -507,11 +612,16 @@ def _minute_average(ctx: _PlanContext, limits: dict, rate: np.ndarray) -> dict:
             for v, x in zip(values, interp):
                 v[k] = 0.0 if x <= 1e-299 else float(x)
     weight = factors * counts  # requests in those minutes
-    for k in ("concurrency", "rpm", "tpm"):
-        per[k] = float(np.dot(weight, [v[k] for v in values]) / weight.sum())
     tot = ctx.refusal_by_limit(limits, 1.0)
-    per["tpd"], per["rpd"] = tot["tpd"], tot["rpd"]
-    return {"refusal_by_limit": per, "refusal_total": _total_refusal(per)}
+    daily = {"tpd": tot["tpd"], "rpd": tot["rpd"]}
+    for k in MINUTE_LIMITS:
+        per[k] = float(np.dot(weight, [v[k] for v in values]) / weight.sum())
+    per.update(daily)
+    # Totals and first-broken shares are averaged minute by minute (they are not linear in the per-limit ones).
+    attributed = [attributed_refusal({**v, **daily}) for v in values]
+    att = {k: float(np.dot(weight, [a[k] for a in attributed]) / weight.sum()) for k in LIMITS}
+    total = float(np.dot(weight, [_total_refusal({**v, **daily}) for v in values]) / weight.sum())
+    return {"refusal_by_limit": per, "refusal_total": total, "attributed": att}
 
 
 def _week_average(ctx: _PlanContext, limits: dict) -> dict:
@@ -547,8 +657,7 @@ def horizon_refusal(
         scenario.traffic.monthly_growth, scenario.as_of, horizon, start
     )
     # The groups carry the online shares already: pass the whole-account rate.
-    out = _minute_average(ctx, ctx.limits(tier), rate if online > 0 else rate * 0)
-    return out
+    return _minute_average(ctx, ctx.limits(tier), rate if online > 0 else rate * 0)
 
 
 def _ladder(ctx: _PlanContext, tiers, target: float, percentile: float) -> pd.DataFrame:
@@ -717,7 +826,7 @@ def _upgrade(ctx: _PlanContext, ladder: pd.DataFrame, tiers, current: str | None
 
 def _table_verdict(ctx, table: dict, scenario_tier: str | None, target: float, percentile: float) -> dict:
     tiers = table["tiers"]
-    ladder = _ladder(ctx, tiers, target, percentile)
+    ladder = ctx.ladder(tiers, target, percentile)
     names = [t.name for t in tiers]
     small = smallest_tier(ladder)
     name = scenario_tier if scenario_tier in names else small
@@ -783,6 +892,7 @@ def plan(
     fields["demand"] = ctx.table(limits, percentile).copy()
     if tier is not None:
         fields.update(refusal_summary(fields["demand"]))
+        fields["refusal_attributed"] = attributed_refusal(fields["refusal_by_limit"])
         fields["refusal_se"] = _refusal_se(ctx, limits)
         fields["week_average"] = _week_average(ctx, limits)
         total = ctx.groups[-1]
@@ -803,7 +913,7 @@ def plan(
         fields["near_scale"] = _near_scale(fields["demand"])
     try:
         tiers = _catalog_tiers(scenario, catalog, None, version)
-        ladder = _ladder(ctx, tiers, target, percentile)
+        ladder = ctx.ladder(tiers, target, percentile).copy()
     except ConfigError:
         tiers, ladder = [], pd.DataFrame()
     fields["ladder"] = ladder

@@ -71,6 +71,7 @@ class CapacityPlan:
     refusal_by_limit: dict | None = None
     refusal_total: float | None = None
     refusal_se: dict | None = None
+    refusal_attributed: dict | None = None  # charged to the first limit broken, as the simulator counts
     binding_limit: str | None = None
     week_average: dict | None = None
     pacing_wait: dict | None = None

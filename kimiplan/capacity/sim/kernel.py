@@ -152,12 +152,12 @@ def _rt_pop(rt_t, rt_i, n):
     rt_i[0] = rt_i[n]
     i = 0
     while True:
-        l = 2 * i + 1
-        if l >= n:
+        left = 2 * i + 1
+        if left >= n:
             break
-        r = l + 1
-        c = l
-        if r < n and rt_t[r] < rt_t[l]:
+        r = left + 1
+        c = left
+        if r < n and rt_t[r] < rt_t[left]:
             c = r
         if rt_t[i] <= rt_t[c]:
             break
