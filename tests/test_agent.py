@@ -143,7 +143,9 @@ def test_context_policies(catalog):
     stop, _ = runs(scenario(max_completion_tokens=1000, agent={**base, "context_policy": "stop"}), catalog)
     assert stop.columns["steps"][0] == 2 and STOP_REASONS[stop.columns["stop_reason"][0]] == "context"
     trunc, _ = runs(
-        scenario(max_completion_tokens=1000, agent={**base, "context_policy": "truncate_oldest"}), catalog, record=True
+        scenario(max_completion_tokens=1000, agent={**base, "context_policy": "truncate_oldest", "truncate_to": 1.0}),
+        catalog,
+        record=True,
     )
     c = trunc.columns
     assert c["resolved"].all() and c["steps"][0] == 5 and c["compactions"][0] == 3
@@ -152,6 +154,14 @@ def test_context_policies(catalog):
     # Step 3 drops step 1's entry (1,200 + 600 kept = 1,800); after a truncation only the head (1,200) is read.
     assert list(first["prompt"]) == [1200, 1800, 1800, 1800, 1800]
     assert list(first["cached"]) == [1000, 1200, 1200, 1200, 1200]
+    # Keeping half the room (400): step 3 drops both earlier steps (600 > 400), so its prompt is the head alone;
+    # step 4 (1,800) then reads step 3's prompt again, and step 5 truncates again.
+    half, _ = runs(
+        scenario(max_completion_tokens=1000, agent={**base, "context_policy": "truncate_oldest"}), catalog, record=True
+    )
+    first = steps_frame(half).query("run == 0")
+    assert list(first["prompt"]) == [1200, 1800, 1200, 1800, 1200]
+    assert list(first["cached"]) == [1000, 1200, 1200, 1200, 1200] and half.columns["compactions"][0] == 2
     summ, _ = runs(
         scenario(max_completion_tokens=1000, agent={**base, "context_policy": "summarise", "summary_tokens": 300}),
         catalog,

@@ -121,7 +121,8 @@ class CompoundPoisson:
         if self.var <= 0:
             return self.mean
         x0, a, th = self._gamma()
-        return float(x0 + stats.gamma.ppf(q, a, scale=th))
+        # The translated gamma starts below zero (x0 < 0) when the sum is small and skewed: demand never does.
+        return max(float(x0 + stats.gamma.ppf(q, a, scale=th)), 0.0)
 
     def overflow_fraction(self, limit: float) -> float:
         """E[(S - K)+] / E[S]."""

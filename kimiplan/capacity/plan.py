@@ -731,9 +731,11 @@ def growth_exhaustion(scenario, max_scale: float, months: int = 36) -> dict:
     if g <= 0 or math.isinf(max_scale):
         return {"months": None, "date": None, "growth": g, "max_scale": None if math.isinf(max_scale) else max_scale}
     m = math.floor(math.log(max_scale) / math.log1p(g)) + 1
+    if m > months:  # past the horizon (slow growth can put it past any calendar year): no date
+        return {"months": m, "date": None, "growth": g, "max_scale": max_scale}
     y, mo = divmod(scenario.as_of.month - 1 + m, 12)
     date = scenario.as_of.replace(year=scenario.as_of.year + y, month=mo + 1, day=1)
-    return {"months": m, "date": date if m <= months else None, "growth": g, "max_scale": max_scale}
+    return {"months": m, "date": date, "growth": g, "max_scale": max_scale}
 
 
 # ---------------------------------------------------------------- tier tables and the upgrade path
@@ -787,7 +789,7 @@ def _upgrade(ctx: _PlanContext, ladder: pd.DataFrame, tiers, current: str | None
     i = int(rows.index[rows["tier"] == current][0])
     cur = rows.iloc[i]
     binding = cur["binding_limit"]
-    if binding is None:
+    if not isinstance(binding, str):  # None, or NaN once the ladder frame holds no binding limit at all
         return None
     cur_tier = tiers[i]
     cur_value = getattr(cur_tier, binding)
@@ -833,7 +835,8 @@ def _table_verdict(ctx, table: dict, scenario_tier: str | None, target: float, p
     row = ladder[ladder["tier"] == name].iloc[0] if name is not None else None
     tier = tiers[names.index(name)] if name is not None else None
     limits = ctx.limits(tier) if tier is not None else {}
-    binding = None if row is None else row["binding_limit"]
+    # No binding limit (traffic too small to press on any) is NaN in the ladder frame.
+    binding = row["binding_limit"] if row is not None and isinstance(row["binding_limit"], str) else None
     ex = growth_exhaustion(ctx.scenario, row["max_scale"]) if row is not None else None
     return {
         "version": table["version"],

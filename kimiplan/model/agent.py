@@ -60,6 +60,13 @@ class Agent(BaseModel):
         description="When the next prompt plus the step budget would pass the context limit: drop the oldest "
         "steps' messages, summarise the history in one extra call, or stop. A compaction breaks the cached prefix",
     )
+    truncate_to: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="truncate_oldest keeps at most this fraction of the room for history: dropping more than the "
+        "minimum at once lets the next steps read the cache again before the next truncation",
+    )
     summary_tokens: Dist = Field(
         default=Fixed(value=2000), description="Length of a summary (context_policy summarise)"
     )

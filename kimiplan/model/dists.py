@@ -2,6 +2,11 @@
 
 Each spec is a small frozen pydantic model (so scenario files can write it) with `mean()`, `var()`,
 `quantile(q)` and a vectorized `sample(rng, n)`. A bare number in a scenario file means `fixed`.
+
+Bounds: every parameter is finite, and no spec may put more than a millionth of its mass above `MAX_VALUE`
+(so sums and products of two draws stay far inside int64 and float precision). Fields add a plausible limit of
+their own (`bounded`: tokens, counts, seconds); draws are clipped at that limit, which only changes a draw that
+the check says is rarer than one in a million.
 """
 
 from __future__ import annotations
@@ -12,9 +17,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
+
+from kimiplan.errors import ScenarioError
 
 Z95 = 1.6448536269514722  # standard normal 95th percentile
+Z_UPPER = 4.753424308822899  # standard normal quantile at 1 - 1e-6: the "upper" value every check uses
+MAX_VALUE = 1e9  # no distribution may go past this (a billion tokens or seconds); 1e9 * 1e9 < int64 max
+MAX_SIGMA = 6.0  # lognormal sd of log x: p95 at most ~19,000x the median, already a wild spread
+MAX_SAMPLES = 1_000_000  # empirical samples given inline
 
 
 def _stats():
@@ -26,7 +37,21 @@ def _stats():
 
 
 class _Dist(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    # The field's plausible limit (see `bounded`); draws are clipped there. Not part of the file format.
+    _cap: float = PrivateAttr(default=MAX_VALUE)
+
+    @model_validator(mode="after")
+    def _representable(self):
+        _check_limit(self, MAX_VALUE, "")
+        return self
+
+    def upper(self) -> float:
+        """A value that draws exceed with probability below one in a million (the maximum when bounded)."""
+        raise NotImplementedError
+
+    def _clip(self, x: np.ndarray) -> np.ndarray:
+        return np.minimum(x, self._cap, out=x)
 
     def sd(self) -> float:
         return math.sqrt(self.var())
@@ -50,6 +75,9 @@ class Fixed(_Dist):
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return np.full(n, float(self.value))
+
+    def upper(self) -> float:
+        return float(self.value)
 
     def describe(self) -> str:
         return f"fixed {self.value:g}"
@@ -81,7 +109,10 @@ class Normal(_Dist):
         return np.maximum(_stats().norm.ppf(q, self.mean_, self.sd_), 0.0)
 
     def sample(self, rng, n):
-        return np.maximum(rng.normal(self.mean_, self.sd_, n), 0.0)
+        return self._clip(np.maximum(rng.normal(self.mean_, self.sd_, n), 0.0))
+
+    def upper(self) -> float:
+        return self.mean_ + Z_UPPER * self.sd_
 
     def describe(self) -> str:
         return f"normal {self.mean_:g}±{self.sd_:g}"
@@ -97,9 +128,31 @@ def _lognormal_median_p95(d: dict) -> dict:
         return d
     if len(given) != 2:
         raise ValueError(f"lognormal: give exactly two of median, p95, mean, sigma (got {', '.join(given) or 'none'})")
+    d = dict(d)
     for k in given:
-        if not d[k] > 0 and not (k == "sigma" and d[k] == 0):
-            raise ValueError(f"lognormal: {k} must be > 0, got {d[k]!r}")
+        x = d[k]
+        if isinstance(x, str):
+            try:
+                x = d[k] = float(x)
+            except ValueError:
+                raise ValueError(f"lognormal: {k} must be a number, got {x!r}") from None
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            raise ValueError(f"lognormal: {k} must be a number, got {x!r}")
+        if not math.isfinite(x):
+            raise ValueError(f"lognormal: {k} must be finite, got {x!r}")
+        if not x > 0 and not (k == "sigma" and x == 0):
+            raise ValueError(f"lognormal: {k} must be > 0, got {x!r}")
+    if "sigma" in given and d["sigma"] > MAX_SIGMA:
+        raise ValueError(f"lognormal: sigma must be <= {MAX_SIGMA:g}, got {d['sigma']!r}")
+    try:
+        return _median_p95(d, given)
+    except (OverflowError, ValueError) as exc:
+        if isinstance(exc, ValueError) and str(exc).startswith("lognormal:"):
+            raise
+        raise ValueError(f"lognormal: {', '.join(f'{k}={d[k]!r}' for k in given)} is out of range ({exc})") from None
+
+
+def _median_p95(d: dict, given: list[str]) -> dict:
     v = {k: float(d[k]) for k in given}
     if "sigma" in v:
         s = v["sigma"]
@@ -150,6 +203,11 @@ class LogNormal(_Dist):
     def _order(self):
         if self.p95 < self.median:
             raise ValueError(f"p95 ({self.p95:g}) is below the median ({self.median:g})")
+        if self.sigma > MAX_SIGMA:
+            raise ValueError(
+                f"p95/median = {self.p95 / self.median:.3g} is too wide: sigma (sd of log x) = {self.sigma:.3g} "
+                f"must be <= {MAX_SIGMA:g} (p95 at most {math.exp(Z95 * MAX_SIGMA):,.0f}x the median)"
+            )
         return self
 
     @classmethod
@@ -175,7 +233,10 @@ class LogNormal(_Dist):
         return np.exp(self.mu + self.sigma * _stats().norm.ppf(q))
 
     def sample(self, rng, n):
-        return rng.lognormal(self.mu, self.sigma, n)
+        return self._clip(rng.lognormal(self.mu, self.sigma, n))
+
+    def upper(self) -> float:
+        return math.exp(min(self.mu + Z_UPPER * self.sigma, 700.0))
 
     def describe(self) -> str:
         return f"lognormal median {self.median:g}, p95 {self.p95:g}"
@@ -196,7 +257,10 @@ class Exponential(_Dist):
         return -self.mean_ * np.log1p(-np.asarray(q, dtype=float))
 
     def sample(self, rng, n):
-        return rng.exponential(self.mean_, n)
+        return self._clip(rng.exponential(self.mean_, n))
+
+    def upper(self) -> float:
+        return self.mean_ * math.log(1e6)
 
     def describe(self) -> str:
         return f"exponential mean {self.mean_:g}"
@@ -219,7 +283,11 @@ class Poisson(_Dist):
         return _stats().poisson.ppf(q, self.mean_)
 
     def sample(self, rng, n):
-        return rng.poisson(self.mean_, n).astype(float)
+        return self._clip(rng.poisson(self.mean_, n).astype(float))
+
+    def upper(self) -> float:
+        # A safe bound on the 1 - 1e-6 quantile (normal approximation plus a margin for the skew).
+        return self.mean_ + Z_UPPER * math.sqrt(self.mean_) + Z_UPPER**2
 
     def describe(self) -> str:
         return f"poisson mean {self.mean_:g}"
@@ -248,6 +316,9 @@ class Uniform(_Dist):
     def sample(self, rng, n):
         return rng.uniform(self.low, self.high, n)
 
+    def upper(self) -> float:
+        return self.high
+
     def describe(self) -> str:
         return f"uniform {self.low:g}-{self.high:g}"
 
@@ -256,7 +327,7 @@ class Empirical(_Dist):
     """Resamples observed values (token counts from a usage log, or calibration samples)."""
 
     kind: Literal["empirical"] = "empirical"
-    samples: tuple[float, ...] = Field(min_length=1)
+    samples: tuple[float, ...] = Field(min_length=1, max_length=MAX_SAMPLES)
 
     @model_validator(mode="after")
     def _non_negative(self):
@@ -280,6 +351,9 @@ class Empirical(_Dist):
 
     def sample(self, rng, n):
         return rng.choice(self._arr, size=n, replace=True)
+
+    def upper(self) -> float:
+        return float(self._arr.max())
 
     def describe(self) -> str:
         return f"empirical n={len(self.samples)}"
@@ -313,7 +387,9 @@ class Texts(_Dist):
             try:
                 bodies.append(p.read_text(encoding="utf-8"))
             except OSError as exc:
-                raise ValueError(f"cannot read text file {str(p)!r}: {exc.strerror}") from None
+                raise ScenarioError(f"texts: cannot read text file {str(p)!r}: {exc.strerror}") from None
+            except UnicodeDecodeError as exc:
+                raise ScenarioError(f"texts: file {str(p)!r} is not UTF-8 text (offset {exc.start})") from None
         return Empirical(samples=tuple(float(c) for c in get_tokenizer().count_many(bodies)))
 
     def mean(self) -> float:
@@ -326,7 +402,10 @@ class Texts(_Dist):
         return self._counts.quantile(q)
 
     def sample(self, rng, n):
-        return self._counts.sample(rng, n)
+        return self._clip(self._counts.sample(rng, n))
+
+    def upper(self) -> float:
+        return 0.0  # counted only when first drawn (the files are read then); the draws are clipped
 
     def describe(self) -> str:
         return f"{len(self.texts) + len(self.files)} sample texts"
@@ -338,6 +417,11 @@ def _coerce(v: Any) -> Any:
         return v
     if isinstance(v, (int, float)):
         return {"kind": "fixed", "value": v}
+    if isinstance(v, str):  # YAML 1.1 reads 1e5 (no dot, no sign) as a string: take it as the number it says
+        try:
+            return {"kind": "fixed", "value": float(v)}
+        except ValueError:
+            raise ValueError(f"a distribution is a number or a mapping with a kind, got {v!r}") from None
     return v
 
 
@@ -346,6 +430,35 @@ Dist = Annotated[
     Field(discriminator="kind"),
     BeforeValidator(_coerce),
 ]
+
+
+def _check_limit(d: _Dist, limit: float, unit: str) -> None:
+    """The spec's one-in-a-million upper value must be within `limit` (it bounds the mean too: lognormal
+    spreads are capped by MAX_SIGMA, so the mean never lies beyond it). No scipy here: loading stays light."""
+    try:
+        up = float(d.upper())
+    except (OverflowError, ZeroDivisionError):
+        up = math.inf
+    if up > limit:
+        u = f" {unit}" if unit else ""
+        raise ValueError(
+            f"{d.describe()}: draws would exceed the limit of {limit:,.10g}{u} (one in a million goes above "
+            f"{up:.4g}{u})"
+        )
+
+
+def bounded(limit: float, unit: str = ""):
+    """A `Dist` field whose draws must stay within `limit` (mean and one-in-a-million upper value checked;
+    draws clipped there)."""
+
+    def check(d: _Dist) -> _Dist:
+        _check_limit(d, limit, unit)
+        if limit < d._cap:
+            d = d.model_copy()
+            d._cap = float(limit)
+        return d
+
+    return Annotated[Dist, AfterValidator(check)]
 
 
 def fixed(v: float) -> Fixed:

@@ -7,18 +7,37 @@ Schema. Errors name the file, the route, the field and the bad value, and nothin
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kimiplan.errors import ScenarioError
 from kimiplan.io.paths import data_path
 from kimiplan.model.agent import Agent
-from kimiplan.model.dists import Dist, Fixed, LogNormal
-from kimiplan.model.settings import Simulation
+from kimiplan.model.dists import Fixed, LogNormal, bounded
+from kimiplan.model.loader import load_file
+from kimiplan.model.settings import FIRST_DATE, LAST_DATE, Simulation, check_date
+
+# Plausible limits (errors quote them). Each is far above any real workload and far inside what the arithmetic
+# can represent: token counts multiply by counts (history turns, RAG chunks, pages) and still fit int64 many
+# times over; web searches bound the round-trip loop, which runs once per search.
+MAX_TOKENS = 10_000_000  # tokens in one component of one request (context windows are ~256K)
+MAX_COUNT = 100_000  # history turns, RAG chunks, pages per request
+MAX_SEARCHES = 100  # $web_search round trips per request
+MAX_SECONDS = 86_400.0  # latency of one call
+MAX_TPS = 1e9  # decode speed, tokens/s (fits against a zero-delay emulator reach 1e6)
+MAX_RPS = 1_000_000.0  # requests per second of one application (86.4 billion a day)
+MAX_FACTOR = 1_000.0  # burst, event and holiday multipliers; profile weights are relative
+MAX_LIMIT = 10**12  # any inline tier limit
+MAX_RATE = 1e6  # an exchange rate
+MAX_GROWTH = 10.0  # +1000 % a month
+
+Tokens = bounded(MAX_TOKENS, "tokens")
+Count = bounded(MAX_COUNT)
+Searches = bounded(MAX_SEARCHES, "searches")
+Seconds = bounded(MAX_SECONDS, "s")
+Speed = bounded(MAX_TPS, "tokens/s")
 
 # Input components: the text of each part in prompt order, then the overhead (template markers and what the
 # server adds), which is spread over the prompt, then the input of the further calls a `$web_search` makes.
@@ -26,29 +45,29 @@ COMPONENTS = ("system", "history", "rag", "documents", "user", "overhead", "tool
 
 
 class _M(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class History(_M):
     """Earlier turns carried in the prompt: `turns` previous exchanges of `tokens_per_turn` each."""
 
-    turns: Dist = Fixed(value=0)
-    tokens_per_turn: Dist = Fixed(value=0)
+    turns: Count = Fixed(value=0)
+    tokens_per_turn: Tokens = Fixed(value=0)
 
 
 class Rag(_M):
     """Retrieved context: `top_k` chunks of `chunk_tokens` each."""
 
-    top_k: Dist = Fixed(value=0)
-    chunk_tokens: Dist = Fixed(value=0)
+    top_k: Count = Fixed(value=0)
+    chunk_tokens: Tokens = Fixed(value=0)
 
 
 class Documents(_M):
     """Extracted files (billed as input): present with `probability`, `pages` x `tokens_per_page`."""
 
     probability: float = Field(default=0.0, ge=0, le=1)
-    pages: Dist = Fixed(value=0)
-    tokens_per_page: Dist = Fixed(value=0)
+    pages: Count = Fixed(value=0)
+    tokens_per_page: Tokens = Fixed(value=0)
 
 
 class Tools(_M):
@@ -58,13 +77,13 @@ class Tools(_M):
     back, and the next call carries the whole prompt again plus the search results, which Moonshot bills as
     input (plus the per-call fee). A request with k searches is k + 1 API calls."""
 
-    web_search_calls: Dist = Field(default=Fixed(value=0), description="Searches per request (each a round trip)")
-    result_tokens: Dist = Field(
+    web_search_calls: Searches = Field(default=Fixed(value=0), description="Searches per request (each a round trip)")
+    result_tokens: Tokens = Field(
         default=Fixed(value=0),
         description="Tokens of search results one search adds to the input of every later call of the request "
         "(the tool call's usage shows them); unknown until measured, so 0 unless set",
     )
-    tool_call_tokens: Dist = Field(
+    tool_call_tokens: Tokens = Field(
         default=Fixed(value=0),
         description="Output tokens of the model's tool-call message, echoed back as input in later calls",
     )
@@ -81,7 +100,7 @@ class Cache(_M):
     mode: Literal["prefix_rule", "none"] = "prefix_rule"
     prefix: tuple[Literal["system", "history", "rag", "documents"], ...] = ("system", "history")
     hit_rate: float = Field(default=1.0, ge=0, le=1)
-    min_prompt_tokens: int = Field(default=256, ge=0)
+    min_prompt_tokens: int = Field(default=256, ge=0, le=MAX_TOKENS)
 
 
 class Latency(_M):
@@ -90,9 +109,9 @@ class Latency(_M):
     `total_s`, when set, replaces the model with a distribution of the whole latency (for checks against
     queueing theory). Defaults are placeholders until calibrated from live calls."""
 
-    ttft_s: Dist = LogNormal(median=1.5, p95=4.0)
-    decode_tps: Dist = LogNormal(median=40.0, p95=70.0)
-    total_s: Dist | None = None
+    ttft_s: Seconds = LogNormal(median=1.5, p95=4.0)
+    decode_tps: Speed = LogNormal(median=40.0, p95=70.0)
+    total_s: Seconds | None = None
 
     @field_validator("decode_tps")
     @classmethod
@@ -105,18 +124,19 @@ class Latency(_M):
 class Route(_M):
     """One route of the application (an endpoint or feature) and its per-request token components."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=200)
     share: float = Field(gt=0, le=1, description="Fraction of the application's requests that take this route")
     description: str = ""
     thinking: bool = Field(default=False, description="K2.6 thinking on: reasoning tokens are generated and billed")
-    system: Dist = Field(default=Fixed(value=0), description="System prompt tokens (a fixed, cacheable prefix)")
+    system: Tokens = Field(default=Fixed(value=0), description="System prompt tokens (a fixed, cacheable prefix)")
     history: History = History()
     rag: Rag = Rag()
     documents: Documents = Documents()
-    user: Dist = Field(default=Fixed(value=0), description="The user's new message")
+    user: Tokens = Field(default=Fixed(value=0), description="The user's new message")
     overhead_tokens: int | None = Field(
         default=None,
         ge=0,
+        le=MAX_TOKENS,
         description="Chat-template tokens beyond the text of the parts above. None: the K2.6 template's markers, "
         "4 per message (system, two per history turn, the user's) plus 3 for the reply primer, counted "
         "per request. A number: that many; 0 switches them off",
@@ -124,15 +144,17 @@ class Route(_M):
     server_overhead_tokens: int = Field(
         default=0,
         ge=0,
+        le=MAX_TOKENS,
         description="Prompt tokens the server adds to every request that the messages do not show (an injected "
         "system prompt, thinking markers), on top of overhead_tokens. Calibration measures them as "
         "prompt_tokens minus the local count of the rendered chat; apply_calibration sets them",
     )
-    output: Dist = Field(default=Fixed(value=0), description="Visible output tokens the model wants to write")
-    reasoning: Dist = Field(default=Fixed(value=0), description="Reasoning tokens (used when thinking is on)")
+    output: Tokens = Field(default=Fixed(value=0), description="Visible output tokens the model wants to write")
+    reasoning: Tokens = Field(default=Fixed(value=0), description="Reasoning tokens (used when thinking is on)")
     max_completion_tokens: int | None = Field(
         default=None,
         gt=0,
+        le=MAX_TOKENS,
         description="Budget sent with the request; omitted means the model default (32,768 for K2.6)",
     )
     tools: Tools = Tools()
@@ -163,7 +185,7 @@ class Burst(_M):
 
     start: dt.time
     minutes: float = Field(gt=0, le=1440)
-    factor: float = Field(gt=0)
+    factor: float = Field(gt=0, le=MAX_FACTOR)
 
 
 class Event(_M):
@@ -175,19 +197,26 @@ class Event(_M):
     name: str = "event"
     start: dt.date
     end: dt.date | None = None
-    factor: float = Field(gt=0)
+    factor: float = Field(gt=0, le=MAX_FACTOR)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _dates(cls, v):
+        return check_date(v)
 
 
 class Traffic(_M):
-    requests_per_day: float | None = Field(default=None, gt=0)
-    requests_per_second: float | None = Field(default=None, gt=0)
+    requests_per_day: float | None = Field(default=None, gt=0, le=MAX_RPS * 86400)
+    requests_per_second: float | None = Field(default=None, gt=0, le=MAX_RPS)
     hourly_profile: tuple[float, ...] | None = Field(
         default=None, description="24 relative weights (hour 0..23 in `timezone`); normalized to mean 1"
     )
     weekday_factors: tuple[float, ...] | None = Field(
         default=None, description="7 factors, Monday first; normalized to mean 1"
     )
-    monthly_growth: float = Field(default=0.0, gt=-1, description="Compound growth per month (0.08 = +8 %)")
+    monthly_growth: float = Field(
+        default=0.0, gt=-1, le=MAX_GROWTH, description="Compound growth per month (0.08 = +8 %)"
+    )
     monthly_requests: dict[str, float] | None = Field(
         default=None, description="Explicit volume per month, 'YYYY-MM' -> requests; overrides rate and growth there"
     )
@@ -196,6 +225,24 @@ class Traffic(_M):
     bursts: tuple[Burst, ...] = ()
     timezone: str = "UTC"
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (an IANA name such as UTC or Asia/Shanghai)") from None
+        return v
+
+    @field_validator("holidays")
+    @classmethod
+    def _holiday_dates(cls, v: dict) -> dict:
+        for d in v:
+            check_date(d)
+        return v
+
     @model_validator(mode="after")
     def _one_rate(self):
         if (self.requests_per_day is None) == (self.requests_per_second is None):
@@ -203,6 +250,8 @@ class Traffic(_M):
         if self.hourly_profile is not None:
             if len(self.hourly_profile) != 24:
                 raise ValueError(f"hourly_profile needs 24 values, got {len(self.hourly_profile)}")
+            if max(self.hourly_profile) > MAX_LIMIT:
+                raise ValueError(f"hourly_profile values must be <= {MAX_LIMIT:g} (they are relative weights)")
             if min(self.hourly_profile) < 0 or sum(self.hourly_profile) <= 0:
                 raise ValueError(
                     f"hourly_profile values must be >= 0 with a positive sum, got {list(self.hourly_profile)}"
@@ -210,18 +259,22 @@ class Traffic(_M):
         if self.weekday_factors is not None:
             if len(self.weekday_factors) != 7:
                 raise ValueError(f"weekday_factors needs 7 values, got {len(self.weekday_factors)}")
+            if max(self.weekday_factors) > MAX_LIMIT:
+                raise ValueError(f"weekday_factors must be <= {MAX_LIMIT:g} (they are relative weights)")
             if min(self.weekday_factors) < 0 or sum(self.weekday_factors) <= 0:
                 raise ValueError(f"weekday_factors must be >= 0 with a positive sum, got {list(self.weekday_factors)}")
         for k, v in (self.monthly_requests or {}).items():
             try:
-                dt.datetime.strptime(k, "%Y-%m")
+                month = dt.datetime.strptime(k, "%Y-%m").date()
             except ValueError:
                 raise ValueError(f"monthly_requests key {k!r} is not YYYY-MM") from None
-            if v < 0:
-                raise ValueError(f"monthly_requests[{k!r}] must be >= 0, got {v}")
+            if not FIRST_DATE <= month <= LAST_DATE:
+                raise ValueError(f"monthly_requests key {k!r} is outside {FIRST_DATE:%Y-%m}..{LAST_DATE:%Y-%m}")
+            if not 0 <= v <= MAX_RPS * 86400 * 31:
+                raise ValueError(f"monthly_requests[{k!r}] must be within 0..{MAX_RPS * 86400 * 31:g}, got {v}")
         for d, f in self.holidays.items():
-            if f < 0:
-                raise ValueError(f"holidays[{d}] must be >= 0, got {f}")
+            if not 0 <= f <= MAX_FACTOR:
+                raise ValueError(f"holidays[{d}] must be within 0..{MAX_FACTOR:g}, got {f}")
         return self
 
     @property
@@ -250,11 +303,11 @@ class InlineTier(_M):
     """A custom tier written in the scenario: any subset of the limits (None = unlimited)."""
 
     name: str = "custom"
-    concurrency: int | None = Field(default=None, gt=0)
-    rpm: int | None = Field(default=None, gt=0)
-    tpm: int | None = Field(default=None, gt=0)
-    tpd: int | None = Field(default=None, gt=0)
-    rpd: int | None = Field(default=None, gt=0)
+    concurrency: int | None = Field(default=None, gt=0, le=MAX_LIMIT)
+    rpm: int | None = Field(default=None, gt=0, le=MAX_LIMIT)
+    tpm: int | None = Field(default=None, gt=0, le=MAX_LIMIT)
+    tpd: int | None = Field(default=None, gt=0, le=MAX_LIMIT)
+    rpd: int | None = Field(default=None, gt=0, le=MAX_LIMIT)
 
 
 class Scenario(_M):
@@ -274,7 +327,7 @@ class Scenario(_M):
         "force on as_of",
     )
     as_of: dt.date = Field(description="Date for prices and tiers (look-ups are dated)")
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, lt=2**63)
     tax_rate: float = Field(default=0.0, ge=0, le=1, description="Added to every cost (VAT/GST), e.g. 0.06")
     exchange_rate: dict[str, float] = Field(
         default_factory=dict, description="Extra currencies: 'CNY' -> units per card currency unit"
@@ -285,6 +338,11 @@ class Scenario(_M):
         default_factory=Simulation,
         description="Defaults for `kimiplan simulate`: horizon (hours), client on 429 (none/retry/pace), windows",
     )
+
+    @field_validator("as_of")
+    @classmethod
+    def _as_of(cls, v):
+        return check_date(v)
 
     @model_validator(mode="after")
     def _routes(self):
@@ -300,8 +358,8 @@ class Scenario(_M):
                 + ")"
             )
         for k, v in self.exchange_rate.items():
-            if v <= 0:
-                raise ValueError(f"exchange_rate[{k!r}] must be > 0, got {v}")
+            if not 0 < v <= MAX_RATE:
+                raise ValueError(f"exchange_rate[{k!r}] must be > 0 and <= {MAX_RATE:g}, got {v}")
         return self
 
     @property
@@ -384,6 +442,9 @@ def parse_scenario(data: dict, origin: str = "<scenario>", base_dir: str | None 
         # pydantic also reports a tuple with a bad item as too short; the item's own error says it all.
         bad_items = {e["loc"][0] for e in errs if len(e["loc"]) > 1 and isinstance(e["loc"][1], int)}
         errs = [e for e in errs if not (e["type"] == "too_short" and tuple(e["loc"]) in {(k,) for k in bad_items})]
+        # A union (tier: a name or an inline tier) reports every branch; keep the branch the input was meant for.
+        if isinstance(data.get("tier"), dict):
+            errs = [e for e in errs if tuple(e["loc"][:2]) != ("tier", "str")]
         lines = [_describe_error(e, data, origin) for e in errs]
         raise ScenarioError(
             "\n".join(lines[:5]) + (f"\n... and {len(lines) - 5} more" if len(lines) > 5 else "")
@@ -397,16 +458,7 @@ def read_scenario(path: str | Path) -> Scenario:
     path = Path(path)
     if not path.exists() and not path.suffix and example_path_or_none(str(path)):
         path = example_path_or_none(str(path))
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ScenarioError(f"cannot read scenario file {str(path)!r}: {exc.strerror}") from None
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ScenarioError(
-            f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}"
-        ) from None
+    data = load_file(path, "scenario file", ScenarioError)
     return parse_scenario(data, str(path), str(path.parent))
 
 

@@ -11,11 +11,22 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kimiplan.errors import validate
 
 CHUNK = 1 << 21  # requests per chunk: ~100 MB of arrays, big enough to amortize the kernel call
+# Dates a plan can mean: forecasts add months and years to these, which must stay inside `datetime`'s range.
+FIRST_DATE = dt.date(2000, 1, 1)
+LAST_DATE = dt.date(2100, 12, 31)
+MAX_HOURS = 24.0 * 366  # one simulated run: a year at most
+MAX_RETRIES = 100
+
+
+def check_date(v: dt.date | None) -> dt.date | None:
+    if v is not None and not FIRST_DATE <= v <= LAST_DATE:
+        raise ValueError(f"date {v} is outside the supported range {FIRST_DATE}..{LAST_DATE}")
+    return v
 
 
 class WindowSettings(BaseModel):
@@ -28,7 +39,7 @@ class WindowSettings(BaseModel):
       Moonshot runs; the docs only say the TPD limit "will reset the next day". Simulation time 0 is 00:00 UTC.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     rate_window: Literal["sliding", "fixed"] = "sliding"
     tpd_reset_utc_offset_hours: float = Field(default=8.0, ge=-12, le=14)
 
@@ -49,11 +60,11 @@ class ClientPolicy(BaseModel):
       for other traffic on the same account. Refusals then remain only for requests that can never fit.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     kind: Literal["none", "retry", "pace"] = "none"
-    max_retries: int = Field(default=5, ge=0)
-    backoff_base_s: float = Field(default=1.0, gt=0)
-    backoff_cap_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=5, ge=0, le=MAX_RETRIES)
+    backoff_base_s: float = Field(default=1.0, gt=0, le=86_400)
+    backoff_cap_s: float = Field(default=60.0, gt=0, le=86_400)
     jitter: bool = True
     pace_headroom: float = Field(default=1.0, gt=0, le=1)
 
@@ -61,8 +72,8 @@ class ClientPolicy(BaseModel):
 class Simulation(BaseModel):
     """The `simulation:` section of a scenario: defaults for `kimiplan simulate` and `simulate()`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    hours: float = Field(default=24.0, gt=0, description="Horizon in hours")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    hours: float = Field(default=24.0, gt=0, le=MAX_HOURS, description="Horizon in hours")
     start: dt.date | None = Field(
         default=None,
         description="First simulated day (time 0 is 00:00 UTC on it); "
@@ -71,26 +82,37 @@ class Simulation(BaseModel):
     client: ClientPolicy = ClientPolicy()
     window: WindowSettings = WindowSettings()
 
+    @field_validator("start")
+    @classmethod
+    def _start(cls, v):
+        return check_date(v)
+
 
 class SimSettings(BaseModel):
     """Simulation-only settings (the scenario says what the traffic is; this says how to run it)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    hours: float = Field(default=24.0, description="Horizon in hours; must be > 0")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    hours: float = Field(default=24.0, le=MAX_HOURS, description="Horizon in hours; must be > 0")
     start: dt.date | None = Field(default=None, description="First simulated day; None: the scenario's as_of")
-    seed: int | None = Field(default=None, ge=0, description="None: the scenario's seed")
+    seed: int | None = Field(default=None, ge=0, lt=2**63, description="None: the scenario's seed")
     client: ClientPolicy = ClientPolicy()
     window: WindowSettings = WindowSettings()
-    chunk: int = Field(default=CHUNK, ge=1024)
+    chunk: int = Field(default=CHUNK, ge=1024, le=1 << 26)
     token_pool: int | None = Field(
         default=None,
         ge=1024,
+        le=1 << 26,
         description="None: every request draws its own tokens and latency (exact). N: each chunk draws N fresh "
         "requests from the route model and every arrival of the chunk picks one at random; each "
         "request keeps the route's distribution, at a small cost in independence, and long runs "
         "get faster (drawing is most of the per-request cost)",
     )
     progress: bool = False
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, v):
+        return check_date(v)
 
     @classmethod
     def for_scenario(cls, scenario, *, client: dict | None = None, window: dict | None = None, **given) -> SimSettings:

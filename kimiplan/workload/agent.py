@@ -117,6 +117,7 @@ def draw_agent(route: Route, n: int, rng: np.random.Generator, ctx, *, record_st
     any_hit = np.zeros(n, dtype=bool)
     cost = np.zeros(n)
     duration = np.zeros(n)
+    model_time = np.zeros(n)  # seconds in calls (a concurrency slot held), the rest of duration is think time
     ttft_first = np.zeros(n)
     peak = np.zeros(n, dtype=np.int64)
     prompt_peak = np.zeros(n, dtype=np.int64)
@@ -185,6 +186,7 @@ def draw_agent(route: Route, n: int, rng: np.random.Generator, ctx, *, record_st
         cost[:] += step_cost
         ttft, lat = latency_of(m, completion)
         duration[m] += lat
+        model_time[m] += lat
         ttft_first[m & (calls == 1)] = ttft[(calls[m] == 1)]
         prev_prompt[m] = prompt[m]
         compacted[m] = False
@@ -207,7 +209,8 @@ def draw_agent(route: Route, n: int, rng: np.random.Generator, ctx, *, record_st
                     room = limit - head_total - budget
                     rows = np.flatnonzero(over & (room >= 0))
                     if rows.size:
-                        thr = cum[rows, k] - room[rows]
+                        keep = np.floor(room[rows] * a.truncate_to).astype(np.int64)
+                        thr = cum[rows, k] - keep
                         f = np.argmax(cum[rows, : k + 1] >= thr[:, None], axis=1)
                         first_kept[rows] = np.maximum(f, first_kept[rows])
                         hist[rows] = cum[rows, k] - cum[rows, first_kept[rows]]
@@ -306,6 +309,7 @@ def draw_agent(route: Route, n: int, rng: np.random.Generator, ctx, *, record_st
         "context_peak": peak,
         "prompt_peak": prompt_peak,
         "run_cost": cost,
+        "model_time_s": model_time,
     }
     for c in (*HEAD, "history"):
         cols[f"{c}_cached"] = comp_cached[c]
