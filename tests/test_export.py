@@ -27,14 +27,36 @@ def test_workbook_has_views_and_assumptions(fc, tmp_path):
     out = tmp_path / "f.xlsx"
     export_forecast(fc, xlsx=out)
     wb = openpyxl.load_workbook(out, read_only=True)
-    assert wb.sheetnames == ["monthly", "by_route", "expected", "daily", "assumptions"]
+    assert wb.sheetnames == ["assumptions", "monthly", "by_route", "expected", "daily"]
+    sym = {"USD": "$", "CNY": "¥"}[fc.currency]
     monthly = pd.read_excel(out, sheet_name="monthly")
-    assert monthly["expected"].tolist() == pytest.approx(fc.monthly["expected"].tolist())
+    assert monthly[f"Expected ({sym})"].tolist() == pytest.approx(fc.monthly["expected"].tolist())
     a = pd.read_excel(out, sheet_name="assumptions")
-    cards = a[a["group"] == "price card"]["value"]
+    cards = a[a["Group"] == "price card"]["Value"]
     assert cards.str.contains("verified_on 2026-08-04").any() and cards.str.contains("source:").any()
-    assert (a["item"] == "tax_rate").any()
+    assert (a["Item"] == "tax_rate").any()
     assert os.listdir(tmp_path) == ["f.xlsx"]
+
+
+def test_workbook_is_formatted_for_finance(fc, tmp_path):
+    out = tmp_path / "f.xlsx"
+    export_forecast(fc, xlsx=out)
+    ws = openpyxl.load_workbook(out)["monthly"]
+    heads = {c.value: c.column_letter for c in ws[1]}
+    assert ws.freeze_panes == "A2" and ws[1][0].font.bold
+    month = ws[f"{heads['Month']}2"]
+    assert month.is_date and month.value.day == 1 and month.number_format == "mmm yyyy"
+    sym = {"USD": "$", "CNY": "¥"}[fc.currency]
+    money = ws[f"{heads[f'Expected ({sym})']}2"]
+    assert isinstance(money.value, float) and sym in money.number_format and "#,##0.00" in money.number_format
+    assert ws[f"{heads['Requests']}2"].number_format == "#,##0"
+    assert all(ws.column_dimensions[c].width >= 8 for c in heads.values())
+    small = pd.DataFrame({"route": ["a"], "share": [0.15], "p_over_budget": [0.5], "cost_per_month_CNY": [12.5]})
+    to_excel({"s": small}, tmp_path / "s.xlsx")
+    ws = openpyxl.load_workbook(tmp_path / "s.xlsx")["s"]
+    assert [c.value for c in ws[1]] == ["Route", "Share", "P(over budget)", "Cost per month (¥)"]
+    assert ws["B2"].number_format == "0.00%" and ws["B2"].value == 0.15 and ws["C2"].number_format == "0.00%"
+    assert "¥" in ws["D2"].number_format
 
 
 def test_failing_excel_keeps_old_file(fc, tmp_path):

@@ -7,6 +7,7 @@ import argparse
 import importlib
 import sys
 
+from kimiplan import __version__
 from kimiplan.errors import KimiplanError
 
 # Modules that add sub-commands; each exposes register(subparsers).
@@ -21,18 +22,55 @@ _COMMAND_MODULES = [
     "kimiplan.cli.report_cmds",
     "kimiplan.cli.logs_cmds",
     "kimiplan.cli.campaign_cmds",
+    "kimiplan.cli.init_cmds",
 ]
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default (unless the text already states it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            default is None
+            or default is False
+            or default == []
+            or default is argparse.SUPPRESS
+            or isinstance(action, (argparse._HelpAction, argparse._VersionAction))
+            or "default" in text
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
+def _walk(parser: argparse.ArgumentParser):
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield from _walk(child)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kimiplan",
-        description="Plan Kimi K2.6 in production: tokens per route, rate-limit headroom, monthly cost.",
+        description="Plan Kimi K2.6 in production: tokens per route, rate-limit headroom, monthly cost. "
+        "Start with `kimiplan init` (a starter scenario) or `kimiplan report support_chat` (a bundled example).",
     )
+    parser.add_argument("--version", action="version", version=f"kimiplan {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for p in _walk(parser):
+        p.formatter_class = _HelpFormatter
+        for action in p._actions:
+            # An option without help text still shows its default.
+            d = action.default
+            if action.help is None and action.option_strings and not (d is None or d is False or d == []):
+                action.help = "(default: %(default)s)"
     return parser
 
 

@@ -1,10 +1,11 @@
-"""Small helpers shared by the command modules: printing tables and JSON."""
+"""Small helpers shared by the command modules: printing tables (formatted per column) and JSON."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import sys
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from kimiplan.errors import ConfigError
+from kimiplan.io.formats import ColumnFormat, display_frame, header, is_numeric_kind
 
 
 def _default(o: Any) -> Any:
@@ -35,21 +37,44 @@ def print_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
-def print_table(df: pd.DataFrame, floatfmt: str = "{:,.6g}") -> None:
-    with pd.option_context(
-        "display.max_rows",
-        500,
-        "display.max_columns",
-        50,
-        "display.width",
-        200,
-        "display.max_colwidth",
-        60,
-        "display.float_format",
-        floatfmt.format,
-    ):
-        # Empty cells, not NaN/None: a missing limit or date means "none".
-        print(df.astype(object).where(df.notna(), "").to_string(index=False))
+def print_table(
+    df: pd.DataFrame,
+    floatfmt: str | None = None,
+    *,
+    currency: str | None = None,
+    formats: Mapping[str, ColumnFormat | str] | None = None,
+    title: str | None = None,
+) -> None:
+    """A frame for people, with the report's per-column formats (currency, percentages, thousands separators,
+    human headers): a rich table on a terminal, aligned plain text when piped. `floatfmt` is accepted for old
+    callers and ignored: each column's kind decides its precision."""
+    shown, fmts = display_frame(df, currency, formats)
+    cols = [str(c) for c in shown.columns]
+    heads = [header(c, fmts[c]) for c in cols]
+    cells = [[fmts[c].text(v) for v in shown[col]] for c, col in zip(cols, shown.columns)]
+    numeric = [is_numeric_kind(fmts[c]) for c in cols]
+    if sys.stdout.isatty():
+        from rich import box
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", header_style="bold")
+        for h, num in zip(heads, numeric):
+            table.add_column(h, justify="right" if num else "left", overflow="fold")
+        for row in zip(*cells) if cells else []:
+            table.add_row(*row)
+        Console().print(table)
+        return
+    if title:
+        print(title)
+    widths = [max([len(h)] + [len(v) for v in col]) for h, col in zip(heads, cells)]
+
+    def line(values):
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+
+    print(line(heads))
+    for row in zip(*cells) if cells else []:
+        print(line(row))
 
 
 def parse_date(value: str | None, field: str = "--on") -> dt.date | None:

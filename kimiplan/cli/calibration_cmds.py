@@ -8,6 +8,8 @@ import threading
 
 from kimiplan.errors import ConfigError
 
+from ._util import print_table
+
 
 def register(sub) -> None:
     em = sub.add_parser("emulator", help="a local Kimi-compatible emulator with known ground truth")
@@ -117,6 +119,6 @@ def _fit(args) -> int:
     df = samples_frame(*args.inputs)
     cal = fit_calibration(df, model=args.model)
     path = cal.save(args.output)
-    print(cal.summary().round(3).to_string())
+    print_table(cal.summary().reset_index() if cal.summary().index.name else cal.summary())
     print(f"wrote {path} ({cal.n_samples} samples, provenance {cal.provenance})")
     return 0

@@ -7,6 +7,7 @@ import sys
 from kimiplan.catalog.cards import load_catalog
 from kimiplan.catalog.resolve import load_scenario
 from kimiplan.errors import ConfigError
+from kimiplan.io.formats import number, percent, seconds
 
 from ._util import parse_date, print_json, print_table
 
@@ -109,20 +110,20 @@ def cmd_simulate(args) -> int:
         f"{s['window']} window, seed {s['seed']})"
     )
     rf = s["rejected_fraction"]
-    print("refused (share of attempts): " + ", ".join(f"{k} {v:.3%}" for k, v in rf.items()))
+    print("refused (share of attempts): " + ", ".join(f"{k} {percent(v)}" for k, v in rf.items()))
     print(
-        f"failed for good: {s['failed_fraction']:.3%}; throughput {s['throughput_rps']:.3f} req/s; "
-        f"mean in flight {s['mean_in_flight']:.2f}"
+        f"failed for good: {percent(s['failed_fraction'])}; throughput {number(s['throughput_rps'])} req/s; "
+        f"mean in flight {number(s['mean_in_flight'])}"
     )
     print(
         "busiest second / minute / day against the limits: "
         + ", ".join(
-            f"{k} {u['peak']:,.0f}" + (f" of {u['limit']:,.0f} ({u['share_of_limit']:.0%})" if u["limit"] else "")
+            f"{k} {u['peak']:,.0f}" + (f" of {u['limit']:,.0f} ({percent(u['share_of_limit'])})" if u["limit"] else "")
             for k, u in s["peak_usage"].items()
         )
     )
-    print("wait s: " + ", ".join(f"{k} {v:.3g}" for k, v in s["wait_s"].items()))
-    print("end-to-end s: " + ", ".join(f"{k} {v:.3g}" for k, v in s["end_to_end_s"].items()))
+    print("wait: " + ", ".join(f"{k} {seconds(v)}" for k, v in s["wait_s"].items()))
+    print("end to end: " + ", ".join(f"{k} {seconds(v)}" for k, v in s["end_to_end_s"].items()))
     return 0
 
 

@@ -89,7 +89,6 @@ def cmd_tiers(args) -> int:
                     "official",
                 ]
             ],
-            floatfmt="{:,.0f}",
         )
         print("\nEmpty limit = not limited. Sources: kimiplan tiers --json (field 'source').")
     return 0

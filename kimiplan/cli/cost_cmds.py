@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kimiplan.catalog.cards import load_catalog
 from kimiplan.finance.cost import Usage, cost_of_usage
+from kimiplan.io.formats import money
 
 from ._util import parse_date, print_json
 
@@ -40,9 +41,11 @@ def cmd_cost(args) -> int:
     if args.json:
         print_json(result)
     else:
+        exact = float(result["total_exact"])
         print(
-            f"{result['total_rounded']} {card.currency}  (exact {result['total_exact']}; "
-            f"{card.provider}/{card.region} {card.model}, prices verified {card.verified_on})"
+            f"{money(exact, card.currency)}  (exact {result['total_exact']} {card.currency}, billed to the cent "
+            f"{result['total_rounded']}; {card.provider}/{card.region} {card.model}, "
+            f"prices verified {card.verified_on})"
         )
         if card.prices_exclude_tax and not args.tax_rate:
             print("note: the source says these prices exclude taxes; pass --tax-rate to add yours")

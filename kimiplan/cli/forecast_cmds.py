@@ -7,6 +7,7 @@ import argparse
 from kimiplan.catalog.cards import load_catalog
 from kimiplan.catalog.resolve import load_scenario
 from kimiplan.errors import ConfigError
+from kimiplan.io.formats import money, percent
 
 from ._util import parse_date, print_json, print_table
 
@@ -64,21 +65,20 @@ def cmd_forecast(args) -> int:
         f"{len(fc.months)} months from {fc.months[0]}, {fc.settings['paths']:,} paths, seed {fc.settings['seed']}, "
         f"{fc.currency}"
     )
-    print_table(fc.monthly[cols], "{:,.2f}")
+    print_table(fc.monthly[cols], currency=fc.currency)
     for w in fc.warnings:
         print(f"warning: {w}")
     if ex is not None:
-        planned = "".join(f", +{a:,.2f} on {d}" for d, a in sorted(topups.items()))
+        planned = "".join(f", +{money(a, fc.currency)} on {d}" for d, a in sorted(topups.items()))
         print(
-            f"\nprepaid balance {args.balance:,.2f} {fc.currency}{planned}: runs out (then every call gets "
+            f"\nprepaid balance {money(args.balance, fc.currency)}{planned}: runs out (then every call gets "
             f"{ex['after_that'].iloc[0]}):"
         )
         print_table(ex[["quantile", "runs_out_on", "p_within_horizon"]])
     if topup is not None:
         print(
             f"top-up needed now{' (besides the planned ones)' if topups else ''} to last until {args.until} "
-            f"with probability {args.confidence:.0%}: "
-            f"{topup:,.2f} {fc.currency}"
+            f"with probability {percent(args.confidence, trim=True)}: {money(topup, fc.currency)}"
         )
     return 0
 
@@ -118,7 +118,7 @@ def cmd_backtest(args) -> int:
                 "naive_pct_error",
             ]
         ],
-        "{:,.2f}",
+        currency=bt["currency"].iloc[0],
     )
     print(f"actual inside the {result.level:.0%} band in {result.coverage:.0%} of {result.months_judged} months")
     return 0
@@ -179,11 +179,17 @@ def cmd_compare(args) -> int:
                 "status",
             ]
         ],
-        "{:,.2f}",
+        currency=table["currency"].iloc[0],
     )
+    flagged = table[table["status"] != "ok"]
+    for _, row in flagged.iterrows():
+        print(f"note: {row['variant']}: {row['status']}")
     if drivers is not None:
         print(f"\nfrom base to {args.drivers!r}: drivers of the difference (they add up exactly)")
-        print_table(drivers[["step", "amount", "measure"]], "{:,.2f}")
+        steps = drivers[["step", "amount", "measure", "currency"]].copy()
+        # The first and last rows are the two totals: name them after the variants, not "base"/"other".
+        steps["step"] = steps["step"].replace({"base": "base (total)", "other": f"{args.drivers} (total)"})
+        print_table(steps.rename(columns={"step": "driver"}), formats={"amount": "money"})
     return 0
 
 

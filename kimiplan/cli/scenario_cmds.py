@@ -61,13 +61,13 @@ def cmd_breakdown(args) -> int:
         "truncation_rate",
     ]
     print("Mean tokens per request")
-    print_table(exp[cols], floatfmt="{:,.1f}")
-    print(f"\nExpected cost ({cost['currency'].iloc[0]})")
-    print_table(cost_summary(cost), floatfmt="{:,.4f}")
+    print_table(exp[cols])
+    print("\nExpected cost (an average month: 30.44 days at today's traffic)")
+    print_table(cost_summary(cost))
     for a in agents:
         print(f"\nAgent route {a.route!r}: one request is one run ({a.runs:,} sampled runs)")
-        print_table(a.table, floatfmt="{:,.4g}")
-        print_table(a.stops, floatfmt="{:,.3f}")
+        print_table(a.table)
+        print_table(a.stops)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Spreadsheet exports: one Excel sheet per view plus an assumptions sheet, or CSV.
+"""Spreadsheet exports: an assumptions sheet then one Excel sheet per view, formatted for finance, or CSV.
 
 Every write goes to a temporary file in the target folder and is moved into place with `os.replace`, so a
 failed export never leaves a half-written file and never damages the file that was there before.
@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from kimiplan.errors import ConfigError
+from kimiplan.io.formats import ColumnFormat, display_frame, excel_number_format, header
 
 _BAD_SHEET_CHARS = set("[]:*?/\\")
 
@@ -59,11 +60,30 @@ def _sheet_name(name: str) -> str:
     return name
 
 
+def _excel_view(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[ColumnFormat]]:
+    """The frame as finance reads it: months and dates as real dates, one number format per column, human headers
+    (the currency of a single-currency frame moves into the money headers)."""
+    shown, fmts = display_frame(df)
+    shown = _excel_safe(shown.reset_index(drop=True))
+    cols = [str(c) for c in shown.columns]
+    shown.columns = cols
+    for c in cols:
+        f = fmts[c]
+        if f.kind == "month":
+            shown[c] = pd.to_datetime(shown[c].astype(str), format="%Y-%m", errors="coerce").where(shown[c].notna())
+        elif f.kind == "date":
+            shown[c] = pd.to_datetime(shown[c], errors="coerce")
+        elif f.kind == "bool":
+            shown[c] = shown[c].map(lambda v: None if v is None or v != v else ("yes" if v else "no"))
+    return shown, [header(c, fmts[c]) for c in cols], [fmts[c] for c in cols]
+
+
 def to_excel(views: Mapping[str, pd.DataFrame], path: str | Path, assumptions: pd.DataFrame | None = None) -> Path:
-    """One sheet per view (name -> DataFrame), then an `assumptions` sheet."""
-    sheets = dict(views)
-    if assumptions is not None:
-        sheets["assumptions"] = assumptions
+    """An `assumptions` sheet first (what the numbers rest on), then one sheet per view (name -> DataFrame), each
+    with a frozen, bold header row, a filter, column widths, and a number format per column (currency, percent,
+    integers, dates; months as real dates shown "Nov 2026")."""
+    sheets = {"assumptions": assumptions} if assumptions is not None else {}
+    sheets.update(views)
     if not sheets:
         raise ConfigError("nothing to export: views is empty")
     for name, df in sheets.items():
@@ -72,14 +92,33 @@ def to_excel(views: Mapping[str, pd.DataFrame], path: str | Path, assumptions: p
             raise ConfigError(f"view {name!r} must be a DataFrame, got {type(df).__name__}")
 
     def write(tmp: Path) -> None:
+        from openpyxl.styles import Alignment, Font
+        from openpyxl.utils import get_column_letter
+
         with pd.ExcelWriter(tmp, engine="openpyxl") as xl:
             for name, df in sheets.items():
-                _excel_safe(df).to_excel(xl, sheet_name=name, index=False)
+                shown, heads, fmts = _excel_view(df)
+                out = shown.copy()
+                out.columns = heads
+                out.to_excel(xl, sheet_name=name, index=False)
                 ws = xl.sheets[name]
                 ws.freeze_panes = "A2"
-                for col in ws.columns:
-                    width = max(len(str(c.value)) if c.value is not None else 0 for c in col[:200])
-                    ws.column_dimensions[col[0].column_letter].width = min(max(10, width + 2), 60)
+                if len(out.columns):
+                    ws.auto_filter.ref = ws.dimensions
+                for j, (h, f) in enumerate(zip(heads, fmts), start=1):
+                    letter = get_column_letter(j)
+                    cell = ws.cell(row=1, column=j)
+                    cell.font = Font(bold=True)
+                    cell.alignment = Alignment(wrap_text=True, vertical="bottom")
+                    number_format = excel_number_format(f)
+                    texts = [f.text(v) for v in df.iloc[:200][df.columns[j - 1]]] if len(df) else []
+                    for row in ws.iter_rows(min_row=2, min_col=j, max_col=j):
+                        if number_format:
+                            row[0].number_format = number_format
+                        if f.kind == "text":
+                            row[0].alignment = Alignment(wrap_text=True, vertical="top")
+                    width = max([len(h) * 0.9, *(len(t) for t in texts), 8])
+                    ws.column_dimensions[letter].width = min(width + 2, 70)
 
     return atomic_write(path, write, ".xlsx")
 
@@ -120,7 +159,8 @@ def assumptions_frame(fc) -> pd.DataFrame:
                 "route",
                 r.name,
                 f"share {r.share}, thinking {r.thinking}, batch {r.batch}, "
-                f"max_completion_tokens {r.max_completion_tokens or 'model default'}, cache hit rate {r.cache.hit_rate}",
+                f"max_completion_tokens {r.max_completion_tokens or 'model default'}, "
+                f"cache hit rate {r.cache.hit_rate}",
             )
         )
     for k, v in fc.settings.items():
@@ -130,8 +170,9 @@ def assumptions_frame(fc) -> pd.DataFrame:
             (
                 "price card",
                 f"{c.provider}/{c.region}/{c.model}",
-                f"{c.currency} per 1M: cache hit {c.cache_hit_price}, cache miss {c.input_cache_miss}, output {c.output}; "
-                f"web_search {c.web_search_per_call}/call; batch x{c.batch_multiplier}; effective {c.effective_from or '-'} "
+                f"{c.currency} per 1M: cache hit {c.cache_hit_price}, cache miss {c.input_cache_miss}, "
+                f"output {c.output}; web_search {c.web_search_per_call}/call; batch x{c.batch_multiplier}; "
+                f"effective {c.effective_from or '-'} "
                 f"to {c.effective_to or '-'}; retired_on {c.retired_on or '-'}; reported_retired_on "
                 f"{c.reported_retired_on or '-'}; verified_on {c.verified_on}; "
                 f"{'official' if c.official else 'third-party'}; source: {c.source}",

@@ -38,7 +38,20 @@ _PERCENT_WORDS = {
     "waited",
 }
 # Words that make a column money whatever the frame (its currency comes from the frame or the name).
-_MONEY_WORDS = {"cost", "spend", "price", "amount", "balance", "credit", "allowance", "usd", "cny", "eur", "topup"}
+_MONEY_WORDS = {
+    "cost",
+    "spend",
+    "price",
+    "amount",
+    "balance",
+    "credit",
+    "allowance",
+    "recharge",
+    "usd",
+    "cny",
+    "eur",
+    "topup",
+}
 # In a frame that carries a currency these are money too (forecast and variants frames).
 _MONEY_IN_CURRENCY_FRAME = {"expected", "mean", "sd", "se", "budget", "per_month", "vs_first", "total", "top_up"}
 # Words that make a column a count of things (thousands separators, no decimals when large).
@@ -119,11 +132,11 @@ def symbol(currency: str | None) -> str:
 
 
 def money(v: float, currency: str | None = None, decimals: int | None = None) -> str:
-    """$4,075.49; $0.0036 for sub-cent amounts; $68,717 for large ones; other currencies as a suffix."""
+    """$4,075.49; $0.0036 for sub-cent amounts; other currencies without a symbol as a suffix."""
     v = float(v)
     a = abs(v)
     if decimals is None:
-        decimals = 0 if a >= 100_000 else 2 if a >= 0.01 or a == 0 else 4 if a >= 1e-4 else 6
+        decimals = 2 if a >= 0.01 or a == 0 else 4 if a >= 1e-4 else 6
     if 0 < a < 10 ** (-decimals) / 2:
         body = f"< {10 ** (-decimals):.{decimals}f}"
         return f"{body} {currency}".strip() if not symbol(currency) else f"< {symbol(currency)}{body[2:]}"
@@ -186,6 +199,8 @@ def count(v: float, decimals: int | None = None) -> str:
 def seconds(v: float, decimals: int | None = None) -> str:
     x = float(v)
     a = abs(x)
+    if x == 0:
+        return "0 s"
     if a >= 3600 and decimals is None:
         return f"{x / 3600:,.1f} h"
     return f"{number(x, decimals if decimals is not None else (1 if a >= 10 else 2 if a >= 0.01 else 3))} s"
@@ -320,6 +335,12 @@ def infer_formats(
 ) -> dict[str, ColumnFormat]:
     cur = frame_currency(df, currency)
     out = {str(c): infer_format(c, df[c], cur) for c in df.columns}
+    for c, f in out.items():
+        if f.kind == "money" and f.decimals is None:
+            # One precision per column, so the digits line up: cents, or 4 decimals for sub-cent amounts.
+            vals = pd.to_numeric(df[c], errors="coerce").abs()
+            big = vals[vals > 0]
+            out[c] = replace(f, decimals=4 if len(big) and big.max() < 0.1 else 2)
     for c, f in (overrides or {}).items():
         base = out.get(str(c), ColumnFormat())
         out[str(c)] = f if isinstance(f, ColumnFormat) else replace(base, kind=f, currency=base.currency or cur)
@@ -366,7 +387,7 @@ def excel_number_format(fmt: ColumnFormat) -> str | None:
     if fmt.kind == "count":
         return "#,##0"
     if fmt.kind == "number":
-        return "#,##0.###"
+        return "#,##0.00"
     if fmt.kind == "seconds":
         return '#,##0.00" s"'
     if fmt.kind == "multiple":

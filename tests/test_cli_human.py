@@ -1,0 +1,83 @@
+"""The CLI for people: formatted tables (plain when piped, rich on a terminal), --version, defaults in --help,
+and `kimiplan init` writing a starter scenario that validates."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pandas as pd
+import pytest
+
+from kimiplan import __version__
+from kimiplan.catalog.resolve import load_scenario
+from kimiplan.cli import _util, build_parser, main
+
+E_NOTATION = re.compile(r"\d[eE][+-]?\d")
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"kimiplan {__version__}"
+
+
+def test_help_shows_defaults():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    text = sub.choices["forecast"].format_help()
+    assert "(default: 12)" in text and "(default: 10000)" in text
+    assert "(default: moonshot)" in sub.choices["cost"].format_help()
+
+
+def test_breakdown_plain_when_piped(capsys):
+    code, out, _ = run(capsys, "breakdown", "support_chat")
+    assert code == 0
+    assert "80.0 %" in out and "15.0 %" in out and "5.00 %" in out  # shares, not 0.1/0.1
+    assert "$4,075.49" in out and "Cost per month ($)" in out
+    assert not E_NOTATION.search(out) and "│" not in out and "━" not in out
+
+
+def test_cost_headline_is_not_zero_for_a_small_call(capsys):
+    _, out, _ = run(capsys, "cost", "--model", "kimi-k2.6", "--prompt-tokens", "1200", "--completion-tokens", "300")
+    assert out.startswith("$0.0023")
+
+
+def test_rich_table_on_a_terminal(monkeypatch, capsys):
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    buf = Tty()
+    monkeypatch.setattr(_util.sys, "stdout", buf)
+    monkeypatch.setenv("COLUMNS", "120")
+    _util.print_table(pd.DataFrame({"route": ["a"], "share": [0.25], "cost_per_month": [1234.5], "currency": ["USD"]}))
+    text = buf.getvalue()
+    assert "25.0 %" in text and "$1,234.50" in text and "Cost per month ($)" in text
+    assert "─" in text  # rich's rule under the header
+
+
+@pytest.mark.parametrize("kind", ["chat", "rag", "agent"])
+def test_init_writes_a_valid_commented_scenario(tmp_path, capsys, kind):
+    out = tmp_path / f"{kind}.yaml"
+    code, text, _ = run(capsys, "init", str(out), "--kind", kind, "--requests-per-day", "2500", "--yes")
+    assert code == 0 and out.exists()
+    body = out.read_text()
+    assert body.startswith("# kimiplan scenario") and "kimiplan validate" in body
+    sc = load_scenario(out)
+    assert sc.traffic.per_day == pytest.approx(2500)
+    # An existing file is never replaced without --force, and stays intact.
+    code, _, err = run(capsys, "init", str(out), "--kind", kind, "--yes")
+    assert code == 2 and "--force" in err and out.read_text() == body
+
+
+def test_init_rejects_an_unknown_model(tmp_path, capsys):
+    code, _, err = run(capsys, "init", str(tmp_path / "x.yaml"), "--model", "kimi-k9", "--yes")
+    assert code == 2 and "kimi-k9" in err and not (tmp_path / "x.yaml").exists()
