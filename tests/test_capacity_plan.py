@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 
@@ -148,3 +149,59 @@ def test_sim_summary_is_an_object_and_to_json_is_text():
     text = r.to_json()
     assert isinstance(text, str) and json.loads(text)["requests"] == r.summary.requests
     assert "refused" in r._repr_html_()
+
+
+def test_forecast_months_carry_the_plans_capacity_status(catalog):
+    from kimiplan.finance.forecast import forecast
+
+    sc = load_scenario("support_chat", catalog)
+    p = plan(sc, catalog)
+    fc = forecast(sc, 12, catalog=catalog, paths=200, capacity=p)
+    m = fc.monthly.set_index("month")
+    over = m.index[m["capacity_status"] == "over_capacity"]
+    # The first month over capacity is the month the plan says growth exhausts the tier.
+    assert over[0] == f"{p.exhaustion['date']:%Y-%m}"
+    assert (m.loc[: over[0], "capacity_status"].iloc[:-1] != "over_capacity").all()
+    assert (m.loc[over, "upgrade_to"] == "Tier5").all() and (m.loc[over, "upgrade_recharge"] == 3000).all()
+    assert any("over capacity" in w and "Tier5" in w for w in fc.warnings)
+    # Without a tier there is no status, and nothing fails.
+    free = forecast(sc.with_changes(tier=None), 3, catalog=catalog, paths=50)
+    assert free.monthly["capacity_status"].isna().all()
+
+
+def test_a_90_day_simulation_shows_refusals_when_the_plan_says():
+    # 0.2 requests/s, 20 s mean latency (4 Erlangs), 12 slots, +25 % a month: Erlang B 0.06 % in November,
+    # 0.34 % in December, 1.4 % in January. With a 0.5 % target the plan says January; the simulator, which
+    # grows the traffic month by month, must see the same months on both sides of the target.
+    from kimiplan.capacity.plan import horizon_refusal
+    from kimiplan.capacity.sim.simulate import simulate
+
+    sc = theory_scenario(
+        as_of="2026-11-01",
+        tier={"name": "slots", "concurrency": 12},
+        traffic={"requests_per_second": 0.2, "monthly_growth": 0.25},
+        routes=[
+            {
+                "name": "r",
+                "share": 1.0,
+                "system": 1000,
+                "output": 200,
+                "max_completion_tokens": 1024,
+                "latency": {"total_s": {"kind": "exponential", "mean": 20.0}},
+            }
+        ],
+        simulation={"hours": 92 * 24},
+    )
+    p = plan(sc, target=0.005)
+    assert p.exhaustion["months"] == 2 and f"{p.exhaustion['date']:%Y-%m}" == "2027-01"
+    res = simulate(sc)
+    pm = res.per_minute
+    day = pm["minute"] // 1440
+    months = {"2026-11": day < 30, "2026-12": (day >= 30) & (day < 61), "2027-01": day >= 61}
+    for k, (month, sel) in enumerate(months.items()):
+        att, ref = pm.loc[sel, "attempts"].sum(), pm.loc[sel, "refused_concurrency"].sum()
+        share = ref / att
+        start = dt.date.fromisoformat(f"{month}-01")
+        want = horizon_refusal(sc, hours=float(sel.sum()) / 60.0, start=start)["refusal_total"]
+        assert abs(share - want) < 5 * math.sqrt(want / att) * 3, (month, share, want)
+        assert (share > p.target) == (k >= p.exhaustion["months"]), (month, share)

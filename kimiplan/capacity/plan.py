@@ -74,6 +74,11 @@ def route_moments(scenario, catalog=None, samples: int = MOMENT_SAMPLES) -> pd.D
     rows = []
     for i, route in enumerate(scenario.routes):
         ctx = route_context(scenario, route, card)
+        if route.agent is not None:  # a run is a session of calls: the plan sees the calls (capacity.agent_steps)
+            from kimiplan.capacity.agent_steps import agent_step_row
+
+            rows.append(agent_step_row(route, ctx, samples, [_SEED, i], scenario.provider))
+            continue
         d = draw_route(route, samples, np.random.default_rng([_SEED, i]), ctx)
         budget = int(d["max_completion_tokens"][0]) if samples else ctx.max_completion_tokens
         res, calls = reserved_and_calls(route, budget, d)
@@ -585,10 +590,13 @@ def max_sustainable_scale(
     return ctx.max_scale(ctx.limits(tier), target)
 
 
+GRID = 40  # rates evaluated for a week or horizon average (log-log interpolation between them)
+
+
 def _minute_average(ctx: _PlanContext, limits: dict, rate: np.ndarray) -> dict:
     """Refusal per limit averaged over the requests of the minutes in `rate` (requests/s per minute), each
     minute at its own rate; TPD and RPD are evaluated on the peak day. Distinct rates are evaluated once
-    (at most 96 of them: beyond that, on a geometric grid of rates with log-log interpolation, refusal
+    (at most GRID of them: beyond that, on a geometric grid of rates with log-log interpolation, refusal
     being smooth and increasing in the rate)."""
     scenario = ctx.scenario
     factors, counts = np.unique(np.round(rate / scenario.traffic.mean_rps, 9), return_counts=True)
@@ -600,10 +608,10 @@ def _minute_average(ctx: _PlanContext, limits: dict, rate: np.ndarray) -> dict:
     def at(f: float) -> dict:
         return ctx.refusal_by_limit(limits, 1.0, {**ctx.peaks, "peak_minute": float(f)}, daily=False)
 
-    if factors.size <= 96:
+    if factors.size <= GRID:
         values = [at(f) for f in factors]
     else:
-        grid = np.geomspace(factors[0], factors[-1], 96)
+        grid = np.geomspace(factors[0], factors[-1], GRID)
         on_grid = [at(f) for f in grid]
         values = [{} for _ in factors]
         for k in on_grid[0]:

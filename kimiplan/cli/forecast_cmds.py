@@ -44,6 +44,8 @@ def cmd_forecast(args) -> int:
     cols = ["month", "requests", "expected", "mean", *fc.quantile_columns()]
     cols += ["p_over_budget"] if args.budget is not None else []
     cols += ["status"]
+    if fc.monthly["capacity_status"].notna().any():  # the scenario's tier, from the capacity plan
+        cols += ["capacity_status"]
     extra = {} if ex is None else {"balance": ex}
     export_forecast(fc, xlsx=args.xlsx, csv=args.csv, extra=extra)
     if args.json:

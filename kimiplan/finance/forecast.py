@@ -27,7 +27,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,9 @@ from kimiplan.finance.cost import (
 )
 from kimiplan.model.scenario import COMPONENTS, Scenario
 from kimiplan.workload.draws import cached_means, draw_route, route_context
+
+if TYPE_CHECKING:
+    from kimiplan.capacity.result import CapacityPlan
 
 # Priced quantities per request, in this order: cached input, cache-miss input, reasoning, output, tool calls.
 QUANTITIES = ("cached", "miss", "reasoning", "output", "tools")
@@ -673,8 +676,12 @@ def forecast(
     fx_base: str | None = None,
     unit_samples: int = UNIT_SAMPLES,
     units: UnitStats | None = None,
+    capacity: bool | CapacityPlan = True,
 ) -> Forecast:
     """Spend per day and per calendar month over `months` months from the month of `scenario.as_of`.
+
+    `capacity`: each month's `capacity_status` (ok / near_limit / over_capacity) from the capacity plan of the
+    scenario's tier (computed here when True; pass a `CapacityPlan` to reuse one, False to skip).
 
     `budget` is per month in the reporting `currency` (default: the card currency on `as_of`). `fx_base` is the
     currency `scenario.exchange_rate` is quoted against (default: the card currency on `as_of`)."""
@@ -726,6 +733,7 @@ def forecast(
         # Volume-weighted unit prices over the horizon (for the drivers of a difference between variants).
         avg_prices = np.einsum("s,srk->rk", seg.volume, sp.prices) / seg.volume.sum()
 
+    warnings_ = _warnings(seg)  # the capacity columns may add one
     return Forecast(
         scenario=scenario,
         currency=currency,
@@ -734,12 +742,19 @@ def forecast(
         budget=None if budget is None else float(budget),
         daily=_daily_frame(cal, seg, sp, units, free_credit_day, cards, status, currency),
         expected=_expected_frame(scenario, seg, sp, units, free_credit_day, currency, base_cur),
-        monthly=_monthly_frame(seg, sp, units, month_paths, free_credit_day, quantiles, budget, currency),
+        monthly=_with_capacity(
+            _monthly_frame(seg, sp, units, month_paths, free_credit_day, quantiles, budget, currency),
+            cal,
+            scenario,
+            catalog,
+            capacity,
+            warnings_,
+        ),
         by_route=_by_route_frame(seg.months, units.routes, route_month, quantiles, currency),
         paths=month_paths,
         _daily=_DailyParts(mc.g, seg.lam, d, cost_per_vol, mc.credit_days),
         cards=list({c.price_key: c for c in priced}.values()),
-        warnings=_warnings(seg),
+        warnings=warnings_,
         units=units,
         avg_prices=avg_prices,
         free_credit=float(free_credit_day.sum()),
@@ -762,6 +777,51 @@ def forecast(
             "tax_rate": scenario.tax_rate,
         },
     )
+
+
+def _with_capacity(monthly, cal, scenario, catalog, capacity, warnings_: list[str]) -> pd.DataFrame:
+    """Adds, per month, the traffic multiple against today at its busiest day (growth x events x holidays,
+    or the explicit volume; the weekday profile is already in the plan's busiest minute), the plan's
+    `capacity_status` at that multiple, and on over-capacity months the tier to move to and the cumulative
+    recharge that unlocks it."""
+    from kimiplan.capacity.plan import plan as capacity_plan
+
+    out = monthly.copy()
+    out["traffic_scale"] = np.nan
+    out["capacity_status"] = None
+    out["upgrade_to"] = None
+    out["upgrade_recharge"] = np.nan
+    if capacity is False or (capacity is True and scenario.tier is None):
+        return out
+    try:
+        cap = capacity_plan(scenario, catalog) if capacity is True else capacity
+    except (ConfigError, CatalogError) as exc:
+        warnings_.append(f"capacity status unavailable: {exc}")
+        return out
+    if cap.tier is None:
+        return out
+    base = scenario.traffic.per_day * cal["weekday_factor"].to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        day_scale = np.where(base > 0, cal["requests"].to_numpy() / base, 0.0)
+    scale = pd.Series(day_scale).groupby(cal["month"].to_numpy()).max()
+    out["traffic_scale"] = out["month"].map(scale).astype(float)
+    out["capacity_status"] = [cap.capacity_status(float(x)) for x in out["traffic_scale"]]
+    over = out["capacity_status"] == "over_capacity"
+    up = cap.upgrade
+    if up is not None and up.get("to") is not None:
+        out.loc[over, "upgrade_to"] = up["to"]
+        out.loc[over, "upgrade_recharge"] = up["recharge"]
+    if over.any():
+        first = out.loc[over, "month"].iloc[0]
+        move = (
+            f"; move to {up['to']} (cumulative recharge {up['recharge']:,.0f} {up['recharge_currency']})"
+            if (up is not None and up.get("to") is not None and up.get("recharge") is not None)
+            else ""
+        )
+        warnings_.append(
+            f"from {first}: over capacity on {cap.tier} (refusals above {cap.target:.2%} at the busiest minute){move}"
+        )
+    return out
 
 
 def _calibration_n(n: int | Mapping[str, int], routes: Sequence[str]) -> np.ndarray:

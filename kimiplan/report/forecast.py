@@ -47,6 +47,9 @@ def forecast_report_sections(
     if fc.budget is not None:
         cols.append("p_over_budget")
     cols.append("status")
+    if "capacity_status" in fc.monthly and fc.monthly["capacity_status"].notna().any():
+        # Months the tier cannot carry, with the tier to move to and the cumulative recharge it needs.
+        cols += ["capacity_status", "upgrade_to", "upgrade_recharge"]
     sections: list[tuple[str, Any]] = [
         ("Monthly spend forecast", fan_chart(fc)),
         (
