@@ -38,10 +38,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from kimiplan.client import KimiAPIError, KimiClient, scrub
-from kimiplan.errors import ConfigError
+from kimiplan.errors import ConfigError, validate
 from kimiplan.finance.cost import Usage, cost_of_usage
 from kimiplan.io.paths import data_path
 from kimiplan.tokens.tokenizer import count_messages
@@ -97,13 +97,7 @@ def load_sampler_config(path: str | Path) -> SamplerConfig:
 
     p = Path(path)
     data = load_file(p, "sampler config") or {}
-    try:
-        return SamplerConfig.model_validate(data)
-    except ValidationError as exc:
-        e = exc.errors()[0]
-        raise ConfigError(
-            f"sampler config {str(p)!r}: field {'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r:.80})"
-        ) from exc
+    return validate(SamplerConfig, data, f"sampler config {str(p)!r}")
 
 
 def _jsonl_objects(p: Path, what: str):
@@ -590,7 +584,7 @@ def _error_record(call: PlannedCall, run_id: str, exc: KimiAPIError, client: Kim
 
 
 # --- other calibration input -------------------------------------------------------------------------------
-def read_usage_log(path: str | Path, *, provenance: str = "usage-log", route: str | None = None) -> list[dict]:
+def read_call_log(path: str | Path, *, provenance: str = "usage-log", route: str | None = None) -> list[dict]:
     """Usage logs as sample records: JSONL of chat.completion responses (optionally wrapped as
     {"response": ..., "route": ..., "ttft_s": ..., "messages": ...}) or a CSV export with prompt_tokens,
     completion_tokens, cached_tokens, finish_reason [, route, ttft_s, total_s, local_prompt_tokens]."""
