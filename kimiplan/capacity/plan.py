@@ -74,6 +74,11 @@ def route_moments(scenario, catalog=None, samples: int = MOMENT_SAMPLES) -> pd.D
     rows = []
     for i, route in enumerate(scenario.routes):
         ctx = route_context(scenario, route, card)
+        if route.agent is not None:  # a run is a session of calls: the plan sees the calls (capacity.agent_steps)
+            from kimiplan.capacity.agent_steps import agent_step_row
+
+            rows.append(agent_step_row(route, ctx, samples, [_SEED, i], scenario.provider))
+            continue
         d = draw_route(route, samples, np.random.default_rng([_SEED, i]), ctx)
         budget = int(d["max_completion_tokens"][0]) if samples else ctx.max_completion_tokens
         res, calls = reserved_and_calls(route, budget, d)

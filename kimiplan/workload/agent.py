@@ -43,6 +43,7 @@ class AgentDraw:
 
     columns: dict[str, np.ndarray]
     steps: dict[str, np.ndarray] | None = None
+    calls: pd.DataFrame | None = None  # with record_calls: one row per API call (run, start_s, prompt, ...)
 
 
 def _tok(dist, rng, n) -> np.ndarray:
@@ -50,8 +51,13 @@ def _tok(dist, rng, n) -> np.ndarray:
     return np.rint(np.maximum(x, 0.0)).astype(np.int64)
 
 
-def draw_agent(route: Route, n: int, rng: np.random.Generator, ctx, *, record_steps: bool = False) -> AgentDraw:
-    """`n` runs of the agent route `route` under `ctx` (a `draws.RouteContext` that carries the price card)."""
+def draw_agent(
+    route: Route, n: int, rng: np.random.Generator, ctx, *, record_steps: bool = False, record_calls: bool = False
+) -> AgentDraw:
+    """`n` runs of the agent route `route` under `ctx` (a `draws.RouteContext` that carries the price card).
+
+    `record_steps`: per-step arrays (`steps_frame`). `record_calls`: one row per API call, summaries included,
+    with its start in seconds from the run's start (what the simulator schedules)."""
     a = route.agent
     if a is None:
         raise ConfigError(f"route {route.name!r} has no agent section")
@@ -127,6 +133,7 @@ def draw_agent(route: Route, n: int, rng: np.random.Generator, ctx, *, record_st
         cum = np.zeros((n, steps_cap + 1), dtype=np.int64)  # cum[:, j]: sum of the first j history entries
         first_kept = np.zeros(n, dtype=np.int64)
     rec = {f: np.zeros((n, steps_cap)) for f in STEP_FIELDS} if record_steps else None
+    call_log: list[tuple] = []
 
     def latency_of(m: np.ndarray, completion: np.ndarray):
         if route.latency.total_s is not None:
@@ -185,6 +192,8 @@ def draw_agent(route: Route, n: int, rng: np.random.Generator, ctx, *, record_st
         searches[m] += ws[m]
         cost[:] += step_cost
         ttft, lat = latency_of(m, completion)
+        if record_calls:
+            call_log.append((np.flatnonzero(m), duration[m].copy(), prompt[m], completion[m], lat))
         duration[m] += lat
         model_time[m] += lat
         ttft_first[m & (calls == 1)] = ttft[(calls[m] == 1)]
@@ -315,7 +324,18 @@ def draw_agent(route: Route, n: int, rng: np.random.Generator, ctx, *, record_st
         cols[f"{c}_cached"] = comp_cached[c]
         cols[f"{c}_written"] = comp_written[c]
     cols["tool_rounds_written"] = np.zeros(n, dtype=np.int64)
-    return AgentDraw(cols, rec)
+    calls_df = None
+    if record_calls:
+        parts = list(zip(*call_log)) if call_log else [[np.zeros(0, dtype=np.int64)]] + [[np.zeros(0)]] * 4
+        calls_df = pd.DataFrame(
+            {
+                k: np.concatenate(v)
+                for k, v in zip(("run", "start_s", "prompt_tokens", "completion_tokens", "latency_s"), parts)
+            }
+        )
+        calls_df["max_completion_tokens"] = budget
+        calls_df = calls_df.sort_values(["run", "start_s"], kind="stable").reset_index(drop=True)
+    return AgentDraw(cols, rec, calls_df)
 
 
 def runs_frame(draw: AgentDraw) -> pd.DataFrame:

@@ -295,6 +295,8 @@ def simulate(scenario, catalog=None, settings: SimSettings | None = None, tier=N
     )
     draw = _route_draws(scenario, card, online)
     rng = np.random.default_rng([seed, 1])
+    if any(r.agent is not None for r in online):  # runs become their calls before the kernel
+        return _simulate_sessions(scenario, card, online, rate, horizon_s, rng, settings, limits)
 
     def chunks():
         for t in poisson_arrivals(rate, horizon_s, rng, settings.chunk):
@@ -308,6 +310,23 @@ def simulate(scenario, catalog=None, settings: SimSettings | None = None, tier=N
 
     expected = float(np.sum(rate * np.diff(np.minimum(np.arange(rate.size + 1) * 60.0, horizon_s))))
     return run_stream(chunks(), limits, horizon_s, settings, expected=expected, growth=scenario.traffic.monthly_growth)
+
+
+def _simulate_sessions(scenario, card, online, rate, horizon_s, rng, settings, limits) -> SimResult:
+    """Agent routes: every run is expanded into its calls at their start times (`capacity.agent_steps`)."""
+    from kimiplan.capacity.agent_steps import session_chunks
+    from kimiplan.workload.draws import draw_route, route_context
+
+    ctxs = [route_context(scenario, r, card) for r in online]
+
+    def draw_plain(i, n, rng):
+        d = draw_route(online[i], n, rng, ctxs[i])
+        cols = (d["reserved_tokens"], d["input_tokens"] + d["completion_tokens"], d["latency_s"], d["api_calls"])
+        return tuple(np.asarray(c, dtype=np.float64) for c in cols)
+
+    arrivals = poisson_arrivals(rate, horizon_s, rng, settings.chunk)
+    chunks = session_chunks(arrivals, online, ctxs, draw_plain, rng, horizon_s, settings.chunk, scenario.provider)
+    return run_stream(chunks, limits, horizon_s, settings, growth=scenario.traffic.monthly_growth)
 
 
 # ---------------------------------------------------------------- traces
