@@ -169,7 +169,8 @@ class CapacityPlan:
                 )
                 lines.append(
                     f"It sustains {self.max_scale:.2f}x today's traffic ({self.max_requests_per_second:.3g} "
-                    f"requests/s on average); with growth of {percent(ex.get('growth', 0), trim=True)} a month it is {when}."
+                    f"requests/s on average); with growth of {percent(ex.get('growth', 0), trim=True)} a month "
+                    f"it is {when}."
                 )
         up = self.upgrade
         if up is not None:
