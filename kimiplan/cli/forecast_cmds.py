@@ -90,7 +90,7 @@ def cmd_backtest(args) -> int:
 
     catalog = load_catalog(args.catalog)
     scenario = load_scenario(args.scenario, catalog)
-    bt = backtest(
+    result = backtest(
         args.usage_log,
         scenario,
         catalog=catalog,
@@ -99,8 +99,9 @@ def cmd_backtest(args) -> int:
         level=args.level,
     )
     if args.json:
-        print_json({"scenario": scenario.name, **bt.attrs, "months": bt})
+        print_json({"scenario": scenario.name, **result.to_dict()})
         return 0
+    bt = result.table
     print(
         f"{scenario.name}: each month forecast from the months before it only, against the exact cost of the "
         f"log ({bt['currency'].iloc[0]})"
@@ -121,10 +122,7 @@ def cmd_backtest(args) -> int:
         ],
         currency=bt["currency"].iloc[0],
     )
-    print(
-        f"actual inside the {bt.attrs['level']:.0%} band in {bt.attrs['coverage']:.0%} of "
-        f"{bt.attrs['months_judged']} months"
-    )
+    print(f"actual inside the {result.level:.0%} band in {result.coverage:.0%} of {result.months_judged} months")
     return 0
 
 

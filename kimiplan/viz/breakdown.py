@@ -6,6 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from kimiplan.model.scenario import COMPONENTS
+from kimiplan.viz.theme import styled
 
 COMPONENT_COLORS = {
     "system": "#4C78A8",
@@ -62,9 +63,8 @@ def token_breakdown_figure(expected: pd.DataFrame, title: str = "Mean tokens per
         title=title,
         yaxis_title="tokens per request",
         legend_traceorder="normal",
-        template="plotly_white",
     )
-    return fig
+    return styled(fig)
 
 
 def cost_breakdown_figure(cost: pd.DataFrame, by: str = "price_class", value: str = "cost_per_month") -> go.Figure:
@@ -81,8 +81,7 @@ def cost_breakdown_figure(cost: pd.DataFrame, by: str = "price_class", value: st
     cur = cost["currency"].iloc[0]
     fig.update_layout(
         barmode="stack",
-        template="plotly_white",
         title=f"Expected {value.replace('_', ' ')} by route and {by.replace('_', ' ')} ({cur})",
         yaxis_title=cur,
     )
-    return fig
+    return styled(fig)

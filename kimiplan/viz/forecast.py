@@ -6,6 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from kimiplan.errors import ConfigError
+from kimiplan.viz.theme import styled
 
 
 def fan_chart(fc, title: str | None = None) -> go.Figure:
@@ -37,7 +38,12 @@ def fan_chart(fc, title: str | None = None) -> go.Figure:
         go.Scatter(x=m["month"], y=m["expected"], mode="lines", name="expected", line={"color": "black", "dash": "dot"})
     )
     if fc.budget is not None:
-        fig.add_hline(y=fc.budget, line={"color": "firebrick", "dash": "dash"}, annotation_text="budget")
+        fig.add_hline(
+            y=fc.budget,
+            line={"color": "firebrick", "dash": "dash"},
+            annotation_text=f"budget {fc.budget:,.0f} {fc.currency}",
+            annotation_position="top left",
+        )
     flagged = m[m["status"] != "ok"]
     if len(flagged):
         fig.add_trace(
@@ -56,7 +62,7 @@ def fan_chart(fc, title: str | None = None) -> go.Figure:
         yaxis_title=f"spend ({fc.currency})",
         hovermode="x unified",
     )
-    return fig
+    return styled(fig)
 
 
 def route_area_chart(fc, by: str = "route") -> go.Figure:
@@ -72,7 +78,7 @@ def route_area_chart(fc, by: str = "route") -> go.Figure:
         xaxis_title="month",
         yaxis_title=f"spend ({fc.currency})",
     )
-    return fig
+    return styled(fig)
 
 
 def variants_chart(monthly: pd.DataFrame) -> go.Figure:
@@ -87,7 +93,7 @@ def variants_chart(monthly: pd.DataFrame) -> go.Figure:
     fig.update_layout(
         title=f"Expected monthly spend by variant ({cur})", xaxis_title="month", yaxis_title=f"spend ({cur})"
     )
-    return fig
+    return styled(fig)
 
 
 def waterfall_chart(wf: pd.DataFrame, base_label: str = "base", other_label: str = "other") -> go.Figure:
@@ -101,4 +107,4 @@ def waterfall_chart(wf: pd.DataFrame, base_label: str = "base", other_label: str
         yaxis_title=wf["currency"].iloc[0],
         showlegend=False,
     )
-    return fig
+    return styled(fig)

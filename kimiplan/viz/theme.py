@@ -43,13 +43,36 @@ def styled(fig: go.Figure) -> go.Figure:
     return fig
 
 
-def setup_notebook(static: bool = True) -> None:
+def static_images_available() -> bool:
+    """Whether kaleido can render a figure to PNG here (it needs a Chromium; see the README)."""
+    try:
+        import kaleido  # noqa: F401
+
+        go.Figure().to_image(format="png", width=10, height=10)
+    except Exception:  # no kaleido, no Chromium, or a browser that does not start: fall back to interactive
+        return False
+    return True
+
+
+def setup_notebook(static: bool = True) -> str:
     """Call once at the top of a notebook: the kimiplan template for every figure, and figures that show
     everywhere. With `static`, each figure carries both the interactive plotly output (JupyterLab and VS Code
-    render it) and a PNG made by kaleido (nbconvert HTML, GitHub and any offline viewer show that). kaleido
-    needs a Chromium: see the README ("Static figures")."""
+    render it) and a PNG made by kaleido (nbconvert HTML, GitHub and offline viewers show that). kaleido needs
+    a Chromium (README, "Static figures"); without one the figures stay interactive only. Returns what it chose."""
     pio.templates.default = register()
-    pio.renderers.default = "plotly_mimetype+png" if static else "plotly_mimetype"
-    if static:
+    if static and static_images_available():
+        import atexit
+        import warnings
+
+        import kaleido
+
+        # One browser for the whole notebook instead of one per figure (seconds each).
+        warnings.filterwarnings("ignore", message="The kopts argument is ignored", category=UserWarning)
+        kaleido.start_sync_server(silence_warnings=True)
+        atexit.register(kaleido.stop_sync_server, silence_warnings=True)
+        pio.renderers.default = "plotly_mimetype+png"
         png = pio.renderers["png"]
         png.width, png.height, png.scale = 900, None, 1  # height: the figure's own (some are tall)
+        return "figures: interactive (plotly) + static PNG (kaleido)"
+    pio.renderers.default = "plotly_mimetype+notebook" if static else "plotly_mimetype"
+    return "figures: interactive only (plotly.js embedded; install kaleido and a Chromium for static images)"

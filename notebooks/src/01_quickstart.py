@@ -7,7 +7,6 @@
 
 # %%
 import pandas as pd
-import plotly.io as pio
 
 from kimiplan.catalog.cards import load_catalog
 from kimiplan.catalog.resolve import load_scenario, price_card, rate_tier
@@ -20,12 +19,18 @@ from kimiplan.workload.draws import context_check, expected_tokens
 pd.set_option("display.width", 160)
 pd.set_option("display.max_columns", 20)
 pd.set_option("display.float_format", "{:,.4f}".format)
-pio.renderers.default = "notebook_connected"
 
 catalog = load_catalog()
 scenario = load_scenario(example_path("support_chat"))
 print(scenario.name, "|", scenario.model, "on", scenario.provider, scenario.resolved_region, "| tier", scenario.tier)
 print(f"{scenario.traffic.per_day:,.0f} requests/day over {len(scenario.routes)} routes")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# Figures: interactive in JupyterLab, and a static PNG beside each (kaleido + Chromium) for nbconvert, GitHub, offline.
+from kimiplan.viz.theme import setup_notebook
+
+setup_notebook()
 
 # %% [markdown]
 # ## The price card and the tier, with their sources

@@ -16,6 +16,13 @@ catalog = load_catalog()
 sc = load_scenario(example_path('support_chat'), catalog)
 print(sc.name, sc.tier, f'{sc.traffic.per_day:,.0f} requests/day', 'growth', sc.traffic.monthly_growth)
 
+# %%
+# NBVAL_IGNORE_OUTPUT
+# Figures: interactive in JupyterLab, and a static PNG beside each (kaleido + Chromium) for nbconvert, GitHub, offline.
+from kimiplan.viz.theme import setup_notebook
+
+setup_notebook()
+
 # %% [markdown]
 # ## 1. The plan against the current tier
 # Peak demand at the busiest minute of a week (hourly profile, weekday factor and the 10:00 burst), the 99.9th percentile, utilization and headroom per limit.

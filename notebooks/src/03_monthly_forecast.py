@@ -13,7 +13,6 @@ from pathlib import Path
 
 import openpyxl
 import pandas as pd
-import plotly.io as pio
 
 from kimiplan.catalog.cards import load_catalog
 from kimiplan.catalog.resolve import load_scenario
@@ -29,12 +28,18 @@ from kimiplan.viz.forecast import fan_chart, route_area_chart, variants_chart, w
 pd.set_option("display.width", 170)
 pd.set_option("display.max_columns", 20)
 pd.set_option("display.float_format", "{:,.2f}".format)
-pio.renderers.default = "notebook_connected"
 
 catalog = load_catalog()
 scenario = load_scenario(example_path("support_chat"), catalog)
 print(scenario.name, "|", scenario.model, "on", scenario.provider, scenario.resolved_region, "| as of", scenario.as_of)
 print(f"{scenario.traffic.per_day:,.0f} requests/day, growth {scenario.traffic.monthly_growth:.0%} a month")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# Figures: interactive in JupyterLab, and a static PNG beside each (kaleido + Chromium) for nbconvert, GitHub, offline.
+from kimiplan.viz.theme import setup_notebook
+
+setup_notebook()
 
 # %% [markdown]
 # ## Twelve months with uncertainty bands
@@ -169,8 +174,9 @@ fc_retired.monthly[["month", "expected", "P50", "retired_days", "status"]]
 # Same from a shell: `kimiplan backtest support_chat data/usage/past_months_synthetic.csv`.
 
 # %%
-bt = backtest(data_path("usage", "past_months_synthetic.csv"), scenario, catalog=catalog)
-print(f"inside the {bt.attrs['level']:.0%} band: {bt.attrs['coverage']:.0%} of {bt.attrs['months_judged']} months")
+result = backtest(data_path("usage", "past_months_synthetic.csv"), scenario, catalog=catalog)
+print(f"inside the {result.level:.0%} band: {result.coverage:.0%} of {result.months_judged} months")
+bt = result.table
 bt[
     [
         "month",

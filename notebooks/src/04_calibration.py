@@ -23,19 +23,42 @@ from kimiplan.catalog.cards import load_catalog
 from kimiplan.client import KimiClient, KimiConfig, RetryPolicy
 from kimiplan.emulator import EmulatorConfig, LogNormalTruth, RouteTruth, emulator
 from kimiplan.calibration.sampler import RouteSampling, SamplerConfig, run_sampler
-from kimiplan.calibration.fitters import (fit_calibration, samples_frame, predicted_vs_observed, plot_predicted_vs_observed,
-                                samples_needed, apply_calibration, LogNormalFitter)
+from kimiplan.calibration.fitters import (
+    fit_calibration,
+    samples_frame,
+    predicted_vs_observed,
+    plot_predicted_vs_observed,
+    samples_needed,
+    apply_calibration,
+    LogNormalFitter,
+)
 from kimiplan.model.scenario import example_path
 from kimiplan.catalog.resolve import load_scenario
 
 pd.set_option("display.width", 140)
 LIVE = bool(os.environ.get("MOONSHOT_API_KEY"))
 catalog = load_catalog()
-MODEL = "kimi-k2.6"                      # an exact ID from the catalog, never guessed
+MODEL = "kimi-k2.6"  # an exact ID from the catalog, never guessed
 assert MODEL in catalog.models("moonshot", "intl")
 card = catalog.price(MODEL, region="intl")
-print("mode:", "live" if LIVE else "emulator", "| model:", MODEL, "| prices per 1M:",
-      card.input_cache_hit, card.input_cache_miss, card.output, card.currency)
+print(
+    "mode:",
+    "live" if LIVE else "emulator",
+    "| model:",
+    MODEL,
+    "| prices per 1M:",
+    card.input_cache_hit,
+    card.input_cache_miss,
+    card.output,
+    card.currency,
+)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# Figures: interactive in JupyterLab, and a static PNG beside each (kaleido + Chromium) for nbconvert, GitHub, offline.
+from kimiplan.viz.theme import setup_notebook
+
+setup_notebook()
 
 # %% [markdown]
 # ## The emulator's ground truth (used only when no key is set)
@@ -46,19 +69,32 @@ print("mode:", "live" if LIVE else "emulator", "| model:", MODEL, "| prices per 
 
 # %%
 TRUTH = {
-    "answer":           RouteTruth(output=LogNormalTruth(median=220, p95=650)),
+    "answer": RouteTruth(output=LogNormalTruth(median=220, p95=650)),
     "summarize_ticket": RouteTruth(output=LogNormalTruth(median=160, p95=400)),
-    "agent_step":       RouteTruth(output=LogNormalTruth(median=300, p95=1500),
-                                   reasoning=LogNormalTruth(median=800, p95=3000)),
+    "agent_step": RouteTruth(
+        output=LogNormalTruth(median=300, p95=1500), reasoning=LogNormalTruth(median=800, p95=3000)
+    ),
 }
 stack = contextlib.ExitStack()
 if LIVE:
-    config = KimiConfig.from_env(MODEL)   # the key stays inside a SecretStr: repr shows **********
+    config = KimiConfig.from_env(MODEL)  # the key stays inside a SecretStr: repr shows **********
     time_scale = 1.0
 else:
-    em = stack.enter_context(emulator(EmulatorConfig(seed=42, time_scale=0.0, stream_chunk_tokens=256,
-                                                     hidden_overhead=23, routes=TRUTH, default_route="answer")))
-    config = KimiConfig(model=MODEL, base_url=em.base_url, api_key="emulator-no-key", retry=RetryPolicy(time_scale=0.001))
+    em = stack.enter_context(
+        emulator(
+            EmulatorConfig(
+                seed=42,
+                time_scale=0.0,
+                stream_chunk_tokens=256,
+                hidden_overhead=23,
+                routes=TRUTH,
+                default_route="answer",
+            )
+        )
+    )
+    config = KimiConfig(
+        model=MODEL, base_url=em.base_url, api_key="emulator-no-key", retry=RetryPolicy(time_scale=0.001)
+    )
 client = stack.enter_context(KimiClient(config))
 print(repr(client).split(", base_url")[0], "| key shown as:", config.api_key)
 
@@ -72,22 +108,37 @@ print(repr(client).split(", base_url")[0], "| key shown as:", config.api_key)
 
 # %%
 sampler_config = SamplerConfig(
-    run_id="nb04-demo", max_concurrency=1, spend_cap=Decimal("1.00"),
-    routes=[RouteSampling(name="answer", n=80, max_completion_tokens=1024, thinking=False),
-            RouteSampling(name="summarize_ticket", n=80, max_completion_tokens=1024, thinking=False),
-            RouteSampling(name="agent_step", n=80, max_completion_tokens=4096, thinking=True)])
+    run_id="nb04-demo",
+    max_concurrency=1,
+    spend_cap=Decimal("1.00"),
+    routes=[
+        RouteSampling(name="answer", n=80, max_completion_tokens=1024, thinking=False),
+        RouteSampling(name="summarize_ticket", n=80, max_completion_tokens=1024, thinking=False),
+        RouteSampling(name="agent_step", n=80, max_completion_tokens=4096, thinking=True),
+    ],
+)
 workdir = stack.enter_context(tempfile.TemporaryDirectory())
 store = os.path.join(workdir, "samples.jsonl")
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-summary = run_sampler(client, sampler_config, store, card=card, progress=True)
+summary = run_sampler(client, sampler_config, store, card=card, progress=False)
 
 # %%
 print(summary)
 df = samples_frame(store)
-df[["route", "prompt_tokens", "local_prompt_tokens", "cached_tokens", "reasoning_tokens", "output_tokens",
-    "finish_reason", "provenance"]].head()
+df[
+    [
+        "route",
+        "prompt_tokens",
+        "local_prompt_tokens",
+        "cached_tokens",
+        "reasoning_tokens",
+        "output_tokens",
+        "finish_reason",
+        "provenance",
+    ]
+].head()
 
 # %% [markdown]
 # ## Fit
@@ -109,21 +160,37 @@ for route, rc in cal.routes.items():
             continue
         ln = fit.lognormal
         truth = getattr(TRUTH[route], comp) if not LIVE else None
-        rows.append({"route": route, "component": comp, "n": ln.n, "censored": ln.n_censored,
-                     "median": round(ln.median, 1), "median 95% CI": tuple(round(v, 1) for v in ln.median_ci),
-                     "p95": round(ln.p95, 1), "p95 95% CI": tuple(round(v, 1) for v in ln.p95_ci),
-                     "true median": truth.median if truth else None, "true p95": truth.p95 if truth else None,
-                     "KS p-value": round(ln.ks_pvalue, 3)})
+        rows.append(
+            {
+                "route": route,
+                "component": comp,
+                "n": ln.n,
+                "censored": ln.n_censored,
+                "median": round(ln.median, 1),
+                "median 95% CI": tuple(round(v, 1) for v in ln.median_ci),
+                "p95": round(ln.p95, 1),
+                "p95 95% CI": tuple(round(v, 1) for v in ln.p95_ci),
+                "true median": truth.median if truth else None,
+                "true p95": truth.p95 if truth else None,
+                "KS p-value": round(ln.ks_pvalue, 3),
+            }
+        )
 pd.DataFrame(rows)
 
 # %%
-pd.DataFrame({route: {"template overhead (tokens)": rc.template_overhead.value,
-                      "overhead 95% CI": rc.template_overhead.ci,
-                      "truncation rate": round(rc.truncation_rate.value, 3),
-                      "truncation 95% CI": tuple(round(v, 3) for v in rc.truncation_rate.ci),
-                      "cache-hit rate": round(rc.cache_hit_rate.value, 3),
-                      "cached share of input": round(rc.cached_fraction.value, 3)}
-              for route, rc in cal.routes.items()}).T
+pd.DataFrame(
+    {
+        route: {
+            "template overhead (tokens)": rc.template_overhead.value,
+            "overhead 95% CI": rc.template_overhead.ci,
+            "truncation rate": round(rc.truncation_rate.value, 3),
+            "truncation 95% CI": tuple(round(v, 3) for v in rc.truncation_rate.ci),
+            "cache-hit rate": round(rc.cache_hit_rate.value, 3),
+            "cached share of input": round(rc.cached_fraction.value, 3),
+        }
+        for route, rc in cal.routes.items()
+    }
+).T
 
 # %% [markdown]
 # The overhead is `prompt_tokens` (what the API bills) minus kimiplan's exact local count of the same messages; the
@@ -163,8 +230,12 @@ samples_needed(df, card, rel_error=0.05, shares={"answer": 0.5, "summarize_ticke
 out_path = cal.save(os.path.join(workdir, "support_chat.json"))
 scenario = load_scenario(example_path("support_chat"))
 calibrated = apply_calibration(scenario, cal)
-pd.DataFrame([{"route": a.name, "before": a.output.describe(), "after": b.output.describe()}
-              for a, b in zip(scenario.routes, calibrated.routes)])
+pd.DataFrame(
+    [
+        {"route": a.name, "before": a.output.describe(), "after": b.output.describe()}
+        for a, b in zip(scenario.routes, calibrated.routes)
+    ]
+)
 
 # %%
-stack.close()   # stops the emulator and removes the temporary store
+stack.close()  # stops the emulator and removes the temporary store
