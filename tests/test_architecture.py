@@ -18,7 +18,7 @@ LAYERS = [
     {"catalog"},
     {"workload", "client", "emulator"},
     {"finance", "capacity", "logs"},
-    {"calibration"},
+    {"calibration", "sweeps"},
     {"viz", "report"},
     {"cli"},
 ]

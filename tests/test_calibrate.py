@@ -204,3 +204,42 @@ def test_cli_fit_writes_a_calibration(recovered, tmp_path):
     assert main(["calibrate", "fit", str(store), "-o", str(tmp_path / "cal.json")]) == 0
     assert load_calibration(tmp_path / "cal.json").n_samples == 360
     assert main(["calibrate", "fit", str(store), "-o", str(tmp_path / "x.json"), "--model", "kimi-k9"]) == 2
+
+
+def test_fitters_follow_the_lifelines_shape():
+    from kimiplan.calibration.fitters import CalibrationFitter, ConvergenceWarning, EmpiricalFitter  # noqa: F401
+
+    x = np.random.default_rng(3).lognormal(np.log(400), 0.5, 500)
+    f95, f80 = LogNormalFitter().fit(x), LogNormalFitter(alpha=0.2).fit(x)
+    assert f95.median_ == f80.median_  # alpha changes the intervals, not the estimate
+    w95 = f95.median_ci_[1] - f95.median_ci_[0]
+    w80 = f80.median_ci_[1] - f80.median_ci_[0]
+    # normal intervals: the width scales with z(1 - alpha/2): 1.96 / 1.2816
+    assert w95 / w80 == pytest.approx(1.959964 / 1.281552, rel=1e-3)
+    s = f80.summary
+    assert list(s.index) == ["median", "p95"] and list(s.columns) == ["value", "lower 80%", "upper 80%"]
+    assert "fitted with 500 observations" in repr(f95)
+    assert "not fitted" in repr(EmpiricalFitter())
+    with pytest.raises(ConfigError, match="not fitted"):
+        EmpiricalFitter().summary
+    with pytest.raises(ConfigError, match="alpha"):
+        LogNormalFitter(alpha=1.5)
+    with pytest.raises(ConfigError, match="alpha"):
+        CalibrationFitter(alpha=0)
+
+
+def test_calibration_fitter_summary_and_repr(recovered):
+    from kimiplan.calibration.fitters import CalibrationFitter
+
+    df, cal = recovered
+    f = CalibrationFitter(alpha=0.1).fit(df)
+    assert f.fit(df) is f  # fit() returns self
+    s = f.summary
+    assert sorted(s.index) == sorted(cal.routes) and (s["n"] > 0).all()
+    for route, truth in TRUTH.items():
+        assert s.loc[route, "output median"] == pytest.approx(cal.routes[route].output.lognormal.median)
+    assert "360 samples" in repr(f)
+    # a narrower level gives narrower intervals on the same data
+    wide = cal.routes["answer"].truncation_rate.ci
+    narrow = f.calibration_.routes["answer"].truncation_rate.ci
+    assert narrow[1] - narrow[0] <= wide[1] - wide[0]

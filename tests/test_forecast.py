@@ -265,7 +265,7 @@ def test_backtest_on_shipped_log(support, catalog):
     path = data_path("usage", "past_months_synthetic.csv")
     log = pd.read_csv(path)
     assert log["source"].str.startswith("synthetic").all()
-    bt = backtest(path, support, catalog=catalog)
+    bt = backtest(path, support, catalog=catalog).table
     assert list(bt["month"]) == ["2026-08", "2026-09", "2026-10"]
     # The actual column is the exact cost of the log's usage.
     oct_ = log[log["date"].str.startswith("2026-10")]
@@ -278,7 +278,7 @@ def test_backtest_recovers_a_noise_free_trend(support, catalog):
     # Without month-level shocks and with little daily noise the trend fit should land within ~2 %:
     # day noise 0.02/sqrt(31) ~ 0.4 % per month, and the token means are estimated from millions of requests.
     log = synthetic_usage_log(support, "2026-05", 6, seed=5, daily_cv=0.02, month_cv=0.0, catalog=catalog)
-    bt = backtest(log, support, catalog=catalog)
+    bt = backtest(log, support, catalog=catalog).table
     assert (bt["pct_error"].abs() < 2.0).all(), bt
     with pytest.raises(ConfigError, match="min_history"):
         backtest(log, support, catalog=catalog, min_history=6)
@@ -292,10 +292,10 @@ def test_backtest_bands_cover_at_their_level(support, catalog):
     logs = [synthetic_usage_log(support, "2026-05", 30, seed=s, catalog=catalog) for s in range(6)]
     for level in (0.8, 0.5):
         runs = [backtest(log, support, catalog=catalog, min_history=6, level=level) for log in logs]
-        assert all(b.attrs["months_judged"] == 24 for b in runs)
-        coverage = np.mean([b.attrs["coverage"] for b in runs])
+        assert all(b.months_judged == 24 for b in runs)
+        coverage = np.mean([b.coverage for b in runs])
         assert abs(coverage - level) < 0.12, (level, coverage)
-    b = runs[0]
+    b = runs[0].table
     assert ((b["band_low"] < b["forecast"]) & (b["forecast"] < b["band_high"])).all()
     assert (b["inside"] == ((b["band_low"] <= b["actual"]) & (b["actual"] <= b["band_high"]))).all()
     with pytest.raises(ConfigError, match="level"):

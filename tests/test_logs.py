@@ -312,7 +312,7 @@ def test_daily_usage_log_round_trips_to_the_backtest(catalog):
     sc = load_scenario("support_chat")
     a = backtest(uf, sc)
     b = backtest(path, sc)
-    np.testing.assert_allclose(a["actual"], b["actual"], rtol=1e-12)
+    np.testing.assert_allclose(a.table["actual"], b.table["actual"], rtol=1e-12)
 
 
 def test_calibration_fits_from_a_summarized_log(tmp_path):

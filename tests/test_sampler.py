@@ -17,7 +17,7 @@ from kimiplan.calibration.sampler import (
     SampleStore,
     load_sampler_config,
     plan_calls,
-    read_usage_log,
+    read_call_log,
     run_sampler,
 )
 from kimiplan.catalog.cards import load_catalog
@@ -231,14 +231,14 @@ def test_usage_logs_jsonl_and_csv(tmp_path):
         )
         + "\n"
     )
-    rec = read_usage_log(j)[0]
+    rec = read_call_log(j)[0]
     assert rec["cached_tokens"] == 4 and rec["reasoning_tokens"] == count_text("hmm ok")
     assert rec["output_tokens"] == 9 - count_text("hmm ok")
     assert rec["local_prompt_tokens"] == 8 and rec["provenance"] == "usage-log"
     c = tmp_path / "u.csv"
     c.write_text("route,prompt_tokens,completion_tokens,cached_tokens,finish_reason\nanswer,100,50,0,length\n")
-    assert read_usage_log(c)[0]["finish_reason"] == "length"
+    assert read_call_log(c)[0]["finish_reason"] == "length"
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"usage": {}}\n')
     with pytest.raises(ConfigError, match="usage.prompt_tokens"):
-        read_usage_log(bad)
+        read_call_log(bad)

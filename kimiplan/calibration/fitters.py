@@ -10,21 +10,21 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from scipy import optimize, stats
 
 from kimiplan.catalog.providers import K26_DEFAULT_MAX_COMPLETION, truncate_completion
-from kimiplan.errors import ConfigError
+from kimiplan.errors import ConfigError, ConvergenceError, validate
 from kimiplan.model.dists import Z95
 
 SCHEMA_VERSION = 1
-_Z = stats.norm.ppf(0.975)
 
 
 # --- loading samples ---------------------------------------------------------------------------------------
@@ -37,9 +37,9 @@ def samples_frame(*sources: str | Path | Iterable[Mapping[str, Any]]) -> pd.Data
             if not p.exists():
                 raise ConfigError(f"samples file {str(p)!r} does not exist")
             if p.suffix.lower() == ".csv" or not _looks_like_store(p):
-                from kimiplan.calibration.sampler import read_usage_log
+                from kimiplan.calibration.sampler import read_call_log
 
-                rows += read_usage_log(p)
+                rows += read_call_log(p)
                 continue
             for line in p.read_bytes().splitlines():
                 try:
@@ -84,7 +84,54 @@ def _looks_like_store(p: Path) -> bool:
 
 
 # --- fitters -----------------------------------------------------------------------------------------------
-class LogNormalFitter:
+class ConvergenceWarning(UserWarning):
+    """The optimizer stopped without meeting its tolerance; the estimate is usable but may be off."""
+
+
+class BaseFitter:
+    """lifelines-style fitter: options in the constructor, `fit()` returns self, fitted values end in `_`,
+    `summary` is a table of the estimates with their (1 - alpha) confidence intervals."""
+
+    def __init__(self, alpha: float = 0.05):
+        if not (isinstance(alpha, float | int) and 0 < alpha < 1):
+            raise ConfigError(f"alpha must be in (0, 1), got {alpha!r}")
+        self.alpha = float(alpha)
+
+    @property
+    def _z(self) -> float:
+        return float(stats.norm.ppf(1 - self.alpha / 2))
+
+    def _t(self, df: int) -> float:
+        return float(stats.t.ppf(1 - self.alpha / 2, df))
+
+    def _estimates(self) -> list[tuple[str, float, tuple[float, float]]]:
+        raise NotImplementedError
+
+    @property
+    def fitted(self) -> bool:
+        return hasattr(self, "n_")
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        if not self.fitted:
+            raise ConfigError(f"{type(self).__name__} is not fitted yet: call fit() first")
+        level = f"{1 - self.alpha:.0%}"
+        return pd.DataFrame(
+            [
+                {"estimate": name, "value": v, f"lower {level}": lo, f"upper {level}": hi}
+                for name, v, (lo, hi) in self._estimates()
+            ]
+        ).set_index("estimate")
+
+    def __repr__(self) -> str:
+        name = type(self).__name__
+        if not self.fitted:
+            return f"<kimiplan.{name}: not fitted>"
+        parts = ", ".join(f"{k}={v:.4g}" for k, v, _ in self._estimates())
+        return f"<kimiplan.{name}: fitted with {self.n_} observations, {parts}>"
+
+
+class LogNormalFitter(BaseFitter):
     """Lognormal by maximum likelihood with right-censoring; median/p95 with delta-method CIs."""
 
     def fit(self, values, censored=None) -> LogNormalFitter:
@@ -109,6 +156,11 @@ class LogNormalFitter:
         res = optimize.minimize(
             nll, start, method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": 4000}
         )
+        if not np.all(np.isfinite(res.x)):
+            raise ConvergenceError(f"lognormal fit did not converge: {res.message} (start {start.tolist()})")
+        if not res.success:
+            warnings.warn(f"lognormal fit: {res.message}", ConvergenceWarning, stacklevel=2)
+        self.converged_ = bool(res.success)
         mu, log_s = res.x
         sigma = math.exp(log_s)
         cov = _inverse_hessian(lambda th: nll((th[0], math.log(th[1]))), np.array([mu, sigma]))
@@ -119,14 +171,18 @@ class LogNormalFitter:
         self.p95_ = math.exp(mu + Z95 * sigma)
         se_mu = math.sqrt(max(var_mu, 0.0))
         se_q = math.sqrt(max(var_mu + Z95**2 * var_s + 2 * Z95 * cov_ms, 0.0))
-        self.median_ci_ = (math.exp(mu - _Z * se_mu), math.exp(mu + _Z * se_mu))
-        self.p95_ci_ = (math.exp(mu + Z95 * sigma - _Z * se_q), math.exp(mu + Z95 * sigma + _Z * se_q))
+        z = self._z
+        self.median_ci_ = (math.exp(mu - z * se_mu), math.exp(mu + z * se_mu))
+        self.p95_ci_ = (math.exp(mu + Z95 * sigma - z * se_q), math.exp(mu + Z95 * sigma + z * se_q))
         self.mean_ = math.exp(mu + sigma**2 / 2)
         # Goodness of fit on the uncensored values (KS against the fitted law; approximate with censoring).
         ks = stats.kstest(np.exp(obs), stats.lognorm(s=sigma, scale=math.exp(mu)).cdf)
         self.ks_stat_, self.ks_pvalue_ = float(ks.statistic), float(ks.pvalue)
         self._obs = np.sort(np.exp(obs))
         return self
+
+    def _estimates(self):
+        return [("median", self.median_, self.median_ci_), ("p95", self.p95_, self.p95_ci_)]
 
     def to_dist(self):
         from kimiplan.model.dists import LogNormal
@@ -166,7 +222,7 @@ def _inverse_hessian(f, x, rel=1e-4) -> np.ndarray:
         return np.full((k, k), np.nan)
 
 
-class EmpiricalFitter:
+class EmpiricalFitter(BaseFitter):
     """Sample quantiles with distribution-free (order statistic) CIs, and the mean with a t interval."""
 
     QUANTILES = (0.5, 0.9, 0.95, 0.99)
@@ -180,13 +236,13 @@ class EmpiricalFitter:
         self.samples_ = x
         self.mean_ = float(x.mean())
         se = float(x.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
-        t = stats.t.ppf(0.975, n - 1) if n > 1 else float("nan")
+        t = self._t(n - 1) if n > 1 else float("nan")
         self.mean_ci_ = (self.mean_ - t * se, self.mean_ + t * se)
         self.quantiles_, self.quantile_ci_ = {}, {}
         for q in self.QUANTILES:
             self.quantiles_[q] = float(np.quantile(x, q))
-            lo = int(stats.binom.ppf(0.025, n, q))
-            hi = int(stats.binom.ppf(0.975, n, q))
+            lo = int(stats.binom.ppf(self.alpha / 2, n, q))
+            hi = int(stats.binom.ppf(1 - self.alpha / 2, n, q))
             self.quantile_ci_[q] = (float(x[max(lo - 1, 0)]), float(x[min(hi, n - 1)]))
         return self
 
@@ -195,8 +251,13 @@ class EmpiricalFitter:
 
         return Empirical(samples=tuple(float(v) for v in self.samples_))
 
+    def _estimates(self):
+        return [("mean", self.mean_, self.mean_ci_)] + [
+            (f"p{q * 100:g}", self.quantiles_[q], self.quantile_ci_[q]) for q in self.QUANTILES
+        ]
 
-class ProportionFitter:
+
+class ProportionFitter(BaseFitter):
     """A rate with a Wilson score interval."""
 
     def fit(self, successes) -> ProportionFitter:
@@ -205,15 +266,19 @@ class ProportionFitter:
         if n == 0:
             raise ConfigError("a proportion needs at least one observation")
         p = k / n
-        denom = 1 + _Z**2 / n
-        centre = (p + _Z**2 / (2 * n)) / denom
-        half = _Z * math.sqrt(p * (1 - p) / n + _Z**2 / (4 * n * n)) / denom
+        z = self._z
+        denom = 1 + z**2 / n
+        centre = (p + z**2 / (2 * n)) / denom
+        half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n * n)) / denom
         self.n_, self.k_, self.rate_ = n, k, p
         self.ci_ = (max(0.0, centre - half), min(1.0, centre + half))
         return self
 
+    def _estimates(self):
+        return [("rate", self.rate_, self.ci_)]
 
-class MeanFitter:
+
+class MeanFitter(BaseFitter):
     """A mean with a t interval (degenerate when every value is equal, e.g. a constant template overhead)."""
 
     def fit(self, values) -> MeanFitter:
@@ -222,12 +287,15 @@ class MeanFitter:
             raise ConfigError("a mean needs at least one value")
         self.n_, self.mean_ = len(x), float(x.mean())
         self.sd_ = float(x.std(ddof=1)) if len(x) > 1 else 0.0
-        half = stats.t.ppf(0.975, len(x) - 1) * self.sd_ / math.sqrt(len(x)) if len(x) > 1 else float("nan")
+        half = self._t(len(x) - 1) * self.sd_ / math.sqrt(len(x)) if len(x) > 1 else float("nan")
         self.ci_ = (self.mean_ - half, self.mean_ + half)
         return self
 
+    def _estimates(self):
+        return [("mean", self.mean_, self.ci_)]
 
-class RatioFitter:
+
+class RatioFitter(BaseFitter):
     """sum(num)/sum(den) (e.g. cached share of prompt tokens) with a delta-method interval."""
 
     def fit(self, num, den) -> RatioFitter:
@@ -239,8 +307,11 @@ class RatioFitter:
         resid = a - r * b
         se = math.sqrt((resid**2).sum() / max(n - 1, 1) / n) / b.mean() if n > 1 else float("nan")
         self.n_, self.ratio_ = n, float(r)
-        self.ci_ = (max(0.0, r - _Z * se), min(1.0, r + _Z * se))
+        self.ci_ = (max(0.0, r - self._z * se), min(1.0, r + self._z * se))
         return self
+
+    def _estimates(self):
+        return [("ratio", self.ratio_, self.ci_)]
 
 
 # --- the calibration file ----------------------------------------------------------------------------------
@@ -343,11 +414,7 @@ def load_calibration(path: str | Path) -> Calibration:
             f"calibration file {str(p)!r}: schema_version {data.get('schema_version')!r} is not supported "
             f"(expected {SCHEMA_VERSION})"
         )
-    try:
-        return Calibration.model_validate(data)
-    except ValidationError as exc:
-        e = exc.errors()[0]
-        raise ConfigError(f"calibration file {str(p)!r}: field {'.'.join(map(str, e['loc']))}: {e['msg']}") from exc
+    return validate(Calibration, data, f"calibration file {str(p)!r}")
 
 
 def _lognormal_fit(f: LogNormalFitter) -> LogNormalFit:
@@ -363,11 +430,11 @@ def _lognormal_fit(f: LogNormalFitter) -> LogNormalFit:
     )
 
 
-def _component(values, censored, max_samples: int) -> ComponentFit:
-    emp = EmpiricalFitter().fit(values)
+def _component(values, censored, max_samples: int, alpha: float = 0.05) -> ComponentFit:
+    emp = EmpiricalFitter(alpha).fit(values)
     try:
-        ln = _lognormal_fit(LogNormalFitter().fit(values, censored))
-    except ConfigError:
+        ln = _lognormal_fit(LogNormalFitter(alpha).fit(values, censored))
+    except (ConfigError, ConvergenceError):
         ln = None
     rng = np.random.default_rng(0)  # thin deterministically if there are too many samples to store
     vals = np.asarray(values, dtype=float)
@@ -387,11 +454,45 @@ def _est(value, ci, n) -> Estimate:
     return Estimate(value=float(value), ci=(float(ci[0]), float(ci[1])), n=int(n))
 
 
-class CalibrationFitter:
-    """Fit every route of a samples frame; `calibration_` is the file-ready result."""
+class CalibrationFitter(BaseFitter):
+    """Fit every route of a samples frame; `calibration_` is the file-ready result, `summary` one row per route."""
 
-    def __init__(self, max_stored_samples: int = 2000):
+    def __init__(self, alpha: float = 0.05, max_stored_samples: int = 2000):
+        super().__init__(alpha)
+        if not (isinstance(max_stored_samples, int) and max_stored_samples >= 1):
+            raise ConfigError(f"max_stored_samples must be a whole number >= 1, got {max_stored_samples!r}")
         self.max_stored_samples = max_stored_samples
+
+    @property
+    def fitted(self) -> bool:
+        return hasattr(self, "calibration_")
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        if not self.fitted:
+            raise ConfigError("CalibrationFitter is not fitted yet: call fit() first")
+        rows = []
+        for name, rc in self.calibration_.routes.items():
+            ln = rc.output.lognormal
+            rows.append(
+                {
+                    "route": name,
+                    "n": rc.n,
+                    "output median": ln.median if ln else None,
+                    "output p95": ln.p95 if ln else None,
+                    "output mean": rc.output.empirical.mean,
+                    "truncation rate": rc.truncation_rate.value,
+                    "cache hit rate": rc.cache_hit_rate.value,
+                    "template overhead": rc.template_overhead.value if rc.template_overhead else None,
+                }
+            )
+        return pd.DataFrame(rows).set_index("route")
+
+    def __repr__(self) -> str:
+        if not self.fitted:
+            return "<kimiplan.CalibrationFitter: not fitted>"
+        c = self.calibration_
+        return f"<kimiplan.CalibrationFitter: {c.model}, {c.n_samples} samples, routes {sorted(c.routes)}>"
 
     def fit(self, df: pd.DataFrame, *, model: str | None = None, notes: str = "") -> CalibrationFitter:
         if df.empty:
@@ -428,38 +529,38 @@ class CalibrationFitter:
         if out.isna().all():  # usage logs without reasoning detail: completion is all we have
             out = g["completion_tokens"].astype(float)
         ok = out.notna().to_numpy()
-        output = _component(out[ok], censored[ok], self.max_stored_samples)
+        output = _component(out[ok], censored[ok], self.max_stored_samples, self.alpha)
         reasoning = None
         r = g["reasoning_tokens"].astype(float)
         if r.notna().any() and (r.fillna(0) > 0).any():
             # reasoning is cut only when it used the whole budget (no visible output at all)
             r_cens = censored & (out.fillna(0).to_numpy() == 0)
             mask = r.notna().to_numpy()
-            reasoning = _component(r[mask], r_cens[mask], self.max_stored_samples)
-        trunc = ProportionFitter().fit((g["first_finish_reason"] == "length").to_numpy())
-        hits = ProportionFitter().fit((g["cached_tokens"].fillna(0) > 0).to_numpy())
+            reasoning = _component(r[mask], r_cens[mask], self.max_stored_samples, self.alpha)
+        trunc = ProportionFitter(self.alpha).fit((g["first_finish_reason"] == "length").to_numpy())
+        hits = ProportionFitter(self.alpha).fit((g["cached_tokens"].fillna(0) > 0).to_numpy())
         has_p = g["prompt_tokens"].notna()
         cached = None
         if has_p.any():
-            rf = RatioFitter().fit(g.loc[has_p, "cached_tokens"].fillna(0), g.loc[has_p, "prompt_tokens"])
+            rf = RatioFitter(self.alpha).fit(g.loc[has_p, "cached_tokens"].fillna(0), g.loc[has_p, "prompt_tokens"])
             cached = _est(rf.ratio_, rf.ci_, rf.n_)
         both = has_p & g["local_prompt_tokens"].notna()
         overhead = None
         if both.any():
-            mf = MeanFitter().fit(g.loc[both, "prompt_tokens"] - g.loc[both, "local_prompt_tokens"])
+            mf = MeanFitter(self.alpha).fit(g.loc[both, "prompt_tokens"] - g.loc[both, "local_prompt_tokens"])
             ci = mf.ci_ if mf.n_ > 1 else (mf.mean_, mf.mean_)
             overhead = _est(mf.mean_, ci, mf.n_)
         ttft = decode = None
         lat = g[g["ttft_s"].notna() & g["total_s"].notna()]
         if len(lat) >= 3:
             try:
-                ttft = _lognormal_fit(LogNormalFitter().fit(lat["ttft_s"]))
+                ttft = _lognormal_fit(LogNormalFitter(self.alpha).fit(lat["ttft_s"]))
                 gen_s = (lat["total_s"] - lat["ttft_s"]).to_numpy()
                 tps = lat["completion_tokens"].to_numpy() / np.where(gen_s > 0, gen_s, np.nan)
                 tps = tps[np.isfinite(tps) & (lat["completion_tokens"].to_numpy() >= 16)]
                 if len(tps) >= 3:
-                    decode = _lognormal_fit(LogNormalFitter().fit(tps))
-            except ConfigError:
+                    decode = _lognormal_fit(LogNormalFitter(self.alpha).fit(tps))
+            except (ConfigError, ConvergenceError):
                 pass
         th = g["thinking"].dropna()
         mct = g["max_completion_tokens"].dropna()

@@ -28,10 +28,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from kimiplan.client import DailyLimitError, KimiAPIError, KimiClient, QuotaExceededError
-from kimiplan.errors import ConfigError
+from kimiplan.errors import ConfigError, validate
 from kimiplan.finance.cost import Usage, cost_of_usage
 from kimiplan.io.paths import data_path
 from kimiplan.tokens.tokenizer import count_messages
@@ -82,14 +82,9 @@ def load_sampler_config(path: str | Path) -> SamplerConfig:
     p = Path(path)
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        return SamplerConfig.model_validate(data)
     except OSError as exc:
         raise ConfigError(f"sampler config {str(p)!r} cannot be read: {exc.strerror}") from exc
-    except ValidationError as exc:
-        e = exc.errors()[0]
-        raise ConfigError(
-            f"sampler config {str(p)!r}: field {'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r:.80})"
-        ) from exc
+    return validate(SamplerConfig, data, f"sampler config {str(p)!r}")
 
 
 def _jsonl_objects(p: Path, what: str):
@@ -456,7 +451,7 @@ def run_sampler(
 
 
 # --- other calibration input -------------------------------------------------------------------------------
-def read_usage_log(path: str | Path, *, provenance: str = "usage-log", route: str | None = None) -> list[dict]:
+def read_call_log(path: str | Path, *, provenance: str = "usage-log", route: str | None = None) -> list[dict]:
     """Usage logs as sample records: JSONL of chat.completion responses (optionally wrapped as
     {"response": ..., "route": ..., "ttft_s": ..., "messages": ...}) or a CSV export with prompt_tokens,
     completion_tokens, cached_tokens, finish_reason [, route, ttft_s, total_s, local_prompt_tokens]."""

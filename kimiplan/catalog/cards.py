@@ -13,14 +13,15 @@ import json
 import tomllib
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from kimiplan.errors import CatalogError
+from kimiplan.errors import CatalogError, validate
 from kimiplan.io.paths import data_path
 
 Money = Decimal
@@ -243,27 +244,15 @@ def _read_table(path: Path) -> dict:
 def _cards_from(data: dict, origin: str) -> list[PriceCard]:
     out = []
     for i, row in enumerate(data.get("card", [])):
-        try:
-            out.append(PriceCard(**row))
-        except ValidationError as exc:
-            raise CatalogError(f"{origin}: card[{i}] ({row.get('model', '?')}): {_first_error(exc)}") from None
+        out.append(validate(PriceCard, row, f"{origin}: card[{i}] ({row.get('model', '?')})", error=CatalogError))
     return out
 
 
 def _tool_prices_from(data: dict, origin: str) -> list[ToolPrice]:
-    out = []
-    for i, row in enumerate(data.get("tool_price", [])):
-        try:
-            out.append(ToolPrice(**row))
-        except ValidationError as exc:
-            raise CatalogError(f"{origin}: tool_price[{i}] ({row.get('tool', '?')}): {_first_error(exc)}") from None
-    return out
-
-
-def _first_error(exc: ValidationError) -> str:
-    e = exc.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"]) or "(card)"
-    return f"field {loc}: {e['msg']} (got {e.get('input')!r})"
+    return [
+        validate(ToolPrice, row, f"{origin}: tool_price[{i}] ({row.get('tool', '?')})", error=CatalogError)
+        for i, row in enumerate(data.get("tool_price", []))
+    ]
 
 
 def _tiers_from(data: dict, origin: str) -> list[RateTier]:
@@ -293,10 +282,7 @@ def _tiers_from(data: dict, origin: str) -> list[RateTier]:
                     )
                 )
     for i, row in enumerate(data.get("tier", [])):
-        try:
-            out.append(RateTier(**row))
-        except ValidationError as exc:
-            raise CatalogError(f"{origin}: tier[{i}] ({row.get('name', '?')}): {_first_error(exc)}") from None
+        out.append(validate(RateTier, row, f"{origin}: tier[{i}] ({row.get('name', '?')})", error=CatalogError))
     return out
 
 
@@ -576,16 +562,37 @@ def _default_region(provider: str) -> str:
     return "intl" if provider == "moonshot" else "global"
 
 
-def load_catalog(extra: Sequence[str | Path] = ()) -> Catalog:
-    """The shipped catalog, plus user files (TOML/YAML with `[[card]]`/`[[tier]]` rows, or LiteLLM JSON)."""
+_SHIPPED = ("prices.toml", "tiers.toml")
+
+
+def _file_stamp(path: Path) -> tuple[str, int, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (str(path), -1, -1)  # _read_table reports the missing file
+    return (str(path), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=4)
+def _shipped_catalog(*stamps: tuple[str, int, int]) -> Catalog:
+    """The shipped catalog, read once per version of its files (a Catalog is immutable, so sharing it is safe)."""
     cards: list[PriceCard] = []
     tiers: list[RateTier] = []
     tools: list[ToolPrice] = []
-    for name in ("prices.toml", "tiers.toml"):
-        data = _read_table(data_path("catalog", name))
+    for (path, _, _), name in zip(stamps, _SHIPPED):
+        data = _read_table(Path(path))
         cards += _cards_from(data, name)
         tiers += _tiers_from(data, name)
         tools += _tool_prices_from(data, name)
+    return Catalog(cards, tiers, tools)
+
+
+def load_catalog(extra: Sequence[str | Path] = ()) -> Catalog:
+    """The shipped catalog, plus user files (TOML/YAML with `[[card]]`/`[[tier]]` rows, or LiteLLM JSON)."""
+    shipped = _shipped_catalog(*(_file_stamp(data_path("catalog", n)) for n in _SHIPPED))
+    if not extra:
+        return shipped
+    cards, tiers, tools = list(shipped.cards), list(shipped.rate_tiers), list(shipped.tool_prices)
     for f in extra:
         f = Path(f)
         if f.suffix.lower() == ".json":

@@ -21,6 +21,7 @@ _COMMAND_MODULES = [
     "kimiplan.cli.calibration_cmds",
     "kimiplan.cli.report_cmds",
     "kimiplan.cli.logs_cmds",
+    "kimiplan.cli.sweep_cmds",
     "kimiplan.cli.campaign_cmds",
     "kimiplan.cli.init_cmds",
 ]

@@ -90,7 +90,7 @@ def cmd_backtest(args) -> int:
 
     catalog = load_catalog(args.catalog)
     scenario = load_scenario(args.scenario, catalog)
-    bt = backtest(
+    result = backtest(
         args.usage_log,
         scenario,
         catalog=catalog,
@@ -99,8 +99,9 @@ def cmd_backtest(args) -> int:
         level=args.level,
     )
     if args.json:
-        print_json({"scenario": scenario.name, **bt.attrs, "months": bt})
+        print_json({"scenario": scenario.name, **result.to_dict()})
         return 0
+    bt = result.table
     print(
         f"{scenario.name}: each month forecast from the months before it only, against the exact cost of the "
         f"log ({bt['currency'].iloc[0]})"
@@ -121,10 +122,7 @@ def cmd_backtest(args) -> int:
         ],
         currency=bt["currency"].iloc[0],
     )
-    print(
-        f"actual inside the {bt.attrs['level']:.0%} band in {bt.attrs['coverage']:.0%} of "
-        f"{bt.attrs['months_judged']} months"
-    )
+    print(f"actual inside the {result.level:.0%} band in {result.coverage:.0%} of {result.months_judged} months")
     return 0
 
 
@@ -156,7 +154,7 @@ def cmd_compare(args) -> int:
             name = sc.name if sc.name not in variants else f"{sc.name} ({ref})"
             variants[name] = sc
     else:
-        variants = standard_variants(base, catalog)
+        variants = standard_variants(base, catalog, k3_family=True if args.k3_family else None)
     if args.drivers is not None and args.drivers not in variants:
         raise ConfigError(f"--drivers: unknown variant {args.drivers!r}; variants: {', '.join(variants)}")
     fcs = run_variants(variants, args.months, catalog=catalog, paths=args.paths, seed=args.seed, currency=args.currency)
@@ -255,6 +253,11 @@ def register(sub) -> None:
     c.add_argument("--seed", type=_int("--seed"), help="random seed (default: each scenario's)")
     c.add_argument("--currency", help="report in this currency (needs the base scenario's exchange_rate)")
     c.add_argument("--drivers", metavar="VARIANT", help="also split the change from base to VARIANT into drivers")
+    c.add_argument(
+        "--k3-family",
+        action="store_true",
+        help="add K3, K3.1 Pro and K3.1 Pro highspeed to the standard variants (default: when an agent route exists)",
+    )
     c.add_argument("--json", action="store_true")
     c.add_argument("--catalog", action="append", default=[], metavar="FILE")
     c.set_defaults(func=cmd_compare)

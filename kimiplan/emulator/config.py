@@ -13,10 +13,10 @@ from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kimiplan.catalog.providers import K26_DEFAULT_MAX_COMPLETION
-from kimiplan.errors import ConfigError
+from kimiplan.errors import ConfigError, validate
 from kimiplan.model.dists import LogNormal
 from kimiplan.model.settings import WindowSettings
 
@@ -112,11 +112,4 @@ def load_emulator_config(path: str | Path) -> EmulatorConfig:
         data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise ConfigError(f"emulator config {str(p)!r} cannot be read: {exc.strerror}") from exc
-    try:
-        return EmulatorConfig.model_validate(data)
-    except ValidationError as exc:
-        e = exc.errors()[0]
-        loc = ".".join(str(x) for x in e["loc"])
-        raise ConfigError(
-            f"emulator config {str(p)!r}: field {loc or '(root)'}: {e['msg']} (got {e.get('input')!r:.80})"
-        ) from exc
+    return validate(EmulatorConfig, data, f"emulator config {str(p)!r}")

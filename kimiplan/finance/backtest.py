@@ -13,7 +13,9 @@ machinery can be exercised without real data; `python -m kimiplan.finance.backte
 from __future__ import annotations
 
 import datetime as dt
+import html
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +80,8 @@ def synthetic_usage_log(
     return out
 
 
-def read_usage_log(path: str | Path) -> pd.DataFrame:
+def read_daily_usage(path: str | Path) -> pd.DataFrame:
+    """A daily usage log (CSV: one row per day and route with requests and token sums; see LOG_COLUMNS)."""
     try:
         df = pd.read_csv(path)
     except (OSError, pd.errors.ParserError) as exc:
@@ -99,6 +102,39 @@ def _check_log(df: pd.DataFrame, origin: str = "usage log") -> pd.DataFrame:
         raise ConfigError(f"{origin}: cached_tokens exceed prompt_tokens on some rows (prompt_tokens include them)")
     df["month"] = pd.to_datetime(df["date"]).dt.strftime("%Y-%m")
     return df
+
+
+@dataclass(frozen=True)
+class Backtest:
+    """How past forecasts fared: `table` (one row per judged month) and how often the actual fell inside the band."""
+
+    table: pd.DataFrame
+    level: float  # the prediction band's nominal coverage
+    coverage: float  # share of judged months whose actual fell inside the band (NaN when none was judged)
+    months_judged: int
+
+    def to_dict(self) -> dict:
+        return {
+            "level": self.level,
+            "coverage": self.coverage,
+            "months_judged": self.months_judged,
+            "months": self.table,
+        }
+
+    def describe(self) -> str:
+        cur = self.table["currency"].iloc[0]
+        mape = float(self.table["pct_error"].abs().mean())
+        naive = float(self.table["naive_pct_error"].abs().mean())
+        return (
+            f"{len(self.table)} months forecast from the months before them: mean absolute error {mape:.1f} % "
+            f"(naive last-month forecast {naive:.1f} %); the actual ({cur}) fell inside the {self.level:.0%} band "
+            f"in {self.coverage:.0%} of {self.months_judged} months."
+        )
+
+    def _repr_html_(self) -> str:
+        cols = ["month", "forecast", "band_low", "band_high", "actual", "inside", "pct_error"]
+        table = self.table[cols].to_html(index=False, float_format=lambda v: f"{v:,.2f}")
+        return f"<p>{html.escape(self.describe())}</p>{table}"
 
 
 def _prediction_band(y: np.ndarray, slope: float, icpt: float, cpr: np.ndarray, level: float) -> float:
@@ -130,18 +166,19 @@ def backtest(
     min_history: int = 3,
     token_window: int = 3,
     level: float = 0.8,
-) -> pd.DataFrame:
-    """One row per month that has `min_history` earlier months: forecast from the earlier months only, actual
-    cost from the log (exact), and the error; plus a naive forecast (last month's cost per day) for scale.
+) -> Backtest:
+    """A `Backtest`: one row per month that has `min_history` earlier months, forecast from the earlier months
+    only, the actual cost from the log (exact) and the error; plus a naive forecast (last month's cost per
+    day) for scale.
 
     Each forecast carries a `level` prediction band (`band_low`, `band_high`; NaN with fewer than 3 months of
-    history) and whether the actual fell `inside` it; `df.attrs["coverage"]` is the share of months inside,
-    which should come out near `level` when the band is honest."""
+    history) and whether the actual fell `inside` it; `coverage` is the share of months inside, which should
+    come out near `level` when the band is honest."""
     _check_range("min_history", min_history, 1, 120, integer=True)
     _check_range("token_window", token_window, 1, 120, integer=True)
     _check_range("level", level, 0.01, 0.999)
     catalog = catalog or load_catalog()
-    log = read_usage_log(usage_log) if isinstance(usage_log, (str, Path)) else _check_log(usage_log)
+    log = read_daily_usage(usage_log) if isinstance(usage_log, (str, Path)) else _check_log(usage_log)
     routes = {r.name: r for r in scenario.routes}
     unknown = sorted(set(log["route"]) - set(routes))
     if unknown:
@@ -213,12 +250,12 @@ def backtest(
         )
     out = pd.DataFrame(rows)
     judged = out["inside"].dropna()
-    out.attrs.update(
+    return Backtest(
+        table=out,
         level=level,
         coverage=float(judged.astype(bool).mean()) if len(judged) else float("nan"),
         months_judged=int(len(judged)),
     )
-    return out
 
 
 def _cost_per_request(per_route: pd.DataFrame, card, routes: dict, tax: float) -> float:

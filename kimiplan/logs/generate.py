@@ -130,7 +130,6 @@ def generate_call_log(
 ) -> Path:
     """Write a synthetic per-call log (`kimiplan-calls` columns) to `path`: .parquet, .csv[.gz] or .jsonl[.gz].
     Completions above 4,096 tokens are cut there (finish_reason=length), as the budget would."""
-    import duckdb
 
     path = Path(path)
     sql = call_log_sql(
@@ -154,10 +153,11 @@ def generate_call_log(
     else:
         raise ConfigError(f"path {str(path)!r}: write .parquet, .csv[.gz] or .jsonl[.gz]")
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect()
+    from kimiplan.logs.summarize import _connect
+
+    con = _connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.execute("SET enable_progress_bar = false")
         if threads:
             con.execute(f"SET threads = {int(threads)}")
         con.execute(_MACROS)

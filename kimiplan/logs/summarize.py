@@ -495,10 +495,9 @@ def summarize_log(
     origin = str(path) if not isinstance(path, (list, tuple)) else f"{len(files)} files"
     catalog = catalog or load_catalog()
 
-    con = duckdb.connect()
+    con = _connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.execute("SET enable_progress_bar = false")
         if memory_limit:
             con.execute(f"SET memory_limit = {_q(memory_limit)}")
         if threads:
@@ -643,6 +642,9 @@ def _aggregate(con, plan: _Plan, model, by, qs, approx) -> tuple[pd.DataFrame, d
     def dec(v) -> Decimal:
         return Decimal(0) if v is None or (isinstance(v, float) and v != v) else ctx.divide(Decimal(v), MILLION)
 
+    def tidy(d: Decimal) -> Decimal:  # same value, no trailing zeros, never exponent notation
+        return d.quantize(Decimal(1)) if d == d.to_integral_value() else d.normalize()
+
     exact = {k: [dec(v) for v in raw[k]] for k in money}
     web = [Decimal(0) if v is None or (isinstance(v, float) and v != v) else Decimal(v) for v in raw["_c_web"]]
     totals_exact = [ctx.add(ctx.add(ctx.add(ctx.add(a, b), c), d), w) for a, b, c, d, w in zip(*exact.values(), web)]
@@ -659,7 +661,7 @@ def _aggregate(con, plan: _Plan, model, by, qs, approx) -> tuple[pd.DataFrame, d
     totals = {
         "rows": int(raw["_rows"].sum()),
         "requests": int(raw["requests"].sum()),
-        "cost": sum(totals_exact, Decimal(0)),
+        "cost": tidy(sum(totals_exact, Decimal(0))),
         "rejected": {k: v for k, v in rejected.items() if v},
         "unpriced": {},
         "refusals": merge("_refusals"),
@@ -687,7 +689,7 @@ def _aggregate(con, plan: _Plan, model, by, qs, approx) -> tuple[pd.DataFrame, d
         t[f"cost_{cls}"] = [float(v) for v in exact[k]]
     t["cost_web_search"] = [float(v) for v in web]
     t["cost"] = [float(v) for v in totals_exact]
-    t["cost_exact"] = totals_exact
+    t["cost_exact"] = [tidy(v) for v in totals_exact]
     for col in ("prompt_tokens", "completion_tokens", "ttft_s", "latency_s"):
         qcol = f"{col}_q"
         if qcol not in raw:
@@ -720,7 +722,13 @@ def _first_rejected(con, plan: _Plan, model) -> dict[str, Any] | None:
         "WHERE _reason IS NOT NULL"
     )
     order = {p: i for i, p in enumerate(plan.files)}
-    found = con.execute(sql).fetchall()
+    # One thread: text files are then read front to back, so row_number() counts rows in file order.
+    threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    con.execute("SET threads = 1")
+    try:
+        found = con.execute(sql).fetchall()
+    finally:
+        con.execute(f"SET threads = {int(threads)}")
     if not found:
         return None
     f, rn, reason = min(found, key=lambda r: (order.get(r[0], 0), r[1]))
@@ -795,3 +803,17 @@ def _samples(con, plan: _Plan, model, table: pd.DataFrame, by, k: int) -> pd.Dat
     df["thinking"] = float("nan")
     df["id"] = [f"log:{r}:{i}" for i, r in enumerate(df["route"])]
     return df.reset_index(drop=True)
+
+
+def _connect():
+    """An in-memory DuckDB that prints no progress bar (a library prints nothing on its own)."""
+    import duckdb
+
+    con = duckdb.connect()
+    for setting in ("enable_progress_bar", "enable_progress_bar_print"):
+        try:
+            con.execute(f"SET {setting} = false")
+            break
+        except duckdb.Error:  # in Jupyter without ipywidgets DuckDB refuses the first; the second still works
+            continue
+    return con

@@ -11,9 +11,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from kimiplan.errors import ConfigError
+from kimiplan.errors import validate
 
 CHUNK = 1 << 21  # requests per chunk: ~100 MB of arrays, big enough to amortize the kernel call
 # Dates a plan can mean: forecasts add months and years to these, which must stay inside `datetime`'s range.
@@ -131,9 +131,4 @@ class SimSettings(BaseModel):
             "window": merged(sim.window, window),
             **{k: v for k, v in given.items() if v is not None},
         }
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            e = exc.errors()[0]
-            field = ".".join(str(p) for p in e["loc"])
-            raise ConfigError(f"{field}: {e['msg']} (got {e.get('input')!r})") from None
+        return validate(cls, data)

@@ -151,6 +151,11 @@ def collect_sections(
         else:
             sections += [("Capacity", None), *fn(scenario, catalog)]
     sections += [("What the cost is made of", None), *foundation_sections(scenario, catalog)]
+    from kimiplan.report.agents import agent_report_sections
+
+    agents = agent_report_sections(scenario, catalog)
+    if agents:  # scenarios with agent routes only
+        sections += [("Agent runs", None), *agents]
     sections += [("Sources", None), *scenario_sections(scenario, catalog)]
     return sections
 

@@ -174,8 +174,9 @@ fc_retired.monthly[["month", "expected", "P50", "retired_days", "status"]]
 # Same from a shell: `kimiplan backtest support_chat data/usage/past_months_synthetic.csv`.
 
 # %%
-bt = backtest(data_path("usage", "past_months_synthetic.csv"), scenario, catalog=catalog)
-print(f"inside the {bt.attrs['level']:.0%} band: {bt.attrs['coverage']:.0%} of {bt.attrs['months_judged']} months")
+result = backtest(data_path("usage", "past_months_synthetic.csv"), scenario, catalog=catalog)
+print(f"inside the {result.level:.0%} band: {result.coverage:.0%} of {result.months_judged} months")
+bt = result.table
 bt[
     [
         "month",

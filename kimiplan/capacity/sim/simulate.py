@@ -499,3 +499,9 @@ def _peak_usage(pm: pd.DataFrame, ps: pd.DataFrame, pd_: pd.DataFrame, limits: d
 
 def summary_json(result: SimResult) -> str:
     return result.to_json()
+
+
+# Public names for drivers that run the kernel themselves (kimiplan.sweeps.longrun: day chunks on Dask workers,
+# the kernel state carried from task to task).
+kernel_args = _kernel_args
+result_from_state = _result
