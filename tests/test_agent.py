@@ -256,3 +256,22 @@ def test_breakdown_json_reports_runs(capsys, tmp_path):
     d = json.loads(capsys.readouterr().out)
     writes = [c for c in d["cost"] if c["price_class"] == "input_cache_write" and c["route"] == "fix_issue"]
     assert sum(c["cost_per_request"] for c in writes) > 0
+
+
+def test_k3_family_variants_and_report_sections(catalog):
+    from kimiplan.catalog.resolve import load_scenario
+    from kimiplan.finance.variants import K3_FAMILY, model_variant, standard_variants
+    from kimiplan.report.agents import agent_report_sections
+
+    sc = load_scenario("coding_agent", catalog)
+    v = standard_variants(sc, catalog)
+    assert set(K3_FAMILY) <= set(v)  # an agent scenario sets K2.6 against the K3 family by default
+    assert not set(K3_FAMILY) & set(standard_variants(load_scenario("support_chat", catalog), catalog))
+    k31 = model_variant(sc, "kimi-k3.1-pro", catalog)
+    assert all(r.thinking for r in k31.routes) and "reasoning always on" in k31.description
+    base = expected_cost(sc, catalog).groupby("route")["cost_per_request"].sum()
+    other = expected_cost(k31, catalog).groupby("route")["cost_per_request"].sum()
+    assert other["fix_issue"] > base["fix_issue"]
+    titles = [t for t, _ in agent_report_sections(sc, catalog)]
+    assert any("per run, step and price class" in t for t in titles) and any("sessions" in t for t in titles)
+    assert agent_report_sections(load_scenario("support_chat", catalog), catalog) == []

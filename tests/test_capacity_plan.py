@@ -205,3 +205,32 @@ def test_a_90_day_simulation_shows_refusals_when_the_plan_says():
         want = horizon_refusal(sc, hours=float(sel.sum()) / 60.0, start=start)["refusal_total"]
         assert abs(share - want) < 5 * math.sqrt(want / att) * 3, (month, share, want)
         assert (share > p.target) == (k >= p.exhaustion["months"]), (month, share)
+
+
+def test_a_retrying_client_is_read_from_the_scenario_and_simulated_briefly():
+    # No closed form holds for correlated retries: the plan runs a short simulation at the busiest minute and
+    # says so; first attempts keep their closed form.
+    sc = theory_scenario(
+        tier={"name": "slots", "concurrency": 16}, simulation={"client": {"kind": "retry", "max_retries": 3}}
+    )
+    p = plan(sc)
+    ce = p.client_effect
+    assert p.assumptions["client"] == "retry" and "client_effect" in p.assumptions["client_note"]
+    assert ce["max_retries"] == 3 and ce["method"].startswith("simulation")
+    assert 0 < ce["failed"] < ce["attempt_refusal"] and ce["attempts_per_request"] > 1
+    # Retries raise the load, so an attempt is refused more often than a first attempt.
+    assert ce["attempt_refusal"] > p.refusal_total
+    assert "fail for good" in p.describe()
+    assert plan(theory_scenario(tier={"name": "slots", "concurrency": 16})).client_effect is None
+    # An inline tier belongs to no catalog table: no table is the headline.
+    assert p.assumptions["tier_table"] is None and not any(t["headline"] for t in p.by_tier_table)
+
+
+def test_tier_tables_figure_shows_every_table_side_by_side(support):
+    from kimiplan.viz.capacity import tier_tables_figure
+
+    fig = tier_tables_figure(support, 40000 / 86400)
+    names = [t.name for t in fig.data]
+    assert len(names) == 2 and any("table A (official)" in n for n in names)
+    assert any("third-party" in n and "headline" in n for n in names)
+    assert list(fig.data[0].x) == [f"Tier{i}" for i in range(6)]

@@ -1,11 +1,11 @@
 import os
-import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from kimiplan.client import (
+    KEY_PATTERN,
     DailyLimitError,
     KimiAPIError,
     KimiClient,
@@ -21,7 +21,7 @@ from kimiplan.tokens.tokenizer import count_messages
 
 MSG = [{"role": "user", "content": "hi"}]
 ROOT = Path(__file__).resolve().parent.parent
-KEY_SHAPE = re.compile(r"sk-[A-Za-z0-9]{20,}")
+KEY_SHAPE = KEY_PATTERN  # the client's own scrubber pattern: Moonshot's sk-<alnum> and dashed sk-proj-/sk-or-v1-
 
 
 def test_key_is_masked_everywhere(monkeypatch):
@@ -236,6 +236,8 @@ def test_no_api_key_anywhere_in_the_repo():
 def test_key_pattern_catches_a_key_shaped_string():
     fake = "s" + "k-" + "Z9" * 12  # assembled at run time so this file itself stays clean
     assert KEY_SHAPE.search(f"api_key = '{fake}'") and not KEY_SHAPE.search("sk-short")
+    for dashed in ("s" + "k-or-v1-" + "0f" * 32, "s" + "k-proj-" + "Ab_9-" * 8):
+        assert KEY_SHAPE.search(f"key: {dashed}")
 
 
 def test_tpd_wait_runs_to_midnight_at_the_reset_offset():

@@ -75,10 +75,13 @@ def test_import_is_lazy():
 def test_front_door_in_a_fresh_process():
     code = (
         "import kimiplan as kp; p = kp.plan(kp.load_scenario('support_chat')); "
-        "d = p.describe() if hasattr(p, 'describe') else None; print(type(p).__name__)"
+        "print(type(p).__name__); print(p.describe()); print(len(p._repr_html_()))"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+    name, *text = r.stdout.splitlines()
+    assert name == "CapacityPlan"
+    assert "Tier" in "\n".join(text) and int(text[-1]) > 100
 
 
 def test_count_tokens_text_and_messages():

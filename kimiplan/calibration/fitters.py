@@ -22,6 +22,7 @@ from scipy import optimize, stats
 
 from kimiplan.catalog.providers import K26_DEFAULT_MAX_COMPLETION, truncate_completion
 from kimiplan.errors import ConfigError, ConvergenceError, validate
+from kimiplan.io.atomic import atomic_write
 from kimiplan.model.dists import Z95
 
 SCHEMA_VERSION = 1
@@ -376,7 +377,7 @@ class Calibration(_F):
     def save(self, path: str | Path) -> Path:
         p = Path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        atomic_write(p, self.model_dump_json(indent=2) + "\n", what="calibration file")
         return p
 
     def summary(self) -> pd.DataFrame:

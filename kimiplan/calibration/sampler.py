@@ -5,21 +5,31 @@
   ids already recorded as "ok" are skipped, and a torn last line is cut off on open.
 - Concurrency, RPM and TPM are paced locally (TPM with Kimi's rule: input + max_completion_tokens), so the
   sampler stays under the tier instead of leaning on 429s.
-- A hard spend cap: each call's worst case (input at the cache-miss price + its max_completion_tokens at the
-  output price) is reserved before it is sent; completed calls settle at their actual cost.
-- Records keep token counts, latencies, route, model, time, provenance and a prompt hash; never the key, and
-  never the prompt text unless `store_prompts=True`.
+- A hard spend cap, held even across kills: before a call is sent, a write-ahead "sent" record (fsynced) reserves
+  its worst case (input with a margin for what the server adds, at the cache-miss price, plus its
+  max_completion_tokens at the output price, times the Partial Mode continuations it may make). A retry after a
+  cut stream or a dropped connection (which may have been billed) reserves again first. The call's "ok" or
+  "error" record settles the reservation: the actual cost, plus the worst case of every attempt that may have
+  been billed without a usable answer (cut streams, malformed responses). On resume, a reservation with no
+  settling record (the process died with the call in flight) is settled at its worst case ("lost" record).
+- One run per store: the store file is locked (flock) for the run; a second run refuses to start.
+- Every response the client cannot read is a typed error, stored as an "error" record; the run goes on, and
+  stops cleanly (saying why) only on errors no later call can escape (quota, authentication, TPD).
+- Records keep token counts, latencies, route, model, time, provenance and a prompt hash; never the key (error
+  texts are scrubbed), and never the prompt text unless `store_prompts=True`.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import os
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -30,13 +40,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kimiplan.client import DailyLimitError, KimiAPIError, KimiClient, QuotaExceededError
+from kimiplan.client import KimiAPIError, KimiClient, scrub
 from kimiplan.errors import ConfigError, validate
 from kimiplan.finance.cost import Usage, cost_of_usage
 from kimiplan.io.paths import data_path
 from kimiplan.tokens.tokenizer import count_messages
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: "sent" reservations and "settled" amounts (version-1 stores are read as before)
+#: error kinds whose attempt may have been billed without a usable answer: settled at the worst case
+BILLED_FAILURES = frozenset({"malformed", "connection", "broken_stream", "stream_error"})
 
 
 # --- user input --------------------------------------------------------------------------------------------
@@ -63,6 +75,10 @@ class SamplerConfig(BaseModel):
     store_prompts: bool = False
     #: fraction of the tier's RPM/TPM the pacer may use (headroom for other traffic on the account)
     headroom: float = Field(default=0.9, gt=0, le=1)
+    #: prompt tokens the server may add beyond the local count (a hidden system prompt), for the worst case:
+    #: the local count times (1 + prompt_margin) plus prompt_margin_tokens
+    prompt_margin: float = Field(default=0.1, ge=0, le=10)
+    prompt_margin_tokens: int = Field(default=256, ge=0, le=1_000_000)
 
     def with_tier(self, tier) -> SamplerConfig:
         """Clamp concurrency/RPM/TPM to a `catalog.RateTier` (times `headroom` for RPM and TPM)."""
@@ -77,13 +93,10 @@ class SamplerConfig(BaseModel):
 
 
 def load_sampler_config(path: str | Path) -> SamplerConfig:
-    import yaml
+    from kimiplan.model.loader import load_file
 
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError(f"sampler config {str(p)!r} cannot be read: {exc.strerror}") from exc
+    data = load_file(p, "sampler config") or {}
     return validate(SamplerConfig, data, f"sampler config {str(p)!r}")
 
 
@@ -161,14 +174,24 @@ def plan_calls(config: SamplerConfig, prompts: Mapping[str, list] | None = None)
 
 # --- the store ---------------------------------------------------------------------------------------------
 class SampleStore:
-    """Append-only JSONL; one fsync per record; a torn last line (crash mid-write) is cut on open."""
+    """Append-only JSONL; one fsync per record; a torn last line (crash mid-write) is cut on open. Opening it
+    takes an exclusive lock on the file for as long as it is open (released by the kernel if the process
+    dies): a second run on the same store refuses to start instead of duplicating every sample."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._repair()
         self._fh = open(self.path, "ab")
+        try:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._fh.close()
+            raise ConfigError(
+                f"sample store {str(self.path)!r} is in use by another run (it holds the store's lock); "
+                "wait for it to finish, or give this run another --store"
+            ) from None
+        self._repair()
 
     def _repair(self) -> None:
         if not self.path.exists():
@@ -243,15 +266,26 @@ class Pacer:
 
 
 class SpendGuard:
-    def __init__(self, cap: Decimal, card, spent: Decimal = Decimal(0)):
+    def __init__(self, cap: Decimal, card, spent: Decimal = Decimal(0), margin: float = 0.0, margin_tokens: int = 0):
         self.cap, self.card = Decimal(cap), card
         self.spent = Decimal(spent)
         self.reserved = Decimal(0)
+        self.margin, self.margin_tokens = margin, margin_tokens
         self._lock = threading.Lock()
 
     def worst_case(self, input_tokens: int, max_completion_tokens: int) -> Decimal:
-        # Nothing cached and the whole budget generated: the most this call can cost.
-        return cost_of_usage(Usage(int(input_tokens), int(max_completion_tokens)), self.card).subtotal
+        # Nothing cached, the server's additions at their margin, the whole budget generated: the most one
+        # attempt can cost.
+        prompt = int(input_tokens * (1 + self.margin)) + self.margin_tokens
+        return cost_of_usage(Usage(prompt, int(max_completion_tokens)), self.card).subtotal
+
+    def call_worst_case(self, call: PlannedCall, continuations: int) -> Decimal:
+        """One attempt of the call and every Partial Mode continuation it may make (each resends the prefix)."""
+        n = 1 + (continuations if call.continue_on_length else 0)
+        return (
+            self.worst_case(call.local_prompt_tokens + (n - 1) * call.max_completion_tokens, call.max_completion_tokens)
+            * n
+        )
 
     def actual(self, rec: Mapping[str, Any]) -> Decimal:
         prompt = rec.get("prompt_tokens")
@@ -272,6 +306,17 @@ class SpendGuard:
             self.reserved += amount
             return True
 
+    def settlement(self, worst: Decimal, res=None, exc: KimiAPIError | None = None, rec=None) -> Decimal:
+        """What a finished call is taken to have cost: its actual cost (when it answered) plus the worst case
+        of each attempt that may have been billed without an answer (cut streams, dropped connections,
+        malformed responses), the failing one included."""
+        retries = (res.retries if res is not None else exc.retries) or {}
+        billed_failures = sum(v for k, v in retries.items() if k in BILLED_FAILURES)
+        if exc is not None and exc.kind in BILLED_FAILURES:
+            billed_failures += 1
+        actual = self.actual(rec) if rec is not None else Decimal(0)
+        return actual + worst * billed_failures
+
     def settle(self, reserved: Decimal, actual: Decimal) -> None:
         with self._lock:
             self.reserved -= reserved
@@ -290,14 +335,21 @@ class SampleRunSummary:
     retries: dict[str, int] = field(default_factory=dict)
     stopped_reason: str | None = None
     spent: Decimal = Decimal(0)
+    #: reservations of an earlier run that died with calls in flight, settled at their worst case on resume
+    lost_in_flight: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
     mean_in_flight: float = 0.0
 
     def __str__(self) -> str:
         s = (
-            f"planned {self.planned}, already recorded {self.skipped}, completed {self.completed}, failed {self.failed}, "
-            f"not sent {self.not_sent}, retries {self.retries or 0}, spent {self.spent:.6f}"
+            f"planned {self.planned}, already recorded {self.skipped}, completed {self.completed}, "
+            f"failed {self.failed}, not sent {self.not_sent}, retries {self.retries or 0}, spent {self.spent:.6f}"
         )
+        if self.errors:
+            s += f", errors {self.errors}"
+        if self.lost_in_flight:
+            s += f", {self.lost_in_flight} call(s) in flight when an earlier run died (counted at their worst case)"
         return s + (f"; stopped: {self.stopped_reason}" if self.stopped_reason else "")
 
 
@@ -324,6 +376,35 @@ def _record(call: PlannedCall, res, run_id: str, store_prompts: bool) -> dict:
     return rec
 
 
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _money(x: Decimal) -> str:
+    return format(x, "f")
+
+
+def _ledger(records: list[dict], run_id: str, guard: SpendGuard) -> tuple[Decimal, dict[str, Decimal]]:
+    """This run's settled spend, and the reservations no record settles (calls in flight when a run died).
+
+    Version-1 records carry no settlement: an "ok" record counts its actual cost, an error nothing."""
+    spent = Decimal(0)
+    open_: dict[str, Decimal] = {}
+    for r in records:
+        if r.get("run_id") != run_id:
+            continue
+        st, cid = r.get("status"), r.get("id")
+        if st == "sent":
+            open_[cid] = open_.get(cid, Decimal(0)) + Decimal(str(r.get("reserved", "0")))
+        elif st in ("ok", "error", "lost"):
+            open_.pop(cid, None)
+            if r.get("settled") is not None:
+                spent += Decimal(str(r["settled"]))
+            elif st == "ok":
+                spent += guard.actual(r)
+    return spent, {k: v for k, v in open_.items() if v > 0}
+
+
 def run_sampler(
     client: KimiClient,
     config: SamplerConfig,
@@ -333,7 +414,8 @@ def run_sampler(
     prompts: Mapping[str, list] | None = None,
     progress: bool = True,
 ) -> SampleRunSummary:
-    """Send the planned calls not yet recorded; returns a summary (quota/TPD/spend-cap stops are reported there)."""
+    """Send the planned calls not yet recorded; returns a summary (quota/TPD/auth/spend-cap stops are reported
+    there). A store path is opened (and locked) here; a second run on a locked store is a ConfigError."""
     from tqdm.auto import tqdm
 
     own_store = not isinstance(store, SampleStore)
@@ -346,13 +428,26 @@ def run_sampler(
         plan = plan_calls(config, prompts)
         existing = store.records()
         done = {r["id"] for r in existing if r.get("status") == "ok"}
-        guard = SpendGuard(config.spend_cap, card)
-        for r in existing:
-            if r.get("status") == "ok" and r.get("run_id") == config.run_id:
-                guard.spent += guard.actual(r)
+        guard = SpendGuard(
+            config.spend_cap, card, margin=config.prompt_margin, margin_tokens=config.prompt_margin_tokens
+        )
+        guard.spent, unsettled = _ledger(existing, config.run_id, guard)
+        for cid, amount in unsettled.items():  # died in flight: may have been billed, so at the worst case
+            store.append(
+                {
+                    "v": RECORD_VERSION,
+                    "id": cid,
+                    "run_id": config.run_id,
+                    "status": "lost",
+                    "settled": _money(amount),
+                    "time": _now(),
+                }
+            )
+            guard.spent += amount
         todo = [c for c in plan if c.id not in done]
-        summary = SampleRunSummary(planned=len(plan), skipped=len(plan) - len(todo))
+        summary = SampleRunSummary(planned=len(plan), skipped=len(plan) - len(todo), lost_in_flight=len(unsettled))
         scale = client.config.retry.time_scale
+        continuations = client.config.max_continuations
         pacer = Pacer(config.rpm, config.tpm, scale)
         stop = threading.Event()
         lock = threading.Lock()
@@ -364,7 +459,31 @@ def run_sampler(
                 in_flight["area"] += in_flight["n"] * (now - in_flight["t"])
                 in_flight["t"], in_flight["n"] = now, in_flight["n"] + delta
 
-        def one(call: PlannedCall, reserved: Decimal):
+        def reserve_record(call: PlannedCall, amount: Decimal) -> None:
+            # Write-ahead: on disk before the request leaves, so a kill cannot hide a paid call.
+            store.append(
+                {
+                    "v": RECORD_VERSION,
+                    "id": call.id,
+                    "run_id": config.run_id,
+                    "status": "sent",
+                    "reserved": _money(amount),
+                    "attempt": uuid.uuid4().hex[:12],
+                    "time": _now(),
+                }
+            )
+
+        def one(call: PlannedCall, worst: Decimal):
+            reserved = [worst]
+
+            def before_retry(kind: str) -> bool:
+                # The failed attempt may have been billed: another attempt needs room of its own under the cap.
+                if stop.is_set() or not guard.reserve(worst):
+                    return False
+                reserve_record(call, worst)
+                reserved.append(worst)
+                return True
+
             flight(+1)
             try:
                 res = client.chat(
@@ -374,15 +493,20 @@ def run_sampler(
                     call_id=call.id,
                     route=call.route,
                     continue_on_length=call.continue_on_length,
+                    before_retry=before_retry,
                 )
             except KimiAPIError as exc:
-                guard.settle(reserved, Decimal(0))
+                settled = min(guard.settlement(worst, exc=exc), sum(reserved))
+                store.append(_error_record(call, config.run_id, exc, client, settled))
+                guard.settle(sum(reserved), settled)
                 return call, None, exc
             finally:
                 flight(-1)
             rec = _record(call, res, config.run_id, config.store_prompts)
+            settled = guard.settlement(worst, res=res, rec=rec)
+            rec["settled"] = _money(settled)
             store.append(rec)
-            guard.settle(reserved, guard.actual(rec))
+            guard.settle(sum(reserved), settled)
             return call, res, None
 
         t0 = time.monotonic()
@@ -393,7 +517,7 @@ def run_sampler(
             while queue or running:
                 while queue and len(running) < config.max_concurrency and not stop.is_set():
                     call = queue[0]
-                    worst = guard.worst_case(call.local_prompt_tokens, call.max_completion_tokens)
+                    worst = guard.call_worst_case(call, continuations)
                     if not guard.reserve(worst):
                         if not running:  # nothing will free budget: the cap is reached
                             stop.set()
@@ -402,6 +526,7 @@ def run_sampler(
                     if not pacer.acquire(call.local_prompt_tokens + call.max_completion_tokens, stop):
                         guard.settle(worst, Decimal(0))
                         break
+                    reserve_record(call, worst)
                     queue.popleft()
                     running.add(pool.submit(one, call, worst))
                 if not running:
@@ -419,25 +544,12 @@ def run_sampler(
                         continue
                     summary.failed += 1
                     summary.attempts += exc.attempts
+                    summary.errors[exc.kind] = summary.errors.get(exc.kind, 0) + 1
                     for k, v in exc.retries.items():
                         summary.retries[k] = summary.retries.get(k, 0) + v
-                    store.append(
-                        {
-                            "v": RECORD_VERSION,
-                            "id": call.id,
-                            "run_id": config.run_id,
-                            "status": "error",
-                            "route": call.route,
-                            "index": call.index,
-                            "error_kind": exc.kind,
-                            "error": str(exc)[:300],
-                            "attempts": exc.attempts,
-                            "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                        }
-                    )
-                    if isinstance(exc, (QuotaExceededError, DailyLimitError)):
+                    if exc.fatal and not stop.is_set():
                         stop.set()
-                        summary.stopped_reason = str(exc)
+                        summary.stopped_reason = scrub(str(exc), limit=500)
         bar.close()
         summary.not_sent = len(queue)
         summary.spent = guard.spent
@@ -448,6 +560,27 @@ def run_sampler(
     finally:
         if own_store:
             store.close()
+
+
+def _error_record(call: PlannedCall, run_id: str, exc: KimiAPIError, client: KimiClient, settled: Decimal) -> dict:
+    key = client.config.api_key.get_secret_value() if client.config.api_key else None
+    return {
+        "v": RECORD_VERSION,
+        "id": call.id,
+        "run_id": run_id,
+        "status": "error",
+        "route": call.route,
+        "index": call.index,
+        "error_kind": exc.kind,
+        "error_type": type(exc).__name__,
+        "http_status": exc.status,
+        # Server messages can echo request headers: scrubbed of anything key-shaped, one line, bounded.
+        "error": scrub(str(exc), key),
+        "attempts": exc.attempts,
+        "retries": exc.retries,
+        "settled": _money(settled),
+        "time": _now(),
+    }
 
 
 # --- other calibration input -------------------------------------------------------------------------------

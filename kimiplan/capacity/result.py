@@ -14,25 +14,18 @@ from dataclasses import dataclass, field, fields
 
 import pandas as pd
 
+from kimiplan.io.formats import money, percent, seconds
+
 NEAR_LIMIT = 0.8  # `near_limit` above 80 % of a limit at the busiest minute
 
 
 def _pct(x: float | None) -> str:
-    """A refusal share a person reads: three significant digits, and no 0.000 % for a tiny positive one."""
-    if x is None:
-        return "n/a"
-    if x == 0:
-        return "0 %"
-    if x < 1e-6:
-        return "under 0.0001 %"
-    return f"{x * 100:.3g} %"
+    """A share a person reads (kimiplan.io.formats: sensible precision, "< 0.001 %" for a tiny one)."""
+    return "n/a" if x is None else percent(x)
 
 
 def _money(amount: float | None, currency: str | None) -> str:
-    if amount is None:
-        return "no recharge listed"
-    sym = {"USD": "$", "CNY": "¥"}.get(currency or "", "")
-    return f"{sym}{amount:,.0f}" if sym else f"{amount:,.0f} {currency or ''}".strip()
+    return "no recharge listed" if amount is None else money(amount, currency, decimals=0)
 
 
 def _month(d) -> str:
@@ -72,6 +65,7 @@ class CapacityPlan:
     refusal_total: float | None = None
     refusal_se: dict | None = None
     refusal_attributed: dict | None = None  # charged to the first limit broken, as the simulator counts
+    client_effect: dict | None = None  # a retrying client: attempts refused and requests failed (simulated)
     binding_limit: str | None = None
     week_average: dict | None = None
     pacing_wait: dict | None = None
@@ -81,6 +75,7 @@ class CapacityPlan:
     exhaustion: dict | None = None
     near_scale: float | None = None
     moments: pd.DataFrame | None = field(default=None, repr=False)
+    table_ladders: dict = field(default_factory=dict, repr=False)  # version -> that table's tier ladder
 
     # -- dict-style access, for callers written against the dict `plan()` used to return
     def __getitem__(self, key: str):
@@ -119,7 +114,7 @@ class CapacityPlan:
 
     def to_dict(self) -> dict:
         """The `plan --json` document (tables as lists of records through the CLI's JSON writer)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "moments"}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("moments", "table_ladders")}
         if self.max_scale is not None and math.isinf(self.max_scale):
             # JSON has no infinity: null, and `unbounded` says why.
             out["max_scale"] = None
@@ -175,14 +170,15 @@ class CapacityPlan:
                 )
                 lines.append(
                     f"It sustains {self.max_scale:.2f}x today's traffic ({self.max_requests_per_second:.3g} "
-                    f"requests/s on average); with growth of {ex.get('growth', 0):.0%}/month it is {when}."
+                    f"requests/s on average); with growth of {percent(ex.get('growth', 0), trim=True)} a month "
+                    f"it is {when}."
                 )
         up = self.upgrade
         if up is not None:
             if up["to"] is None:
                 lines.append(
                     f"No tier above {up['from']} raises its binding limit ({up['binding_limit']}); "
-                    "ask Moonshot for a custom limit or reduce the demand on it."
+                    "ask the provider for a custom limit or reduce the demand on it."
                 )
             else:
                 skipped = (
@@ -205,12 +201,21 @@ class CapacityPlan:
                         else "and growth does not exhaust it within 3 years."
                     )
                 )
+        ce = self.client_effect
+        if ce is not None:
+            lines.append(
+                f"With the scenario's client retrying up to {ce['max_retries']} times, at the busiest minute "
+                f"{_pct(ce['attempt_refusal'])} of attempts are refused and {_pct(ce['failed'])} of requests fail "
+                f"for good, {ce['attempts_per_request']:.2f} attempts per request ({ce['method']})."
+            )
         if self.pacing_wait is not None:
             w = self.pacing_wait
             wait = (
                 "the queue would grow without bound (peak load over the limit)"
                 if not w["stable"]
-                else f"{_pct(w['p_wait'])} of requests would wait, {w['mean_wait_s']:.2g} s on average (Erlang C)"
+                else "almost no request would wait (Erlang C)"
+                if w["p_wait"] < 1e-5
+                else f"{_pct(w['p_wait'])} of requests would wait, {seconds(w['mean_wait_s'])} on average (Erlang C)"
             )
             lines.append(f"A client pacing on concurrency {w['concurrency']} at the busiest minute: {wait}.")
         lines.append(f"Smallest tier that holds: {self.smallest_tier or 'none'}.")
@@ -221,7 +226,7 @@ class CapacityPlan:
                 if t["tier"] is None:
                     parts.append(f"{_table_label(t)}{head}: no tier holds")
                     continue
-                hr = "" if t["headroom"] is None else f", headroom {t['headroom']:.0%}"
+                hr = "" if t["headroom"] is None else f", headroom {_pct(t['headroom'])}"
                 parts.append(
                     f"{_table_label(t)}{head}: smallest tier {t['smallest_tier'] or 'none'}; {t['tier']} refuses "
                     f"{_pct(t['refusal_total'])}, binding {t['binding_limit']}{hr}, "

@@ -154,7 +154,7 @@ def cmd_compare(args) -> int:
             name = sc.name if sc.name not in variants else f"{sc.name} ({ref})"
             variants[name] = sc
     else:
-        variants = standard_variants(base, catalog)
+        variants = standard_variants(base, catalog, k3_family=True if args.k3_family else None)
     if args.drivers is not None and args.drivers not in variants:
         raise ConfigError(f"--drivers: unknown variant {args.drivers!r}; variants: {', '.join(variants)}")
     fcs = run_variants(variants, args.months, catalog=catalog, paths=args.paths, seed=args.seed, currency=args.currency)
@@ -253,6 +253,11 @@ def register(sub) -> None:
     c.add_argument("--seed", type=_int("--seed"), help="random seed (default: each scenario's)")
     c.add_argument("--currency", help="report in this currency (needs the base scenario's exchange_rate)")
     c.add_argument("--drivers", metavar="VARIANT", help="also split the change from base to VARIANT into drivers")
+    c.add_argument(
+        "--k3-family",
+        action="store_true",
+        help="add K3, K3.1 Pro and K3.1 Pro highspeed to the standard variants (default: when an agent route exists)",
+    )
     c.add_argument("--json", action="store_true")
     c.add_argument("--catalog", action="append", default=[], metavar="FILE")
     c.set_defaults(func=cmd_compare)

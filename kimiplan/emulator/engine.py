@@ -78,6 +78,10 @@ class Stats:
     faults: dict[str, int] = field(default_factory=dict)
     max_in_flight: int = 0
     in_flight_seconds: float = 0.0  # integral of in-flight over real time
+    # What the "server" bills: every admitted call in full, cut streams included (the tokens were generated).
+    billed_prompt_tokens: int = 0
+    billed_cached_tokens: int = 0
+    billed_completion_tokens: int = 0
 
 
 def _seed_of(*parts: Any) -> int:
@@ -337,6 +341,10 @@ class Engine:
             _seed_of(cfg.seed, "latency", headers.get("x-kimiplan-call-id") or counter, len(messages))
         )
         ttft = cfg.latency.ttft.draw(rng) + (prompt_tokens - cached) / cfg.latency.prefill_tokens_per_s
+        with self._lock:
+            self.stats.billed_prompt_tokens += prompt_tokens
+            self.stats.billed_cached_tokens += cached
+            self.stats.billed_completion_tokens += reasoning + content
         return Reply(
             model,
             route,

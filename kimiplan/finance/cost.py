@@ -23,6 +23,7 @@ import pandas as pd
 
 from kimiplan.catalog.cards import PriceCard
 from kimiplan.catalog.resolve import price_card
+from kimiplan.catalog.usage import UsageError, read_usage, usage_block
 from kimiplan.errors import CatalogError, ConfigError
 from kimiplan.model.scenario import COMPONENTS, Scenario
 
@@ -68,28 +69,21 @@ class Usage:
 
         `cached_tokens` is read at the top level of `usage` (Kimi) and, failing that, from
         `prompt_tokens_details.cached_tokens` (OpenAI's place), never from both."""
-        usage = response.get("usage")
-        if not usage:
-            choices = response.get("choices") or []
-            usage = choices[0].get("usage") if choices and isinstance(choices[0], Mapping) else None
-        if not usage:
+        block = usage_block(response)
+        if block is None:
             raise ConfigError("response has no usage (neither top level nor choices[0].usage)")
-        cached = usage.get("cached_tokens")
-        if cached is None:
-            cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+        try:
+            u = read_usage(block)  # the one usage parser (kimiplan.catalog.usage), as the client reads it
+        except UsageError as exc:
+            raise ConfigError(str(exc)) from None
         if web_search_calls is None:
             web_search_calls = _count_web_search(response)
-        # The name of the K3 family's cache-write count in `usage` is not in our sources: the Anthropic-style
-        # name (its /anthropic endpoint) and a plain one are read; absent means no paid write.
-        written = usage.get("cache_write_tokens")
-        if written is None:
-            written = usage.get("cache_creation_input_tokens") or 0
         return cls(
-            int(usage["prompt_tokens"]),
-            int(usage["completion_tokens"]),
-            int(cached),
+            u["prompt_tokens"],
+            u["completion_tokens"],
+            u["cached_tokens"],
             int(web_search_calls),
-            int(written),
+            u["cache_write_tokens"],
         )
 
 

@@ -67,6 +67,41 @@ def provider_variant(
     return out.with_changes(description=note)
 
 
+K3_FAMILY = ("kimi-k3", "kimi-k3.1-pro", "kimi-k3.1-pro-highspeed")
+
+
+def model_variant(scenario: Scenario, model: str, catalog: Catalog | None = None) -> Scenario:
+    """The same application on another Moonshot model (the K3 family against K2.6).
+
+    K3-family models always reason, so every route gets thinking on (a route whose reasoning spec is 0 then
+    generates none: the description names them). Routes that omit max_completion_tokens keep the budget the base
+    resolves to where the new card documents no default. Cache writes: an agent route writes at its own
+    retention; at the 5-minute retention a write costs the input price, so the uncached prefix of other routes
+    costs the same whether counted as written or missed."""
+    catalog = catalog or load_catalog()
+    base_card = price_card(scenario, catalog)
+    new_card = catalog.price(model, scenario.provider, scenario.region, scenario.as_of)
+    always = new_card.reasoning == "always"
+    filled, silent = [], []
+
+    def fill(r: dict) -> dict:
+        if r.get("max_completion_tokens") is None and new_card.default_max_completion_tokens is None:
+            filled.append(r["name"])
+            r["max_completion_tokens"] = base_card.default_max_completion_tokens
+        if always and not r.get("thinking"):
+            r["thinking"] = True
+            silent.append(r["name"])
+        return r
+
+    out = _map_routes(scenario, fill, model=model)
+    note = f"{scenario.provider}/{out.resolved_region} {model}"
+    if filled:
+        note += f"; max_completion_tokens={base_card.default_max_completion_tokens} assumed on {', '.join(filled)}"
+    if silent:
+        note += f"; reasoning always on (was off on {', '.join(silent)}: their reasoning spec applies)"
+    return out.with_changes(description=note)
+
+
 def batch_variant(scenario: Scenario, routes: list[str] | None = None) -> Scenario:
     """Routes that can wait sent through the Batch API (default: all routes)."""
     names = {r.name for r in scenario.routes}
@@ -98,8 +133,13 @@ def max_tokens_variant(scenario: Scenario, max_completion_tokens: int) -> Scenar
     return out.with_changes(description=f"max_completion_tokens={max_completion_tokens} on every route")
 
 
-def standard_variants(scenario: Scenario, catalog: Catalog | None = None) -> dict[str, Scenario]:
-    """Base plus the comparisons finance asks for; a variant the catalog cannot price is left out."""
+def standard_variants(
+    scenario: Scenario, catalog: Catalog | None = None, k3_family: bool | None = None
+) -> dict[str, Scenario]:
+    """Base plus the comparisons finance asks for; a variant the catalog cannot price is left out.
+
+    `k3_family`: also K3, K3.1 Pro and K3.1 Pro highspeed for a Moonshot K2.6 scenario (None: when the scenario
+    has an agent route, where the choice of model matters most)."""
     catalog = catalog or load_catalog()
     out: dict[str, Scenario] = {"base": scenario.with_changes(description="as given")}
     attempts: list[tuple[str, Callable[[], Scenario]]] = []
@@ -107,6 +147,8 @@ def standard_variants(scenario: Scenario, catalog: Catalog | None = None) -> dic
         attempts.append(
             ("kimi-k2.5", lambda: scenario.with_changes(model="kimi-k2.5", description="kimi-k2.5, same routes"))
         )
+        if k3_family or (k3_family is None and any(r.agent is not None for r in scenario.routes)):
+            attempts += [(m, lambda m=m: model_variant(scenario, m, catalog)) for m in K3_FAMILY]
     for prov in ("cloudflare", "openrouter", "siliconflow"):
         if prov != scenario.provider:
             attempts.append((prov, lambda p=prov: provider_variant(scenario, p, catalog)))

@@ -6,37 +6,17 @@ failed export never leaves a half-written file and never damages the file that w
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
 from kimiplan.errors import ConfigError
+from kimiplan.io.atomic import atomic_write  # noqa: F401  (the one atomic writer; re-exported)
 from kimiplan.io.formats import ColumnFormat, display_frame, excel_number_format, header
 
 _BAD_SHEET_CHARS = set("[]:*?/\\")
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None], suffix: str = "") -> Path:
-    """Call `write(tmp_path)` then move the temporary file onto `path`; on any error remove it and re-raise."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise ConfigError(f"export folder {str(folder)!r} does not exist (path {str(path)!r})")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=folder)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _excel_safe(df: pd.DataFrame) -> pd.DataFrame:

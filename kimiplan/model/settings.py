@@ -23,6 +23,18 @@ MAX_HOURS = 24.0 * 366  # one simulated run: a year at most
 MAX_RETRIES = 100
 
 
+def backoff_s(retry: int, base_s: float, cap_s: float, u: float = 1.0) -> float:
+    """The wait before retry number `retry` (0 = the first retry): exponential backoff with full jitter,
+    min(cap_s, base_s * 2**retry) * u, u ~ U(0, 1) (u = 1: no jitter). The one backoff model: KimiClient's
+    `retry_delay` and the simulator's retrying client (`ClientPolicy` kind "retry", compiled with numba)
+    both call it, so a "retry" simulation models the client kimiplan ships. Plain arithmetic for numba."""
+    e = retry if retry < 60 else 60  # 2**60 x any base is past any cap; keeps the float finite
+    d = base_s * 2.0**e
+    if d > cap_s:
+        d = cap_s
+    return d * u
+
+
 def check_date(v: dt.date | None) -> dt.date | None:
     if v is not None and not FIRST_DATE <= v <= LAST_DATE:
         raise ValueError(f"date {v} is outside the supported range {FIRST_DATE}..{LAST_DATE}")
@@ -52,8 +64,9 @@ class ClientPolicy(BaseModel):
     """What the client does with a 429 or before sending.
 
     - `none`: send once; a refusal is final.
-    - `retry`: resend after exponential backoff with full jitter, min(cap, base * 2**attempt) * U(0, 1), up to
-      `max_retries` times; each retry is a new request for every limit (it counts against RPM again).
+    - `retry`: resend after exponential backoff with full jitter (`backoff_s`: min(cap, base * 2**retry) *
+      U(0, 1) before retry number `retry`, 0 first), up to `max_retries` times; each retry is a new request
+      for every limit (it counts against RPM again).
     - `pace`: the client holds each request (FIFO) until the account has room under `pace_headroom` x each
       limit, the way the OpenAI cookbook's parallel processor waits for capacity. Limits are per account, so
       a single client sees the whole load and can mirror the account's own counting; headroom < 1 leaves room

@@ -9,9 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import importlib
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from kimiplan import __version__
 from kimiplan.catalog.cards import Catalog, load_catalog
 from kimiplan.catalog.resolve import price_card, rate_tier
 from kimiplan.finance.cost import cost_summary, expected_cost
+from kimiplan.io.atomic import atomic_write
 from kimiplan.io.formats import money, percent
 from kimiplan.model.scenario import COMPONENTS, Scenario
 from kimiplan.report.forecast import report_forecast
@@ -151,6 +150,11 @@ def collect_sections(
         else:
             sections += [("Capacity", None), *fn(scenario, catalog)]
     sections += [("What the cost is made of", None), *foundation_sections(scenario, catalog)]
+    from kimiplan.report.agents import agent_report_sections
+
+    agents = agent_report_sections(scenario, catalog)
+    if agents:  # scenarios with agent routes only
+        sections += [("Agent runs", None), *agents]
     sections += [("Sources", None), *scenario_sections(scenario, catalog)]
     return sections
 
@@ -248,16 +252,5 @@ def write_report(
     path = Path(path)
     text = render_html(scenario, collect_sections(scenario, catalog, budget=budget, balance=balance))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        # mkstemp creates 0600; give the report the mode a plain open() would have.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text, what="report")
     return path

@@ -20,6 +20,11 @@ import math
 import numpy as np
 from numba import njit
 
+from kimiplan.model.settings import backoff_s
+
+# The one backoff model (KimiClient.retry_delay calls the same function), compiled for the kernel.
+_backoff = njit(cache=True, inline="always")(backoff_s)
+
 # Limit indices, in the order the kernel checks them. The first limit a request breaks is the one recorded.
 CONCURRENCY, RPM, TPM, TPD, RPD = 0, 1, 2, 3, 4
 LIMIT_NAMES = ("concurrency", "rpm", "tpm", "tpd", "rpd")
@@ -379,11 +384,7 @@ def run_chunk(
             min_ref[m, k] += 1
             if mode != MODE_NONE and attempt < max_retries:
                 # Exponential backoff with full jitter; the retry is a new request for every limit.
-                d = backoff_base * (2.0**attempt)
-                if d > backoff_cap:
-                    d = backoff_cap
-                if jitter:
-                    d = d * _splitmix(rng)
+                d = _backoff(attempt, backoff_base, backoff_cap, _splitmix(rng) if jitter else 1.0)
                 row = rt_free[1 + rt_free[0]]
                 rt_free[0] += 1
                 rt_p[row, 0] = arrival
