@@ -95,3 +95,18 @@ def test_plan_and_simulator_agree_on_agent_load(catalog, think, model):
     cap = agent_capacity(sc, catalog, route_moments(sc, catalog)).iloc[0]
     assert cap["steps_per_minute"] == pytest.approx(rpm_plan, rel=1e-9)
     assert res.summary.mean_in_flight == pytest.approx(cap["calls_in_flight"], rel=0.15)
+
+
+def test_plan_cli_reports_sessions(capsys):
+    import json
+
+    from kimiplan.cli import main
+
+    assert main(["plan", "coding_agent"]) == 0
+    out = capsys.readouterr().out
+    assert "agent route 'fix_issue': a request is a run of" in out and "runs in flight" in out
+    assert main(["plan", "coding_agent", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)["agent_sessions"][0]
+    # Little's law ties the session figures together: calls in flight = calls per minute / 60 x call latency.
+    assert s["steps_per_minute"] == pytest.approx(s["runs_per_minute"] * s["calls_per_run"], rel=1e-9)
+    assert s["runs_in_flight"] == pytest.approx(s["runs_per_minute"] / 60 * s["run_duration_s"], rel=1e-9)

@@ -224,3 +224,13 @@ def test_a_retrying_client_is_read_from_the_scenario_and_simulated_briefly():
     assert plan(theory_scenario(tier={"name": "slots", "concurrency": 16})).client_effect is None
     # An inline tier belongs to no catalog table: no table is the headline.
     assert p.assumptions["tier_table"] is None and not any(t["headline"] for t in p.by_tier_table)
+
+
+def test_tier_tables_figure_shows_every_table_side_by_side(support):
+    from kimiplan.viz.capacity import tier_tables_figure
+
+    fig = tier_tables_figure(support, 40000 / 86400)
+    names = [t.name for t in fig.data]
+    assert len(names) == 2 and any("table A (official)" in n for n in names)
+    assert any("third-party" in n and "headline" in n for n in names)
+    assert list(fig.data[0].x) == [f"Tier{i}" for i in range(6)]

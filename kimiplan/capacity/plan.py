@@ -938,6 +938,7 @@ def plan(
     for v in verdicts:
         v["headline"] = own and v["version"] == headline
     fields["by_tier_table"] = [{k: x for k, x in v.items() if not k.startswith("_")} for v in verdicts]
+    fields["table_ladders"] = {v["version"]: v["_ladder"] for v in verdicts}
     fields["upgrade"] = _upgrade(ctx, ladder, tiers, fields["tier"], target) if len(ladder) else None
     fields["assumptions"] = _assumptions(scenario, ctx, tier, tables, headline if own else None, version)
     return CapacityPlan(**fields)
@@ -1037,7 +1038,8 @@ def _assumptions(scenario, ctx: _PlanContext, tier, tables: list[dict], headline
         "window": ctx.window,
         "window_method": (
             "sliding 60 s window: Erlang B (M/D/c/c) for single-call requests, Kaufman-Roberts stochastic "
-            "knapsack for tokens and multi-call requests"
+            "knapsack for tokens and multi-call requests (request-size classes from the fixed-seed draws, at most "
+            "64, keeping the mean size exact; tokens in units of at most 1/3,000 of the limit)"
             if ctx.window == "sliding"
             else "fixed calendar minute: exact Poisson overflow for requests, compound-Poisson token overflow "
             "(translated gamma on exact moments) for tokens"

@@ -75,6 +75,7 @@ class CapacityPlan:
     exhaustion: dict | None = None
     near_scale: float | None = None
     moments: pd.DataFrame | None = field(default=None, repr=False)
+    table_ladders: dict = field(default_factory=dict, repr=False)  # version -> that table's tier ladder
 
     # -- dict-style access, for callers written against the dict `plan()` used to return
     def __getitem__(self, key: str):
@@ -113,7 +114,7 @@ class CapacityPlan:
 
     def to_dict(self) -> dict:
         """The `plan --json` document (tables as lists of records through the CLI's JSON writer)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "moments"}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("moments", "table_ladders")}
         if self.max_scale is not None and math.isinf(self.max_scale):
             # JSON has no infinity: null, and `unbounded` says why.
             out["max_scale"] = None
@@ -177,7 +178,7 @@ class CapacityPlan:
             if up["to"] is None:
                 lines.append(
                     f"No tier above {up['from']} raises its binding limit ({up['binding_limit']}); "
-                    "ask Moonshot for a custom limit or reduce the demand on it."
+                    "ask the provider for a custom limit or reduce the demand on it."
                 )
             else:
                 skipped = (

@@ -37,10 +37,26 @@ def cmd_plan(args) -> int:
             }
         )
     p = plan(scenario, catalog, target=target, percentile=percentile)
+    sessions = None
+    if any(r.agent is not None and not r.batch for r in scenario.routes):
+        from kimiplan.capacity.agent_steps import agent_capacity
+
+        sessions = agent_capacity(scenario, catalog)
     if args.json:
-        print_json(p.to_dict())
+        out = p.to_dict()
+        if sessions is not None:  # agent routes: the demand rows count calls; the session view per route
+            out["agent_sessions"] = sessions
+        print_json(out)
         return 0
     print(f"{scenario.traffic.per_day:,.0f} requests/day on {scenario.provider}")
+    if sessions is not None:
+        for r in sessions.itertuples():
+            print(
+                f"agent route {r.route!r}: a request is a run of {r.calls_per_run:,.1f} calls on average; at the "
+                f"busiest minute {r.runs_per_minute:,.2f} runs/min start, {r.runs_in_flight:,.1f} runs in flight, "
+                f"{r.steps_per_minute:,.1f} calls/min, {r.reserved_tokens_per_minute:,.0f} reserved tokens/min "
+                "(mean); the tables below count its calls as requests"
+            )
     print(p.describe())
     print()
     d = p.demand

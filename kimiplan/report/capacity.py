@@ -9,7 +9,13 @@ import pandas as pd
 from kimiplan.capacity.budgets import budget_curve, recommend_budgets
 from kimiplan.capacity.plan import peak_factors, plan, tier_headroom
 from kimiplan.catalog.resolve import rate_tier
-from kimiplan.viz.capacity import budget_tradeoff_figure, headroom_figure, tier_ladder_figure, utilization_figure
+from kimiplan.viz.capacity import (
+    budget_tradeoff_figure,
+    headroom_figure,
+    tier_ladder_figure,
+    tier_tables_figure,
+    utilization_figure,
+)
 
 REPORT_SIM_HOURS = 24.0
 
@@ -44,6 +50,8 @@ def capacity_report_sections(scenario, catalog=None) -> list:
             "source",
         ]
         out.append(("The verdict under each tier table (last 12 months)", p.tier_tables[cols].round(6)))
+        if len(p.by_tier_table) > 1:
+            out.append(("Each tier table side by side", tier_tables_figure(p, scenario.traffic.mean_rps)))
     if p.tier is not None:
         total = p.demand[p.demand["route"] == "total"]
         out.append(("Demand and headroom per limit (total)", total.round(4)))

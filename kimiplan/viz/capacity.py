@@ -62,6 +62,41 @@ def tier_ladder_figure(
     return fig
 
 
+def tier_tables_figure(
+    plan, current_rps: float, title: str = "Largest sustainable rate per tier, under each tier table"
+) -> go.Figure:
+    """The same ladder under every tier table of the last 12 months, side by side: bars of the largest request
+    rate each tier sustains (refusals under the target), one colour per table, the current traffic as a line.
+    Hatched bars: a table no official source confirms."""
+    fig = go.Figure()
+    colors = ("#4C78A8", "#F58518", "#54A24B", "#B279A2")
+    for i, t in enumerate(plan.by_tier_table):
+        ladder = plan.table_ladders.get(t["version"])
+        if ladder is None or ladder.empty:
+            continue
+        label = f"table {t['version']} ({'official' if t['official'] else 'third-party'})" + (
+            ", headline" if t.get("headline") else ""
+        )
+        fig.add_bar(
+            name=label,
+            x=ladder["tier"],
+            y=ladder["max_requests_per_day"],
+            marker_color=colors[i % len(colors)],
+            marker_pattern_shape=None if t["official"] else "/",
+            text=ladder["binding_limit"],
+            hovertemplate="%{x}: up to %{y:,.0f} requests/day; binds on %{text}<extra>" + label + "</extra>",
+        )
+    fig.add_hline(y=current_rps * 86400, line_dash="dash", annotation_text="current traffic")
+    fig.update_layout(
+        barmode="group",
+        title=title,
+        yaxis_title="requests per day (at the same mix and profile)",
+        yaxis_type="log",
+        template="plotly_white",
+    )
+    return fig
+
+
 def utilization_figure(result, title: str = "Simulated load against each limit") -> go.Figure:
     """One panel per enforced limit: load over time, the limit as a dashed line, refusals as red marks."""
     lim = result.limits

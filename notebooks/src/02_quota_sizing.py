@@ -41,6 +41,10 @@ p.demand[p.demand.route == 'total'].round(3)
 # %%
 p.tier_tables[['version', 'official', 'headline', 'smallest_tier', 'tier', 'refusal_total', 'binding_limit', 'headroom', 'exhausted_on']].round(4)
 
+# %%
+# NBVAL_IGNORE_OUTPUT
+PC.tier_tables_figure(p, sc.traffic.mean_rps)
+
 # %% [markdown]
 # ## 2. The tier ladder
 # The smallest tier that keeps refusals under 0.1 % at the busiest minute, and the largest request rate each tier sustains at this mix.
