@@ -29,7 +29,7 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 import openai
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from kimiplan.catalog.usage import UsageError, read_usage, usage_block
 from kimiplan.errors import ConfigError, KimiplanError
@@ -128,17 +128,23 @@ class KimiConfig(BaseModel):
     max_continuations: int = Field(default=2, ge=0)
     keep_text: bool = False  # keep generated text in CallResult (never in stores unless asked)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    #: further base URLs the caller vouches for (a company gateway in front of Kimi); the key is sent there
+    allowed_base_urls: tuple[str, ...] = ()
 
-    @field_validator("base_url")
-    @classmethod
-    def _known_host(cls, v: str) -> str:
-        v = v.rstrip("/")
+    @model_validator(mode="after")
+    def _known_host(self) -> KimiConfig:
+        v = self.base_url.rstrip("/")
         host = urlparse(v).hostname or ""
-        if v not in OFFICIAL_BASE_URLS and host not in _LOOPBACK:
+        allowed = {u.rstrip("/") for u in self.allowed_base_urls}
+        if v not in OFFICIAL_BASE_URLS and host not in _LOOPBACK and v not in allowed:
             raise ValueError(
-                f"base_url {v!r} is neither {' nor '.join(OFFICIAL_BASE_URLS)} nor a local emulator (127.0.0.1)"
+                f"base_url {v!r} is neither {' nor '.join(OFFICIAL_BASE_URLS)} nor a local emulator (127.0.0.1); "
+                "list a gateway in allowed_base_urls to use it"
             )
-        return v
+        if urlparse(v).scheme not in ("http", "https"):
+            raise ValueError(f"base_url {v!r} must start with http:// or https://")
+        self.base_url = v
+        return self
 
     @classmethod
     def from_env(cls, model: str, **kwargs: Any) -> KimiConfig:

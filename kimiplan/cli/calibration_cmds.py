@@ -29,6 +29,16 @@ def register(sub) -> None:
         help="port on 127.0.0.1 (default 8765); 0 picks a free port, read it from the URL on stdout",
     )
     serve.add_argument("--config", help="YAML file of EmulatorConfig (routes, overhead, limits, window, faults)")
+    serve.add_argument(
+        "--scenario",
+        help="serve this scenario's routes (file or bundled example, e.g. support_chat): each route answers with the "
+        "scenario's output sizes, and its rate tier's limits apply",
+    )
+    serve.add_argument(
+        "--time-scale",
+        type=float,
+        help="real seconds per emulated second (0.01 answers 100x faster; pass the same to calibrate sample)",
+    )
     serve.set_defaults(func=_serve)
 
     cal = sub.add_parser("calibrate", help="sample calls and fit route distributions from them")
@@ -41,7 +51,14 @@ def register(sub) -> None:
     s.add_argument(
         "--base-url",
         default="https://api.moonshot.ai/v1",
-        help="https://api.moonshot.ai/v1, https://api.moonshot.cn/v1 or a local emulator URL",
+        help="https://api.moonshot.ai/v1, https://api.moonshot.cn/v1, a local emulator URL (http://127.0.0.1:PORT/v1, "
+        "no key needed) or, with --allow-base-url, your company's gateway",
+    )
+    s.add_argument(
+        "--allow-base-url",
+        action="store_true",
+        help="accept a --base-url that is neither Moonshot nor local (an OpenAI-compatible gateway in front of Kimi); "
+        "the key (MOONSHOT_API_KEY) is sent there",
     )
     s.add_argument("--tier", help="catalog tier name to stay under (e.g. Tier1)")
     s.add_argument("--region", default=None, help="catalog region for prices and tiers (intl or cn)")
@@ -55,12 +72,49 @@ def register(sub) -> None:
     f.set_defaults(func=_fit)
 
 
+def emulator_config_for_scenario(scenario, catalog=None):
+    """An emulator that serves a scenario's routes: each route's output size is a lognormal with the scenario's
+    median and 95th percentile, reasoning likewise when the route thinks, and the scenario's tier limits apply."""
+    from kimiplan.catalog.resolve import rate_tier
+    from kimiplan.emulator import EmulatorConfig
+    from kimiplan.emulator.config import LimitsTruth, LogNormalTruth, RouteTruth
+
+    def truth(dist):
+        med, p95 = float(dist.quantile(0.5)), float(dist.quantile(0.95))
+        med = max(med, 1.0)
+        return LogNormalTruth(median=med, p95=max(p95, med * 1.0001))
+
+    routes = {}
+    for r in scenario.routes:
+        reasoning = getattr(r, "reasoning", None)
+        routes[r.name] = RouteTruth(
+            output=truth(r.output), reasoning=truth(reasoning) if r.thinking and reasoning is not None else None
+        )
+    tier = rate_tier(scenario, catalog) if scenario.tier is not None else None
+    limits = LimitsTruth(**{k: v for k, v in (tier.limits() if tier else {}).items() if k in LimitsTruth.model_fields})
+    return EmulatorConfig(
+        models=[scenario.model], routes=routes, default_route=scenario.routes[0].name, limits=limits, seed=scenario.seed
+    )
+
+
 def _serve(args) -> int:
     from kimiplan.emulator import EmulatorConfig, load_emulator_config, serve_forever
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be 0-65535 (0 picks a free port), got {args.port}")
-    cfg = load_emulator_config(args.config) if args.config else EmulatorConfig()
+    if args.config and args.scenario:
+        raise ConfigError("--config and --scenario both describe the emulator's routes: give one")
+    if args.scenario:
+        from kimiplan.catalog.cards import load_catalog
+        from kimiplan.catalog.resolve import load_scenario
+
+        catalog = load_catalog()
+        cfg = emulator_config_for_scenario(load_scenario(args.scenario, catalog), catalog)
+        print(f"serving routes {', '.join(cfg.routes)} of {args.scenario}", file=sys.stderr, flush=True)
+    else:
+        cfg = load_emulator_config(args.config) if args.config else EmulatorConfig()
+    if args.time_scale is not None:
+        cfg = cfg.model_copy(update={"time_scale": args.time_scale})
     previous = _stop_on_signals()
     try:
         serve_forever(cfg, port=args.port, on_ready=_announce)
@@ -96,20 +150,67 @@ def _restore_signals(previous: dict) -> None:
         signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
+EMULATOR_KEY = "emulator-needs-no-key"  # what the local emulator is sent when no key is set (it checks none)
+
+
 def _sample(args) -> int:
+    import os
+    from urllib.parse import urlparse
+
     from kimiplan.calibration.sampler import load_sampler_config, run_sampler
     from kimiplan.catalog.cards import load_catalog
-    from kimiplan.client import KimiClient, KimiConfig, RetryPolicy
+    from kimiplan.client import ENV_KEY, KimiClient, KimiConfig, RetryPolicy
 
     config = load_sampler_config(args.config)
     catalog = load_catalog()
     card = catalog.price(args.model, region=args.region)
     if args.tier:
         config = config.with_tier(catalog.tier(args.tier, region=args.region))
-    kc = KimiConfig.from_env(args.model, base_url=args.base_url, retry=RetryPolicy(time_scale=args.time_scale))
+    local = (urlparse(args.base_url).hostname or "") in ("127.0.0.1", "localhost", "::1")
+    key = os.environ.get(ENV_KEY) or (EMULATOR_KEY if local else None)
+    if key is None:
+        raise ConfigError(
+            f"set {ENV_KEY} to call {args.base_url} (against a local emulator, --base-url http://127.0.0.1:PORT/v1, "
+            "no key is needed)"
+        )
+    extra = {}
+    if args.allow_base_url:
+        extra["allowed_base_urls"] = (args.base_url,)
+    try:
+        kc = KimiConfig.from_env(
+            args.model, base_url=args.base_url, api_key=key, retry=RetryPolicy(time_scale=args.time_scale), **extra
+        )
+    except ValueError as exc:  # pydantic's ValidationError: say which flag, not a traceback
+        msg = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
+        raise ConfigError(
+            f"--base-url {args.base_url!r}: {msg.removeprefix('Value error, ').split('; list a gateway')[0]}; "
+            "for a company gateway pass "
+            "--allow-base-url"
+        ) from None
     with KimiClient(kc) as client:
         summary = run_sampler(client, config, args.store, card=card, progress=not args.no_progress)
     print(summary)
+    if summary.completed == 0 and summary.failed > 0:
+        import json
+        from pathlib import Path
+
+        lines = Path(args.store).read_text(encoding="utf-8").splitlines() if Path(args.store).exists() else []
+        records = [json.loads(x) for x in lines if x.strip().startswith("{")]
+        errors = [r for r in records if r.get("status") == "error"]
+        reasons: dict[str, int] = {}
+        for r in errors:
+            reasons[r.get("error", "unknown error")] = reasons.get(r.get("error", "unknown error"), 0) + 1
+        top = sorted(reasons.items(), key=lambda kv: -kv[1])[:3]
+        print(f"kimiplan: error: every call failed ({summary.failed} of {summary.planned}); reasons:", file=sys.stderr)
+        for reason, n in top:
+            print(f"  {n} x {reason}", file=sys.stderr)
+        if any("unknown route" in r for r, _ in top):
+            print(
+                "  hint: the emulator does not know these routes; serve your scenario's: "
+                "kimiplan emulator serve --scenario SCENARIO",
+                file=sys.stderr,
+            )
+        return 1
     return 2 if summary.stopped_reason else 0
 
 

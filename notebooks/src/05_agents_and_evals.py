@@ -32,6 +32,13 @@ sc = load_scenario("coding_agent", catalog)
 route = sc.route("fix_issue")
 print(sc.name, sc.model, sc.tier, "| agent:", route.agent.steps.describe(), "steps, cap", route.agent.max_steps)
 
+# %%
+# NBVAL_IGNORE_OUTPUT
+# Figures: interactive in JupyterLab, and a static PNG beside each (kaleido + Chromium) for nbconvert, GitHub, offline.
+from kimiplan.viz.theme import setup_notebook
+
+setup_notebook()
+
 # %% [markdown]
 # ## 1. One run, by hand
 # Three steps with fixed sizes on K2.6: the head (system 1,000 + task 200) is 1,200 tokens; each step appends its

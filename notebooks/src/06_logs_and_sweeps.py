@@ -32,6 +32,13 @@ os.chdir(tempfile.mkdtemp(prefix="kimiplan-06-"))  # a scratch folder; files bel
 log = generate_call_log("calls.parquet", 200_000, seed=6, days=14, refusal_rate=0.03)
 print(f"{log}: {log.stat().st_size / 1e6:.1f} MB")
 
+# %%
+# NBVAL_IGNORE_OUTPUT
+# Figures: interactive in JupyterLab, and a static PNG beside each (kaleido + Chromium) for nbconvert, GitHub, offline.
+from kimiplan.viz.theme import setup_notebook
+
+setup_notebook()
+
 # %% [markdown]
 # ## 1 · Summarize
 #
