@@ -356,3 +356,67 @@ def test_a_bad_value_past_the_type_sniffing_is_a_counted_row(tmp_path):
         "completion_tokens: missing, negative or not a whole number": 1,
     }
     assert s.first_rejected["row"] == 30001 and s.first_rejected["reason"].startswith("prompt_tokens")
+
+
+def test_cli_summarize_json_and_usage_out(tmp_path, capsys):
+    from kimiplan.cli import main
+
+    p = generate_call_log(tmp_path / "c.csv", 3000, seed=1, days=2)
+    out = tmp_path / "daily.csv"
+    assert main(["logs", "summarize", str(p), "--by", "route,day", "--json", "--usage-out", str(out)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    s = summarize_log(p)
+    assert doc["requests"] == s.requests == 3000 and Decimal(doc["cost"]) == s.cost
+    assert len(doc["groups"]) == len(s.table) == 6
+    assert pd.read_csv(out)["requests"].sum() == s.table["succeeded"].sum()
+    assert main(["logs", "summarize", str(tmp_path / "nope.csv")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_sampler_store_is_read_as_is(tmp_path):
+    """The calibration sampler's JSONL store: ok records are calls, error records refusals by the client's kind."""
+    ok = {
+        "v": 1,
+        "id": "r:answer:0:abc",
+        "run_id": "r",
+        "status": "ok",
+        "route": "answer",
+        "index": 0,
+        "time": "2026-11-20T10:00:00+00:00",
+        "model": "kimi-k2.6",
+        "provenance": "emulator",
+        "prompt_tokens": 900,
+        "completion_tokens": 120,
+        "cached_tokens": 512,
+        "reasoning_tokens": 40,
+        "output_tokens": 80,
+        "finish_reason": "stop",
+        "ttft_s": 0.5,
+        "total_s": 2.5,
+        "max_completion_tokens": 1024,
+    }
+    err = {
+        "v": 1,
+        "id": "r:answer:1:def",
+        "run_id": "r",
+        "status": "error",
+        "route": "answer",
+        "index": 1,
+        "error_kind": "tpd",
+        "error": "daily limit",
+        "attempts": 3,
+        "time": "2026-11-20T10:00:05+00:00",
+    }
+    p = tmp_path / "store.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in (ok, {**ok, "id": "x", "ttft_s": 1.5, "total_s": 3.5}, err)) + "\n")
+    s = summarize_log(p)
+    assert s.mapping == "kimiplan-samples"
+    t = s.table.iloc[0]
+    assert (t["requests"], t["refused"], t["refused_tpd"]) == (3, 1, 1)
+    assert (t["cache_hit_tokens"], t["cache_miss_tokens"], t["output_tokens"], t["reasoning_tokens"]) == (
+        1024,
+        776,
+        160,
+        80,
+    )
+    assert t["ttft_s_p50"] == pytest.approx(1.0) and t["latency_s_p50"] == pytest.approx(3.0)

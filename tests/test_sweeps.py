@@ -119,3 +119,36 @@ def test_bad_points_name_the_path_and_value(catalog):
         sweep("support_chat", {"tier": ["Tier99"]}, catalog=catalog)
     with pytest.raises(ConfigError, match="engine='dask' needs client"):
         sweep("support_chat", {"tier": ["Tier1"]}, catalog=catalog, engine="dask")
+
+
+def test_cli_sweep_writes_parquet(tmp_path, capsys):
+    import yaml
+
+    from kimiplan.cli import main
+
+    grid = tmp_path / "g.yaml"
+    grid.write_text(yaml.safe_dump({"tier": ["Tier1", "Tier3"], "traffic.monthly_growth": [0.0, 0.1]}))
+    out = tmp_path / "r.parquet"
+    assert main(["sweep", "support_chat", "--grid", str(grid), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "4 points (local engine, seed 0)" in text and "frontier" in text
+    assert len(pd.read_parquet(out)) == 4
+    grid.write_text("tier: Tier1\n")
+    assert main(["sweep", "support_chat", "--grid", str(grid)]) == 2
+    assert "field tier: expected a non-empty list" in capsys.readouterr().err
+
+
+def test_a_point_can_bring_its_own_tier_table(tmp_path, catalog):
+    """`catalog:` gives a point extra catalog files (here a tier table with a small tier); that point equals a
+    direct plan against the same catalog, the others use the shipped one."""
+    table = tmp_path / "tiers.toml"
+    table.write_text(
+        "[[tier]]\nprovider = 'moonshot'\nregion = 'intl'\nname = 'Tier3-small'\nconcurrency = 20\nrpm = 200\n"
+        "verified_on = 2026-11-01\nofficial = false\nsource = 'a test'\n"
+    )
+    points = [{"tier": "Tier3"}, {"tier": "Tier3-small", "catalog": str(table)}]
+    res = sweep("support_chat", points, catalog=catalog).table
+    base = load_scenario("support_chat")
+    small = plan(apply_overrides(base, {"tier": "Tier3-small"}), load_catalog([table]))
+    assert res.loc[1, "refusal_total"] == small["refusal_total"] > res.loc[0, "refusal_total"]
+    assert res.loc[0, "refusal_total"] == plan(base, catalog)["refusal_total"]

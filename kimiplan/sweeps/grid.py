@@ -10,8 +10,10 @@ the file's order (the last path varies fastest)::
     routes.answer.max_completion_tokens: [1024, 2048, 4096]
     routes.*.max_completion_tokens: [4096]          # every route
 
-`routes.NAME.FIELD` addresses a route by its name. Explicit points can be listed instead (or as well) under
-`points:` (a list of {path: value} maps), and `scenarios:` may name the scenarios a CLI sweep runs on.
+`routes.NAME.FIELD` addresses a route by its name. `catalog` (not a scenario field) gives a point extra catalog
+files, such as another tier table or price cards (null: the shipped catalog). Explicit points can be listed instead
+(or as well) under `points:` (a list of {path: value} maps), and `scenarios:` may name the scenarios a CLI sweep
+runs on.
 """
 
 from __future__ import annotations

@@ -31,6 +31,8 @@ from kimiplan.errors import ConfigError, ScenarioError
 from kimiplan.sweeps.grid import TRAFFIC_PREFIX, apply_overrides, describe_value, load_grid, overrides_key
 
 VOLUME_PATHS = ("traffic.requests_per_day", "traffic.requests_per_second")
+#: not a scenario field: extra catalog files (a tier table, price cards) for the point; null for the shipped one
+CATALOG_PATH = "catalog"
 #: paths the plan reads only through closed forms (volume scales the rate; growth only dates the exhaustion)
 SCALAR_PATHS = (*VOLUME_PATHS, "traffic.monthly_growth")
 
@@ -92,9 +94,18 @@ def _evaluate(base, overrides, seed_words, catalog, cfg: _Settings, cache: dict)
 
     b_idx, base_sc = base
     origin = f"scenario {base_sc.name!r} sweep point"
+    if overrides.get(CATALOG_PATH) is not None:  # a point with its own tier table / price files
+        files = overrides[CATALOG_PATH]
+        files = [files] if isinstance(files, str) else list(files)
+        if ("c", tuple(files)) not in cache:
+            from kimiplan.catalog.cards import load_catalog
+
+            cache["c", tuple(files)] = load_catalog(files)
+        catalog = cache["c", tuple(files)]
     xk = (b_idx, overrides_key(overrides, _structural))
     if ("s", xk) not in cache:
-        struct = apply_overrides(base_sc, {k: v for k, v in overrides.items() if _structural(k)}, origin=origin)
+        fields = {k: v for k, v in overrides.items() if _structural(k) and k != CATALOG_PATH}
+        struct = apply_overrides(base_sc, fields, origin=origin)
         tier = rate_tier(struct, catalog)
         limits = None if tier is None else scenario_limits(struct, catalog, tier)
         cache["s", xk] = (struct, tier, limits)
@@ -299,6 +310,9 @@ def sweep(
 ) -> SweepResult:
     """Plan every point of `grid` (a grid file, a {path: [values]} map, or a list of {path: value} points) on
     each scenario (one, or a list: Scenario objects, files or example names).
+
+    The path `catalog` (not a scenario field) takes extra catalog files per point, e.g. another tier table:
+    `{"catalog": [None, "my_tiers.toml"]}`.
 
     `engine="dask"` runs the points on an existing `dask.distributed.Client` (`client=`) or on the scheduler at
     `scheduler=` ("tcp://host:8786"). `simulate_hours` > 0 also simulates each point for that many hours with
