@@ -100,24 +100,50 @@ class AccountState:
         return None
 
 
+#: the account part of every refusal text; error_body shows placeholders, the emulator its own ids
+ACCOUNT = "Your account {org}<{ak}> "
+QUOTA_MESSAGE = "You exceeded your current token quota: <{org}> {credit}, please check your account balance"
+OVERLOADED_MESSAGE = "The engine is currently overloaded, please try again later"
+
+
+def _count(x: float) -> str:
+    # Kimi prints whole numbers (limit:3000000), never 3e+06.
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def rate_limit_message(
+    limit: str,
+    value: float,
+    *,
+    current: float | None = None,
+    wait_s: int = 1,
+    org: str = "{organization-id}",
+    ak: str = "{ak-id}",
+) -> str:
+    """Moonshot's 429 text for a refusal by `limit` (platform facts §2c): one place for admission's
+    `error_body` and the emulator. `wait_s` is the "try again after" hint of concurrency and RPM refusals."""
+    pre = ACCOUNT.format(org=org, ak=ak)
+    v, c = _count(value), _count(current or 0)
+    msgs = {
+        "concurrency": f"{pre}request reached organization max concurrency: {v}, "
+        f"please try again after {wait_s} seconds",
+        "rpm": f"{pre}request reached organization max RPM: {v}, please try again after {wait_s} seconds",
+        "tpm": f"{pre}request reached organization TPM rate limit, current:{c}, limit:{v}",
+        "tpd": f"{pre}request reached organization TPD rate limit,current:{c}, limit:{v}",
+    }
+    if limit not in msgs:
+        raise ConfigError(f"limit: Moonshot has no {limit!r} limit")
+    return msgs[limit]
+
+
 def error_body(limit: str, limits: dict[str, float | None], current: float | None = None) -> dict:
     """The 429 body Moonshot sends for a refusal by `limit` (platform facts §2c), for emulators and docs."""
     if limit not in ("concurrency", "rpm", "tpm", "tpd"):
         raise ConfigError(f"limit: Moonshot has no {limit!r} limit")
-    org = "{organization-id}<{ak-id}>"
     lim = limits.get(limit)
     if lim is None:
         raise ConfigError(f"limits: {limit} is not set, so it cannot refuse a request")
-    msgs = {
-        "concurrency": f"Your account {org} request reached organization max concurrency: {lim:g}, "
-        "please try again after 1 seconds",
-        "rpm": f"Your account {org} request reached organization max RPM: {lim:g}, please try again after 1 seconds",
-        "tpm": f"Your account {org} request reached organization TPM rate limit, current:{current or 0:g}, "
-        f"limit:{lim:g}",
-        "tpd": f"Your account {org} request reached organization TPD rate limit,current:{current or 0:g}, "
-        f"limit:{lim:g}",
-    }
-    return {"error": {"type": "rate_limit_reached_error", "message": msgs[limit]}}
+    return {"error": {"type": "rate_limit_reached_error", "message": rate_limit_message(limit, lim, current=current)}}
 
 
 def scenario_limits(scenario, catalog=None, tier=None) -> dict:

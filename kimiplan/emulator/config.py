@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kimiplan.catalog.providers import K26_DEFAULT_MAX_COMPLETION
 from kimiplan.errors import ConfigError, validate
 from kimiplan.model.dists import LogNormal
+from kimiplan.model.loader import load_file
 from kimiplan.model.settings import WindowSettings
 
 FaultKind = Literal["ok", "server_error", "unavailable", "stream_cut", "no_usage", "overloaded", "quota"]
@@ -95,6 +95,10 @@ class EmulatorConfig(BaseModel):
     #: Emulated time 0 is read as 00:00 UTC, as in the simulator: by default TPD first resets 16 h after start.
     window: WindowSettings = WindowSettings()
     faults: FaultTruth = Field(default_factory=FaultTruth)
+    #: seconds a socket may sit idle (a half-sent request, a body that never comes) before it is dropped
+    socket_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    #: request bodies above this get 413 without being read (a 256K-token prompt is ~1-2 MB of JSON)
+    max_body_bytes: int = Field(default=8_000_000, gt=0, le=1_000_000_000)
     organization_id: str = "org-emulated"
     ak_id: str = "ak-emulated"
     token_credit: int = 0
@@ -107,9 +111,11 @@ class EmulatorConfig(BaseModel):
 
 
 def load_emulator_config(path: str | Path) -> EmulatorConfig:
+    """An emulator config file (YAML or JSON); a malformed file is a ConfigError naming file and field."""
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError(f"emulator config {str(p)!r} cannot be read: {exc.strerror}") from exc
+    data = load_file(p, "emulator config")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"emulator config {str(p)!r}: must be a mapping at the top level, got {type(data).__name__}")
     return validate(EmulatorConfig, data, f"emulator config {str(p)!r}")

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from kimiplan.catalog.admission import OVERLOADED_MESSAGE, QUOTA_MESSAGE, rate_limit_message
 from kimiplan.catalog.providers import truncate_completion
 from kimiplan.tokens.tokenizer import SPECIAL_IDS, count_messages, get_tokenizer
 
@@ -39,6 +40,70 @@ class EmulatorRefusal(Exception):
 
     def body(self) -> dict:
         return {"error": {"type": self.etype, "message": self.message}}
+
+
+def _bad(message: str) -> EmulatorRefusal:
+    return EmulatorRefusal(400, "invalid_request_error", message)
+
+
+def _optional(body: Mapping[str, Any], name: str, kind: type | tuple, what: str) -> Any:
+    v = body.get(name)
+    if v is not None and not isinstance(v, kind):
+        raise _bad(f"{name} must be {what}, got {type(v).__name__}")
+    return v
+
+
+def validate_request(body: Mapping[str, Any]) -> None:
+    """The shape of a chat request, field by field, as the real API checks it: every problem is a 400
+    `invalid_request_error` naming the field, never an exception inside the server."""
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise _bad("request contains a lone surrogate (invalid Unicode) in a string") from None
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _bad("messages must be a non-empty list")
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping) or m.get("role") not in ("system", "user", "assistant", "tool"):
+            raise _bad(f"messages[{i}]: invalid message {m!r:.80}")
+        content = m.get("content")
+        if isinstance(content, list):
+            for j, part in enumerate(content):
+                if not isinstance(part, Mapping) or not isinstance(part.get("type"), str):
+                    raise _bad(f"messages[{i}].content[{j}] must be an object with a type")
+                if part.get("type") == "text" and not isinstance(part.get("text"), str):
+                    raise _bad(f"messages[{i}].content[{j}].text must be a string")
+        elif content is not None and not isinstance(content, str):
+            raise _bad(f"messages[{i}].content must be a string or a list of parts, got {type(content).__name__}")
+        if m.get("reasoning_content") is not None and not isinstance(m["reasoning_content"], str):
+            raise _bad(f"messages[{i}].reasoning_content must be a string")
+        calls = m.get("tool_calls")
+        if calls is not None and (
+            not isinstance(calls, list)
+            or not all(isinstance(c, Mapping) and isinstance(c.get("function", {}), Mapping) for c in calls)
+        ):
+            raise _bad(f"messages[{i}].tool_calls must be a list of objects with a function object")
+    tools = _optional(body, "tools", list, "a list of tool objects")
+    if tools is not None and not all(isinstance(t, Mapping) for t in tools):
+        raise _bad("tools must be a list of tool objects")
+    if not isinstance(body.get("model"), str):
+        raise _bad(f"model must be a string, got {type(body.get('model')).__name__}")
+    thinking = _optional(body, "thinking", Mapping, 'an object such as {"type": "enabled"}')
+    if thinking is not None and thinking.get("type", "enabled") not in ("enabled", "disabled"):
+        raise _bad(f"thinking.type must be enabled or disabled, got {thinking.get('type')!r}")
+    metadata = _optional(body, "metadata", Mapping, "an object")
+    if metadata is not None and metadata.get("route") is not None and not isinstance(metadata["route"], str):
+        raise _bad(f"metadata.route must be a string, got {type(metadata['route']).__name__}")
+    _optional(body, "user", str, "a string")
+    if body.get("stream") is not None and not isinstance(body["stream"], bool):
+        raise _bad(f"stream must be true or false, got {body['stream']!r:.40}")
+    opts = _optional(body, "stream_options", Mapping, "an object")
+    if opts is not None and opts.get("include_usage") is not None and not isinstance(opts["include_usage"], bool):
+        raise _bad("stream_options.include_usage must be true or false")
+    for name in ("max_completion_tokens", "max_tokens"):
+        v = body.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise _bad(f"{name} must be a positive integer, got {v!r:.40}")
 
 
 @dataclass
@@ -82,6 +147,7 @@ class Stats:
     billed_prompt_tokens: int = 0
     billed_cached_tokens: int = 0
     billed_completion_tokens: int = 0
+    internal_errors: int = 0  # exceptions inside the server answered with a 500 (a bug if ever > 0)
 
 
 def _seed_of(*parts: Any) -> int:
@@ -182,9 +248,6 @@ class Engine:
             time.sleep(emulated_s * self.config.time_scale)
 
     # -- helpers ----------------------------------------------------------------------------------------
-    def _msg_prefix(self) -> str:
-        return f"Your account {self.config.organization_id}<{self.config.ak_id}> "
-
     def _touch_in_flight(self, delta: int) -> None:
         now = time.monotonic()
         self.stats.in_flight_seconds += self._in_flight * (now - self._last_change)
@@ -238,7 +301,10 @@ class Engine:
 
     # -- the endpoints -----------------------------------------------------------------------------------
     def estimate(self, body: Mapping[str, Any]) -> dict:
-        messages = self._validate_messages(body)
+        if body.get("model") is None:
+            raise _bad("model must be a string, got NoneType")
+        validate_request(body)
+        messages = body["messages"]
         self._check_model(body)
         return {
             "data": {"total_tokens": count_messages(messages, tools=body.get("tools")) + self.config.hidden_overhead}
@@ -265,20 +331,11 @@ class Engine:
             raise EmulatorRefusal(404, "resource_not_found_error", f"Not found the model {model} or Permission denied")
         return model
 
-    @staticmethod
-    def _validate_messages(body) -> list:
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise EmulatorRefusal(400, "invalid_request_error", "messages must be a non-empty list")
-        for m in messages:
-            if not isinstance(m, Mapping) or m.get("role") not in ("system", "user", "assistant", "tool"):
-                raise EmulatorRefusal(400, "invalid_request_error", f"invalid message {m!r:.80}")
-        return messages
-
     def chat(self, body: Mapping[str, Any], headers: Mapping[str, str]) -> Reply:
         """Validate, admit and draw one chat completion. The caller must call release() when done sending."""
         cfg = self.config
-        messages = self._validate_messages(body)
+        validate_request(body)
+        messages = body["messages"]
         model = self._check_model(body)
         budget = body.get("max_completion_tokens", body.get("max_tokens"))
         if budget is None:
@@ -313,7 +370,7 @@ class Engine:
                     EmulatorRefusal(
                         429,
                         "exceeded_current_quota_error",
-                        f"You exceeded your current token quota: <{cfg.organization_id}> {cfg.token_credit}, please check your account balance",
+                        QUOTA_MESSAGE.format(org=cfg.organization_id, credit=cfg.token_credit),
                     ),
                 )
             if fault in ("server_error", "unavailable"):
@@ -325,7 +382,7 @@ class Engine:
                     EmulatorRefusal(
                         429,
                         "engine_overloaded_error",
-                        "The engine is currently overloaded, please try again later",
+                        OVERLOADED_MESSAGE,
                         {"Retry-After": str(cfg.faults.retry_after_s)},
                     ),
                 )
@@ -385,7 +442,8 @@ class Engine:
 
     def _admit(self, tokens: int) -> None:
         """Kimi's admission: concurrency, RPM, then input + max_completion_tokens against TPM and TPD."""
-        lim, now, pre = self.config.limits, self.now(), self._msg_prefix()
+        lim, now = self.config.limits, self.now()
+        ids = {"org": self.config.organization_id, "ak": self.config.ak_id}
         self._expire_minute(now)
         self._roll_day(now)
         if lim.concurrency is not None and self._in_flight >= lim.concurrency:
@@ -394,7 +452,7 @@ class Engine:
                 EmulatorRefusal(
                     429,
                     "rate_limit_reached_error",
-                    f"{pre}request reached organization max concurrency: {lim.concurrency}, please try again after 1 seconds",
+                    rate_limit_message("concurrency", lim.concurrency, **ids),
                 ),
             )
         if lim.rpm is not None and len(self._minute) >= lim.rpm:
@@ -404,7 +462,7 @@ class Engine:
                 EmulatorRefusal(
                     429,
                     "rate_limit_reached_error",
-                    f"{pre}request reached organization max RPM: {lim.rpm}, please try again after {wait} seconds",
+                    rate_limit_message("rpm", lim.rpm, wait_s=wait, **ids),
                 ),
             )
         if lim.tpm is not None and self._minute_tokens + tokens > lim.tpm:
@@ -413,7 +471,7 @@ class Engine:
                 EmulatorRefusal(
                     429,
                     "rate_limit_reached_error",
-                    f"{pre}request reached organization TPM rate limit, current:{self._minute_tokens}, limit:{lim.tpm}",
+                    rate_limit_message("tpm", lim.tpm, current=self._minute_tokens, **ids),
                 ),
             )
         if lim.tpd is not None and self._day_tokens + tokens > lim.tpd:
@@ -422,7 +480,7 @@ class Engine:
                 EmulatorRefusal(
                     429,
                     "rate_limit_reached_error",
-                    f"{pre}request reached organization TPD rate limit,current:{self._day_tokens}, limit:{lim.tpd}",
+                    rate_limit_message("tpd", lim.tpd, current=self._day_tokens, **ids),
                 ),
             )
         self._minute.append((now, tokens))

@@ -2,6 +2,12 @@
 
 Every response carries `X-Kimiplan-Emulated: 1` (it never pretends to be the real service) and
 `X-Kimiplan-Time-Scale` so a client can turn measured latencies back into emulated seconds.
+
+Hostile or broken clients get a Kimi-shaped JSON error (`{"error": {"type", "message"}}`) and the server keeps
+serving: a body that is not UTF-8 JSON, a bad Content-Length or Content-Type, a body over `max_body_bytes`
+(413), a body that never arrives (408 after `socket_timeout_s`), unknown methods and over-long request lines
+(the standard library's HTML error pages are replaced by JSON). Every socket has a timeout, so idle or
+half-sent requests cannot hold a thread for ever.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def setup(self):
+        self.timeout = self.server.engine.config.socket_timeout_s  # StreamRequestHandler applies it to the socket
         super().setup()
         # Small SSE writes + Nagle + delayed ACK would stall every chunk by ~40 ms.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -54,13 +61,53 @@ class _Handler(BaseHTTPRequestHandler):
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
+    def send_error(self, code, message=None, explain=None):
+        """The standard library's error pages (unknown method, over-long request line, bad syntax) as Kimi's
+        JSON, not HTML."""
+        self.close_connection = True
+        etype = {404: "resource_not_found_error", 501: "invalid_request_error"}.get(code, "invalid_request_error")
+        text = message or self.responses.get(code, ("error",))[0]
+        data = json.dumps({"error": {"type": etype, "message": text}}).encode()
+        self.send_response(code, text)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Kimiplan-Emulated", "1")
+        self.send_header("Connection", "close")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+            self.wfile.write(data)
+
+    def _refuse_body(self, status: int, message: str) -> EmulatorRefusal:
+        # The rest of the body is unread (or never came): the connection cannot be reused.
+        self.close_connection = True
+        return EmulatorRefusal(status, "invalid_request_error", message)
+
     def _read_body(self) -> dict:
-        n = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(n) if n else b""
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype and ctype != "application/json":
+            raise self._refuse_body(400, f"Content-Type must be application/json, got {ctype!r}")
+        length = (self.headers.get("Content-Length") or "0").strip()
+        if not length.isdigit():
+            raise self._refuse_body(400, f"Content-Length must be a whole number of bytes, got {length!r:.40}")
+        n, limit = int(length), self.server.engine.config.max_body_bytes
+        if n > limit:
+            raise self._refuse_body(413, f"request body of {n} bytes is over the limit of {limit} bytes")
         try:
-            body = json.loads(raw or b"{}")
+            raw = self.rfile.read(n) if n else b""
+        except TimeoutError:
+            raise self._refuse_body(408, f"request body incomplete after {self.timeout:g} s") from None
+        if len(raw) < n:
+            raise self._refuse_body(400, f"request body ended after {len(raw)} of {n} bytes")
+        try:
+            body = json.loads(raw.decode("utf-8") or "{}")
+        except UnicodeDecodeError as exc:
+            raise EmulatorRefusal(
+                400, "invalid_request_error", f"request body is not UTF-8 (byte {exc.start})"
+            ) from None
         except json.JSONDecodeError as exc:
-            raise EmulatorRefusal(400, "invalid_request_error", f"request body is not JSON: {exc.msg}") from exc
+            raise EmulatorRefusal(400, "invalid_request_error", f"request body is not JSON: {exc.msg}") from None
+        except RecursionError:
+            raise EmulatorRefusal(400, "invalid_request_error", "request body is nested too deeply") from None
         if not isinstance(body, dict):
             raise EmulatorRefusal(400, "invalid_request_error", "request body must be a JSON object")
         return body
@@ -93,9 +140,16 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._json(404, {"error": {"type": "resource_not_found_error", "message": f"no route {self.path}"}})
         except EmulatorRefusal as exc:
-            self._json(exc.status, exc.body(), exc.headers)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client went away
+            self._json(
+                exc.status, exc.body(), {**exc.headers, **({"Connection": "close"} if self.close_connection else {})}
+            )
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            self.close_connection = True  # the client went away, or stopped reading
+        except Exception as exc:  # a bug must not kill the connection with a traceback: answer, keep serving
+            self.close_connection = True
+            self.server.engine.stats.internal_errors += 1
+            with contextlib.suppress(OSError):
+                self._json(500, {"error": {"type": "server_error", "message": f"emulator error: {type(exc).__name__}"}})
 
     def _chat(self, body: dict) -> None:
         engine = self.server.engine
