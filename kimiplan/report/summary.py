@@ -67,6 +67,7 @@ class Summary:
     balance_line: str
     risks: list[str] = field(default_factory=list)
     reconciliation: pd.DataFrame | None = None
+    tier_tables: list[dict] = field(default_factory=list)  # the verdict under each tier table in force lately
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -81,10 +82,36 @@ class Summary:
             f"Cost:        {self.cost_line}",
             f"Budget:      {self.budget_line}",
             f"Prepaid:     {self.balance_line}",
+            *(f"Tier table:  {line}" for line in self.tier_table_lines()),
             "Assumptions to check:",
             *(f"  {i}. {r}" for i, r in enumerate(self.risks, 1)),
         ]
         return "\n".join(lines)
+
+    def tier_table_lines(self) -> list[str]:
+        """One sentence per published tier table: its verdict, and which one the headline uses and why."""
+        out = []
+        for t in self.tier_tables:
+            status = "official" if t["official"] else "third-party quotes, not official"
+            when = (
+                f"in force on the scenario's date (since {t['effective_from']})"
+                if t["in_force_on_as_of"] and t["effective_from"]
+                else "in force on the scenario's date"
+                if t["in_force_on_as_of"]
+                else f"until {t['effective_to']}"
+                if t["effective_to"]
+                else f"from {t['effective_from']}"
+            )
+            verdict = (
+                "no tier holds"
+                if t["smallest_tier"] is None
+                else f"buy {t['smallest_tier']}; {LIMIT_NAMES.get(t['binding_limit'], t['binding_limit'])} binds"
+                + (f", headroom {percent(t['headroom'])}" if t.get("headroom") is not None else "")
+                + (f", runs out {_month(t['exhausted_on'])}" if t.get("exhausted_on") else "")
+            )
+            head = " [the headline: the table in force on the scenario's date]" if t["headline"] else ""
+            out.append(f"table {t['version']} ({status}, {when}): {verdict}{head}")
+        return out
 
     def to_html(self) -> str:
         e = html.escape
@@ -104,8 +131,12 @@ class Summary:
             for label, big, small in tiles
         )
         risks = "".join(f"<li>{e(r)}</li>" for r in self.risks)
+        tables = ""
+        if len(self.tier_tables) > 1:
+            items = "".join(f"<li>{e(line)}</li>" for line in self.tier_table_lines())
+            tables = f'<div class="facts"><b>The verdict under each published tier table</b><ul>{items}</ul></div>'
         return (
-            f'<div class="summary">{tiles_html}</div>'
+            f'<div class="summary">{tiles_html}</div>{tables}'
             f'<ul class="facts"><li><b>Cost over the year:</b> {e(self.cost_year)}</li>'
             f"<li><b>Budget:</b> {e(self.budget_line)}</li>"
             f"<li><b>Prepaid balance:</b> {e(self.balance_line)}</li></ul>"
@@ -148,7 +179,8 @@ def _capacity_lines(scenario: Scenario, p: Any) -> dict:
             tier_why=f"No tier keeps refusals under {percent(target)} at the busiest minute; the largest, "
             f"{best['tier']}, refuses {percent(best['refusal_total'])} "
             f"({LIMIT_NAMES.get(best['binding_limit'])} binds). "
-            "Cut the peak (smaller max_completion_tokens, a pacing client) or ask Moonshot for a custom limit.",
+            f"Cut the peak (smaller max_completion_tokens, a pacing client) or ask {scenario.provider} for a "
+            "custom limit.",
             binding_limit=str(best["binding_limit"]),
             headroom="",
             runs_out="already over every tier",
@@ -342,5 +374,6 @@ def decision_summary(
         balance_line=balance_line,
         risks=_risks(scenario, catalog, fc),
         reconciliation=reconciliation(scenario, catalog, fc),
+        tier_tables=list(_get(plan, "by_tier_table") or []),
         **cap,
     )
