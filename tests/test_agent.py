@@ -275,3 +275,63 @@ def test_k3_family_variants_and_report_sections(catalog):
     titles = [t for t, _ in agent_report_sections(sc, catalog)]
     assert any("per run, step and price class" in t for t in titles) and any("sessions" in t for t in titles)
     assert agent_report_sections(load_scenario("support_chat", catalog), catalog) == []
+
+
+@pytest.mark.parametrize("model", ["kimi-k2.6", "kimi-k3", "kimi-k3.1-pro-highspeed"])
+@pytest.mark.parametrize("policy", ["truncate_oldest", "summarise", "stop"])
+def test_no_negative_or_nan_figures(catalog, model, policy):
+    sc = scenario(
+        model,
+        thinking=True,
+        agent={
+            "steps": {"kind": "lognormal", "median": 30, "p95": 200},
+            "max_steps": 120,
+            "tool_result_tokens": {"kind": "lognormal", "median": 3000, "p95": 30000},
+            "think_time_s": {"kind": "exponential", "mean": 200},
+            "context_limit_tokens": 60000,
+            "context_policy": policy,
+            "summary_tokens": {"kind": "lognormal", "median": 1500, "p95": 6000},
+            "preserve_thinking": True,
+            "run_budget_tokens": 3_000_000,
+        },
+        reasoning={"kind": "lognormal", "median": 800, "p95": 6000},
+        output={"kind": "lognormal", "median": 200, "p95": 3000},
+        max_completion_tokens=8000,
+        cache={"mode": "prefix_rule", "prefix": ["system"], "hit_rate": 0.8},
+        latency={
+            "ttft_s": {"kind": "lognormal", "median": 1, "p95": 5},
+            "decode_tps": {"kind": "lognormal", "median": 40, "p95": 80},
+        },
+    )
+    d, card = runs(sc, catalog, n=400, record=True)
+    c = d.columns
+    for k, v in c.items():
+        v = np.asarray(v, dtype=float)
+        assert np.isfinite(v).all() and (v >= 0).all(), k
+    assert (c["cached_tokens"] + c["cache_write_tokens"] <= c["input_tokens"]).all()
+    # No call passes the model's window (Kimi would answer 400); the steps stay within the harness's limit (a
+    # summary call is made when the next step would not, so its own prompt may pass the limit, not the window).
+    assert (c["prompt_peak"] + 8000 <= card.context_window).all()
+    s = steps_frame(d)
+    assert (s["prompt"] + 8000 <= 60000).all()
+    assert (s[["prompt", "cached", "written", "completion", "cost", "latency"]] >= 0).all().all()
+    for i in range(0, 400, 57):
+        u = Usage(
+            int(c["input_tokens"][i]),
+            int(c["completion_tokens"][i]),
+            int(c["cached_tokens"][i]),
+            0,
+            int(c["cache_write_tokens"][i]),
+        )
+        assert float(cost_of_usage(u, card).total) == pytest.approx(c["run_cost"][i], rel=1e-9)
+
+
+def test_agent_errors_name_route_and_field():
+    from kimiplan.errors import ScenarioError
+
+    with pytest.raises(ScenarioError, match=r"route 'agent' \(routes\[0\]\): field agent.max_steps"):
+        scenario(agent={"max_steps": 0})
+    with pytest.raises(ScenarioError, match="agent.context_policy"):
+        scenario(agent={"context_policy": "forget"})
+    with pytest.raises(ScenarioError, match="agent.truncate_to"):
+        scenario(agent={"truncate_to": 1.5})

@@ -140,3 +140,26 @@ def test_fixed_window_chain_with_unit_sizes_is_the_poisson_overflow():
     direct = float(np.sum(np.maximum(n - k, 0) * stats.poisson.pmf(n, mean)) / mean)
     assert not sizes.is_unit
     assert fixed_window_count_refusal(mean, sizes, k) == pytest.approx(direct, rel=1e-9)
+
+
+def test_the_issue_examples_use_exact_means_and_the_scenarios_window():
+    # Issue 10: a lognormal latency of mean 6 s at 15 requests/s on 90 slots was planned with a sampled mean
+    # of 5.97 s (0.0769 refused instead of 0.0796), and a sliding RPM 300 at 5 requests/s as a fixed minute
+    # (0.0230 instead of the simulator's 0.0447). Both now come out of the closed forms exactly.
+    from theory import theory_scenario
+
+    from kimiplan.capacity.plan import plan
+
+    lat = {"total_s": {"kind": "lognormal", "mean": 6.0, "sigma": 0.8}}
+    conc = theory_scenario(
+        tier={"name": "slots", "concurrency": 90},
+        traffic={"requests_per_second": 15.0},
+        routes=[{"name": "r", "share": 1.0, "system": 1000, "max_completion_tokens": 1024, "latency": lat}],
+    )
+    p = plan(conc)
+    assert p.refusal_by_limit["concurrency"] == pytest.approx(_erlang_b_log(90, 90.0), rel=1e-9)
+    assert p.refusal_se["concurrency"] == 0.0  # nothing sampled: the latency law gives its mean
+    rpm = theory_scenario(tier={"name": "rpm", "rpm": 300}, traffic={"requests_per_second": 5.0})
+    assert plan(rpm).refusal_by_limit["rpm"] == pytest.approx(0.0447, abs=5e-5)
+    fixed = rpm.with_changes(simulation={"window": {"rate_window": "fixed"}})
+    assert plan(fixed).refusal_by_limit["rpm"] == pytest.approx(0.0230, abs=5e-5)

@@ -103,3 +103,19 @@ def test_dask_days_equal_local(setup):
     assert all(warmed.values()) and len(warmed) == 2
     assert set(signatures.values()) == {1}  # one compiled kernel per worker, not one per task
     _same(local, on_dask)
+
+
+def test_cli_simulate_days_same_on_both_engines(capsys):
+    from distributed import LocalCluster
+
+    from kimiplan.cli import main
+
+    args = ["simulate-days", "support_chat", "--days", "2", "--seed", "3", "--client", "retry", "--json"]
+    assert main(args) == 0
+    local = json.loads(capsys.readouterr().out)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        assert main([*args, "--engine", "dask", "--scheduler", cluster.scheduler_address]) == 0
+    assert json.loads(capsys.readouterr().out) == local
+    assert local["requests"] > 50_000 and local["hours"] == 48
+    assert main(["simulate-days", "support_chat", "--days", "0"]) == 2
+    assert "days must be a whole number" in capsys.readouterr().err

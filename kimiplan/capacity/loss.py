@@ -16,10 +16,11 @@ Every limit is a loss system, and which one depends on the window:
   arrivals in order until they no longer fit, then starts empty. For single-call requests the refused
   share is exactly E[(N-K)+]/E[N] with N ~ Poisson. For several calls per request, the count of used units
   after each arrival is a Markov chain, solved exactly (arrival by arrival, weighted by the Poisson law of
-  the number of arrivals). Token windows use E[(S-K)+]/E[S] of the compound Poisson sum S, whose tail is a
-  translated gamma fitted to its exact first three moments (an approximation, checked against the
-  simulator: a request that does not fit is refused while a smaller later one may still fit, which the
-  token-share formula ignores).
+  the number of arrivals); when that chain would be long (arrivals x limit over 3 million, large windows where
+  the central limit theorem has long taken over) the compound-Poisson overflow below stands in. Token
+  windows use E[(S-K)+]/E[S] of the compound Poisson sum S, whose tail is a translated gamma fitted to its
+  exact first three moments (an approximation, checked against the simulator: a request that does not fit
+  is refused while a smaller later one may still fit, which the token-share formula ignores).
 
 All of these assume a stationary Poisson input at the rate of the minute being evaluated; the rates the
 scenario's profile gives change over hours, far slower than the 60 s window and the latencies.
@@ -305,7 +306,7 @@ def fixed_window_count_refusal(mean_requests: float, sizes: Sizes, limit: float)
     cap = int(math.floor(limit))
     # Arrivals beyond the point where P(N > i) is negligible change nothing.
     hi = int(stats.poisson.ppf(1 - 1e-12, mean_requests)) + 1
-    if hi * cap > 2e7:  # too long a chain for an interactive plan: the compound Poisson overflow instead
+    if hi * cap > 3e6:  # too long a chain for an interactive plan: the compound Poisson overflow instead
         m = [float(np.dot(sizes.probs, np.asarray(sizes.values) ** k)) for k in (1, 2, 3)]
         return CompoundPoisson(mean_requests, *m).overflow_fraction(limit)
     gt = stats.poisson.sf(np.arange(hi), mean_requests)

@@ -1,4 +1,5 @@
-"""`kimiplan sweep SCENARIO... --grid GRID.yaml`: plan every point of a grid of overrides, locally or on Dask."""
+"""`kimiplan sweep SCENARIO... --grid GRID.yaml`: plan every point of a grid of overrides, locally or on Dask;
+`kimiplan simulate-days SCENARIO --days N`: a long simulation in day chunks, locally or on Dask."""
 
 from __future__ import annotations
 
@@ -49,6 +50,35 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_simulate_days(args) -> int:
+    from kimiplan.catalog.cards import load_catalog
+    from kimiplan.catalog.resolve import load_scenario
+    from kimiplan.model.settings import SimSettings
+    from kimiplan.sweeps.longrun import simulate_long
+
+    catalog = load_catalog(args.catalog)
+    sc = load_scenario(args.scenario, catalog)
+    settings = SimSettings.for_scenario(sc, seed=args.seed, client={"kind": args.client} if args.client else None)
+    res = simulate_long(sc, args.days, catalog=catalog, settings=settings, engine=args.engine, scheduler=args.scheduler)
+    if args.json:
+        print(res.to_json())
+        return 0
+    s = res.summary
+    rf = s["rejected_fraction"]
+    print(
+        f"{sc.name}: {args.days} days ({args.engine} engine, seed {s['seed']}, growth {s['growth']:.1%}/month): "
+        f"{s['requests']:,} requests, {rf['total']:.3%} of attempts refused, {s['failed_fraction']:.3%} failed"
+    )
+    refused = {k: v for k, v in s["refused"].items() if v}
+    if refused:
+        print("refused by limit: " + ", ".join(f"{k} {v:,}" for k, v in refused.items()))
+    per_day = res.per_day
+    if len(per_day):
+        print()
+        print_table(per_day.head(args.top), floatfmt="{:,.4g}")
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "sweep",
@@ -71,6 +101,7 @@ def register(sub) -> None:
     p.add_argument("--top", type=int, default=30, help="frontier rows printed")
     p.add_argument("--catalog", action="append", default=[], metavar="FILE")
     p.set_defaults(func=cmd_sweep)
+    register_days(sub)
 
 
 def _nonneg(v: str) -> int:
@@ -83,3 +114,23 @@ def _nonneg(v: str) -> int:
     if n < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
     return n
+
+
+def register_days(sub) -> None:
+    p = sub.add_parser(
+        "simulate-days",
+        help="simulate many days (a month, months with growth) in day chunks, locally or on Dask",
+        description="Each day is drawn from its own seed (SeedSequence(seed).spawn(days)), on Dask workers in "
+        "parallel with --engine dask; the rate-limit state (requests in flight, the RPM/TPM window, tokens used "
+        "today, pending retries) is carried from day to day. Both engines give the same result for a seed.",
+    )
+    p.add_argument("scenario", help="scenario file or example name")
+    p.add_argument("--days", type=int, required=True)
+    p.add_argument("--engine", choices=("local", "dask"), default="local")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
+    p.add_argument("--seed", type=_nonneg, help="default: the scenario's")
+    p.add_argument("--client", choices=("none", "retry", "pace"), help="client behaviour on a 429")
+    p.add_argument("--top", type=int, default=40, help="days printed")
+    p.add_argument("--catalog", action="append", default=[], metavar="FILE")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_simulate_days)

@@ -357,7 +357,18 @@ def display_frame(
     cur = frame_currency(df, currency)
     if drop_currency and "currency" in df.columns and cur is not None and frame_currency(df) == cur:
         df = df.drop(columns="currency")
-    return df, infer_formats(df, cur, overrides)
+    fmts = infer_formats(df, cur, overrides)
+    # "recharge" + "recharge_currency": a single-valued companion column becomes the money column's unit.
+    for c in list(df.columns):
+        comp = f"{c}_currency"
+        if str(c) in fmts and fmts[str(c)].kind == "money" and comp in df.columns:
+            vals = pd.Series(df[comp]).dropna().unique()
+            if len(vals) == 1 and (overrides is None or c not in overrides):
+                fmts[str(c)] = replace(fmts[str(c)], currency=str(vals[0]))
+                if drop_currency:
+                    df = df.drop(columns=comp)
+                    fmts.pop(comp, None)
+    return df, fmts
 
 
 def format_frame(

@@ -32,7 +32,7 @@ def fitting_variants(scenario: Scenario, table) -> list[str]:
 def _variants_view(table):
     """The comparison a reader scans: what, how much, the change, then details; empty detail columns dropped."""
     cols = ["variant", "model", "status", "expected_total", "P10_total", "P90_total", "per_month", "vs_first"]
-    cols += ["vs_first_pct", "requests"]
+    cols += ["vs_first_pct"]
     cols += [c for c in ("free_allowance", "neurons_per_day") if table[c].abs().sum() > 0]
     return table[[*cols, "currency", "notes"]]
 

@@ -231,8 +231,10 @@ table.table th { font-weight: 600; vertical-align: bottom; white-space: normal; 
   border-bottom: 2px solid #bbb; }
 table.table th, table.table td { padding: 0.25rem 0.55rem; border-bottom: 1px solid #e3e3e3; }
 table.table td { vertical-align: top; }
-table.table.wide { font-size: 0.74rem; }
-table.table.wide th, table.table.wide td { padding: 0.2rem 0.35rem; }
+table.table.wide, table.table.wider { font-size: 0.74rem; }
+table.table.wider { font-size: 0.68rem; }
+table.table.wide th, table.table.wide td, table.table.wider th, table.table.wider td { padding: 0.2rem 0.3rem; }
+table.table.wide th, table.table.wider th { max-width: 6.5rem; }
 .caption { color: #555; font-size: 0.88rem; margin: -0.2rem 0 0.2rem; }
 .note { color: #666; font-size: 0.85rem; margin-top: 0.2rem; }
 .plotly-graph-div { max-width: 100%; }

@@ -179,7 +179,13 @@ def _capacity_lines(scenario: Scenario, p: Any) -> dict:
     used = f"busiest minute uses {percent(util)} of the {LIMIT_NAMES.get(limit, limit)} limit; " if util else ""
     out["headroom"] = f"{used}room for {percent(max(scale - 1.0, 0.0))} more traffic ({scale:.2f}× today)."
     ex = growth_exhaustion(scenario, scale)
-    later = ladder[(ladder["max_scale"] > scale)].sort_values("max_scale")
+    up = _get(p, "upgrade")
+    if up is not None and up.get("from") == buy and up.get("to") is not None:
+        # The plan's own upgrade path: the cheapest tier that raises the binding limit.
+        later = ladder[ladder["tier"] == up["to"]]
+    else:
+        # A tier that raises only other limits changes nothing: the next one that sustains more traffic.
+        later = ladder[(ladder["max_scale"] > scale * 1.001)].sort_values("max_scale")
     nxt = later.iloc[0] if len(later) else None
     out["next_tier"] = None if nxt is None else str(nxt["tier"])
     if ex["months"] == 0:

@@ -40,7 +40,8 @@ def table_html(
     uid: str | None = None,
 ) -> str:
     shown, fmts = display_frame(df, currency, overrides)
-    shown = shown.reset_index(drop=True)
+    # A column with no value in any row says nothing (e.g. RPD on a provider without daily request limits).
+    shown = shown.loc[:, [c for c in shown.columns if shown[c].notna().any()]].reset_index(drop=True)
     cols = [str(c) for c in shown.columns]
     shown.columns = cols
     sty = shown.style.format({c: fmts[c].text for c in cols}, na_rep="")
@@ -53,8 +54,8 @@ def table_html(
                 {"selector": "th", "props": "text-align: right;"},
             ]
         elif fmts[c].kind == "text" and shown[c].astype(str).str.len().max() > 40:
-            styles[c] = [{"selector": "td", "props": "min-width: 12rem; white-space: normal;"}]
-    wide = " wide" if len(cols) > 10 else ""
+            styles[c] = [{"selector": "td", "props": "min-width: 10rem; white-space: normal;"}]
+    wide = " wider" if len(cols) > 15 else " wide" if len(cols) > 10 else ""
     sty = sty.set_table_styles(styles, overwrite=False).set_table_attributes(f'class="table{wide}"')
     sty = sty.set_uuid(uid or f"k{next(_ids)}")
     out = f'<div class="table-wrap">{sty.to_html()}</div>'

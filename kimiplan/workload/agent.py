@@ -229,8 +229,10 @@ def draw_agent(
                     stop[dead] = STOP_REASONS.index("context")
                     active &= ~dead
                 else:  # summarise: one extra call reads the history and writes a summary; the prefix breaks
-                    summary = _tok(a.summary_tokens, rng, n)
-                    fits = over & (head_total + hist + summary <= window)
+                    # The summary call sends the step budget too, so it must fit the model's window (Kimi
+                    # refuses input + max_completion_tokens past it with a 400); its output is cut at the budget.
+                    summary = np.minimum(_tok(a.summary_tokens, rng, n), budget)
+                    fits = over & (head_total + hist + budget <= window)
                     if fits.any():
                         summary_cost = call(fits, np.where(fits, summary, 0), zeros, zeros)[4]
                         hist[fits] = summary[fits] + markers
