@@ -31,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     "backtest": "kimiplan.finance.backtest",
     "plan": "kimiplan.capacity.plan",
     "simulate": "kimiplan.capacity.sim.simulate",
+    "sweep": "kimiplan.sweeps.run",
     "CalibrationFitter": "kimiplan.calibration.fitters",
     "KimiClient": "kimiplan.client",
     "write_report": "kimiplan.report.html",
@@ -53,6 +54,7 @@ __all__ = [  # pinned name by name in tests/test_public_api.py
     "runway",
     "simulate",
     "standard_variants",
+    "sweep",
     "viz",
     "write_report",
 ]
@@ -71,6 +73,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from kimiplan.finance.forecast import forecast
     from kimiplan.finance.variants import compare, standard_variants
     from kimiplan.report.html import write_report
+    from kimiplan.sweeps.run import sweep
     from kimiplan.tokens.tokenizer import count_tokens
 
 

@@ -221,7 +221,7 @@ def test_fitters_follow_the_lifelines_shape():
     assert "fitted with 500 observations" in repr(f95)
     assert "not fitted" in repr(EmpiricalFitter())
     with pytest.raises(ConfigError, match="not fitted"):
-        EmpiricalFitter().summary
+        _ = EmpiricalFitter().summary
     with pytest.raises(ConfigError, match="alpha"):
         LogNormalFitter(alpha=1.5)
     with pytest.raises(ConfigError, match="alpha"):
@@ -236,7 +236,7 @@ def test_calibration_fitter_summary_and_repr(recovered):
     assert f.fit(df) is f  # fit() returns self
     s = f.summary
     assert sorted(s.index) == sorted(cal.routes) and (s["n"] > 0).all()
-    for route, truth in TRUTH.items():
+    for route in TRUTH:
         assert s.loc[route, "output median"] == pytest.approx(cal.routes[route].output.lognormal.median)
     assert "360 samples" in repr(f)
     # a narrower level gives narrower intervals on the same data

@@ -55,7 +55,8 @@ def test_config_validation(monkeypatch):
             429,
             {
                 "type": "rate_limit_reached_error",
-                "message": "Your account o<a> request reached organization max concurrency: 50, please try again after 1 seconds",
+                "message": "Your account o<a> request reached organization max concurrency: 50, "
+                "please try again after 1 seconds",
             },
             "concurrency",
         ),
@@ -63,7 +64,8 @@ def test_config_validation(monkeypatch):
             429,
             {
                 "type": "rate_limit_reached_error",
-                "message": "Your account o<a> request reached organization max RPM: 200, please try again after 3 seconds",
+                "message": "Your account o<a> request reached organization max RPM: 200, "
+                "please try again after 3 seconds",
             },
             "rpm",
         ),

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import yaml
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from kimiplan.catalog.resolve import load_scenario
 from kimiplan.errors import ScenarioError
@@ -108,7 +108,7 @@ def test_with_changes_validates():
     s = load_scenario(example_path("coding_assistant"))
     off = s.with_route_changes(thinking=False)
     assert not any(r.thinking for r in off.routes)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         s.with_changes(tax_rate=2)
 
 

@@ -182,7 +182,8 @@ def test_concurrency_refusal_has_kimis_exact_body(make_emulator):
         assert r.json() == {
             "error": {
                 "type": "rate_limit_reached_error",
-                "message": "Your account org-emulated<ak-emulated> request reached organization max concurrency: 1, please try again after 1 seconds",
+                "message": "Your account org-emulated<ak-emulated> request reached organization max concurrency: 1, "
+                "please try again after 1 seconds",
             }
         }
 

@@ -63,7 +63,9 @@ def test_failing_excel_keeps_old_file(fc, tmp_path):
     out = tmp_path / "f.xlsx"
     out.write_bytes(b"previous workbook")
     bad = pd.DataFrame({"x": ["fine", "bad \x01 control character"]})  # openpyxl refuses control characters
-    with pytest.raises(Exception):
+    from openpyxl.utils.exceptions import IllegalCharacterError
+
+    with pytest.raises(IllegalCharacterError):
         to_excel({"monthly": fc.monthly, "bad": bad}, out)
     assert out.read_bytes() == b"previous workbook"
     assert os.listdir(tmp_path) == ["f.xlsx"]

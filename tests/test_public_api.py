@@ -23,6 +23,7 @@ EXPECTED = [
     "runway",
     "simulate",
     "standard_variants",
+    "sweep",
     "viz",
     "write_report",
 ]

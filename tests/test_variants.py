@@ -33,7 +33,7 @@ def coding(catalog):
 
 
 def test_every_mapped_id_is_priced(catalog):
-    for canon, per_provider in EQUIVALENT_MODELS.items():
+    for per_provider in EQUIVALENT_MODELS.values():
         for provider, model in per_provider.items():
             card = catalog.price(model, provider, None, dt.date(2026, 6, 1))
             assert card.model == model

@@ -140,10 +140,10 @@ class CapacityPlan:
         )
         if self.tier is not None:
             se = (self.refusal_se or {}).get(self.binding_limit or "", 0.0)
-            pm = f" (± {_pct(se)} from sampled latencies)" if se and se >= 5e-6 else ""
+            pm = f"; ± {_pct(se)} from sampled latencies" if se and se >= 5e-6 else ""
             lines.append(
-                f"At the busiest minute {self.tier} refuses {_pct(self.refusal_total)}{pm} of requests "
-                f"({_pct(self.week_average['refusal_total'])} averaged over a week); binding limit: "
+                f"At the busiest minute {self.tier} refuses {_pct(self.refusal_total)} of requests "
+                f"({_pct(self.week_average['refusal_total'])} averaged over a week{pm}); binding limit: "
                 f"{self.binding_limit or 'none'}."
             )
             if self.never_fits:
