@@ -70,7 +70,9 @@ def _clipped_normal_moments(m: float, s: float, k: int) -> tuple[float, ...]:
     phi, tail = float(stats.norm.pdf(c)), float(stats.norm.sf(c))
     part = [tail, phi]  # E[Z^0; Z>c], E[Z^1; Z>c]
     for i in range(2, k + 1):
-        part.append(c ** (i - 1) * phi + (i - 1) * part[i - 2])
+        # phi(c) underflows to 0 far from the mean (|c| > 38, e.g. sd 1e-300): the c^(i-1) term is 0 then, and
+        # computing c^(i-1) first would overflow.
+        part.append((c ** (i - 1) * phi if phi > 0 else 0.0) + (i - 1) * part[i - 2])
     return tuple(sum(math.comb(j, i) * m ** (j - i) * s**i * part[i] for i in range(j + 1)) for j in range(1, k + 1))
 
 

@@ -120,6 +120,9 @@ class SimResult:
 # ---------------------------------------------------------------- requests
 
 
+MAX_SIM_REQUESTS = 2_000_000_000  # requests one simulate() may draw and run (minutes of kernel time)
+
+
 def _route_draws(scenario, card, routes):
     from kimiplan.workload.draws import draw_route, route_context
 
@@ -277,6 +280,15 @@ def simulate(scenario, catalog=None, settings: SimSettings | None = None, tier=N
     if not settings.hours > 0:
         raise ConfigError(f"hours: the horizon must be > 0, got {settings.hours:g}")
     horizon_s = settings.hours * 3600.0
+    # A run is a loop over every request: refuse one that could not finish in reasonable time, as forecast()
+    # refuses too many cells (the average rate; profiles and growth move it by small factors).
+    expected = scenario.traffic.mean_rps * horizon_s
+    if expected > MAX_SIM_REQUESTS:
+        rps = f"{scenario.traffic.mean_rps:,.3f}".rstrip("0").rstrip(".")
+        raise ConfigError(
+            f"hours: {settings.hours:g} h at {rps} requests/s is about {expected:,.0f} requests, over the "
+            f"{MAX_SIM_REQUESTS:,} a simulation may run; simulate fewer hours"
+        )
     seed = scenario.seed if settings.seed is None else settings.seed
     settings = settings.model_copy(update={"seed": seed, "start": settings.start or scenario.as_of})
     card = price_card(scenario, catalog)
