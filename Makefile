@@ -6,7 +6,7 @@ SCENARIO ?= data/scenarios/support_chat.yaml
 # A monthly budget and a prepaid balance (the scenario's currency) so the report shows P(over budget) and run-out.
 DEMO_ARGS ?= --budget 5000 --balance 20000
 
-.PHONY: demo test install install-test bench notebooks clean
+.PHONY: demo test lint install install-test bench notebooks clean
 
 # setuptools announces every editable install with an "Editable installation" notice (information, not a
 # problem); it is silenced so that a first `make demo` reads as what it is, a success.
@@ -36,8 +36,13 @@ demo: install
 	@$(BIN)/kimiplan report $(SCENARIO) -o report.html $(DEMO_ARGS)
 
 ## test: the whole suite, notebooks included (nbval compares their outputs)
-test: install-test
+test: install-test lint
 	$(BIN)/python -m pytest tests notebooks --nbval -q
+
+## lint: ruff (lint and format check, line length 120); the layer order is a test (tests/test_architecture.py)
+lint: install-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 ## bench: speed benchmarks (ratios against references measured in the same run)
 bench: install-test

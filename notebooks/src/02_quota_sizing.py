@@ -5,13 +5,17 @@
 
 # %%
 import pandas as pd
+
+from kimiplan.capacity import budgets as B
+from kimiplan.capacity import plan as P
+from kimiplan.capacity.sim.simulate import ClientPolicy, SimSettings, simulate
 from kimiplan.catalog.cards import load_catalog
-from kimiplan.model.scenario import example_path
 from kimiplan.catalog.resolve import load_scenario
-from kimiplan.capacity import plan as P, budgets as B
+from kimiplan.model.scenario import example_path
 from kimiplan.viz import capacity as PC
-from kimiplan.capacity.sim.simulate import simulate, SimSettings, ClientPolicy
-pd.set_option('display.width', 160); pd.set_option('display.max_columns', 20)
+
+pd.set_option('display.width', 160)
+pd.set_option('display.max_columns', 20)
 catalog = load_catalog()
 sc = load_scenario(example_path('support_chat'), catalog)
 print(sc.name, sc.tier, f'{sc.traffic.per_day:,.0f} requests/day', 'growth', sc.traffic.monthly_growth)
@@ -115,8 +119,9 @@ pd.DataFrame(g)
 # A scenario can state a textbook system by itself: Poisson arrivals at 10 requests/s, a custom tier with only 50 concurrent requests, fixed tokens, a lognormal latency with a 5 s mean, no retries, a horizon and a seed (the `simulation:` section). Refusal then has a closed form, Erlang B, whatever the latency's shape. The same file runs with `kimiplan simulate FILE --json`.
 
 # %%
-from kimiplan.model.scenario import parse_scenario
 from kimiplan.capacity.plan import erlang_b
+from kimiplan.model.scenario import parse_scenario
+
 theory = parse_scenario({
     'name': 'M/G/50/50', 'model': 'kimi-k2.6', 'as_of': '2026-11-26', 'seed': 3,
     'tier': {'name': 'only-concurrency', 'concurrency': 50},

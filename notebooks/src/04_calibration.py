@@ -15,25 +15,28 @@
 # so you can see the fitters recover it. Everything the emulator produces is labelled provenance `emulator`.
 
 # %%
-import os, tempfile, contextlib
+import contextlib
+import os
+import tempfile
 from decimal import Decimal
+
 import pandas as pd
 
+from kimiplan.calibration.fitters import (
+    LogNormalFitter,
+    apply_calibration,
+    fit_calibration,
+    plot_predicted_vs_observed,
+    predicted_vs_observed,
+    samples_frame,
+    samples_needed,
+)
+from kimiplan.calibration.sampler import RouteSampling, SamplerConfig, run_sampler
 from kimiplan.catalog.cards import load_catalog
+from kimiplan.catalog.resolve import load_scenario
 from kimiplan.client import KimiClient, KimiConfig, RetryPolicy
 from kimiplan.emulator import EmulatorConfig, LogNormalTruth, RouteTruth, emulator
-from kimiplan.calibration.sampler import RouteSampling, SamplerConfig, run_sampler
-from kimiplan.calibration.fitters import (
-    fit_calibration,
-    samples_frame,
-    predicted_vs_observed,
-    plot_predicted_vs_observed,
-    samples_needed,
-    apply_calibration,
-    LogNormalFitter,
-)
 from kimiplan.model.scenario import example_path
-from kimiplan.catalog.resolve import load_scenario
 
 pd.set_option("display.width", 140)
 LIVE = bool(os.environ.get("MOONSHOT_API_KEY"))

@@ -12,7 +12,6 @@
 # Everything is seeded.
 
 # %%
-import numpy as np
 import pandas as pd
 
 from kimiplan.capacity.agent_steps import agent_capacity

@@ -22,7 +22,6 @@ from pathlib import Path
 import pandas as pd
 
 from kimiplan.catalog.cards import load_catalog
-from kimiplan.catalog.resolve import load_scenario
 from kimiplan.logs import generate_call_log, summarize_log
 
 pd.set_option("display.width", 160)
