@@ -43,6 +43,20 @@ def _table_label(t: dict) -> str:
     return f"table {t['version']} ({src}; {span})"
 
 
+# The verdict under one tier table, as the CLI and a notebook show it.
+TIER_TABLE_COLUMNS = (
+    "version",
+    "official",
+    "headline",
+    "smallest_tier",
+    "tier",
+    "refusal_total",
+    "binding_limit",
+    "headroom",
+    "exhausted_on",
+)
+
+
 @dataclass(frozen=True)
 class CapacityPlan:
     """A capacity verdict for one scenario: demand per limit, refusals, binding limit, tier ladder, smallest
@@ -239,18 +253,8 @@ class CapacityPlan:
         paras = "".join(f"<p>{html.escape(s)}</p>" for s in self.describe().splitlines())
         parts = [f"<div><h4>Capacity plan: {html.escape(self.scenario)}</h4>{paras}"]
         if self.by_tier_table:
-            cols = [
-                "version",
-                "official",
-                "headline",
-                "smallest_tier",
-                "tier",
-                "refusal_total",
-                "binding_limit",
-                "headroom",
-                "exhausted_on",
-            ]
-            parts.append(self.tier_tables[[c for c in cols if c in self.tier_tables]].to_html(index=False))
+            cols = [c for c in TIER_TABLE_COLUMNS if c in self.tier_tables]
+            parts.append(self.tier_tables[cols].to_html(index=False))
         tot = self.demand[self.demand["route"] == "total"].drop(columns=["route"])
         parts.append(tot.round(4).to_html(index=False, na_rep=""))
         return "".join(parts) + "</div>"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from kimiplan.capacity.result import TIER_TABLE_COLUMNS
 from kimiplan.catalog.cards import load_catalog
 from kimiplan.catalog.resolve import load_scenario
 from kimiplan.errors import ConfigError
@@ -63,19 +64,7 @@ def cmd_plan(args) -> int:
     print_table(d[d["route"] == "total"].drop(columns=["route"]))
     if p.by_tier_table:
         print("\nthe verdict under each tier table (headline marked):")
-        t = p.tier_tables
-        cols = [
-            "version",
-            "official",
-            "headline",
-            "smallest_tier",
-            "tier",
-            "refusal_total",
-            "binding_limit",
-            "headroom",
-            "exhausted_on",
-        ]
-        print_table(t[cols])
+        print_table(p.tier_tables[list(TIER_TABLE_COLUMNS)])
     if len(p.ladder):
         print()
         print_table(
