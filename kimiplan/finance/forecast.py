@@ -42,6 +42,7 @@ from kimiplan.finance.cost import (
     neurons_per_token,
     price_multiplier,
 )
+from kimiplan.io.formats import percent
 from kimiplan.model.scenario import COMPONENTS, Scenario
 from kimiplan.workload.draws import cached_means, draw_route, route_context
 
@@ -599,7 +600,7 @@ def _monthly_frame(
             r["p_over_budget"] = float((col > budget).mean()) if np.isfinite(col).all() else np.nan
         r["price_change"] = len({seg.segs[s]["card"].price_key for s in seg_ids if seg.segs[s]["card"] is not None}) > 1
         r["retired_days"] = int(sum((seg.seg_of_day == s).sum() for s in seg_ids if seg.segs[s]["status"] == "retired"))
-        r["status"] = (
+        r["price_status"] = (
             "retired (not priced)"
             if "retired" in st
             else ("reported retired, unconfirmed" if "reported retired, unconfirmed" in st else "ok")
@@ -742,13 +743,16 @@ def forecast(
         budget=None if budget is None else float(budget),
         daily=_daily_frame(cal, seg, sp, units, free_credit_day, cards, status, currency),
         expected=_expected_frame(scenario, seg, sp, units, free_credit_day, currency, base_cur),
-        monthly=_with_capacity(
-            _monthly_frame(seg, sp, units, month_paths, free_credit_day, quantiles, budget, currency),
-            cal,
-            scenario,
-            catalog,
-            capacity,
-            warnings_,
+        monthly=month_status(
+            _with_capacity(
+                _monthly_frame(seg, sp, units, month_paths, free_credit_day, quantiles, budget, currency),
+                cal,
+                scenario,
+                catalog,
+                capacity,
+                warnings_,
+            ),
+            scenario.tier,
         ),
         by_route=_by_route_frame(seg.months, units.routes, route_month, quantiles, currency),
         paths=month_paths,
@@ -821,6 +825,38 @@ def _with_capacity(monthly, cal, scenario, catalog, capacity, warnings_: list[st
         warnings_.append(
             f"from {first}: over capacity on {cap.tier} (refusals above {cap.target:.2%} at the busiest minute){move}"
         )
+    return out
+
+
+def month_status(monthly: pd.DataFrame, tier: str | None, runs_out: dt.date | None = None) -> pd.DataFrame:
+    """The `status` of each month from everything that can stop the bill or the traffic: the price card
+    (`price_status`), capacity on the scenario's tier (`capacity_status`), the budget (more likely over than
+    not) and the prepaid balance (`runs_out`, its median run-out date). "ok" only when none of them bites;
+    otherwise the reasons, most severe first, separated by "; "."""
+    out = monthly.copy()
+    on = f" on {tier}" if tier else ""
+    reasons = []
+    for r in out.itertuples(index=False):
+        why = []
+        price = getattr(r, "price_status", "ok")
+        if price != "ok":
+            why.append(price)
+        if runs_out is not None:
+            start = dt.date.fromisoformat(f"{r.month}-01")
+            if runs_out < start:
+                why.append("balance spent")
+            elif runs_out.strftime("%Y-%m") == r.month:
+                why.append(f"balance runs out {runs_out:%Y-%m-%d}")
+        cap = getattr(r, "capacity_status", None)
+        if cap == "over_capacity":
+            why.append(f"over capacity{on}")
+        elif cap == "near_limit":
+            why.append(f"near the limit{on}")
+        p = getattr(r, "p_over_budget", None)
+        if p is not None and not pd.isna(p) and p > 0.5:
+            why.append(f"over budget likely ({percent(p, trim=True)})")
+        reasons.append("; ".join(why) if why else "ok")
+    out["status"] = reasons
     return out
 
 
