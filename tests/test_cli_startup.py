@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 
-
 def test_building_the_parser_imports_nothing_heavy():
     code = (
         "import sys, kimiplan.cli as c; p = c.build_parser(); "
