@@ -244,3 +244,18 @@ def test_the_checker_catches_a_doctored_page(pages):
     for d in doctored:
         assert d != page
         assert contradictions(first_screen(d), facts), d[:0]
+
+
+@pytest.mark.parametrize("scenario", ["support_chat", "coding_assistant"])
+def test_one_headroom_whichever_plan_computes_it(catalog, scenario):
+    """The headroom of a tier read from another tier's plan (its ladder) is the headroom of that tier's own plan,
+    over every tier of the ladder: one definition, two routes to it."""
+    base = load_scenario(scenario, catalog)
+    p = plan(base, catalog)
+    for tier in p.ladder["tier"]:
+        own = plan(base.model_copy(update={"tier": tier}), catalog)
+        a, b = p.headroom(tier), own.headroom()
+        assert a.limit == b.limit and a.scale == pytest.approx(b.scale, rel=1e-9), tier
+        if a.utilization is not None or b.utilization is not None:
+            assert a.utilization == pytest.approx(b.utilization, rel=1e-9), tier
+        assert a.sentence == b.sentence

@@ -305,7 +305,7 @@ class CapacityPlan:
                 h = self.headroom()
                 rps = number(self.max_requests_per_second)
                 lines.append(
-                    f"Headroom: {h.sentence[:1].lower()}{h.sentence[1:]} That is {rps} "
+                    f"Headroom: {h.sentence} That is {rps} "
                     f"requests/s on average; with growth of {percent(ex.get('growth', 0), trim=True)} a month "
                     f"{self.tier} is {when}."
                 )
@@ -372,14 +372,67 @@ class CapacityPlan:
             lines.append("Under each tier table of the last 12 months: " + "; ".join(parts) + ".")
         return "\n".join(lines)
 
+    def __repr__(self) -> str:
+        state, _ = self.status()
+        h = self.headroom()
+        head = f"headroom {h.short} ({LIMIT_LABELS.get(h.limit or '', h.limit)})" if h is not None else "no headroom"
+        tier = self.tier or "no tier"
+        return (
+            f"<CapacityPlan {self.scenario}: {tier} {state.replace('_', ' ')}, {head}; smallest tier that holds "
+            f"{self.smallest_tier or 'none'}; summary() for the tables>"
+        )
+
+    def summary(self):
+        """The plan at a glance: status, headroom, run-out, then the demand per limit and the tier ladder."""
+        from kimiplan.io.tables import SummaryTable
+
+        state, why = self.status()
+        h = self.headroom()
+        ex = self.exhaustion or {}
+        a = self.assumptions or {}
+        facts = [
+            ("Scenario", self.scenario),
+            ("Tier", self.tier or "none set"),
+            ("Status", f"{state.replace('_', ' ')}: {why}"),
+            ("Headroom", "n/a" if h is None else h.short),
+            ("Binding limit", LIMIT_LABELS.get(self.binding_limit or "", self.binding_limit or "none")),
+            ("Capacity runs out", _month(ex.get("date")) if ex.get("date") else "not within 3 years or never"),
+            ("Smallest tier that holds", self.smallest_tier or "none"),
+            ("Target", f"refusals under {percent(self.target, trim=True)} at the busiest minute"),
+            ("Demand percentile", percent(self.percentile, trim=True)),
+            ("Window, client", f"{a.get('window', '?')} RPM/TPM window, client {a.get('client', '?')}"),
+        ]
+        tables = []
+        tot = self.demand[self.demand["route"] == "total"]
+        cols = [c for c in ("limit", "mean", "peak", "limit_value", "peak_utilization", "refusal") if c in tot]
+        tables.append(("Demand per limit at the busiest minute (all routes)", tot[cols], None))
+        if len(self.ladder):
+            lcols = ["tier", "rpm", "tpm", "refusal_total", "binding_limit", "holds", "max_scale"]
+            lcols += [c for c in ("max_requests_per_day", "recharge", "recharge_currency") if c in self.ladder]
+            tables.append(("Tier ladder", self.ladder[[c for c in lcols if c in self.ladder]], None))
+        notes = []
+        table = a.get("tier_table")
+        if table is not None:
+            notes.append(f"Tier table {table['version']}: {table['why']}.")
+        if h is not None:
+            notes.append(f"Headroom: {h.sentence}")
+        notes.append(
+            "Peak demand is the busiest minute of a typical week at the demand percentile; token sizes "
+            "are the scenario's assumptions unless calibrated."
+        )
+        return SummaryTable(f"Capacity plan: {self.scenario}", facts, tables, notes)
+
     def _repr_html_(self) -> str:
+        from kimiplan.io.tables import table_html
+
         paras = "".join(f"<p>{html.escape(s)}</p>" for s in self.describe().splitlines())
-        parts = [f"<div><h4>Capacity plan: {html.escape(self.scenario)}</h4>{paras}"]
+        parts = [f"<div><h4>Capacity plan: {html.escape(self.scenario)}</h4>"]
+        parts.append(f"<p><b>{html.escape(self.verdict())}</b></p>{paras}")
         if self.by_tier_table:
             cols = [c for c in TIER_TABLE_COLUMNS if c in self.tier_tables]
-            parts.append(self.tier_tables[cols].to_html(index=False))
-        tot = self.demand[self.demand["route"] == "total"].drop(columns=["route"])
-        parts.append(tot.round(4).to_html(index=False, na_rep=""))
+            parts.append(table_html(self.tier_tables[cols]))
+        for title, df, cur in self.summary().tables:
+            parts.append(f"<p><b>{html.escape(title)}</b></p>{table_html(df, cur)}")
         return "".join(parts) + "</div>"
 
 

@@ -65,8 +65,10 @@ def print_table(
         from rich.table import Table
 
         table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", header_style="bold")
-        for h, num in zip(heads, numeric):
-            table.add_column(h, justify="right" if num else "left", overflow="fold")
+        for h, num, col in zip(heads, numeric, cells):
+            # An identifier (model ID, route, tier: no spaces) is never broken across lines; sentences wrap.
+            ident = not num and all(" " not in v for v in col) and max((len(v) for v in col), default=0) <= 48
+            table.add_column(h, justify="right" if num else "left", overflow="fold", no_wrap=num or ident)
         for row in zip(*cells) if cells else []:
             table.add_row(*row)
         Console().print(table)

@@ -290,6 +290,50 @@ class Forecast:
         """The views an export writes, one per sheet."""
         return {"monthly": self.monthly, "by_route": self.by_route, "expected": self.expected, "daily": self.daily}
 
+    # -- how it presents itself
+    def _verdict(self) -> str:
+        bad = self.monthly[self.monthly["status"] != "ok"]
+        return "every month ok" if bad.empty else f"from {bad['month'].iloc[0]}: {bad['status'].iloc[0]}"
+
+    def __repr__(self) -> str:
+        from kimiplan.io.formats import money
+
+        m = self.monthly
+        return (
+            f"<Forecast {self.scenario.name}: {len(self.months)} months from {self.months[0]}, "
+            f"{money(m['expected'].mean(), self.currency, 0)} a month on average; {self._verdict()}; "
+            "summary() for the table>"
+        )
+
+    def summary(self):
+        """The forecast at a glance: totals and the monthly table (expected, band, budget, status)."""
+        from kimiplan.io.formats import money
+        from kimiplan.io.tables import SummaryTable
+
+        m = self.monthly
+        cur = self.currency
+        facts = [
+            ("Scenario", f"{self.scenario.name} ({self.scenario.model} on {self.scenario.provider})"),
+            ("Months", f"{len(self.months)}, {self.months[0]} to {self.months[-1]}"),
+            ("Total, expected", money(m["expected"].sum(), cur, 0)),
+            ("Average month", money(m["expected"].mean(), cur, 0)),
+            ("Budget", "none" if self.budget is None else f"{money(self.budget, cur, 0)} a month"),
+            ("Verdict", self._verdict()),
+            ("Paths, seed", f"{self.settings.get('paths', 0):,} Monte Carlo paths, seed {self.settings.get('seed')}"),
+        ]
+        cols = ["month", "requests", "expected", *self.quantile_columns()]
+        cols += ["p_over_budget"] if "p_over_budget" in m else []
+        cols += ["status", "currency"]
+        notes = [
+            f"Expected: the exact mean of each month's bill; {', '.join(self.quantile_columns())}: quantiles of the "
+            "simulated months (daily traffic, growth and token sizes vary).",
+            *self.warnings,
+        ]
+        return SummaryTable(f"Spend forecast: {self.scenario.name} ({cur})", facts, [("By month", m[cols], cur)], notes)
+
+    def _repr_html_(self) -> str:
+        return self.summary()._repr_html_()
+
 
 @dataclass(frozen=True)
 class _DailyParts:

@@ -396,6 +396,50 @@ class Scenario(_M):
         description="Defaults for `kimiplan simulate`: horizon (hours), client on 429 (none/retry/pace), windows",
     )
 
+    def __repr__(self) -> str:
+        t = self.traffic
+        tier = self.tier if isinstance(self.tier, str) or self.tier is None else "inline tier"
+        growth = f"{t.monthly_growth * 100:g} %"
+        return (
+            f"<Scenario {self.name}: {self.model} on {self.provider}/{self.resolved_region}, {tier or 'no tier'}, "
+            f"{t.per_day:,.0f} requests/day growing {growth} a month, {len(self.routes)} routes, as of {self.as_of}>"
+        )
+
+    def summary(self):
+        """The scenario at a glance: model, tier, traffic and one row per route."""
+        import pandas as pd
+
+        from kimiplan.io.tables import SummaryTable
+
+        t = self.traffic
+        facts = [
+            ("Model", f"{self.model} on {self.provider}/{self.resolved_region}"),
+            ("Tier", str(self.tier) if self.tier is not None else "none set"),
+            ("Traffic", f"{t.per_day:,.0f} requests/day, growing {t.monthly_growth * 100:g} % a month"),
+            ("As of", self.as_of.isoformat()),
+            ("Tax", f"{self.tax_rate * 100:g} %"),
+        ]
+        rows = [
+            {
+                "route": r.name,
+                "share": r.share,
+                "thinking": r.thinking,
+                "batch": r.batch,
+                "max_completion_tokens": r.max_completion_tokens,
+                "web_searches": r.tools.web_search_calls.mean(),
+                "calibrated": bool(r.calibration),
+            }
+            for r in self.routes
+        ]
+        uncal = sum(not r.calibration for r in self.routes)
+        notes = (
+            [f"Token sizes are assumptions on {uncal} of {len(self.routes)} routes until calibrated."] if uncal else []
+        )
+        return SummaryTable(f"Scenario: {self.name}", facts, [("Routes", pd.DataFrame(rows), None)], notes)
+
+    def _repr_html_(self) -> str:
+        return self.summary()._repr_html_()
+
     @field_validator("as_of")
     @classmethod
     def _as_of(cls, v):
