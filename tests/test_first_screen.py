@@ -17,6 +17,7 @@ from kimiplan.catalog.resolve import load_scenario
 from kimiplan.io.formats import money
 from kimiplan.report.forecast import report_forecast
 from kimiplan.report.html import collect_sections, render_html
+from kimiplan.report.summary import LIMIT_NAMES
 from kimiplan.workload.checks import verdict_warnings
 
 TIER = r"Tier\d+"
@@ -154,6 +155,12 @@ def contradictions(screen: _Screen, facts: dict) -> list[str]:
         bad.append(f"cost card {cost}, want {facts['next_month']} {facts['cost']}")
     elif f"12-month average {facts['average']}" not in cost[0]["small"]:
         bad.append(f"cost card without the 12-month average {facts['average']}: {cost[0]['small']!r}")
+    # Under each tier table, the limit said to bind is that table's tier-to-buy's.
+    for b in screen.blocks:
+        for v, t, lim in re.findall(rf"table ([A-Z]) \(.*?\): buy ({TIER}); (\w+) binds", b):
+            want = facts["table_limits"].get((v, t))
+            if want is not None and lim != want:
+                bad.append(f"table {v}: {t} binds on {lim}, its plan on {want}")
     # Everything validate warns about that changes the verdict is on the screen.
     for w in facts["warnings"]:
         if w not in text:
@@ -190,6 +197,11 @@ def _facts(sc, catalog, budget, balance):
         "cost": money(nxt.expected, fc.currency, 0),
         "average": money(m["expected"].mean(), fc.currency, 0),
         "warnings": [str(w) for w in verdict_warnings(sc)],
+        "table_limits": {
+            (t["version"], t["smallest_tier"]): LIMIT_NAMES[p.headroom(t["smallest_tier"], version=t["version"]).limit]
+            for t in p.by_tier_table
+            if t["smallest_tier"]
+        },
     }
 
 
@@ -240,6 +252,7 @@ def test_the_checker_catches_a_doctored_page(pages):
         page.replace("Capacity on Tier3 runs out", "Capacity on Tier3 runs out (balance)", 1),
         page.replace(f'<div class="big">{facts["cost"]}</div>', '<div class="big">$1</div>', 1),
         page.replace("Verdict:</b> ", "Verdict:</b> buy Tier5; ", 1),
+        page.replace("buy Tier1; RPM binds", "buy Tier1; TPM binds", 1),
     ]
     for d in doctored:
         assert d != page
@@ -259,3 +272,21 @@ def test_one_headroom_whichever_plan_computes_it(catalog, scenario):
         if a.utilization is not None or b.utilization is not None:
             assert a.utilization == pytest.approx(b.utilization, rel=1e-9), tier
         assert a.sentence == b.sentence
+
+
+def test_excel_carries_the_same_headroom_and_a_status_with_its_reasons(tmp_path, catalog):
+    import openpyxl
+
+    from kimiplan.finance.balance import with_balance
+    from kimiplan.finance.forecast import forecast
+    from kimiplan.io.export import export_forecast
+
+    sc = load_scenario("support_chat", catalog).model_copy(update={"tier": "Tier2"})
+    fc = with_balance(forecast(sc, 12, catalog=catalog, paths=200, budget=5000), 20000)
+    path = export_forecast(fc, xlsx=tmp_path / "f.xlsx")[0]
+    wb = openpyxl.load_workbook(path, read_only=True)
+    cells = [str(c) for ws in wb.worksheets for row in ws.iter_rows(values_only=True) for c in row if c is not None]
+    assert plan(sc, catalog).headroom().sentence in cells
+    status = [c for c in cells if "over capacity on Tier2" in c and not c.startswith("from ")]  # not the warning
+    assert len(status) == 12 and any("balance runs out" in c for c in status)
+    assert any("over budget likely" in c for c in status) and "ok" not in status

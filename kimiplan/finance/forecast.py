@@ -779,6 +779,19 @@ def forecast(
         avg_prices = np.einsum("s,srk->rk", seg.volume, sp.prices) / seg.volume.sum()
 
     warnings_ = _warnings(seg)  # the capacity columns may add one
+    capacity_notes: dict = {}
+    monthly = month_status(
+        _with_capacity(
+            _monthly_frame(seg, sp, units, month_paths, free_credit_day, quantiles, budget, currency),
+            cal,
+            scenario,
+            catalog,
+            capacity,
+            warnings_,
+            capacity_notes,
+        ),
+        scenario.tier,
+    )
     return Forecast(
         scenario=scenario,
         currency=currency,
@@ -787,17 +800,7 @@ def forecast(
         budget=None if budget is None else float(budget),
         daily=_daily_frame(cal, seg, sp, units, free_credit_day, cards, status, currency),
         expected=_expected_frame(scenario, seg, sp, units, free_credit_day, currency, base_cur),
-        monthly=month_status(
-            _with_capacity(
-                _monthly_frame(seg, sp, units, month_paths, free_credit_day, quantiles, budget, currency),
-                cal,
-                scenario,
-                catalog,
-                capacity,
-                warnings_,
-            ),
-            scenario.tier,
-        ),
+        monthly=monthly,
         by_route=_by_route_frame(seg.months, units.routes, route_month, quantiles, currency),
         paths=month_paths,
         _daily=_DailyParts(mc.g, seg.lam, d, cost_per_vol, mc.credit_days),
@@ -823,11 +826,14 @@ def forecast(
             "fx_base": base_cur,
             "unit_samples": units.samples,
             "tax_rate": scenario.tax_rate,
+            **capacity_notes,
         },
     )
 
 
-def _with_capacity(monthly, cal, scenario, catalog, capacity, warnings_: list[str]) -> pd.DataFrame:
+def _with_capacity(
+    monthly, cal, scenario, catalog, capacity, warnings_: list[str], notes: dict | None = None
+) -> pd.DataFrame:
     """Adds, per month, the traffic multiple against today at its busiest day (growth x events x holidays,
     or the explicit volume; the weekday profile is already in the plan's busiest minute), the plan's
     `capacity_status` at that multiple, and on over-capacity months the tier to move to and the cumulative
@@ -848,6 +854,10 @@ def _with_capacity(monthly, cal, scenario, catalog, capacity, warnings_: list[st
         return out
     if cap.tier is None:
         return out
+    h = cap.headroom()
+    if notes is not None and h is not None:
+        # The one headroom sentence (CapacityPlan.headroom), for the export's assumptions sheet.
+        notes["capacity_headroom"] = h.sentence
     base = scenario.traffic.per_day * cal["weekday_factor"].to_numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
         day_scale = np.where(base > 0, cal["requests"].to_numpy() / base, 0.0)

@@ -272,7 +272,9 @@ def _table_lines(scenario: Scenario, p: Any) -> list[str]:
             verdict = "no tier holds"
         else:
             h = p.headroom(t["smallest_tier"], version=t["version"]) if hasattr(p, "headroom") else None
-            verdict = f"buy {t['smallest_tier']}; {LIMIT_NAMES.get(t['binding_limit'], t['binding_limit'])} binds"
+            # The binding limit of the tier this sentence is about (the table's verdict row is the scenario's tier).
+            limit = h.limit if h is not None else t["binding_limit"]
+            verdict = f"buy {t['smallest_tier']}; {LIMIT_NAMES.get(limit, limit)} binds"
             if h is not None and h.scale is not None:
                 verdict += f", headroom on {t['smallest_tier']} {h.short}"
                 ex = growth_exhaustion(scenario, h.scale)
@@ -389,6 +391,8 @@ def decision_summary(
     buy, current = cap["tier_to_buy"], cap["current_tier"]
     if current is not None and cap["current_holds"] is False:
         reasons.append(f"{current} does not hold today" + (f" (buy {buy})" if buy else " and no tier does"))
+    elif current is not None and current == buy and cap["headroom_scale"] is not None:
+        reasons.append(f"{current} holds today (headroom {cap['headroom_scale']:.2f}×)")
     elif buy is None and cap["runs_out_month"] == "now":
         reasons.append("no tier holds today's traffic")
     cap_month = cap["runs_out_month"]
