@@ -62,11 +62,18 @@ _EXPORTS: dict[str, str] = {
     "export_forecast": "kimiplan.io.export",
     "data_path": "kimiplan.io.paths",
     "table": "kimiplan.io.tables",
+    "agent_capacity": "kimiplan.capacity.agent_steps",
+    "agent_stats": "kimiplan.finance.agents",
+    "estimate_campaign": "kimiplan.finance.campaign",
+    "model_variant": "kimiplan.finance.variants",
+    "steps_frame": "kimiplan.workload.agent",
 }
 _SUBMODULES = ("viz",)
 
 __all__ = [  # pinned name by name in tests/test_public_api.py
     "__version__",
+    "agent_capacity",
+    "agent_stats",
     "backtest",
     "budget_curve",
     "CalibrationFitter",
@@ -81,6 +88,7 @@ __all__ = [  # pinned name by name in tests/test_public_api.py
     "count_tokens",
     "data_path",
     "erlang_b",
+    "estimate_campaign",
     "exhaustion",
     "expected_cost",
     "expected_tokens",
@@ -90,6 +98,7 @@ __all__ = [  # pinned name by name in tests/test_public_api.py
     "KimiClient",
     "load_catalog",
     "load_scenario",
+    "model_variant",
     "monthly_by",
     "parse_scenario",
     "plan",
@@ -101,6 +110,7 @@ __all__ = [  # pinned name by name in tests/test_public_api.py
     "SimSettings",
     "simulate",
     "standard_variants",
+    "steps_frame",
     "sweep",
     "table",
     "tier_headroom",
@@ -116,17 +126,27 @@ __all__ = [  # pinned name by name in tests/test_public_api.py
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily
     from kimiplan import viz
     from kimiplan.calibration.fitters import CalibrationFitter
+    from kimiplan.capacity.agent_steps import agent_capacity
     from kimiplan.capacity.budgets import budget_curve, recommend_budgets
     from kimiplan.capacity.plan import erlang_b, growth_exhaustion, plan, tier_headroom
     from kimiplan.capacity.sim.simulate import ClientPolicy, SimSettings, simulate
     from kimiplan.catalog.cards import load_catalog
     from kimiplan.catalog.resolve import load_scenario, price_card, rate_tier
     from kimiplan.client import KimiClient
+    from kimiplan.finance.agents import agent_stats
     from kimiplan.finance.backtest import backtest
     from kimiplan.finance.balance import exhaustion, runway, tier_recharge, topup_needed
+    from kimiplan.finance.campaign import estimate_campaign
     from kimiplan.finance.cost import Usage, cost_of_usage, cost_summary, expected_cost
     from kimiplan.finance.forecast import forecast, monthly_by
-    from kimiplan.finance.variants import compare, compare_monthly, run_variants, standard_variants, waterfall
+    from kimiplan.finance.variants import (
+        compare,
+        compare_monthly,
+        model_variant,
+        run_variants,
+        standard_variants,
+        waterfall,
+    )
     from kimiplan.io.export import export_forecast
     from kimiplan.io.paths import data_path
     from kimiplan.io.tables import table
@@ -134,6 +154,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from kimiplan.report.html import write_report
     from kimiplan.sweeps.run import sweep
     from kimiplan.tokens.tokenizer import count_messages, count_text, count_tokens
+    from kimiplan.workload.agent import steps_frame
     from kimiplan.workload.checks import verdict_warnings
     from kimiplan.workload.draws import context_check, expected_tokens
 

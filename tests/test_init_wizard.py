@@ -94,3 +94,13 @@ def test_bad_flags_are_one_clear_line(tmp_path, capsys, flags, needle):
     assert main(["init", str(out), "--yes", *flags]) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err and not out.exists()
+
+
+def test_ctrl_c_in_the_wizard_is_not_a_traceback(tmp_path, monkeypatch, capsys):
+    def interrupted(prompt=""):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("builtins.input", interrupted)
+    out = tmp_path / "x.yaml"
+    assert main(["init", str(out), "--ask"]) == 130
+    assert "interrupted" in capsys.readouterr().err and not out.exists()

@@ -9,6 +9,8 @@ import kimiplan as kp
 
 EXPECTED = [
     "__version__",
+    "agent_capacity",
+    "agent_stats",
     "backtest",
     "budget_curve",
     "CalibrationFitter",
@@ -23,6 +25,7 @@ EXPECTED = [
     "count_tokens",
     "data_path",
     "erlang_b",
+    "estimate_campaign",
     "exhaustion",
     "expected_cost",
     "expected_tokens",
@@ -32,6 +35,7 @@ EXPECTED = [
     "KimiClient",
     "load_catalog",
     "load_scenario",
+    "model_variant",
     "monthly_by",
     "parse_scenario",
     "plan",
@@ -43,6 +47,7 @@ EXPECTED = [
     "SimSettings",
     "simulate",
     "standard_variants",
+    "steps_frame",
     "sweep",
     "table",
     "tier_headroom",
@@ -57,7 +62,10 @@ EXPECTED = [
 
 VIZ = [
     "budget_tradeoff_figure",
+    "cached_input_figure",
+    "context_growth_figure",
     "cost_breakdown_figure",
+    "cost_per_step_figure",
     "fan_chart",
     "headroom_figure",
     "route_area_chart",

@@ -1,5 +1,6 @@
 """Figures (plotly) for every view kimiplan computes: presentation only, no arithmetic lives here."""
 
+from kimiplan.viz.agents import cached_input_figure, context_growth_figure, cost_per_step_figure
 from kimiplan.viz.breakdown import cost_breakdown_figure, token_breakdown_figure
 from kimiplan.viz.capacity import (
     budget_tradeoff_figure,
@@ -13,7 +14,10 @@ from kimiplan.viz.theme import setup_notebook
 
 __all__ = [
     "budget_tradeoff_figure",
+    "cached_input_figure",
+    "context_growth_figure",
     "cost_breakdown_figure",
+    "cost_per_step_figure",
     "fan_chart",
     "headroom_figure",
     "route_area_chart",

@@ -125,7 +125,9 @@ class SimSummary(Mapping):
         return f"<SimSummary {self.headline()}>"
 
     def _repr_html_(self) -> str:
-        return self()._repr_html_()
+        import html
+
+        return f"<p>{html.escape(self.headline())}.</p>" + self()._repr_html_()
 
 
 @dataclass
