@@ -62,6 +62,9 @@ _EXPORTS: dict[str, str] = {
     "export_forecast": "kimiplan.io.export",
     "data_path": "kimiplan.io.paths",
     "table": "kimiplan.io.tables",
+    "fit_calibration": "kimiplan.calibration.fitters",
+    "generate_call_log": "kimiplan.logs",
+    "summarize_log": "kimiplan.logs",
     "agent_capacity": "kimiplan.capacity.agent_steps",
     "agent_stats": "kimiplan.finance.agents",
     "estimate_campaign": "kimiplan.finance.campaign",
@@ -93,7 +96,9 @@ __all__ = [  # pinned name by name in tests/test_public_api.py
     "expected_cost",
     "expected_tokens",
     "export_forecast",
+    "fit_calibration",
     "forecast",
+    "generate_call_log",
     "growth_exhaustion",
     "KimiClient",
     "load_catalog",
@@ -111,6 +116,7 @@ __all__ = [  # pinned name by name in tests/test_public_api.py
     "simulate",
     "standard_variants",
     "steps_frame",
+    "summarize_log",
     "sweep",
     "table",
     "tier_headroom",
@@ -125,7 +131,7 @@ __all__ = [  # pinned name by name in tests/test_public_api.py
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily
     from kimiplan import viz
-    from kimiplan.calibration.fitters import CalibrationFitter
+    from kimiplan.calibration.fitters import CalibrationFitter, fit_calibration
     from kimiplan.capacity.agent_steps import agent_capacity
     from kimiplan.capacity.budgets import budget_curve, recommend_budgets
     from kimiplan.capacity.plan import erlang_b, growth_exhaustion, plan, tier_headroom
@@ -150,6 +156,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from kimiplan.io.export import export_forecast
     from kimiplan.io.paths import data_path
     from kimiplan.io.tables import table
+    from kimiplan.logs import generate_call_log, summarize_log
     from kimiplan.model.scenario import parse_scenario
     from kimiplan.report.html import write_report
     from kimiplan.sweeps.run import sweep

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from kimiplan.model.dists import Dist, Fixed
+from kimiplan.model.units import Share
 
 # Why a run stopped, in the order of the codes the draws store (`stop_reason` column).
 STOP_REASONS = ("done", "max_steps", "budget_tokens", "budget_cost", "context")
@@ -60,7 +61,7 @@ class Agent(BaseModel):
         description="When the next prompt plus the step budget would pass the context limit: drop the oldest "
         "steps' messages, summarise the history in one extra call, or stop. A compaction breaks the cached prefix",
     )
-    truncate_to: float = Field(
+    truncate_to: Share = Field(
         default=0.5,
         gt=0,
         le=1,
