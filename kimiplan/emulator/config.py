@@ -20,6 +20,10 @@ from kimiplan.model.dists import LogNormal
 from kimiplan.model.loader import load_file
 from kimiplan.model.settings import WindowSettings
 
+#: The one key a local emulator accepts when none is configured (`api_keys`); public, never a secret. `kimiplan
+#: calibrate sample` sends it to a local emulator when MOONSHOT_API_KEY is unset.
+TEST_API_KEY = "kimiplan-emulator-test-key"
+
 FaultKind = Literal["ok", "server_error", "unavailable", "stream_cut", "no_usage", "overloaded", "quota"]
 
 
@@ -30,6 +34,25 @@ class LogNormalTruth(LogNormal):
         return float(rng.lognormal(self.mu, self.sigma))
 
 
+class ToolTruth(BaseModel):
+    """What the "model" does with the tools a request offers (hidden truth, so tool routes can be calibrated).
+
+    With `tool_choice` auto, a call whose current turn (the messages after the last user message) has made
+    fewer than `max_rounds` tool rounds calls tools with probability `p_call`; `required` or a named function
+    always calls, `none` never. A round makes 1 to `max_parallel_calls` calls (uniform), each to a tool drawn
+    uniformly from those offered (a named tool_choice: that one), with arguments drawn to fit its schema."""
+
+    model_config = ConfigDict(extra="forbid")
+    p_call: float = Field(default=0.5, ge=0, le=1)
+    max_rounds: int = Field(default=4, ge=0, le=1000)
+    max_parallel_calls: int = Field(default=1, ge=1, le=16)
+    #: tokens of text in each string argument
+    string_argument_tokens: LogNormalTruth = LogNormalTruth(median=6, p95=24)
+    #: tokens of one `$web_search` result, billed as input on the call that sends the echoed arguments back
+    #: (Kimi's example: 13,046 tokens of results for one search; use-web-search guide, fetched 2026-08-13)
+    web_search_result_tokens: LogNormalTruth = LogNormalTruth(median=9000, p95=20000)
+
+
 class RouteTruth(BaseModel):
     model_config = ConfigDict(extra="forbid")
     #: substring of the first system message that selects this route when no header/metadata names one
@@ -37,6 +60,7 @@ class RouteTruth(BaseModel):
     output: LogNormalTruth = LogNormalTruth(median=300, p95=1200)
     #: reasoning tokens, drawn only when thinking is enabled (Kimi's default)
     reasoning: LogNormalTruth | None = None
+    tools: ToolTruth = Field(default_factory=ToolTruth)
 
 
 class LatencyTruth(BaseModel):

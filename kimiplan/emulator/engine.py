@@ -20,30 +20,19 @@ import numpy as np
 
 from kimiplan.catalog.admission import OVERLOADED_MESSAGE, QUOTA_MESSAGE, rate_limit_message
 from kimiplan.catalog.providers import truncate_completion
-from kimiplan.tokens.tokenizer import SPECIAL_IDS, count_messages, get_tokenizer
+from kimiplan.tokens.tokenizer import SPECIAL_IDS, count_messages, get_tokenizer, reasoning_read
 
+from . import tools as T
 from .config import EmulatorConfig
+from .refusal import EmulatorRefusal, bad_request
 
 # Filler words that are one token each, so "n tokens of text" is exact and concatenation stays exact.
 CONTENT_WORD = " hello"
 REASONING_WORD = " think"
 _HIDDEN_TOKEN = 276  # " the": the hidden server-side prefix is opaque filler of known length
-
-
-class EmulatorRefusal(Exception):
-    """An HTTP error the emulator answers with Kimi's body shape."""
-
-    def __init__(self, status: int, etype: str, message: str, headers: Mapping[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.etype, self.message = status, etype, message
-        self.headers = dict(headers or {})
-
-    def body(self) -> dict:
-        return {"error": {"type": self.etype, "message": self.message}}
-
-
-def _bad(message: str) -> EmulatorRefusal:
-    return EmulatorRefusal(400, "invalid_request_error", message)
+_SEARCH_TOKEN = 276  # a $web_search result is opaque filler of its drawn length, inserted where it is read
+_bad = bad_request
+__all__ = ["EmulatorRefusal", "Engine", "Reply", "render_prompt_ids"]
 
 
 def _optional(body: Mapping[str, Any], name: str, kind: type | tuple, what: str) -> Any:
@@ -91,6 +80,8 @@ def validate_request(body: Mapping[str, Any]) -> None:
     thinking = _optional(body, "thinking", Mapping, 'an object such as {"type": "enabled"}')
     if thinking is not None and thinking.get("type", "enabled") not in ("enabled", "disabled"):
         raise _bad(f"thinking.type must be enabled or disabled, got {thinking.get('type')!r}")
+    if thinking is not None and thinking.get("keep") not in (None, "all"):
+        raise _bad(f'thinking.keep must be null or "all", got {thinking.get("keep")!r:.40}')
     metadata = _optional(body, "metadata", Mapping, "an object")
     if metadata is not None and metadata.get("route") is not None and not isinstance(metadata["route"], str):
         raise _bad(f"metadata.route must be a string, got {type(metadata['route']).__name__}")
@@ -120,10 +111,14 @@ class Reply:
     ttft_s: float  # emulated seconds
     decode_tokens_per_s: float
     fault: str
+    #: the tool calls of a finish_reason "tool_calls" reply, as sent ({"id", "type", "function": {...}})
+    tool_calls: list[dict] = field(default_factory=list)
+    #: completion tokens of those calls (name + arguments, as the next prompt counts them back)
+    tool_tokens: int = 0
 
     @property
     def completion_tokens(self) -> int:
-        return self.reasoning_tokens + self.content_tokens
+        return self.reasoning_tokens + self.content_tokens + self.tool_tokens
 
     def usage(self) -> dict:
         return {
@@ -147,6 +142,8 @@ class Stats:
     billed_prompt_tokens: int = 0
     billed_cached_tokens: int = 0
     billed_completion_tokens: int = 0
+    #: $web_search calls billed their per-call fee (a response with finish_reason tool_calls naming it)
+    billed_web_search_calls: int = 0
     internal_errors: int = 0  # exceptions inside the server answered with a 500 (a bug if ever > 0)
 
 
@@ -155,17 +152,25 @@ def _seed_of(*parts: Any) -> int:
     return int.from_bytes(h[:8], "little")
 
 
-def render_prompt_ids(messages: Sequence[Mapping[str, Any]], tools=None) -> list[int]:
-    """Token ids of a prompt under the default chat template; len() equals tokens.count_messages()."""
+def render_prompt_ids(
+    messages: Sequence[Mapping[str, Any]],
+    tools=None,
+    keep: str | None = None,
+    inserted: Mapping[int, int] | None = None,
+) -> list[int]:
+    """Token ids of a prompt under the default chat template; len() equals tokens.count_messages() (with the
+    same `keep`) plus the `inserted` tokens: message index -> server-side content read there ($web_search
+    results)."""
     tok = get_tokenizer()
     ids: list[int] = []
+    read = reasoning_read(messages, keep)
     starts = {
         "system": "<|im_system|>",
         "user": "<|im_user|>",
         "assistant": "<|im_assistant|>",
         "tool": "<|im_system|>",
     }
-    for msg in messages:
+    for i, msg in enumerate(messages):
         role = msg["role"]
         ids.append(SPECIAL_IDS[starts[role]])
         ids += tok.encode(role)
@@ -174,7 +179,8 @@ def render_prompt_ids(messages: Sequence[Mapping[str, Any]], tools=None) -> list
         if isinstance(content, list):
             content = "".join(p.get("text", "") for p in content if isinstance(p, Mapping) and p.get("type") == "text")
         ids += tok.encode(content or "")
-        if msg.get("reasoning_content"):
+        ids += [_SEARCH_TOKEN] * int((inserted or {}).get(i, 0))
+        if read[i]:
             ids += tok.encode(str(msg["reasoning_content"]))
         for call in msg.get("tool_calls") or []:
             fn = call.get("function", {})
@@ -223,6 +229,7 @@ class Engine:
         self._script = deque(config.faults.script)
         self._fault_rng = np.random.default_rng(_seed_of(config.seed, "faults"))
         self._counter = 0
+        self._searches: dict[str, int] = {}  # search_id -> result tokens, for the call that reads them back
         self._in_flight = 0
         self._last_change = time.monotonic()
         self._t0 = time.monotonic()
@@ -306,9 +313,20 @@ class Engine:
         validate_request(body)
         messages = body["messages"]
         self._check_model(body)
-        return {
-            "data": {"total_tokens": count_messages(messages, tools=body.get("tools")) + self.config.hidden_overhead}
-        }
+        keep = (body.get("thinking") or {}).get("keep")
+        n = count_messages(messages, tools=body.get("tools"), keep=keep) + self.config.hidden_overhead
+        return {"data": {"total_tokens": n + sum(self._search_tokens(messages).values())}}
+
+    def _search_tokens(self, messages) -> dict[int, int]:
+        """Message index -> $web_search result tokens read there (the echoed arguments name the search)."""
+        out = {}
+        with self._lock:
+            for i, (sid, total) in T.echoed_search_ids(messages).items():
+                n = self._searches.get(sid) if sid is not None else None
+                n = total if n is None else n
+                if n:
+                    out[i] = int(n)
+        return out
 
     def models(self) -> dict:
         return {
@@ -350,8 +368,14 @@ class Engine:
                 400, "invalid_request_error", f"thinking.type must be enabled or disabled, got {thinking!r}"
             )
         route = self.route_of(body, headers)
+        tools = T.parse_tools(body)
+        choice = T.resolve_tool_choice(body, tools, thinking == "enabled")
+        T.check_tool_messages(messages, thinking == "enabled")
+        keep = (body.get("thinking") or {}).get("keep")
+        searched = self._search_tokens(messages)
         ids = np.asarray(
-            [_HIDDEN_TOKEN] * cfg.hidden_overhead + render_prompt_ids(messages, body.get("tools")), dtype=np.int64
+            [_HIDDEN_TOKEN] * cfg.hidden_overhead + render_prompt_ids(messages, body.get("tools"), keep, searched),
+            dtype=np.int64,
         )
         prompt_tokens = len(ids)
         if prompt_tokens + budget > cfg.context_window:
@@ -394,6 +418,14 @@ class Engine:
             counter = self._counter
 
         reasoning, content, finish = self._draw_lengths(body, messages, route, thinking, budget, headers, counter)
+        calls, tool_tokens = self._tool_calls(tools, choice, route, messages, headers, counter)
+        if calls:
+            # A tool-call reply: reasoning, then the calls; the budget cuts the calls first (no partial call is sent).
+            reasoning, tool_tokens, cut = (int(x) for x in truncate_completion(reasoning, tool_tokens, budget))
+            if cut:
+                calls, content, tool_tokens, finish = [], tool_tokens, 0, "length"
+            else:
+                content, finish = 0, "tool_calls"
         rng = np.random.default_rng(
             _seed_of(cfg.seed, "latency", headers.get("x-kimiplan-call-id") or counter, len(messages))
         )
@@ -401,7 +433,8 @@ class Engine:
         with self._lock:
             self.stats.billed_prompt_tokens += prompt_tokens
             self.stats.billed_cached_tokens += cached
-            self.stats.billed_completion_tokens += reasoning + content
+            self.stats.billed_completion_tokens += reasoning + content + tool_tokens
+            self.stats.billed_web_search_calls += sum(c["function"]["name"] == T.WEB_SEARCH for c in calls)
         return Reply(
             model,
             route,
@@ -413,7 +446,44 @@ class Engine:
             ttft,
             cfg.latency.decode_tokens_per_s,
             fault,
+            calls,
+            tool_tokens,
         )
+
+    def _tool_calls(self, tools, choice, route, messages, headers, counter) -> tuple[list[dict], int]:
+        """The calls this reply makes (ToolTruth decides), with ids, JSON arguments and their token count."""
+        cfg, tok = self.config, get_tokenizer()
+        truth = cfg.routes[route].tools
+        key = headers.get("x-kimiplan-call-id") or f"#{counter}"
+        rng = np.random.default_rng(_seed_of(cfg.seed, "tools", route, key, len(messages)))
+        planned = T.plan_tool_calls(tools, choice, truth, messages, rng)
+        earlier = sum(len(m.get("tool_calls") or []) for m in messages if m.get("role") == "assistant")
+        calls, n_tokens = [], 0
+        for j, tool in enumerate(planned):
+            if tool.name == T.WEB_SEARCH:
+                sid = f"{_seed_of(cfg.seed, 'search', key, len(messages), j):016x}"
+                n = max(1, round(truth.web_search_result_tokens.draw(rng)))
+                with self._lock:
+                    if len(self._searches) >= 100_000:
+                        self._searches.pop(next(iter(self._searches)))
+                    self._searches[sid] = n
+                args = {"search_result": {"search_id": sid}, "usage": {"total_tokens": n}}
+            else:
+                words = max(1, round(truth.string_argument_tokens.draw(rng)))
+                args = T.schema_instance(tool.parameters, rng, words)
+            text = json.dumps(args, ensure_ascii=False)
+            # Kimi's ids: "t-web_search-<digits>" for the builtin (seen in a live reply, facts: KIMI_BEHAVIOUR.md),
+            # "functions.<name>:<n>" for functions (K2's tool-call id format).
+            cid = f"t-web_search-{_seed_of(key, j) % 10**12}" if tool.name == T.WEB_SEARCH else None
+            calls.append(
+                {
+                    "id": cid or f"functions.{tool.name}:{earlier + j}",
+                    "type": tool.kind,
+                    "function": {"name": tool.name, "arguments": text},
+                }
+            )
+            n_tokens += tok.count(tool.name) + tok.count(text)
+        return calls, n_tokens
 
     def _in_minute_window(self, t: float, now: float) -> bool:
         """Whether an admission at t still counts against RPM/TPM at now (same rule as admission.AccountState)."""

@@ -178,6 +178,8 @@ class _Handler(BaseHTTPRequestHandler):
         message = {"role": "assistant", "content": CONTENT_WORD * r.content_tokens}
         if r.reasoning_tokens:
             message["reasoning_content"] = REASONING_WORD * r.reasoning_tokens
+        if r.tool_calls:
+            message["tool_calls"] = r.tool_calls
         payload = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",
@@ -228,6 +230,18 @@ class _Handler(BaseHTTPRequestHandler):
                 event([{"index": 0, "delta": {fieldname: word * m}, "finish_reason": None}])
                 sent += m
                 engine.sleep(m / r.decode_tokens_per_s)
+        for j, call in enumerate(r.tool_calls):
+            # As OpenAI streams them: the first delta of a call carries id, type and name, later ones arguments.
+            head = {"index": j, "id": call["id"], "type": call["type"]}
+            head["function"] = {"name": call["function"]["name"], "arguments": ""}
+            event([{"index": 0, "delta": {"tool_calls": [head]}, "finish_reason": None}])
+            text = call["function"]["arguments"]
+            step = max(16, 4 * k)
+            for start in range(0, len(text), step):
+                piece = {"index": j, "function": {"arguments": text[start : start + step]}}
+                event([{"index": 0, "delta": {"tool_calls": [piece]}, "finish_reason": None}])
+        if r.tool_calls:
+            engine.sleep(r.tool_tokens / r.decode_tokens_per_s)
         if r.fault == "stream_cut":  # nothing to cut (empty reply): cut before the final chunk
             release()
             self.close_connection = True
