@@ -31,6 +31,7 @@ from urllib.parse import urlparse
 import openai
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from kimiplan.catalog.behaviour import kimi_behaviour
 from kimiplan.catalog.usage import UsageError, read_usage, usage_block
 from kimiplan.errors import ConfigError, KimiplanError
 from kimiplan.model.settings import backoff_s
@@ -295,6 +296,8 @@ class CallResult:
     time_scale: float = 1.0
     content: str | None = None
     reasoning_content: str | None = None
+    #: the first attempt's request id (the header named in data/catalog/behaviour.toml), for Moonshot support
+    request_id: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -476,6 +479,7 @@ class _Attempt:
     total_s: float
     emulated: bool
     time_scale: float
+    request_id: str | None = None
 
     @property
     def prompt_tokens(self) -> int | None:
@@ -630,6 +634,7 @@ class KimiClient:
             continuation_prompt_tokens=cont_prompt,
             usage_missing=usage_missing,
             time_scale=first.time_scale,
+            request_id=first.request_id,
             content=content if cfg.keep_text else None,
             reasoning_content=reasoning if cfg.keep_text else None,
         )
@@ -683,7 +688,8 @@ class KimiClient:
                 if not retryable or attempt >= pol.max_attempts:
                     raise self._fail(
                         KimiAPIError,
-                        f"call failed after {attempt} attempt(s): HTTP {status} {kind}: {message}",
+                        f"call failed after {attempt} attempt(s): HTTP {status} {kind}: {message}"
+                        + _request_id_note(exc.response.headers),
                         kind,
                         status,
                         attempt,
@@ -727,16 +733,28 @@ class KimiClient:
             raw = self._sdk.chat.completions.with_raw_response.create(**kw)
             emulated, scale = _emulation(raw.headers)
             reply = parse_completion(parse_json_body(raw.content))
-            return _Attempt(reply, (time.perf_counter() - t0) / scale, emulated, scale)
+            return _Attempt(reply, (time.perf_counter() - t0) / scale, emulated, scale, _request_id(raw.headers))
         with self._sdk.chat.completions.with_streaming_response.create(stream=True, **kw) as resp:
             emulated, scale = _emulation(resp.headers)
+            rid = _request_id(resp.headers)
             reader = StreamReader(time.perf_counter)
             for event in parse_sse(resp.iter_lines()):
                 reader.feed(event)
         reply = reader.result()
         if reply.ttft_s is not None:
             reply.ttft_s /= scale
-        return _Attempt(reply, (time.perf_counter() - t0) / scale, emulated, scale)
+        return _Attempt(reply, (time.perf_counter() - t0) / scale, emulated, scale, rid)
+
+
+def _request_id(headers) -> str | None:
+    """The response's request id, from the header Kimi uses (data/catalog/behaviour.toml: request_id_header)."""
+    v = headers.get(kimi_behaviour()["request_id_header"])
+    return scrub(v, limit=100) if v else None
+
+
+def _request_id_note(headers) -> str:
+    rid = _request_id(headers)
+    return f" (request id {rid})" if rid else ""
 
 
 def _emulation(headers) -> tuple[bool, float]:

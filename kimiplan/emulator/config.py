@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from kimiplan.catalog.behaviour import kimi_behaviour
 from kimiplan.catalog.providers import K26_DEFAULT_MAX_COMPLETION
 from kimiplan.errors import ConfigError, validate
 from kimiplan.model.dists import LogNormal
@@ -93,6 +94,30 @@ class FaultTruth(BaseModel):
     quota_exceeded: bool = False
 
 
+def _kimi(key: str):
+    """Default from data/catalog/behaviour.toml, the one home of Kimi's open or disputed behaviours."""
+    return lambda: kimi_behaviour()[key]
+
+
+class ProtocolTruth(BaseModel):
+    """How the emulator's HTTP replies look where Kimi's docs are silent or sources disagree; every default is a
+    row of data/catalog/behaviour.toml (sources in docs/KIMI_BEHAVIOUR.md), which the client reads too."""
+
+    model_config = ConfigDict(extra="forbid")
+    request_id_header: str = Field(default_factory=_kimi("request_id_header"), pattern=r"^[A-Za-z0-9-]+$")
+    #: X-RateLimit-Limit / -Remaining / -Reset (the RPM window) on every chat response and 429
+    rate_limit_headers: bool = Field(default_factory=_kimi("rate_limit_headers"))
+    #: Retry-After on rate_limit_reached_error 429s (Kimi: the hint is only in the message)
+    rate_limit_retry_after_header: bool = Field(default_factory=_kimi("rate_limit_retry_after_header"))
+    overloaded_retry_after_header: bool = Field(default_factory=_kimi("overloaded_retry_after_header"))
+    empty_balance_status: Literal[429, 403] = Field(default_factory=_kimi("empty_balance_status"))
+    over_context_message: str = Field(default_factory=_kimi("over_context_message"))
+    auth_error_message: str = Field(default_factory=_kimi("auth_error"))
+    #: temperature, top_p, n and the penalties at other than K2.6's fixed values: "refuse" (Kimi) or "ignore"
+    sampling_parameters: Literal["refuse", "ignore"] = Field(default_factory=_kimi("sampling_parameters"))
+    web_search_with_thinking: bool = Field(default_factory=_kimi("web_search_with_thinking"))
+
+
 class EmulatorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -101,7 +126,9 @@ class EmulatorConfig(BaseModel):
     #: tokens the "server" adds to every prompt that the client cannot see (calibration should recover it)
     hidden_overhead: int = Field(default=0, ge=0)
     #: a prompt becomes a cache source only when its prompt tokens exceed this (Kimi: 256)
-    cache_min_prompt_tokens: int = Field(default=256, ge=0)
+    cache_min_prompt_tokens: int = Field(default_factory=_kimi("cache_min_prompt_tokens"), ge=0)
+    #: cached counts are whole blocks of this many tokens (1: token by token)
+    cache_block_tokens: int = Field(default_factory=_kimi("cache_block_tokens"), ge=1, le=65_536)
     default_max_completion_tokens: int = Field(default=K26_DEFAULT_MAX_COMPLETION, gt=0)
     context_window: int = Field(default=262_144, gt=0)
     #: real seconds per emulated second: 0.01 runs 100x faster than real time; 0 never sleeps
@@ -109,7 +136,7 @@ class EmulatorConfig(BaseModel):
     #: tokens per SSE chunk; bigger chunks keep the (slow) client-side chunk parsing off the critical path
     stream_chunk_tokens: int = Field(default=32, gt=0)
     #: where the final stream chunk carries usage: top level (current OpenAPI) or inside choices[0] (Jan-2026)
-    stream_usage_location: Literal["top", "choice", "both"] = "top"
+    stream_usage_location: Literal["top", "choice", "both"] = Field(default_factory=_kimi("stream_usage_location"))
     routes: dict[str, RouteTruth] = Field(default_factory=lambda: {"default": RouteTruth()})
     default_route: str = "default"
     latency: LatencyTruth = Field(default_factory=LatencyTruth)
@@ -123,9 +150,16 @@ class EmulatorConfig(BaseModel):
     socket_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     #: request bodies above this get 413 without being read (a 256K-token prompt is ~1-2 MB of JSON)
     max_body_bytes: int = Field(default=8_000_000, gt=0, le=1_000_000_000)
+    #: keys accepted as `Authorization: Bearer KEY` (`kimiplan emulator serve --api-key KEY`); none: only TEST_API_KEY
+    api_keys: list[str] = Field(default_factory=list)
+    protocol: ProtocolTruth = Field(default_factory=ProtocolTruth)
     organization_id: str = "org-emulated"
     ak_id: str = "ak-emulated"
     token_credit: int = 0
+
+    @property
+    def accepted_keys(self) -> frozenset[str]:
+        return frozenset(self.api_keys) if self.api_keys else frozenset({TEST_API_KEY})
 
     @model_validator(mode="after")
     def _default_route_exists(self):

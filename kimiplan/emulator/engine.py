@@ -97,6 +97,73 @@ def validate_request(body: Mapping[str, Any]) -> None:
             raise _bad(f"{name} must be a positive integer, got {v!r:.40}")
 
 
+# K2.6's fixed sampling values, thinking on / off: "Any other value will result in an error" (K2.6 quickstart).
+FIXED_SAMPLING = {
+    "temperature": (1.0, 0.6),
+    "top_p": (0.95, 0.95),
+    "n": (1, 1),
+    "presence_penalty": (0.0, 0.0),
+    "frequency_penalty": (0.0, 0.0),
+}
+
+
+def check_parameters(body: Mapping[str, Any], thinking: bool, refuse_sampling: bool) -> None:
+    """The parameters beyond messages and budgets, as Kimi treats them: fixed sampling values, `stop`,
+    `response_format`, `reasoning_effort`; what the emulator cannot produce (logprobs) is refused, not ignored."""
+    for name, (on, off) in FIXED_SAMPLING.items():
+        v = body.get(name)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise _bad(f"{name} must be a number, got {v!r:.40}")
+        want = on if thinking else off
+        if refuse_sampling and v != want:
+            raise _bad(f"invalid {name}: only {want:g} is allowed for this model")
+    stop = body.get("stop")
+    if stop is not None:
+        stops = [stop] if isinstance(stop, str) else stop
+        if not isinstance(stops, list) or not all(isinstance(x, str) and x for x in stops):
+            raise _bad("stop must be a string or a list of non-empty strings")
+        if len(stops) > 5 or any(len(x.encode()) > 32 for x in stops):
+            raise _bad("stop: at most 5 sequences of at most 32 bytes each")
+    rf = body.get("response_format")
+    if rf is not None and (not isinstance(rf, Mapping) or rf.get("type") not in ("text", "json_object")):
+        got = rf.get("type") if isinstance(rf, Mapping) else rf
+        raise _bad(f'response_format.type must be "text" or "json_object" (Kimi\'s JSON Mode), got {got!r:.40}')
+    if body.get("reasoning_effort") is not None:
+        if body.get("thinking") is not None:
+            raise _bad("cannot specify both 'thinking' and 'reasoning_effort'")
+        raise _bad(f"reasoning_effort is not supported by {body.get('model')}: set thinking instead")
+    if body.get("logprobs"):
+        raise _bad("logprobs: the emulator does not produce log probabilities (Kimi does); send logprobs false")
+    for name, kind in (("parallel_tool_calls", bool), ("prompt_cache_key", str)):
+        if body.get(name) is not None and not isinstance(body[name], kind):
+            raise _bad(f"{name} must be {'true or false' if kind is bool else 'a string'}, got {body[name]!r:.40}")
+
+
+def json_answer(tokens: int) -> str:
+    """A JSON object of at most `tokens` tokens (as close as the tokenizer allows); "" when none fits."""
+    tok = get_tokenizer()
+
+    def build(k: int) -> str:
+        return '{"answer": "' + ("hello" + CONTENT_WORD * (k - 1) if k > 0 else "") + '"}'
+
+    k = max(0, tokens - (tok.count(build(1)) - 1))
+    while k > 0 and tok.count(build(k)) > tokens:
+        k -= 1
+    text = build(k)
+    if tok.count(text) <= tokens:
+        return text
+    return "{}" if tok.count("{}") <= tokens else ""
+
+
+def cut_at_stop(text: str, stop: Any) -> str | None:
+    """The text up to the first stop sequence, or None when none occurs (the sequence itself is not sent)."""
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    hits = [i for i in (text.find(x) for x in stops) if i >= 0]
+    return text[: min(hits)] if hits else None
+
+
 @dataclass
 class Reply:
     """What to send back for one admitted chat request."""
@@ -115,6 +182,8 @@ class Reply:
     tool_calls: list[dict] = field(default_factory=list)
     #: completion tokens of those calls (name + arguments, as the next prompt counts them back)
     tool_tokens: int = 0
+    #: the answer's text when it is not filler (JSON mode, a stop sequence); content_tokens counts it
+    content_text: str | None = None
 
     @property
     def completion_tokens(self) -> int:
@@ -193,10 +262,12 @@ def render_prompt_ids(
 
 
 class _PrefixCache:
-    """Kimi's automatic prefix cache: cached = longest common prefix with an earlier eligible prompt."""
+    """Kimi's automatic prefix cache: cached = the longest common prefix with an earlier eligible prompt, in
+    whole blocks of `block` tokens (a third party measured 256-token blocks on Kimi)."""
 
-    def __init__(self, min_tokens: int, capacity: int = 4096):
+    def __init__(self, min_tokens: int, block: int = 1, capacity: int = 4096):
         self.min_tokens = min_tokens
+        self.block = block
         self.capacity = capacity
         self._prompts: dict[bytes, np.ndarray] = {}
 
@@ -216,7 +287,7 @@ class _PrefixCache:
                 if len(self._prompts) >= self.capacity:
                     self._prompts.pop(next(iter(self._prompts)))
                 self._prompts[key] = ids
-        return best
+        return best // self.block * self.block
 
 
 class Engine:
@@ -225,7 +296,7 @@ class Engine:
         self.config = config
         self._clock = clock
         self._lock = threading.Lock()
-        self._cache = _PrefixCache(config.cache_min_prompt_tokens)
+        self._cache = _PrefixCache(config.cache_min_prompt_tokens, config.cache_block_tokens)
         self._script = deque(config.faults.script)
         self._fault_rng = np.random.default_rng(_seed_of(config.seed, "faults"))
         self._counter = 0
@@ -368,7 +439,14 @@ class Engine:
                 400, "invalid_request_error", f"thinking.type must be enabled or disabled, got {thinking!r}"
             )
         route = self.route_of(body, headers)
+        check_parameters(body, thinking == "enabled", cfg.protocol.sampling_parameters == "refuse")
         tools = T.parse_tools(body)
+        if (
+            thinking == "enabled"
+            and not cfg.protocol.web_search_with_thinking
+            and any(t.name == T.WEB_SEARCH for t in tools)
+        ):
+            raise _bad('$web_search needs thinking disabled: send thinking {"type": "disabled"}')
         choice = T.resolve_tool_choice(body, tools, thinking == "enabled")
         T.check_tool_messages(messages, thinking == "enabled")
         keep = (body.get("thinking") or {}).get("keep")
@@ -379,9 +457,8 @@ class Engine:
         )
         prompt_tokens = len(ids)
         if prompt_tokens + budget > cfg.context_window:
-            raise EmulatorRefusal(
-                400, "invalid_request_error", f"Your request exceeded model token limit : {cfg.context_window}"
-            )
+            text = cfg.protocol.over_context_message.format(limit=cfg.context_window, requested=prompt_tokens + budget)
+            raise EmulatorRefusal(400, "invalid_request_error", text)
 
         with self._lock:
             self.stats.requests += 1
@@ -392,7 +469,7 @@ class Engine:
                 raise self._refuse(
                     "quota",
                     EmulatorRefusal(
-                        429,
+                        cfg.protocol.empty_balance_status,
                         "exceeded_current_quota_error",
                         QUOTA_MESSAGE.format(org=cfg.organization_id, credit=cfg.token_credit),
                     ),
@@ -407,7 +484,10 @@ class Engine:
                         429,
                         "engine_overloaded_error",
                         OVERLOADED_MESSAGE,
-                        {"Retry-After": str(cfg.faults.retry_after_s)},
+                        # emulated seconds, like every wait the emulator states (X-Kimiplan-Time-Scale converts)
+                        {"Retry-After": str(cfg.faults.retry_after_s)}
+                        if cfg.protocol.overloaded_retry_after_header
+                        else {},
                     ),
                 )
             self._admit(prompt_tokens + budget)
@@ -426,6 +506,13 @@ class Engine:
                 calls, content, tool_tokens, finish = [], tool_tokens, 0, "length"
             else:
                 content, finish = 0, "tool_calls"
+        text = None
+        if not calls:
+            text, stopped = self._answer_text(body, content, finish == "length")
+            if text is not None:
+                content = get_tokenizer().count(text)
+            if stopped:
+                finish = "stop"
         rng = np.random.default_rng(
             _seed_of(cfg.seed, "latency", headers.get("x-kimiplan-call-id") or counter, len(messages))
         )
@@ -448,7 +535,25 @@ class Engine:
             fault,
             calls,
             tool_tokens,
+            text,
         )
+
+    def _answer_text(self, body, content: int, cut: bool) -> tuple[str | None, bool]:
+        """The answer's text when it is not plain filler, and whether a stop sequence ended it. JSON Mode returns
+        a JSON object of the drawn length; only when the budget ended it is it cut off (not valid JSON,
+        finish_reason length). A stop sequence ends the text where it first occurs (finish_reason stop)."""
+        text = None
+        if (body.get("response_format") or {}).get("type") == "json_object":
+            if cut:  # the budget ran out mid-object: the first `content` tokens of a longer one
+                tok = get_tokenizer()
+                text = tok.decode(tok.encode(json_answer(content + 8))[:content])
+            else:
+                text = json_answer(content)
+        if body.get("stop") is not None:
+            hit = cut_at_stop(text if text is not None else CONTENT_WORD * content, body["stop"])
+            if hit is not None:
+                return hit, True
+        return text, False
 
     def _tool_calls(self, tools, choice, route, messages, headers, counter) -> tuple[list[dict], int]:
         """The calls this reply makes (ToolTruth decides), with ids, JSON arguments and their token count."""
@@ -510,6 +615,42 @@ class Engine:
             free_at = self._minute[0][0] + 60.0
         return max(1, math.ceil(free_at - now))
 
+    def rate_headers(self) -> dict[str, str]:
+        """X-RateLimit-* of the RPM window (only when `protocol.rate_limit_headers`; Kimi documents none)."""
+        lim = self.config.limits
+        if not self.config.protocol.rate_limit_headers or lim.rpm is None:
+            return {}
+        with self._lock:
+            now = self.now()
+            self._expire_minute(now)
+            used = len(self._minute)
+            reset = self._rpm_wait(now) if used else 0
+        return {
+            "X-RateLimit-Limit": str(lim.rpm),
+            "X-RateLimit-Remaining": str(max(lim.rpm - used, 0)),
+            "X-RateLimit-Reset": str(reset),
+        }
+
+    def _tpm_wait(self, now: float, tokens: int) -> int | None:
+        """Whole seconds until enough of the minute's reservations slide out for `tokens` more (None: never)."""
+        lim = self.config.limits.tpm or 0
+        if tokens > lim:
+            return None
+        if self.config.window.rate_window == "fixed":
+            return max(1, math.ceil((math.floor(now / 60.0) + 1) * 60.0 - now))
+        total = self._minute_tokens
+        for t, n in self._minute:
+            total -= n
+            if total + tokens <= lim:
+                return max(1, math.ceil(t + 60.0 - now))
+        return 1
+
+    def _rate_refusal(self, kind: str, message: str, wait: int | None) -> EmulatorRefusal:
+        headers = {}
+        if wait is not None and self.config.protocol.rate_limit_retry_after_header:
+            headers["Retry-After"] = str(wait)  # the same emulated seconds as "try again after N seconds"
+        return self._refuse(kind, EmulatorRefusal(429, "rate_limit_reached_error", message, headers))
+
     def _admit(self, tokens: int) -> None:
         """Kimi's admission: concurrency, RPM, then input + max_completion_tokens against TPM and TPD."""
         lim, now = self.config.limits, self.now()
@@ -517,42 +658,16 @@ class Engine:
         self._expire_minute(now)
         self._roll_day(now)
         if lim.concurrency is not None and self._in_flight >= lim.concurrency:
-            raise self._refuse(
-                "concurrency",
-                EmulatorRefusal(
-                    429,
-                    "rate_limit_reached_error",
-                    rate_limit_message("concurrency", lim.concurrency, **ids),
-                ),
-            )
+            raise self._rate_refusal("concurrency", rate_limit_message("concurrency", lim.concurrency, **ids), 1)
         if lim.rpm is not None and len(self._minute) >= lim.rpm:
             wait = self._rpm_wait(now)
-            raise self._refuse(
-                "rpm",
-                EmulatorRefusal(
-                    429,
-                    "rate_limit_reached_error",
-                    rate_limit_message("rpm", lim.rpm, wait_s=wait, **ids),
-                ),
-            )
+            raise self._rate_refusal("rpm", rate_limit_message("rpm", lim.rpm, wait_s=wait, **ids), wait)
         if lim.tpm is not None and self._minute_tokens + tokens > lim.tpm:
-            raise self._refuse(
-                "tpm",
-                EmulatorRefusal(
-                    429,
-                    "rate_limit_reached_error",
-                    rate_limit_message("tpm", lim.tpm, current=self._minute_tokens, **ids),
-                ),
-            )
+            message = rate_limit_message("tpm", lim.tpm, current=self._minute_tokens, **ids)
+            raise self._rate_refusal("tpm", message, self._tpm_wait(now, tokens))
         if lim.tpd is not None and self._day_tokens + tokens > lim.tpd:
-            raise self._refuse(
-                "tpd",
-                EmulatorRefusal(
-                    429,
-                    "rate_limit_reached_error",
-                    rate_limit_message("tpd", lim.tpd, current=self._day_tokens, **ids),
-                ),
-            )
+            message = rate_limit_message("tpd", lim.tpd, current=self._day_tokens, **ids)
+            raise self._rate_refusal("tpd", message, None)
         self._minute.append((now, tokens))
         self._minute_tokens += tokens
         self._day_tokens += tokens
