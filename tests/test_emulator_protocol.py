@@ -226,3 +226,18 @@ def test_emulator_defaults_come_from_the_behaviour_table():
 def test_docs_table_is_the_behaviour_file():
     doc = (ROOT / "docs" / "KIMI_BEHAVIOUR.md").read_text(encoding="utf-8")
     assert behaviour_table_markdown() in doc, "regenerate the table: python -m kimiplan.catalog.behaviour"
+
+
+def test_reasoning_effort_is_k3s_and_refused_on_k26():
+    with emulator(cfg(models=["kimi-k2.6", "kimi-k3"])) as em:
+        c = sdk(em)
+        assert c.chat.completions.create(model="kimi-k3", messages=MSG, reasoning_effort="high").choices
+        for model, effort, needle in (
+            ("kimi-k3", "medium", 'reasoning_effort must be "low", "high" or "max"'),
+            ("kimi-k2.6", "high", "reasoning_effort is not supported by kimi-k2.6"),
+        ):
+            with pytest.raises(openai.BadRequestError) as e:
+                c.chat.completions.create(model=model, messages=MSG, reasoning_effort=effort)
+            assert needle in e.value.body["message"]
+        with pytest.raises(openai.BadRequestError, match="cannot specify both 'thinking' and 'reasoning_effort'"):
+            c.chat.completions.create(model="kimi-k3", messages=MSG, reasoning_effort="max", extra_body=OFF)

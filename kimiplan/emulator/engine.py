@@ -130,10 +130,15 @@ def check_parameters(body: Mapping[str, Any], thinking: bool, refuse_sampling: b
     if rf is not None and (not isinstance(rf, Mapping) or rf.get("type") not in ("text", "json_object")):
         got = rf.get("type") if isinstance(rf, Mapping) else rf
         raise _bad(f'response_format.type must be "text" or "json_object" (Kimi\'s JSON Mode), got {got!r:.40}')
-    if body.get("reasoning_effort") is not None:
+    effort = body.get("reasoning_effort")
+    if effort is not None:
         if body.get("thinking") is not None:
             raise _bad("cannot specify both 'thinking' and 'reasoning_effort'")
-        raise _bad(f"reasoning_effort is not supported by {body.get('model')}: set thinking instead")
+        # K3 takes reasoning_effort (low, high, max; facts §8b, §9a); K2.6 does not (facts §3)
+        if not str(body.get("model", "")).startswith("kimi-k3"):
+            raise _bad(f"reasoning_effort is not supported by {body.get('model')}: set thinking instead")
+        if effort not in ("low", "high", "max"):
+            raise _bad(f'reasoning_effort must be "low", "high" or "max", got {effort!r:.40}')
     if body.get("logprobs"):
         raise _bad("logprobs: the emulator does not produce log probabilities (Kimi does); send logprobs false")
     for name, kind in (("parallel_tool_calls", bool), ("prompt_cache_key", str)):
