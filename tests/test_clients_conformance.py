@@ -154,6 +154,15 @@ def test_langchain_usage_json_mode_and_errors():
         off = _chat(em, extra_body={"thinking": {"type": "disabled"}})
         data = off.with_structured_output(None, method="json_mode").invoke("Answer in JSON.")
         assert isinstance(data, dict) and data
+        from pydantic import BaseModel
+
+        class City(BaseModel):
+            name: str
+            population: int
+
+        # LangChain's default structured output: response_format json_schema (Kimi honours it)
+        city = off.with_structured_output(City).invoke("A city, please.")
+        assert isinstance(city, City)
         wrong = pytest.importorskip("langchain_openai").ChatOpenAI(
             model="kimi-k2.6", base_url=em.base_url, api_key="sk-wrong", max_retries=0
         )

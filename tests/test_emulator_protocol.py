@@ -125,7 +125,12 @@ def test_kimis_fixed_sampling_parameters_are_enforced_not_ignored():
             ({"top_p": 0.5}, "invalid top_p: only 0.95 is allowed"),
             ({"presence_penalty": 0.5}, "invalid presence_penalty"),
             ({"logprobs": True}, "logprobs"),
-            ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format.type"),
+            ({"response_format": {"type": "xml"}}, "response_format.type must be one of 'text', 'json_object'"),
+            ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "json_schema.schema must be"),
+            (
+                {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "blob"}}}},
+                "response_format.json_schema.schema is not a valid moonshot flavored json schema",
+            ),
             ({"stop": ["a"] * 6}, "at most 5 sequences"),
             ({"reasoning_effort": "high"}, "reasoning_effort"),
         ):
@@ -211,6 +216,7 @@ def test_emulator_defaults_come_from_the_behaviour_table():
         "auth_error": p.auth_error_message,
         "sampling_parameters": p.sampling_parameters,
         "web_search_with_thinking": p.web_search_with_thinking,
+        "empty_assistant_content": p.empty_assistant_content,
         "stream_usage_location": c.stream_usage_location,
         "cache_block_tokens": c.cache_block_tokens,
         "cache_min_prompt_tokens": c.cache_min_prompt_tokens,
@@ -241,3 +247,52 @@ def test_reasoning_effort_is_k3s_and_refused_on_k26():
             assert needle in e.value.body["message"]
         with pytest.raises(openai.BadRequestError, match="cannot specify both 'thinking' and 'reasoning_effort'"):
             c.chat.completions.create(model="kimi-k3", messages=MSG, reasoning_effort="max", extra_body=OFF)
+
+
+@pytest.mark.parametrize("median,budget", [(10, 4096), (400, 4096), (3000, 300)])
+def test_structured_output_json_schema_fits_the_schema_through_the_sdks_parse_helper(median, budget):
+    import jsonschema
+    from pydantic import BaseModel
+
+    class Holiday(BaseModel):
+        holiday: str
+        traditions: list[str]
+        days: int
+
+    routes = {"default": RouteTruth(output=LogNormalTruth(median=median, p95=median * 2))}
+    with emulator(cfg(routes=routes)) as em:
+        c = sdk(em)
+        kw = dict(model="kimi-k2.6", messages=MSG, max_completion_tokens=budget, extra_body=OFF)
+        if median * 2 < budget:
+            done = c.chat.completions.parse(response_format=Holiday, **kw)  # the SDK sends a strict json_schema
+            parsed = done.choices[0].message.parsed
+            assert isinstance(parsed, Holiday) and done.choices[0].finish_reason == "stop"
+        schema = Holiday.model_json_schema()
+        rf = {"type": "json_schema", "json_schema": {"name": "holiday", "schema": schema}}
+        r = c.chat.completions.create(response_format=rf, **kw)
+    ch = r.choices[0]
+    assert r.usage.completion_tokens == count_text(ch.message.content) <= budget
+    if ch.finish_reason == "stop":
+        jsonschema.validate(json.loads(ch.message.content), schema)
+    else:
+        assert ch.finish_reason == "length" and r.usage.completion_tokens == budget
+
+
+def test_empty_assistant_content_is_accepted_or_refused_as_configured():
+    call = {"id": "functions.f:0", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    history = [
+        *MSG,
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "functions.f:0", "content": "1"},
+    ]
+    plain = [*MSG, {"role": "assistant", "content": ""}, {"role": "user", "content": "again"}]
+    with emulator(cfg()) as em:
+        for messages in (history, plain):
+            assert sdk(em).chat.completions.create(model="kimi-k2.6", messages=messages, extra_body=OFF).choices
+    with emulator(cfg(protocol=ProtocolTruth(empty_assistant_content="refuse"))) as em:
+        for messages, needle in (
+            (history, "text content is empty"),
+            (plain, "position 1 with role 'assistant' must not be empty"),
+        ):
+            with pytest.raises(openai.BadRequestError, match=needle):
+                sdk(em).chat.completions.create(model="kimi-k2.6", messages=messages, extra_body=OFF)

@@ -422,7 +422,9 @@ def _round_summary(res) -> dict:
 def _answer_tools(res, thinking: bool, tool_result: str) -> list[dict]:
     """The assistant message of a tool-call reply (its reasoning too: Kimi requires it back with thinking on)
     and one tool message per call ($web_search: its arguments, unchanged, as Kimi documents)."""
-    msg: dict[str, Any] = {"role": "assistant", "content": res.content or "", "tool_calls": res.tool_calls}
+    msg: dict[str, Any] = {"role": "assistant", "tool_calls": res.tool_calls}
+    if res.content:  # an empty content is left out: some Kimi endpoints refuse it ("text content is empty")
+        msg["content"] = res.content
     if thinking:
         msg["reasoning_content"] = res.reasoning_content or ""
     out = [msg]

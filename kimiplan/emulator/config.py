@@ -116,6 +116,8 @@ class ProtocolTruth(BaseModel):
     #: temperature, top_p, n and the penalties at other than K2.6's fixed values: "refuse" (Kimi) or "ignore"
     sampling_parameters: Literal["refuse", "ignore"] = Field(default_factory=_kimi("sampling_parameters"))
     web_search_with_thinking: bool = Field(default_factory=_kimi("web_search_with_thinking"))
+    #: an assistant message sent back with empty content: "accept" (Kimi's guides) or "refuse" (seen reported)
+    empty_assistant_content: Literal["accept", "refuse"] = Field(default_factory=_kimi("empty_assistant_content"))
 
 
 class EmulatorConfig(BaseModel):

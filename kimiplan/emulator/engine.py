@@ -127,9 +127,15 @@ def check_parameters(body: Mapping[str, Any], thinking: bool, refuse_sampling: b
         if len(stops) > 5 or any(len(x.encode()) > 32 for x in stops):
             raise _bad("stop: at most 5 sequences of at most 32 bytes each")
     rf = body.get("response_format")
-    if rf is not None and (not isinstance(rf, Mapping) or rf.get("type") not in ("text", "json_object")):
+    if rf is not None and (not isinstance(rf, Mapping) or rf.get("type") not in ("text", "json_object", "json_schema")):
         got = rf.get("type") if isinstance(rf, Mapping) else rf
-        raise _bad(f'response_format.type must be "text" or "json_object" (Kimi\'s JSON Mode), got {got!r:.40}')
+        raise _bad(f"response_format.type must be one of 'text', 'json_object', 'json_schema', got {got!r:.40}")
+    if rf is not None and rf.get("type") == "json_schema":
+        js = rf.get("json_schema")
+        schema = js.get("schema") if isinstance(js, Mapping) else None
+        if not isinstance(schema, Mapping):
+            raise _bad("response_format.json_schema.schema must be a JSON Schema object")
+        T.check_schema(schema, "response_format.json_schema.schema")
     effort = body.get("reasoning_effort")
     if effort is not None:
         if body.get("thinking") is not None:
@@ -454,6 +460,8 @@ class Engine:
             raise _bad('$web_search needs thinking disabled: send thinking {"type": "disabled"}')
         choice = T.resolve_tool_choice(body, tools, thinking == "enabled")
         T.check_tool_messages(messages, thinking == "enabled")
+        if cfg.protocol.empty_assistant_content == "refuse":
+            T.check_empty_assistant(messages)
         keep = (body.get("thinking") or {}).get("keep")
         searched = self._search_tokens(messages)
         ids = np.asarray(
@@ -513,11 +521,10 @@ class Engine:
                 content, finish = 0, "tool_calls"
         text = None
         if not calls:
-            text, stopped = self._answer_text(body, content, finish == "length")
+            text, end = self._answer_text(body, content, finish == "length", budget - reasoning)
             if text is not None:
                 content = get_tokenizer().count(text)
-            if stopped:
-                finish = "stop"
+            finish = end or finish
         rng = np.random.default_rng(
             _seed_of(cfg.seed, "latency", headers.get("x-kimiplan-call-id") or counter, len(messages))
         )
@@ -543,22 +550,39 @@ class Engine:
             text,
         )
 
-    def _answer_text(self, body, content: int, cut: bool) -> tuple[str | None, bool]:
-        """The answer's text when it is not plain filler, and whether a stop sequence ended it. JSON Mode returns
-        a JSON object of the drawn length; only when the budget ended it is it cut off (not valid JSON,
-        finish_reason length). A stop sequence ends the text where it first occurs (finish_reason stop)."""
-        text = None
-        if (body.get("response_format") or {}).get("type") == "json_object":
+    def _answer_text(self, body, content: int, cut: bool, room: int) -> tuple[str | None, str | None]:
+        """The answer's text when it is not plain filler, and its finish_reason when that changes. JSON Mode
+        returns a JSON object of the drawn length, cut off (not valid JSON, finish_reason length) only when the
+        budget ended it; a json_schema response an instance of the schema, its strings sized to the drawn
+        length, cut only when the instance does not fit the `room` left by the reasoning. A stop sequence ends
+        the text where it first occurs (finish_reason stop)."""
+        tok = get_tokenizer()
+        rf = body.get("response_format") or {}
+        text, end = None, None
+        if rf.get("type") == "json_object":
             if cut:  # the budget ran out mid-object: the first `content` tokens of a longer one
-                tok = get_tokenizer()
                 text = tok.decode(tok.encode(json_answer(content + 8))[:content])
             else:
                 text = json_answer(content)
+        elif rf.get("type") == "json_schema":
+            schema, seed = rf["json_schema"]["schema"], _seed_of(self.config.seed, "schema", content)
+
+            def instance(words: int) -> str:
+                value = T.schema_instance(schema, np.random.default_rng(seed), words)
+                return json.dumps(value, ensure_ascii=False)
+
+            one, two = tok.count(instance(1)), tok.count(instance(2))
+            text = instance(1 + max(0, content - one) // max(two - one, 1))
+            ids = tok.encode(text)
+            if len(ids) > room:
+                text, end = tok.decode(ids[:room]), "length"
+            else:
+                end = "stop"
         if body.get("stop") is not None:
             hit = cut_at_stop(text if text is not None else CONTENT_WORD * content, body["stop"])
             if hit is not None:
-                return hit, True
-        return text, False
+                return hit, "stop"
+        return text, end
 
     def _tool_calls(self, tools, choice, route, messages, headers, counter) -> tuple[list[dict], int]:
         """The calls this reply makes (ToolTruth decides), with ids, JSON arguments and their token count."""

@@ -45,10 +45,19 @@ class Tool:
     parameters: Mapping[str, Any]
 
 
-def _schema_error(path: str, why: str):
-    return bad_request(
-        f"tools.function.parameters is not a valid moonshot flavored json schema, details: <At path '{path}': {why}>"
-    )
+def _schema_error(path: str, why: str, what: str = "tools.function.parameters"):
+    return bad_request(f"{what} is not a valid moonshot flavored json schema, details: <At path '{path}': {why}>")
+
+
+def check_schema(schema: Any, what: str) -> None:
+    """A whole schema (tool parameters, a response_format json_schema), with Kimi's wording naming `what`."""
+    try:
+        _check_schema(schema, "", schema if isinstance(schema, Mapping) else {})
+    except Exception as exc:
+        msg = getattr(exc, "message", None)
+        if msg is None:
+            raise
+        raise bad_request(msg.replace("tools.function.parameters", what, 1)) from None
 
 
 def _check_schema(node: Any, path: str, root: Mapping[str, Any], depth: int = 0) -> None:
@@ -224,6 +233,15 @@ def check_tool_messages(messages: Sequence[Mapping[str, Any]], thinking: bool) -
                 raise bad_request(
                     f"messages[{i}].tool_call_id {tid!r:.80} does not match a tool call of an earlier assistant message"
                 )
+
+
+def check_empty_assistant(messages: Sequence[Mapping[str, Any]]) -> None:
+    """The reported refusals of an assistant message with empty content (protocol.empty_assistant_content)."""
+    for i, m in enumerate(messages):
+        if m.get("role") == "assistant" and not m.get("partial") and m.get("content") in ("", None, []):
+            if m.get("tool_calls"):
+                raise bad_request("text content is empty")
+            raise bad_request(f"the message at position {i} with role 'assistant' must not be empty")
 
 
 def schema_instance(schema: Any, rng: np.random.Generator, words: int, root: Any = None, depth: int = 0) -> Any:
