@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
+import kimiplan.emulator.tools as T
 from kimiplan.catalog.admission import OVERLOADED_MESSAGE, QUOTA_MESSAGE, rate_limit_message
 from kimiplan.catalog.providers import truncate_completion
 from kimiplan.tokens.tokenizer import SPECIAL_IDS, count_messages, get_tokenizer, reasoning_read
 
-from . import tools as T
 from .config import EmulatorConfig
 from .refusal import EmulatorRefusal, bad_request
 
