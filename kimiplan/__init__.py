@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "plan": "kimiplan.capacity.plan",
     "simulate": "kimiplan.capacity.sim.simulate",
     "sweep": "kimiplan.sweeps.run",
+    "diff": "kimiplan.review.diff",
     "CalibrationFitter": "kimiplan.calibration.fitters",
     "KimiClient": "kimiplan.client",
     "write_report": "kimiplan.report.html",
@@ -46,6 +47,7 @@ __all__ = [  # pinned name by name in tests/test_public_api.py
     "compare",
     "cost_of_usage",
     "count_tokens",
+    "diff",
     "expected_cost",
     "forecast",
     "load_catalog",
@@ -73,6 +75,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from kimiplan.finance.forecast import forecast
     from kimiplan.finance.variants import compare, standard_variants
     from kimiplan.report.html import write_report
+    from kimiplan.review.diff import diff
     from kimiplan.sweeps.run import sweep
     from kimiplan.tokens.tokenizer import count_tokens
 

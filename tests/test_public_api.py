@@ -15,6 +15,7 @@ EXPECTED = [
     "compare",
     "cost_of_usage",
     "count_tokens",
+    "diff",
     "expected_cost",
     "forecast",
     "load_catalog",
