@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "simulate": "kimiplan.capacity.sim.simulate",
     "sweep": "kimiplan.sweeps.run",
     "diff": "kimiplan.review.diff",
+    "check": "kimiplan.review.policy",
     "CalibrationFitter": "kimiplan.calibration.fitters",
     "KimiClient": "kimiplan.client",
     "write_report": "kimiplan.report.html",
@@ -44,6 +45,7 @@ __all__ = [  # pinned name by name in tests/test_public_api.py
     "KimiClient",
     "__version__",
     "backtest",
+    "check",
     "compare",
     "cost_of_usage",
     "count_tokens",
@@ -76,6 +78,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from kimiplan.finance.variants import compare, standard_variants
     from kimiplan.report.html import write_report
     from kimiplan.review.diff import diff
+    from kimiplan.review.policy import check
     from kimiplan.sweeps.run import sweep
     from kimiplan.tokens.tokenizer import count_tokens
 

@@ -12,6 +12,7 @@ EXPECTED = [
     "KimiClient",
     "__version__",
     "backtest",
+    "check",
     "compare",
     "cost_of_usage",
     "count_tokens",

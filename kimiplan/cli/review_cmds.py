@@ -97,6 +97,60 @@ def cmd_diff(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    try:
+        from kimiplan.errors import ConfigError
+        from kimiplan.review.policy import check, load_policy
+
+        if args.policy is None:
+            raise ConfigError("check needs --policy FILE (a YAML file with a `policies:` list; see docs/CI.md)")
+        if args.warn_exit not in (0, 2):
+            raise ConfigError(f"--warn-exit must be 0 or 2, got {args.warn_exit}")
+        policy, origin = load_policy(args.policy)
+        if args.base is None and args.head is not None:
+            raise ConfigError("--head REV needs --base REV")
+        if args.base is not None:
+            subjects = _diffs(args, _sides(args))
+        else:
+            from kimiplan.catalog.cards import load_catalog
+            from kimiplan.catalog.resolve import load_scenario
+            from kimiplan.review.snapshot import evaluate
+
+            catalog = load_catalog(args.catalog)
+            subjects = [
+                evaluate(
+                    load_scenario(p, catalog), "scenario", catalog=catalog, paths=args.paths, seed=args.seed, origin=p
+                )
+                for p in args.scenarios
+            ]
+        from kimiplan.cli._util import parse_date
+
+        result = check(
+            subjects,
+            policy,
+            today=parse_date(args.today, "--today"),
+            only_increases=args.only_increases,
+            raise_on_fail=False,
+        )
+        result = type(result)(result.verdicts, origin, result.silent, result.diffs)
+    except KimiplanError as exc:
+        return _error(exc)
+    if result.silent:
+        return 0
+    if args.format == "json":
+        import json
+
+        _write(
+            json.dumps({**result.to_dict(), "exit_code": result.exit_code(args.warn_exit)}, indent=2, default=str),
+            args.output,
+        )
+    elif args.format == "markdown":
+        _write(result.to_markdown(), args.output)
+    else:
+        _write(result.summary(), args.output)
+    return result.exit_code(args.warn_exit)
+
+
 def _add_common(p) -> None:
     p.add_argument(
         "--base", metavar="REV", help="read each SCENARIO at git revision REV as the base (e.g. origin/main)"
@@ -125,3 +179,22 @@ def register(sub) -> None:
     p.add_argument("--only-increases", action="store_true", help="print nothing unless the monthly cost rises")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
     p.set_defaults(func=cmd_diff)
+
+    c = sub.add_parser(
+        "check",
+        help="guardrails on plans and diffs: exit 0 pass, 1 fail, 2 warnings (with --warn-exit 2), 3 not evaluated",
+        description="Apply the policies of --policy FILE to each SCENARIO (with --base REV: to its diff against "
+        "that revision): maximum monthly cost or its P90, maximum increase (currency or percent), maximum refusal "
+        "per route at the busiest minute, minimum headroom, the tier must hold, the balance must last N months, "
+        "calibrations no older than N days. Each verdict names the policy, the route and the figures. Exit codes: "
+        "0 pass, 1 a fail-level policy failed, 2 only warnings when --warn-exit 2, 3 could not evaluate.",
+    )
+    c.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="scenario files (or bundled example names)")
+    c.add_argument("--policy", metavar="FILE", help="the policy file (YAML/JSON), required")
+    _add_common(c)
+    c.add_argument("--only-increases", action="store_true", help="silent (exit 0) when no monthly cost rises")
+    c.add_argument("--warn-exit", type=int, default=0, metavar="{0,2}", help="exit code when only warnings")
+    c.add_argument("--format", choices=("text", "markdown", "json"), default="text", help="output format")
+    c.add_argument("--today", metavar="YYYY-MM-DD", help="the date calibration ages count to (default: today, UTC)")
+    c.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+    c.set_defaults(func=cmd_check)

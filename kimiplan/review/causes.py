@@ -149,18 +149,13 @@ def causes(base: Snapshot, head: Snapshot) -> list[Cause]:
         if name in routes_a and name in routes_b:
             ch = _field_changes(routes_a[name], routes_b[name], f"{name}.")
             if ch:
-                eff = _route_effects(name, base, head)
-                if any(e.figure in ("tpm_reservation", "route_binding_limit") for e in eff) or any(
-                    c.path.endswith((".share", ".batch", ".latency")) or ".latency." in c.path for c in ch
-                ):
-                    eff += _capacity_effects(base, head)
-                out.append(Cause(f"route {name}", tuple(ch), tuple(eff)))
+                out.append(Cause(f"route {name}", tuple(ch), tuple(_route_effects(name, base, head))))
     added = [n for n in routes_b if n not in routes_a]
     removed = [n for n in routes_a if n not in routes_b]
     if added or removed:
         ch = [FieldChange("routes", None, n) for n in added] + [FieldChange("routes", n, None) for n in removed]
         eff = [e for n in [*added, *removed] for e in _route_effects(n, base, head)]
-        out.append(Cause("routes", tuple(ch), tuple(eff + _capacity_effects(base, head))))
+        out.append(Cause("routes", tuple(ch), tuple(eff)))
     if base.scenario is None or head.scenario is None:
         return out
     top = _field_changes(top_a, top_b)
@@ -180,12 +175,17 @@ def causes(base: Snapshot, head: Snapshot) -> list[Cause]:
         )
         groups.setdefault(g, []).append(c)
     for g, ch in groups.items():
-        eff = _account_effects(
-            base,
-            head,
-            cost=g in ("traffic", "prices"),
-            volume=g == "traffic",
-            capacity=g in ("traffic", "capacity settings") or any(c.path in ("provider", "region") for c in ch),
-        )
+        eff = _account_effects(base, head, cost=g in ("traffic", "prices"), volume=g == "traffic", capacity=False)
         out.append(Cause(g, tuple(ch), tuple(eff)))
-    return out
+    return _with_capacity(out, base, head)
+
+
+def _with_capacity(out: list[Cause], base: Snapshot, head: Snapshot) -> list[Cause]:
+    """The account's capacity change (binding limit, verdict, headroom) belongs to the changes together: with
+    one cause it is that cause's; with several it is a line of its own ("together")."""
+    cap = _capacity_effects(base, head)
+    if not cap:
+        return out
+    if len(out) == 1:
+        return [Cause(out[0].group, out[0].changes, (*out[0].effects, *cap))]
+    return [*out, Cause("together", (), tuple(cap))]

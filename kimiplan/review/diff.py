@@ -246,7 +246,7 @@ def diff(
         band=band,
         routes=tuple(rows),
         causes=tuple(causes(a, b)),
-        notes=tuple(comparability_notes(a, b)),
+        notes=tuple(dict.fromkeys(comparability_notes(a, b))),
         settings={"seed": seed, "paths": paths, "months": months, "common_random_numbers": True},
         delta_paths=delta,
     )

@@ -168,7 +168,7 @@ def change_text(c: FieldChange, code: bool = True) -> str:
 def cause_lines(d: PlanDiff, code: bool = True) -> list[str]:
     out = []
     for c in d.causes:
-        what = "; ".join(change_text(ch, code) for ch in c.changes)
+        what = "; ".join(change_text(ch, code) for ch in c.changes) or "all the changes together"
         eff = "; ".join(effect_text(d, e) for e in c.effects) or "no planned figure moved"
         out.append(f"{what}: {eff}")
     return out
@@ -260,9 +260,12 @@ def account_row(d: PlanDiff) -> list[str]:
     refusal = _arrow(
         DASH if a.refusal is None else percent(a.refusal), DASH if b.refusal is None else percent(b.refusal)
     )
+    verdict_b = _holds(b.tier, b.holds) if b.exists else DASH
+    if a.exists and b.exists and a.tier == b.tier and a.holds != b.holds and b.tier is not None:
+        verdict_b = "holds" if b.holds else "does not hold"
     return [
         "account",
-        _arrow(_holds(a.tier, a.holds) if a.exists else DASH, _holds(b.tier, b.holds) if b.exists else DASH),
+        _arrow(_holds(a.tier, a.holds) if a.exists else DASH, verdict_b),
         _arrow(number(round(a.requests_per_day)), number(round(b.requests_per_day))),
         "",
         "",
