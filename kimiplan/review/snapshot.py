@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,6 +93,25 @@ def _fin(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def _route_refusals(plan) -> dict[str, float]:
+    """The plan's per-route refusal at the busiest minute when it gives one (`refusal_by_route`: a mapping of
+    route -> share, or of route -> figures with a total), else empty: the account's figure stands in."""
+    raw = getattr(plan, "refusal_by_route", None)
+    out: dict[str, float] = {}
+    if not isinstance(raw, Mapping):
+        return out
+    for name, v in raw.items():
+        if isinstance(v, Mapping):
+            v = next((v[k] for k in ("total", "refusal_total", "refusal") if k in v), None)
+        try:
+            x = _fin(v)
+        except (TypeError, ValueError):
+            x = None
+        if x is not None:
+            out[str(name)] = x
+    return out
+
+
 def _route_capacity(plan, name: str) -> tuple[str | None, float | None]:
     """The limit route `name` loads most at the busiest minute (peak demand over the limit), from the plan's
     demand table, and that share."""
@@ -157,7 +177,7 @@ def evaluate(
     days = int(fc.monthly["days"].iloc[0])
     units = fc.units.expected.set_index("route")
     moments = cap.moments.set_index("route") if cap.moments is not None else None
-    by_route = getattr(cap, "refusal_by_route", None) or {}
+    by_route = _route_refusals(cap)
     routes: dict[str, RouteFigures] = {}
     for r in scenario.routes:
         u = units.loc[r.name]
@@ -172,7 +192,7 @@ def evaluate(
         cost = float(cost_by_route.get(r.name, np.nan))
         req = month_requests * r.share
         binding, use = _route_capacity(cap, r.name) if not r.batch else (None, None)
-        refusal = by_route.get(r.name) if by_route else cap.refusal_total
+        refusal = by_route.get(r.name, cap.refusal_total) if by_route else cap.refusal_total
         routes[r.name] = RouteFigures(
             name=r.name,
             share=float(r.share),
@@ -188,7 +208,7 @@ def evaluate(
             binding_limit=binding,
             peak_use=use,
             refusal=None if r.batch else _fin(refusal),
-            refusal_scope="route" if by_route else "account",
+            refusal_scope="route" if r.name in by_route else "account",
         )
     head = cap.headline_table() or {}
     holds = None
