@@ -134,3 +134,21 @@ def test_bad_revision_and_bad_file_exit_3_with_one_line(repo, capsys, monkeypatc
     assert code == 3 and err.count("\n") == 1 and "max_completion_tokens" in err and "bad.yaml" in err
     code, out, err = run(capsys, monkeypatch, tmp_path, "diff", str(bad), "--base", "main")
     assert code == 3 and "not inside a git repository" in err
+
+
+def test_calibrated_sides(tmp_path, capsys, monkeypatch):
+    cal = example_path("support_chat").parents[1] / "calibrations" / "support_chat_emulator.json"
+    head = tmp_path / "head.yaml"
+    budget = "    max_completion_tokens: 2048\n    cache:"
+    head.write_text(BASE.replace(budget, budget.replace("\n", f"\n    calibration: {cal}\n")), encoding="utf-8")
+    base = str(example_path("support_chat"))
+    _, plain, _ = run(capsys, monkeypatch, tmp_path, "diff", base, str(head), "--format", "json", "--paths", "400")
+    code, calibrated, err = run(
+        capsys, monkeypatch, tmp_path, "diff", base, str(head), "--format", "json", "--paths", "400", "--calibrated"
+    )
+    assert code == 0, err
+    plain, calibrated = json.loads(plain), json.loads(calibrated)
+    # the field alone moves nothing; applied, the fitted output law (median 218 against 220) moves the answer route
+    assert plain["cost"]["delta"] == 0
+    ans = next(r for r in calibrated["routes"] if r["name"] == "answer")
+    assert ans["status"] == "changed" and ans["tokens"]["output"]["delta"] != 0

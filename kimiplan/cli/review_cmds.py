@@ -36,12 +36,25 @@ def _sides(args) -> list[tuple]:
     return [(read_side(p, args.base), read_side(p, args.head)) for p in paths]
 
 
+def _calibrated(side):
+    """The side with each route's `calibration:` file applied (read from the working tree, also for a side at
+    another revision)."""
+    if side.scenario is None or not any(r.calibration for r in side.scenario.routes):
+        return side
+    from kimiplan.calibration.fitters import apply_calibration
+    from kimiplan.review.sources import Side
+
+    return Side(apply_calibration(side.scenario), side.origin)
+
+
 def _diffs(args, sides):
     from kimiplan.catalog.cards import load_catalog
     from kimiplan.catalog.resolve import check_against_catalog
     from kimiplan.review.diff import diff
 
     catalog = load_catalog(args.catalog)
+    if getattr(args, "calibrated", False):
+        sides = [tuple(_calibrated(s) for s in pair) for pair in sides]
     out = []
     for a, b in sides:
         for s in (a, b):
@@ -117,12 +130,15 @@ def cmd_check(args) -> int:
             from kimiplan.review.snapshot import evaluate
 
             catalog = load_catalog(args.catalog)
-            subjects = [
-                evaluate(
-                    load_scenario(p, catalog), "scenario", catalog=catalog, paths=args.paths, seed=args.seed, origin=p
+            from kimiplan.review.sources import Side
+
+            subjects = []
+            for p in args.scenarios:
+                side = Side(load_scenario(p, catalog), p)
+                side = _calibrated(side) if args.calibrated else side
+                subjects.append(
+                    evaluate(side.scenario, "scenario", catalog=catalog, paths=args.paths, seed=args.seed, origin=p)
                 )
-                for p in args.scenarios
-            ]
         from kimiplan.cli._util import parse_date
 
         result = check(
@@ -161,6 +177,7 @@ def _add_common(p) -> None:
     p.add_argument("--catalog", action="append", metavar="FILE", help="extra catalog rows (TOML/YAML), repeatable")
     p.add_argument("--paths", type=int, default=4000, help="Monte Carlo paths for the band of the difference")
     p.add_argument("--seed", type=int, help="seed of both sides (default: the smaller of the two scenarios' seeds)")
+    p.add_argument("--calibrated", action="store_true", help="apply each route's calibration file to both sides first")
 
 
 def register(sub) -> None:
