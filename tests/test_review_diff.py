@@ -170,7 +170,7 @@ def test_diff_of_a_scenario_with_itself_is_exactly_zero(support, catalog, suppor
     assert_zero(kp.diff(support_usd, support_usd, catalog=catalog, paths=PATHS))
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(change=CHANGES)
 def test_diff_is_antisymmetric_in_every_figure(support, catalog, support_usd, change):
     head = evaluate(apply_change(support, change), "head", catalog=catalog, paths=PATHS, currency="USD", seed=7)

@@ -155,6 +155,8 @@ def comparability_notes(a: Snapshot, b: Snapshot) -> list[str]:
         ("region", x.region, y.region),
         ("model", x.model, y.model),
     ):
+        if what == "region" and x.provider != y.provider:
+            continue  # another provider has its own regions: the provider line says it
         if u != v:
             notes.append(f"different {what}: {u} → {v}; each side priced and limited by its own catalog entries")
     for side in (a, b):

@@ -59,9 +59,9 @@ def _share(v: float | None) -> str:
     return DASH if v is None else percent(v, trim=True)
 
 
-def _holds(tier: str | None, holds: bool | None) -> str:
+def _holds(tier: str | None, holds: bool | None, smallest: str | None = None) -> str:
     if tier is None:
-        return "no tier set"
+        return f"no tier set (smallest that holds: {smallest})" if smallest else "no tier set"
     return f"{tier} {'holds' if holds else 'does not hold'}"
 
 
@@ -101,12 +101,16 @@ def _capacity_phrase(d: PlanDiff) -> str:
         return f"capacity: was {_holds(a.tier, a.holds)}"
     if a.tier is None and b.tier is None:
         return "capacity: no tier set"
-    left, right = _holds(a.tier, a.holds), _holds(b.tier, b.holds)
+    left, right = _holds(a.tier, a.holds, a.smallest_tier), _holds(b.tier, b.holds, b.smallest_tier)
     if a.tier == b.tier and a.holds != b.holds:
         right = "holds" if b.holds else "does not hold"
     s = f"capacity: {_arrow(left, right)}"
-    hr = f" (headroom {_arrow(_share(a.headroom), _share(b.headroom))})" if b.headroom is not None else ""
-    if a.binding_limit != b.binding_limit and b.binding_limit is not None:
+    if b.tier is None:
+        return s
+    hr = "" if b.headroom is None else f" (headroom {_share(b.headroom)})"
+    if a.headroom is not None and b.headroom is not None:
+        hr = f" (headroom {_arrow(_share(a.headroom), _share(b.headroom))})"
+    if a.binding_limit is not None and a.binding_limit != b.binding_limit and b.binding_limit is not None:
         s += f", {_limit(b.binding_limit)} now binds{hr}"
     elif b.binding_limit is not None:
         s += f", {_limit(b.binding_limit)} binds{hr}"

@@ -230,7 +230,7 @@ def evaluate(
         cost_per_month=float(fc.monthly["expected"].iloc[0]),
         holds=holds,
         binding_limit=cap.binding_limit,
-        headroom=_fin(head.get("headroom")),
+        headroom=_fin(head.get("headroom")) if cap.tier is not None else None,  # no tier: no headroom of one
         refusal=_fin(cap.refusal_total),
         smallest_tier=cap.smallest_tier,
         exhausted_on=head.get("exhausted_on") if head else (cap.exhaustion or {}).get("date"),
