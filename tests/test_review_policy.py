@@ -204,3 +204,21 @@ def test_cli_exit_codes(tmp_path, capsys, monkeypatch):
     assert code == 3 and err.count("\n") == 1 and "'nope'" in err
     code, out, err = run("policies:\n  - name: p\n    max_monthly_cost: 10 %\n")
     assert code == 3 and err.count("\n") == 1 and "g.yaml" in err and "max_monthly_cost" in err and "10 %" in err
+
+
+def test_a_capacity_plan_alone_answers_capacity_policies(support, catalog):
+    plan = kp.plan(support, catalog)
+    pol = {
+        "policies": [
+            {"name": "hold", "tier_must_hold": True, "min_headroom": "10 %"},
+            {"name": "cap", "max_monthly_cost": 1},
+        ]
+    }
+    res = kp.check(plan, pol, catalog=catalog)
+    by = {(v.policy, v.check): v for v in res.verdicts}
+    assert by[("hold", "tier_must_hold")].status == "pass" and by[("hold", "min_headroom")].status == "pass"
+    assert (
+        by[("cap", "max_monthly_cost")].status == "error"
+        and "needs the scenario" in by[("cap", "max_monthly_cost")].message
+    )
+    assert res.exit_code() == 3

@@ -350,15 +350,15 @@ def _subjects(x, catalog=None) -> list[_Subject]:
     from kimiplan.capacity.result import CapacityPlan
     from kimiplan.finance.forecast import Forecast
 
-    if isinstance(x, (CapacityPlan, Forecast)):
-        sc = x.scenario if isinstance(x, Forecast) else None
-        if sc is None:
-            raise ConfigError(
-                "check needs the scenario, a Forecast or a diff: a CapacityPlan alone has no cost "
-                "(kp.check(scenario, policy) or kp.check(kp.diff(base, head), policy))"
-            )
-        return [_Subject(evaluate(sc, "scenario", catalog=catalog))]
-    raise ConfigError(f"check takes a scenario, a file, a PlanDiff or a Forecast, got {type(x).__name__}")
+    if isinstance(x, CapacityPlan):
+        from kimiplan.review.snapshot import from_plan
+
+        return [_Subject(from_plan(x))]
+    if isinstance(x, Forecast):
+        return [_Subject(evaluate(x.scenario, "scenario", catalog=catalog))]
+    raise ConfigError(
+        f"check takes a scenario, a file, a PlanDiff, a CapacityPlan or a Forecast, got {type(x).__name__}"
+    )
 
 
 def _calibration_created(path: str, where: str | None) -> dt.date:
@@ -388,6 +388,14 @@ def _evaluate_policy(p: Policy, s: _Subject, origin: str, today: dt.date, catalo
         out.append(Verdict(p.name, p.level, "error", key, message, route, None, None, s.name))
 
     cur = acct.currency or (d.currency if d is not None else None)
+    if acct.exists and snap.forecast is None:  # a CapacityPlan alone: capacity figures only
+        for k in ("max_monthly_cost", "max_monthly_cost_p90", "min_balance_months", "max_calibration_age_days"):
+            if getattr(p, k) is not None:
+                error(k, f"{k} needs the scenario (a CapacityPlan has no cost): kp.check(scenario or diff, policy)")
+        p = p.model_copy(
+            update={"max_monthly_cost": None, "max_monthly_cost_p90": None, "min_balance_months": None,
+                    "balance": None, "max_calibration_age_days": None}
+        )  # fmt: skip
     fmt = lambda v: money(v, cur, decimals=0 if abs(v) >= 100 else 2)  # noqa: E731
     if not acct.exists:
         keys = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -238,6 +238,52 @@ def evaluate(
     )
     settings = {"seed": seed, "paths": paths, "months": months, "currency": currency}
     return Snapshot(acct, routes, scenario, cap, fc, np.asarray(fc.paths[:, 0], dtype=float), origin, settings)
+
+
+def from_plan(cap, label: str = "plan") -> Snapshot:
+    """The capacity figures of a `CapacityPlan` alone (no forecast: no cost, `forecast` None), for policies on
+    capacity (`kp.check(plan, policy)`)."""
+    head = cap.headline_table() or {}
+    holds = None
+    if cap.tier is not None:
+        holds = bool(head["holds"]) if "holds" in head else bool((cap.refusal_total or 0.0) <= cap.target)
+    by_route = _route_refusals(cap)
+    names = list(cap.moments["route"]) if cap.moments is not None else []
+    routes = {}
+    for n in names:
+        m = cap.moments[cap.moments["route"] == n].iloc[0]
+        binding, use = _route_capacity(cap, n)
+        routes[n] = RouteFigures(
+            name=n,
+            share=float(m["share"]),
+            batch=bool(m["batch"]),
+            requests_per_day=float("nan"),
+            tokens={p: float("nan") for p in TOKEN_PARTS},
+            cached_tokens=float("nan"),
+            max_completion_tokens=int(m["max_completion_tokens"]),
+            tpm_reservation=float(m["reserved_mean"]),
+            api_calls=float(m["calls_mean"]),
+            cost_per_month=float("nan"),
+            cost_per_request=float("nan"),
+            binding_limit=binding,
+            peak_use=use,
+            refusal=None if bool(m["batch"]) else _fin(by_route.get(n, cap.refusal_total)),
+            refusal_scope="route" if n in by_route else "account",
+        )
+    acct = replace(
+        empty_snapshot(label).account,
+        exists=True,
+        name=cap.scenario,
+        tier=cap.tier,
+        cost_per_month=float("nan"),
+        holds=holds,
+        binding_limit=cap.binding_limit,
+        headroom=_fin(head.get("headroom")) if cap.tier is not None else None,
+        refusal=_fin(cap.refusal_total),
+        smallest_tier=cap.smallest_tier,
+        target=cap.target,
+    )
+    return Snapshot(acct, routes, None, cap, None, None, cap.scenario)
 
 
 def empty_snapshot(label: str, origin: str | None = None) -> Snapshot:
