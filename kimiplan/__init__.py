@@ -32,6 +32,8 @@ _EXPORTS: dict[str, str] = {
     "plan": "kimiplan.capacity.plan",
     "simulate": "kimiplan.capacity.sim.simulate",
     "sweep": "kimiplan.sweeps.run",
+    "diff": "kimiplan.review.diff",
+    "check": "kimiplan.review.policy",
     "CalibrationFitter": "kimiplan.calibration.fitters",
     "KimiClient": "kimiplan.client",
     "write_report": "kimiplan.report.html",
@@ -80,6 +82,7 @@ __all__ = [  # pinned name by name in tests/test_public_api.py
     "backtest",
     "budget_curve",
     "CalibrationFitter",
+    "check",
     "ClientPolicy",
     "compare",
     "compare_monthly",
@@ -90,6 +93,7 @@ __all__ = [  # pinned name by name in tests/test_public_api.py
     "count_text",
     "count_tokens",
     "data_path",
+    "diff",
     "erlang_b",
     "estimate_campaign",
     "exhaustion",
@@ -159,6 +163,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from kimiplan.logs import generate_call_log, summarize_log
     from kimiplan.model.scenario import parse_scenario
     from kimiplan.report.html import write_report
+    from kimiplan.review.diff import diff
+    from kimiplan.review.policy import check
     from kimiplan.sweeps.run import sweep
     from kimiplan.tokens.tokenizer import count_messages, count_text, count_tokens
     from kimiplan.workload.agent import steps_frame
