@@ -97,7 +97,7 @@ def cmd_simulate(args) -> int:
         hours=args.hours if args.hours is not None else (0.0 if args.trace else None),
         seed=args.seed,
         start=parse_date(args.start, "--start"),
-        client={"kind": args.client, "max_retries": args.max_retries},
+        client={"kind": args.client, "max_retries": args.max_retries, "retry_after": args.retry_after},
         window={"rate_window": args.window},
         progress=not args.json and sys.stderr.isatty(),
     )
@@ -116,10 +116,23 @@ def cmd_simulate(args) -> int:
     )
     rf = s["rejected_fraction"]
     print("refused (share of attempts): " + ", ".join(f"{k} {percent(v)}" for k, v in rf.items()))
+    failed = percent(s["failed_fraction"])
+    if s["client"] == "openai-sdk":
+        failed += " (raise RateLimitError in the application after the OpenAI SDK's retries)"
     print(
-        f"failed for good: {percent(s['failed_fraction'])}; throughput {number(s['throughput_rps'])} req/s; "
+        f"failed for good: {failed}; throughput {number(s['throughput_rps'])} req/s; "
         f"mean in flight {number(s['mean_in_flight'])}"
     )
+    if len(s["by_route"]) > 1:
+        from kimiplan.capacity.sim.simulate import worst_route
+
+        print(
+            "refused by route (share of its attempts): "
+            + ", ".join(f"{k} {percent(v)}" for k, v in s["rejected_fraction_by_route"].items())
+        )
+        worst = worst_route(s["rejected_fraction_by_route"])
+        if worst:
+            print(f"route refused most: {worst}")
     print(
         "busiest second / minute / day against the limits: "
         + ", ".join(
@@ -170,11 +183,21 @@ def register(sub) -> None:
     )
     s.add_argument(
         "--client",
-        choices=["none", "retry", "pace"],
+        choices=["none", "retry", "pace", "openai-sdk"],
         default=None,
-        help="client behaviour on 429 (default: the scenario's simulation.client, none unless set)",
+        help="client behaviour on 429 (default: the scenario's simulation.client, none unless set); openai-sdk: "
+        "the OpenAI SDK's own retries",
     )
-    s.add_argument("--max-retries", type=int, default=None, help="default: the scenario's, 5 unless set")
+    s.add_argument(
+        "--max-retries", type=int, default=None, help="default: the scenario's, else 5 (retry) or 2 (openai-sdk)"
+    )
+    s.add_argument(
+        "--retry-after",
+        choices=["none", "seconds"],
+        default=None,
+        help="what the server's 429 carries for the openai-sdk client: no hint (Kimi's documented reply) or a "
+        "Retry-After in seconds",
+    )
     s.add_argument(
         "--window",
         choices=["sliding", "fixed"],

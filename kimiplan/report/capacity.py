@@ -22,7 +22,7 @@ REPORT_SIM_HOURS = 24.0
 
 def capacity_report_sections(scenario, catalog=None) -> list:
     """(title, DataFrame | Figure | HTML) pairs; a scenario without a tier gets demand and budgets only."""
-    from kimiplan.capacity.sim.simulate import SimSettings, simulate
+    from kimiplan.capacity.sim.simulate import SimSettings, route_table, simulate, worst_route
     from kimiplan.catalog.cards import load_catalog
 
     catalog = catalog or load_catalog()
@@ -82,7 +82,12 @@ def capacity_report_sections(scenario, catalog=None) -> list:
             # The scenario's own client and windows (its `simulation:` section), over a fixed report horizon.
             settings = SimSettings.for_scenario(scenario, hours=REPORT_SIM_HOURS)
             sim = simulate(scenario, catalog, settings)
-            client = {"none": "no retries", "retry": "client retries", "pace": "client paces"}[settings.client.kind]
+            client = {
+                "none": "no retries",
+                "retry": "client retries",
+                "pace": "client paces",
+                "openai-sdk": "OpenAI SDK default retries",
+            }[settings.client.kind]
             out.append((f"Simulated {REPORT_SIM_HOURS:g} h against {tier.name} ({client})", utilization_figure(sim)))
             s = sim.summary
             out.append(
@@ -102,4 +107,8 @@ def capacity_report_sections(scenario, catalog=None) -> list:
                     ).round(4),
                 )
             )
+            if len(s["by_route"]) > 1:
+                worst = worst_route(s["rejected_fraction_by_route"])
+                title = "Simulated refusals per route" + (f" (refused most: {worst})" if worst else "")
+                out.append((title, route_table(s).round(4)))
     return out

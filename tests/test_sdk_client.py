@@ -1,0 +1,111 @@
+"""The simulated `openai-sdk` client against the real OpenAI SDK (sync, default retries) driving the emulator.
+
+A fixed burst of requests is sent at once by threads through `openai.OpenAI` with its default retry policy;
+the emulator counts the attempts that reached it and the threads count the `RateLimitError`s the application
+sees. The simulator's `openai-sdk` client is run on the same burst and limits and must give the same two
+numbers. Concurrency limits with a fixed 0.9 s latency make the SDK's schedule matter: the first retry
+(0.375-0.5 s) finds the slots still busy, the second (1.125-1.5 s after the start) finds them free. The
+server's retry hint is read from the emulator's own 429s (a Retry-After header or none), so the simulated
+client is told what the emulator on this branch does.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import numpy as np
+import openai
+import pytest
+
+from kimiplan.capacity.sim.simulate import ClientPolicy, SimSettings, simulate_arrays
+from kimiplan.emulator import EmulatorConfig, LimitsTruth, emulator
+from kimiplan.emulator import config as emulator_config
+from kimiplan.emulator.config import LatencyTruth, LogNormalTruth, RouteTruth
+from kimiplan.model.settings import SDK_INITIAL_RETRY_DELAY_S, SDK_MAX_RETRIES, sdk_backoff_s
+
+LATENCY_S = 0.9
+MSG = [{"role": "user", "content": "hi"}]
+KEY = getattr(emulator_config, "TEST_API_KEY", "kimiplan-emulator-test-key")
+
+
+def test_sdk_constants_are_the_installed_sdks():
+    from openai import _constants
+
+    assert SDK_MAX_RETRIES == _constants.DEFAULT_MAX_RETRIES
+    assert SDK_INITIAL_RETRY_DELAY_S == _constants.INITIAL_RETRY_DELAY
+    # the schedule itself, against the SDK's own function (its jitter drawn from `random.random`)
+    client = openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key=KEY)
+    opts = openai._models.FinalRequestOptions(method="post", url="/x", max_retries=6)
+
+    for retry in range(6):
+        random.seed(retry)
+        u = random.random()
+        random.seed(retry)
+        got = client._calculate_retry_timeout(6 - retry, opts, None)
+        assert got == pytest.approx(sdk_backoff_s(retry, u), rel=1e-12)
+
+
+def _burst_through_sdk(n: int, limits: LimitsTruth) -> tuple[int, int, set]:
+    """(attempts the emulator saw, RateLimitErrors raised, Retry-After values on its 429s)."""
+    cfg = EmulatorConfig(
+        time_scale=1.0,
+        limits=limits,
+        routes={"default": RouteTruth(output=LogNormalTruth(median=1, p95=1))},
+        latency=LatencyTruth(
+            ttft=LogNormalTruth(median=LATENCY_S, p95=LATENCY_S), prefill_tokens_per_s=1e9, decode_tokens_per_s=1e9
+        ),
+    )
+    hints: set = set()
+
+    def hook(response):
+        if response.status_code == 429:
+            hints.add(response.headers.get("retry-after-ms") or response.headers.get("retry-after"))
+
+    failed = []
+    with emulator(cfg) as em:
+        http = openai.DefaultHttpxClient(trust_env=False, event_hooks={"response": [hook]})
+        client = openai.OpenAI(base_url=em.base_url, api_key=KEY, http_client=http)  # default max_retries
+        gate = threading.Barrier(n)
+
+        def one():
+            gate.wait()
+            try:
+                client.chat.completions.create(model="kimi-k2.6", messages=MSG, max_completion_tokens=1)
+            except openai.RateLimitError:
+                failed.append(1)
+
+        threads = [threading.Thread(target=one) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        attempts = em.engine.stats.requests
+        http.close()
+    return attempts, len(failed), hints
+
+
+@pytest.mark.parametrize(
+    ("n", "limits"),
+    [
+        (8, LimitsTruth(concurrency=2)),
+        (8, LimitsTruth(concurrency=3)),
+        (8, LimitsTruth(concurrency=5)),
+        (6, LimitsTruth(rpm=4)),
+    ],
+    ids=["conc2", "conc3", "conc5", "rpm4"],
+)
+def test_simulated_sdk_client_matches_the_real_sdk(n, limits):
+    attempts, failures, hints = _burst_through_sdk(n, limits)
+    hints.discard(None)
+    hint = "seconds" if hints else "none"
+    lim = {"concurrency": None, "rpm": None, "tpm": None, "tpd": None, "rpd": None}
+    lim.update({k: float(v) for k, v in limits.model_dump().items() if v is not None})
+    sims = []
+    for seed in range(3):  # the SDK's jitter cannot change these outcomes; three seeds show it does not
+        st = SimSettings(seed=seed, hours=1, client=ClientPolicy(kind="openai-sdk", retry_after=hint))
+        s = simulate_arrays(np.zeros(n), 10.0, LATENCY_S + 0.01, lim, 3600.0, settings=st).summary
+        sims.append((s.attempts, round(s.failed_fraction * n)))
+    assert len(set(sims)) == 1
+    assert (attempts, failures) == sims[0], f"real SDK {attempts} attempts, {failures} failures; simulated {sims[0]}"
+    assert failures > 0 or limits.concurrency == 5  # the grid has both outcomes
