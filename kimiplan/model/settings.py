@@ -42,8 +42,10 @@ def backoff_s(retry: int, base_s: float, cap_s: float, u: float = 1.0) -> float:
 #   delay before retry n (0 first) = min(0.5 * 2**n, 8.0) * (1 - 0.25 * random())   (jitter takes 0-25 % off)
 #   a `retry-after-ms` header (preferred) or `retry-after` (seconds or an HTTP date) with 0 < value <= 120 s is
 #   obeyed exactly, with no jitter; a value over 120 s means the SDK does not retry at all and raises at once.
-# LiteLLM (1.x) sends OpenAI-compatible providers through this same SDK client and, with its default
-# `num_retries` unset, leaves the SDK's max_retries=2 in place, so its default schedule is this one.
+# LiteLLM's default is the same schedule: litellm 1.110.2 sends `moonshot` (in `openai_compatible_providers`)
+# through `OpenAIChatCompletion.completion`, an `openai.OpenAI` client built with
+# `max_retries = inference_params.pop("max_retries", 2)` (litellm/llms/openai/openai.py); its own `num_retries`
+# wrapper is off by default (None), so the SDK's 2 retries are the only ones.
 SDK_MAX_RETRIES = 2
 SDK_INITIAL_RETRY_DELAY_S = 0.5
 SDK_MAX_RETRY_DELAY_S = 8.0
