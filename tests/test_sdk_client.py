@@ -109,3 +109,23 @@ def test_simulated_sdk_client_matches_the_real_sdk(n, limits):
     assert len(set(sims)) == 1
     assert (attempts, failures) == sims[0], f"real SDK {attempts} attempts, {failures} failures; simulated {sims[0]}"
     assert failures > 0 or limits.concurrency == 5  # the grid has both outcomes
+
+
+def test_plan_and_report_state_what_the_application_sees_with_the_sdk(support, catalog):
+    from kimiplan.capacity.plan import plan, sdk_client_effect
+    from kimiplan.report.capacity import capacity_report_sections
+
+    tight = support.with_changes(tier="Tier2")
+    sim = tight.simulation.model_copy(update={"client": ClientPolicy(kind="openai-sdk")})
+    p = plan(tight.model_copy(update={"simulation": sim}), catalog)
+    ce = p.client_effect
+    assert ce["client"] == "openai-sdk" and ce["max_retries"] == SDK_MAX_RETRIES
+    # the SDK's retries within 1.5 s recover little from a full 60 s window: most refused requests still fail
+    assert 0.5 * p.refusal_total < ce["failed"] < p.refusal_total < ce["attempt_refusal"]
+    assert 1 < ce["attempts_per_request"] <= 1 + SDK_MAX_RETRIES
+    assert "With the OpenAI SDK's default retries" in p.describe() and "RateLimitError" in p.describe()
+    # the plan's figure is the simulator's own at the busiest minute's rate, whatever client the scenario names
+    assert sdk_client_effect(tight, catalog) == ce
+    summary = dict(capacity_report_sections(tight, catalog))["Capacity summary"]
+    worst = max(ce["failed_by_route"], key=ce["failed_by_route"].get)
+    assert "With the OpenAI SDK&#x27;s default retries" in summary and f"Route {worst} fails most" in summary

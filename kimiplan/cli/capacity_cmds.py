@@ -28,15 +28,15 @@ def cmd_plan(args) -> int:
     scenario = load_scenario(args.scenario, catalog)
     if args.tier_table is not None:
         scenario = scenario.model_copy(update={"tier_table": args.tier_table})
-    if args.window is not None:
-        sim = scenario.simulation
-        scenario = scenario.model_copy(
-            update={
-                "simulation": sim.model_copy(
-                    update={"window": sim.window.model_copy(update={"rate_window": args.window})}
-                )
-            }
+    if args.window is not None or args.client is not None:
+        from kimiplan.model.settings import SimSettings, Simulation
+
+        # Through SimSettings.for_scenario, so a new client kind takes its own defaults (max_retries).
+        st = SimSettings.for_scenario(scenario, client={"kind": args.client}, window={"rate_window": args.window})
+        sim = Simulation(
+            hours=scenario.simulation.hours, start=scenario.simulation.start, client=st.client, window=st.window
         )
+        scenario = scenario.model_copy(update={"simulation": sim})
     p = plan(scenario, catalog, target=target, percentile=percentile)
     sessions = None
     if any(r.agent is not None and not r.batch for r in scenario.routes):
@@ -162,6 +162,13 @@ def register(sub) -> None:
         choices=["sliding", "fixed"],
         default=None,
         help="RPM/TPM window (default: the scenario's simulation.window, sliding unless set)",
+    )
+    p.add_argument(
+        "--client",
+        choices=["none", "retry", "pace", "openai-sdk"],
+        default=None,
+        help="client behaviour on 429 (default: the scenario's simulation.client); retry and openai-sdk add the "
+        "share of requests that fail after the client's retries, from a short simulation at the busiest minute",
     )
     p.add_argument("--catalog", action="append", default=[], metavar="FILE")
     p.add_argument("--json", action="store_true")

@@ -7,7 +7,8 @@ import html
 import pandas as pd
 
 from kimiplan.capacity.budgets import budget_curve, recommend_budgets
-from kimiplan.capacity.plan import peak_factors, plan, tier_headroom
+from kimiplan.capacity.plan import peak_factors, plan, sdk_client_effect, tier_headroom
+from kimiplan.capacity.result import client_effect_sentence
 from kimiplan.catalog.resolve import rate_tier
 from kimiplan.viz.capacity import (
     budget_tradeoff_figure,
@@ -31,7 +32,13 @@ def capacity_report_sections(scenario, catalog=None) -> list:
     moments, peaks = p.moments, peak_factors(scenario)
     out = []
     if p.tier is not None:
-        paras = "".join(f"<p>{html.escape(line)}</p>" for line in p.describe().splitlines())
+        lines = p.describe().splitlines()
+        if (p.client_effect or {}).get("client") != "openai-sdk":
+            # What production code with default settings sees: the OpenAI SDK's own retries.
+            sdk = sdk_client_effect(scenario, catalog, peaks=peaks)
+            if sdk is not None:
+                lines.append(client_effect_sentence(sdk))
+        paras = "".join(f"<p>{html.escape(line)}</p>" for line in lines)
         out.append(("Capacity summary", paras))
     if p.by_tier_table:
         cols = [

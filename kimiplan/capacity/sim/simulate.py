@@ -400,7 +400,7 @@ def _simulate_sessions(scenario, card, online, rate, horizon_s, rng, settings, l
 
     arrivals = poisson_arrivals(rate, horizon_s, rng, settings.chunk)
     chunks = session_chunks(arrivals, online, ctxs, draw_plain, rng, horizon_s, settings.chunk, scenario.provider)
-    names = [online[0].name] if len(online) == 1 else None  # calls of several routes are merged unlabelled
+    names = [r.name for r in online]  # an agent route's refusals are its calls'
     return run_stream(chunks, limits, horizon_s, settings, growth=scenario.traffic.monthly_growth, routes=names)
 
 
