@@ -79,3 +79,20 @@ def test_simulated_refusals_per_route_are_the_product_form(rate, tpm):
     assert all(close(got[k], exact[k]) for k in SHARES), f"simulated {got}, Kaufman-Roberts {exact}"
     assert got["report"] > 4 * got["chat"] and worst_route(got) == "report"
     assert s.by_route["report"]["refused"]["tpm"] == pytest.approx(s.by_route["report"]["attempts"] * got["report"])
+
+
+def test_cli_shows_refusals_per_route_and_names_the_worst(tmp_path, capsys):
+    import json
+
+    from kimiplan.cli import main
+
+    sc = two_route_scenario(1.0, 300_000, hours=4)
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps(sc.model_dump(mode="json", exclude_none=True)))
+    assert main(["simulate", str(path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc["rejected_fraction_by_route"]) == {"chat", "report"}
+    assert doc["by_route"]["report"]["refused"]["tpm"] > 0
+    assert main(["simulate", str(path), "--client", "openai-sdk"]) == 0
+    out = capsys.readouterr().out
+    assert "route refused most: report" in out and "RateLimitError" in out
