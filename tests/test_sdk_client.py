@@ -129,3 +129,17 @@ def test_plan_and_report_state_what_the_application_sees_with_the_sdk(support, c
     summary = dict(capacity_report_sections(tight, catalog))["Capacity summary"]
     worst = max(ce["failed_by_route"], key=ce["failed_by_route"].get)
     assert "With the OpenAI SDK&#x27;s default retries" in summary and f"Route {worst} fails most" in summary
+
+
+def test_simulated_sdk_obeys_the_servers_retry_after():
+    # A burst of 10 against RPM 3 with a Retry-After: each retry comes back when the window has emptied (60 s
+    # later), 3 get in each time, and after the SDK's two retries 1 request raises RateLimitError.
+    lim = {"concurrency": None, "rpm": 3.0, "tpm": None, "tpd": None, "rpd": None}
+    st = SimSettings(hours=1, client=ClientPolicy(kind="openai-sdk", retry_after="seconds"))
+    s = simulate_arrays(np.zeros(10), 10.0, 1.0, lim, 3600.0, settings=st).summary
+    assert (s.attempts, round(s.failed_fraction * 10)) == (10 + 7 + 4, 1)
+    assert s.wait_s["p99"] == pytest.approx(120.0, rel=0.02)  # the last ones admitted waited two windows
+    # without the header the retries come within 1.5 s, find the window full, and 7 fail
+    st = SimSettings(hours=1, client=ClientPolicy(kind="openai-sdk"))
+    s = simulate_arrays(np.zeros(10), 10.0, 1.0, lim, 3600.0, settings=st).summary
+    assert (s.attempts, round(s.failed_fraction * 10)) == (10 + 7 + 7, 7) and s.wait_s["p99"] == 0.0

@@ -102,9 +102,10 @@ class ClientPolicy(BaseModel):
     - `openai-sdk`: the OpenAI Python SDK's own retries (`sdk_backoff_s`: 2 retries by default, 0.5 s doubling
       to at most 8 s, minus 0-25 % jitter; LiteLLM's default is the same). `retry_after` says what the
       server's 429 carries: `none` (Kimi's documented 429 has only the text "try again after N seconds",
-      which the SDK does not read) or `seconds`, a `Retry-After` of the whole seconds until the refusing limit
-      may have room (the oldest admission leaves the window, the earliest request in flight ends, the day
-      resets), which the SDK obeys up to 120 s and beyond which it does not retry. `backoff_*` and `jitter`
+      which the SDK does not read) or `seconds`, a `Retry-After` with the seconds of that text, as the
+      emulator sends it when configured to: 1 for concurrency, until the oldest admission leaves the window
+      for RPM, until enough reservations leave it for TPM, none for daily limits. The SDK obeys it up to
+      120 s and does not retry beyond; without one it backs off on its own. `backoff_*` and `jitter`
       are not used: the SDK has no setting for them. A request that exhausts its retries raises
       `RateLimitError` in the application: `failed_fraction`.
 

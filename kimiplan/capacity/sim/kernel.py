@@ -260,6 +260,35 @@ def _next_chance(k, t, lim, fixed, ist, heap, ring_t, day_s, day_offset):
     return (math.floor((t + day_offset) / day_s) + 1.0) * day_s - day_offset
 
 
+@njit(cache=True, inline="always", _nrt=False)
+def _retry_after(k, r, t, lim, fixed, ist, fst, ring_t, ring_tok):
+    """The Retry-After (whole seconds) a server that sends one puts on a refusal by limit k, as the emulator
+    does (the seconds of its "try again after N seconds"): concurrency 1; RPM until the oldest admission leaves
+    the window; TPM until enough reservations leave it for r more tokens; the fixed window's next minute. -1:
+    no header (daily limits, or a request larger than the TPM limit)."""
+    if k == CONCURRENCY:
+        return 1.0
+    if k != RPM and k != TPM:
+        return -1.0
+    if k == TPM and r > lim[TPM]:
+        return -1.0
+    if fixed:
+        return max(1.0, math.ceil((math.floor(t / 60.0) + 1.0) * 60.0 - t))
+    cap = ring_t.shape[0]
+    h = ist[I_RING_HEAD]
+    if k == RPM:
+        return max(1.0, math.ceil(ring_t[h] + 60.0 - t))
+    total = fst[F_RING_TOK]
+    for _j in range(ist[I_RING_N]):
+        total -= ring_tok[h]
+        if total + r <= lim[TPM]:
+            return max(1.0, math.ceil(ring_t[h] + 60.0 - t))
+        h += 1
+        if h == cap:
+            h = 0
+    return 1.0
+
+
 @njit(cache=True, nogil=True, _nrt=False)
 def run_chunk(
     start,
@@ -405,14 +434,11 @@ def run_chunk(
             d = 0.0
             if retry:
                 if mode == MODE_SDK:
-                    if hint == HINT_SECONDS:
-                        # The server's Retry-After: whole seconds (at least 1) until the limit may have room.
-                        d = max(
-                            1.0, math.ceil(_next_chance(k, t, lim, fixed, ist, heap, ring_t, day_s, day_offset) - t)
-                        )
-                        retry = d <= SDK_MAX_RETRY_AFTER_S  # over 120 s the SDK raises at once
-                    else:
+                    d = _retry_after(k, r, t, lim, fixed, ist, fst, ring_t, ring_tok) if hint == HINT_SECONDS else -1.0
+                    if d < 0:  # no Retry-After on this refusal: the SDK's own backoff
                         d = _sdk_backoff(attempt, _splitmix(rng))
+                    else:
+                        retry = d <= SDK_MAX_RETRY_AFTER_S  # over 120 s the SDK raises at once
                 else:
                     # Exponential backoff with full jitter; the retry is a new request for every limit.
                     d = _backoff(attempt, backoff_base, backoff_cap, _splitmix(rng) if jitter else 1.0)
