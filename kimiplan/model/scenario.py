@@ -425,6 +425,7 @@ _KINDS = {
     "uniform",
     "empirical",
     "texts",
+    "mixture",
     "str",
     "InlineTier",
 }
