@@ -350,9 +350,9 @@ class Engine:
                 400, "invalid_request_error", f"thinking.type must be enabled or disabled, got {thinking!r}"
             )
         route = self.route_of(body, headers)
-        ids = np.asarray(
-            [_HIDDEN_TOKEN] * cfg.hidden_overhead + render_prompt_ids(messages, body.get("tools")), dtype=np.int64
-        )
+        truth = cfg.routes[route]
+        hidden = cfg.hidden_overhead + truth.preamble_tokens
+        ids = np.asarray([_HIDDEN_TOKEN] * hidden + render_prompt_ids(messages, body.get("tools")), dtype=np.int64)
         prompt_tokens = len(ids)
         if prompt_tokens + budget > cfg.context_window:
             raise EmulatorRefusal(
@@ -388,6 +388,8 @@ class Engine:
                 )
             self._admit(prompt_tokens + budget)
             cached = self._cache.lookup_and_add(ids)
+            if truth.cache_hit_probability is not None:
+                cached = self._hidden_hit(truth, route, messages, body, headers, hidden, ids)
             self._touch_in_flight(+1)
             self.stats.admitted += 1
             self._counter += 1
@@ -414,6 +416,25 @@ class Engine:
             cfg.latency.decode_tokens_per_s,
             fault,
         )
+
+    def _hidden_hit(self, truth, route, messages, body, headers, hidden: int, ids: np.ndarray) -> int:
+        """A route's hidden cache law: a hit (probability cache_hit_probability, drawn by call id) serves the
+        tokens before the last message from cache; a miss serves none."""
+        key = headers.get("x-kimiplan-call-id") or f"#{self._counter}"
+        if (
+            np.random.default_rng(_seed_of(self.config.seed, "cache", route, key)).random()
+            >= truth.cache_hit_probability
+        ):
+            return 0
+        before = (
+            np.asarray(render_prompt_ids(messages[:-1], body.get("tools")), dtype=np.int64)
+            if len(messages) > 1
+            else np.zeros(0, np.int64)
+        )
+        body_ids = ids[hidden:]
+        m = min(len(before), len(body_ids))
+        neq = np.flatnonzero(before[:m] != body_ids[:m])
+        return hidden + (int(neq[0]) if len(neq) else m)
 
     def _in_minute_window(self, t: float, now: float) -> bool:
         """Whether an admission at t still counts against RPM/TPM at now (same rule as admission.AccountState)."""
