@@ -68,6 +68,7 @@ def samples_frame(*sources: str | Path | Iterable[Mapping[str, Any]]) -> pd.Data
         ("time", None),
         ("model", None),
         ("thinking", np.nan),
+        ("prompt_source", None),
     ):
         if col not in df:
             df[col] = default
@@ -625,6 +626,8 @@ class RouteCalibration(_F):
     ttft_s: LogNormalFit | None = None
     decode_tps: LogNormalFit | None = None
     precision: Precision | None = None
+    #: where the prompts came from when the sampler recorded it (e.g. "synthetic: built from scenario X")
+    prompt_source: str | None = None
 
 
 class Calibration(_F):
@@ -899,7 +902,14 @@ class CalibrationFitter(BaseFitter):
                 card = None
         routes = {}
         for name, g in df.groupby("route", sort=True):
-            routes[str(name)] = self._route(g).model_copy(update={"precision": route_precision(g, card, self.alpha)})
+            src = sorted(str(x) for x in g["prompt_source"].dropna().unique()) if "prompt_source" in g else []
+            routes[str(name)] = self._route(g).model_copy(
+                update={"precision": route_precision(g, card, self.alpha), "prompt_source": "; ".join(src) or None}
+            )
+        synthetic = sorted(n for n, rc in routes.items() if rc.prompt_source and "synthetic" in rc.prompt_source)
+        if synthetic:
+            note = f"input of routes {', '.join(synthetic)} was synthetic (prompts built from a scenario's sizes)"
+            notes = f"{notes}; {note}" if notes else note
         prov = sorted(df["provenance"].dropna().unique())
         provenance = prov[0] if len(prov) == 1 else ("mixed" if prov else "unknown")
         times = pd.to_datetime(df["time"], utc=True, errors="coerce").dropna()
@@ -981,6 +991,16 @@ class CalibrationFitter(BaseFitter):
 
 def fit_calibration(df: pd.DataFrame, *, model: str | None = None, notes: str = "", card=None) -> Calibration:
     return CalibrationFitter().fit(df, model=model, notes=notes, card=card).calibration_
+
+
+def cost_uncertainty(calibration: Calibration) -> dict[str, float]:
+    """Route -> relative standard error of its measured mean cost per request (for `forecast`'s
+    `parameter_uncertainty`: each path draws the route's mean from it)."""
+    return {
+        name: rc.precision.cost_se / rc.precision.cost_per_request.value
+        for name, rc in calibration.routes.items()
+        if rc.precision is not None and rc.precision.cost_per_request.value > 0
+    }
 
 
 def reservation_tokens(df: pd.DataFrame) -> pd.Series:
