@@ -465,7 +465,7 @@ def _simulate_paths(
         # A measured route: its mean cost per request is known to its calibration's sampling error, drawn
         # once per path (parameter uncertainty, on top of the traffic noise below); it replaces the guess above.
         s_mean = np.where(np.isfinite(param_rel_sd), param_rel_sd, s_mean)
-    if s_mean.any():
+    if calibration_samples is not None or param_rel_sd is not None:
         theta = np.exp(s_mean[None, :] * rng.standard_normal((n_paths, n_routes)) - 0.5 * s_mean[None, :] ** 2)
 
     # Segment cost per path and route: Normal(V*mu*theta, V*E[c^2]*theta^2) (CLT over the segment's requests).
