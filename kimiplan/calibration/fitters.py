@@ -1114,28 +1114,26 @@ def apply_calibration(
 
 
 def predicted_vs_observed(
-    calibration: Calibration, df: pd.DataFrame, *, n_sim: int = 20_000, seed: int = 0
+    calibration: Calibration,
+    df: pd.DataFrame,
+    *,
+    n_sim: int = 20_000,
+    seed: int = 0,
+    kind: Literal["auto", "lognormal", "mixture", "empirical"] = "auto",
 ) -> pd.DataFrame:
-    """Posterior-predictive check: simulate the fitted lognormals through each route's budget (reasoning first,
-    content with what is left, as Kimi does) and compare with what was observed."""
+    """Posterior-predictive check: simulate the fitted laws (`auto`: the ones goodness of fit chose) through each
+    route's budget (reasoning first, content with what is left, as Kimi does) and compare with what was observed."""
     rng = np.random.default_rng(seed)
     rows = []
     for name, rc in calibration.routes.items():
         g = df[df["route"] == name]
-        if g.empty or rc.output.lognormal is None:
+        if g.empty or (kind == "lognormal" and rc.output.lognormal is None):
             continue
         budget = rc.max_completion_tokens or K26_DEFAULT_MAX_COMPLETION
-        o = np.round(
-            rng.lognormal(
-                math.log(rc.output.lognormal.median),
-                (math.log(rc.output.lognormal.p95) - math.log(rc.output.lognormal.median)) / Z95,
-                n_sim,
-            )
-        )
+        o = np.round(rc.output.to_dist(kind).sample(rng, n_sim))
         r = np.zeros(n_sim)
-        if rc.reasoning is not None and rc.reasoning.lognormal is not None:
-            ln = rc.reasoning.lognormal
-            r = np.round(rng.lognormal(math.log(ln.median), (math.log(ln.p95) - math.log(ln.median)) / Z95, n_sim))
+        if rc.reasoning is not None and (kind != "lognormal" or rc.reasoning.lognormal is not None):
+            r = np.round(rc.reasoning.to_dist(kind).sample(rng, n_sim))
         r_seen, o_seen, _ = truncate_completion(r, o, budget)
         sims = {"output_tokens": o_seen, "reasoning_tokens": r_seen}
         for col, sim in sims.items():

@@ -325,4 +325,16 @@ def _fit(args) -> int:
     path = cal.save(args.output)
     print_table(cal.summary().reset_index() if cal.summary().index.name else cal.summary())
     print(f"wrote {path} ({cal.n_samples} samples, provenance {cal.provenance})")
+    for name, rc in cal.routes.items():
+        p = rc.precision
+        if p is not None:
+            more = (
+                f"{p.more_calls_for_target:,} more calls for +-{p.target_rel_error:.0%}"
+                if p.more_calls_for_target
+                else f"within +-{p.target_rel_error:.0%}"
+            )
+            print(
+                f"{name}: mean cost per request {p.cost_per_request.value:.6f} {p.currency} "
+                f"+-{p.cost_rel_error:.1%} at {p.confidence:.0%} ({rc.n:,} calls); {more}; output law {rc.output.law}"
+            )
     return 0
