@@ -1020,8 +1020,9 @@ def route_precision(g: pd.DataFrame, card, alpha: float = 0.05, target: float = 
     if card is None or len(g) < 2:
         return None
     conf = 1 - alpha
-    cost = call_costs(g, card).to_numpy(dtype=float)
-    res = reservation_tokens(g).to_numpy(dtype=float)
+    # Sorted: the bootstrap then depends on the calls, not on the order the store recorded them in.
+    cost = np.sort(call_costs(g, card).to_numpy(dtype=float))
+    res = np.sort(reservation_tokens(g).to_numpy(dtype=float))
     if not (np.isfinite(cost).all() and np.isfinite(res).all()):
         return None
     m, ci, se = bootstrap_mean(cost, conf)
