@@ -95,7 +95,12 @@ def main() -> None:
     rows = {}
     with tempfile.TemporaryDirectory() as d, emulator(em_cfg) as em:
         client = KimiClient(
-            KimiConfig(model="kimi-k2.6", base_url=em.base_url, api_key="bench", retry=RetryPolicy(time_scale=0.001))
+            KimiConfig(
+                model="kimi-k2.6",
+                base_url=em.base_url,
+                api_key="kimiplan-emulator-test-key",
+                retry=RetryPolicy(time_scale=0.001),
+            )
         )
         seq_cfg = SamplerConfig(run_id=f"seq-{args.seed}", routes=routes, spend_cap=Decimal(100), max_concurrency=8)
         t0 = time.perf_counter()

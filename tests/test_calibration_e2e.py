@@ -135,7 +135,12 @@ def calibrated(tmp_path_factory):
     em_cfg = EmulatorConfig(seed=11, time_scale=0, stream_chunk_tokens=1024, routes=TRUTH, default_route="answer")
     with emulator(em_cfg) as em:
         client = KimiClient(
-            KimiConfig(model="kimi-k2.6", base_url=em.base_url, api_key="e2e", retry=RetryPolicy(time_scale=0.001))
+            KimiConfig(
+                model="kimi-k2.6",
+                base_url=em.base_url,
+                api_key="kimiplan-emulator-test-key",
+                retry=RetryPolicy(time_scale=0.001),
+            )
         )
         run = run_until_precision(
             client,
