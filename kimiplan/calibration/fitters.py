@@ -20,6 +20,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 from scipy import optimize, stats
 
+from kimiplan.calibration.precision import call_costs  # noqa: F401  (its home is precision; imported from here too)
 from kimiplan.catalog.providers import K26_DEFAULT_MAX_COMPLETION, truncate_completion
 from kimiplan.errors import ConfigError, ConvergenceError, validate
 from kimiplan.io.atomic import atomic_write
@@ -1203,16 +1204,6 @@ def plot_predicted_vs_observed(table: pd.DataFrame):
     lo, hi = float(t[["predicted", "observed"]].min().min()), float(t[["predicted", "observed"]].max().max())
     fig.add_shape(type="line", x0=lo, y0=lo, x1=hi, y1=hi, line={"dash": "dot"})
     return fig
-
-
-def call_costs(df: pd.DataFrame, card) -> pd.Series:
-    """Per-call cost in the card's currency (float; planning precision), continuation input included."""
-    hit = float(card.input_cache_miss if card.input_cache_hit is None else card.input_cache_hit)
-    miss, out = float(card.input_cache_miss), float(card.output)
-    p = df["prompt_tokens"].fillna(df["local_prompt_tokens"]).astype(float)
-    c = df["cached_tokens"].fillna(0).astype(float)
-    extra = df.get("continuation_prompt_tokens", pd.Series(0, index=df.index)).fillna(0).astype(float)
-    return ((p - c + extra) * miss + c * hit + df["completion_tokens"].astype(float) * out) / 1e6
 
 
 def samples_needed(

@@ -57,3 +57,16 @@ def rel_half_width(x, confidence: float = 0.95) -> float:
         return math.inf if len(a) < 2 else 0.0
     z = float(stats.norm.ppf(0.5 + confidence / 2))
     return z * float(a.std(ddof=1)) / math.sqrt(len(a)) / float(a.mean())
+
+
+def call_costs(df, card):
+    """Per-call cost in the card's currency (float; planning precision), continuation input included
+    (a pandas frame of sample records in, a Series out)."""
+    import pandas as pd
+
+    hit = float(card.input_cache_miss if card.input_cache_hit is None else card.input_cache_hit)
+    miss, out = float(card.input_cache_miss), float(card.output)
+    p = df["prompt_tokens"].fillna(df["local_prompt_tokens"]).astype(float)
+    c = df["cached_tokens"].fillna(0).astype(float)
+    extra = df.get("continuation_prompt_tokens", pd.Series(0, index=df.index)).fillna(0).astype(float)
+    return ((p - c + extra) * miss + c * hit + df["completion_tokens"].astype(float) * out) / 1e6

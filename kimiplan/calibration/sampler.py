@@ -716,8 +716,7 @@ def route_cost_status(records, run_id: str, card, target: float, confidence: flo
 
     import pandas as pd
 
-    from kimiplan.calibration.fitters import call_costs
-    from kimiplan.calibration.precision import MIN_CALLS, calls_for, rel_half_width
+    from kimiplan.calibration.precision import MIN_CALLS, call_costs, calls_for, rel_half_width
 
     ok = [r for r in records if r.get("run_id") == run_id and r.get("status") == "ok"]
     if not ok:
