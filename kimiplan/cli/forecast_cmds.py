@@ -48,6 +48,12 @@ def cmd_forecast(args) -> int:
         cols += ["capacity_status"]
     extra = {} if ex is None else {"balance": ex}
     export_forecast(fc, xlsx=args.xlsx, csv=args.csv, extra=extra)
+    if args.focus:
+        from kimiplan.finance.focus import focus_frame
+        from kimiplan.io.export import to_focus
+
+        focus = focus_frame(fc)
+        to_focus(focus, args.focus)
     if args.json:
         print_json(
             {
@@ -68,6 +74,11 @@ def cmd_forecast(args) -> int:
         f"{fc.currency}"
     )
     print_table(fc.monthly[cols], currency=fc.currency)
+    if args.focus:
+        print(
+            f"wrote {args.focus}: {len(focus):,} FOCUS 1.3 rows (route x meter x month x quantile; list prices, "
+            "tax excluded)"
+        )
     for w in fc.warnings:
         print(f"warning: {w}")
     if ex is not None:
@@ -236,6 +247,11 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--xlsx", metavar="OUT.xlsx", help="Excel workbook: one sheet per view plus assumptions")
     p.add_argument("--csv", metavar="OUT.csv", help="CSV of the monthly view")
+    p.add_argument(
+        "--focus",
+        metavar="OUT.csv|OUT.parquet",
+        help="the forecast as FOCUS 1.3 Cost and Usage rows (route x meter x month x quantile; x_Forecast=true)",
+    )
     p.add_argument("--catalog", action="append", default=[], metavar="FILE")
     p.set_defaults(func=cmd_forecast)
 

@@ -141,10 +141,13 @@ def _spans_from_requests(src: str, req_expr: str, keys: list[str]) -> str:
     """Rows of (file, line, one span) from rows that each hold one ExportTraceServiceRequest."""
     # A resource attribute stands in for a span's missing one (service.name as a route ...); gen_ai.* ones are
     # per call, so they are looked up on the span only.
+    # Each span's attribute keys are listed once; a key's value is then found by list_position, far cheaper than
+    # one lambda filter over the attributes per key.
     attrs = ", ".join(
-        f"kp_attr(s.attributes, {_q(k)}) AS {_ident(k)}"
+        f"kp_aval(_a[list_position(_k, {_q(k)})]) AS {_ident(k)}"
         if k.startswith("gen_ai.")
-        else f"coalesce(kp_attr(s.attributes, {_q(k)}), kp_attr(_res, {_q(k)})) AS {_ident(k)}"
+        else f"coalesce(kp_aval(_a[list_position(_k, {_q(k)})]), kp_aval(_res[list_position(_rk, {_q(k)})])) "
+        f"AS {_ident(k)}"
         for k in keys
     )
     return f"""
@@ -152,13 +155,14 @@ def _spans_from_requests(src: str, req_expr: str, keys: list[str]) -> str:
     a AS (SELECT filename, _rn, _blank, _ok, unnest(kp_nonempty(_r.resourceSpans)) AS _rs FROM q),
     b AS (SELECT filename, _rn, _blank, _ok, _rs.resource.attributes AS _res,
                  unnest(kp_nonempty(_rs.scopeSpans)) AS _ss FROM a),
-    c AS (SELECT filename, _rn, _blank, _ok, _res, _ss.scope.name AS _scope,
-                 unnest(kp_nonempty(_ss.spans)) AS s FROM b)
+    c AS (SELECT filename, _rn, _blank, _ok, _res, list_transform(_res, lambda a: a.key) AS _rk,
+                 _ss.scope.name AS _scope, unnest(kp_nonempty(_ss.spans)) AS s FROM b),
+    d AS (SELECT *, s.attributes AS _a, list_transform(s.attributes, lambda a: a.key) AS _k FROM c)
     SELECT filename, _rn, _blank, _ok AS _json_ok, _scope, s.traceId AS _trace, s.spanId AS _span,
            nullif(s.parentSpanId, '') AS _parent, s.name AS _name,
            TRY_CAST(s.startTimeUnixNano AS BIGINT) AS _start_ns, TRY_CAST(s.endTimeUnixNano AS BIGINT) AS _end_ns,
            s.status.code AS _status, {attrs}
-    FROM c"""
+    FROM d"""
 
 
 def _flat_parquet_sql(files: list[str], columns: dict[str, str], keys: list[str]) -> str:
@@ -218,12 +222,14 @@ def materialize(con, files: list[str], fmt: str, columns: dict[str, str], keys: 
         sql = _flat_parquet_sql(files, columns, keys)
     else:
         fast = f"SELECT *, true AS _ok FROM ({_lines_sql(files)})"
-        sql = _spans_from_requests(fast, f"CAST(line::JSON AS {_REQUEST})", keys)
+        # TRY_CAST: a field the struct names but a span lacks (an empty status ...) is NULL; `line::JSON` still
+        # fails on a line that is not JSON, which sends the file down the slower, checked path below.
+        sql = _spans_from_requests(fast, f"TRY_CAST(line::JSON AS {_REQUEST})", keys)
         try:
             con.execute(f"CREATE OR REPLACE TEMP TABLE kp_spans AS {sql}")
             return
         except duckdb.Error as exc:
-            if "json" not in str(exc).lower():
+            if "malformed json" not in str(exc).lower():
                 raise
         # A line that is not JSON (a cut last line, a torn write): validate each line, slower.
         checked = f"SELECT *, json_valid(line) AS _ok FROM ({_lines_sql(files)})"
@@ -282,8 +288,9 @@ def build_views(con, catalog_names: list[str]) -> OtlpRead:
         SELECT _trace, _span, _parent, _is_agent, "gen_ai.agent.name" AS _agent, "gen_ai.conversation.id" AS _conv
         FROM kp_spans_x WHERE _span IS NOT NULL AND (_skip IS NOT NULL OR _is_agent)"""
     )
+    # A table, not a view: the summary reads it several times (totals, scopes, sessions, samples, bad rows).
     con.execute(
-        """CREATE OR REPLACE TEMP VIEW kp_otlp AS
+        """CREATE OR REPLACE TEMP TABLE kp_otlp AS
         SELECT c.*, c._rn - f._first + 1 AS _line,
           make_timestamp(c._start_ns // 1000)::TIMESTAMPTZ AS "span.start_time",
           CASE WHEN c._end_ns >= c._start_ns THEN (c._end_ns - c._start_ns) / 1e9 END AS "span.duration_s",
