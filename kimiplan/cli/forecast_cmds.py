@@ -32,6 +32,7 @@ def cmd_forecast(args) -> int:
         calibration_samples=args.calibration_samples,
         currency=args.currency,
     )
+    focus = _write_focus(fc, args.focus) if args.focus else None
     ex = None
     topup = None
     topups = _topups(args.topup)
@@ -48,12 +49,6 @@ def cmd_forecast(args) -> int:
         cols += ["capacity_status"]
     extra = {} if ex is None else {"balance": ex}
     export_forecast(fc, xlsx=args.xlsx, csv=args.csv, extra=extra)
-    if args.focus:
-        from kimiplan.finance.focus import focus_frame
-        from kimiplan.io.export import to_focus
-
-        focus = focus_frame(fc)
-        to_focus(focus, args.focus)
     if args.json:
         print_json(
             {
@@ -68,17 +63,14 @@ def cmd_forecast(args) -> int:
             }
         )
         return 0
+    if focus is not None:
+        print(f"wrote {args.focus}: {len(focus):,} FOCUS 1.3 rows (route x meter x month x quantile; list prices)")
     print(
         f"{scenario.name}: {scenario.provider}/{scenario.resolved_region} {scenario.model}, "
         f"{len(fc.months)} months from {fc.months[0]}, {fc.settings['paths']:,} paths, seed {fc.settings['seed']}, "
         f"{fc.currency}"
     )
     print_table(fc.monthly[cols], currency=fc.currency)
-    if args.focus:
-        print(
-            f"wrote {args.focus}: {len(focus):,} FOCUS 1.3 rows (route x meter x month x quantile; list prices, "
-            "tax excluded)"
-        )
     for w in fc.warnings:
         print(f"warning: {w}")
     if ex is not None:
@@ -94,6 +86,16 @@ def cmd_forecast(args) -> int:
             f"with probability {percent(args.confidence, trim=True)}: {money(topup, fc.currency)}"
         )
     return 0
+
+
+def _write_focus(fc, path):
+    """The forecast as FOCUS 1.3 Cost and Usage rows, written to `path` (.csv or .parquet)."""
+    from kimiplan.finance.focus import focus_frame
+    from kimiplan.io.export import to_focus
+
+    rows = focus_frame(fc)
+    to_focus(rows, path)
+    return rows
 
 
 def cmd_backtest(args) -> int:
