@@ -88,16 +88,6 @@ def cmd_forecast(args) -> int:
     return 0
 
 
-def _write_focus(fc, path):
-    """The forecast as FOCUS 1.3 Cost and Usage rows, written to `path` (.csv or .parquet)."""
-    from kimiplan.finance.focus import focus_frame
-    from kimiplan.io.export import to_focus
-
-    rows = focus_frame(fc)
-    to_focus(rows, path)
-    return rows
-
-
 def cmd_backtest(args) -> int:
     from kimiplan.finance.backtest import backtest
 
@@ -298,3 +288,13 @@ def register(sub) -> None:
     b.add_argument("--json", action="store_true")
     b.add_argument("--catalog", action="append", default=[], metavar="FILE")
     b.set_defaults(func=cmd_backtest)
+
+
+def _write_focus(fc, path):
+    """The forecast as FOCUS 1.3 Cost and Usage rows, written to `path` (.csv or .parquet)."""
+    from kimiplan.finance.focus import focus_frame
+    from kimiplan.io.export import to_focus
+
+    rows = focus_frame(fc)
+    to_focus(rows, path)
+    return rows
