@@ -108,7 +108,8 @@ class CompoundPoisson:
 
     @property
     def skew(self) -> float:
-        return self.n * self.m3 / self.var**1.5 if self.var > 0 else 0.0
+        # n m3 / (n m2)^1.5 written so that a vanishing n (a route share of 1e-300) does not underflow to 0/0.
+        return self.m3 / (self.m2**1.5 * math.sqrt(self.n)) if self.var > 0 and self.m2 > 0 else 0.0
 
     def _gamma(self):
         # Translated gamma with the same mean, variance and skewness: S ~ x0 + Gamma(alpha, theta).
@@ -123,7 +124,9 @@ class CompoundPoisson:
             return self.mean
         x0, a, th = self._gamma()
         # The translated gamma starts below zero (x0 < 0) when the sum is small and skewed: demand never does.
-        return max(float(x0 + stats.gamma.ppf(q, a, scale=th)), 0.0)
+        x = float(x0 + stats.gamma.ppf(q, a, scale=th))
+        # A sum too small for the gamma's arithmetic (alpha underflows) is its mean, ~0.
+        return max(x, 0.0) if math.isfinite(x) else self.mean
 
     def overflow_fraction(self, limit: float) -> float:
         """E[(S - K)+] / E[S]."""
@@ -312,3 +315,13 @@ def fixed_window_count_refusal(mean_requests: float, sizes: Sizes, limit: float)
     gt = stats.poisson.sf(np.arange(hi), mean_requests)
     refused = _fixed_chain(gt, np.asarray(sizes.probs, dtype=np.float64), bands, cap)
     return float(refused / mean_requests)
+
+
+def pacing_wait(servers: int, load: float, latency_s: float) -> dict:
+    """A client that waits for a free slot instead of taking a 429 turns the concurrency limit into an M/M/c
+    queue: P(wait) = Erlang C and mean wait C * latency / (c - a) (exact for exponential latency, an
+    approximation otherwise). When the load reaches the limit the queue grows without bound: `stable` is False
+    and the mean wait None."""
+    c = erlang_c(servers, load)
+    stable = load < servers
+    return {"stable": stable, "p_wait": c, "mean_wait_s": c * latency_s / (servers - load) if stable else None}
