@@ -32,8 +32,8 @@ import pandas as pd
 
 from kimiplan.catalog.cards import Catalog, load_catalog
 from kimiplan.errors import CatalogError, ConfigError
-from kimiplan.logs import otel
 from kimiplan.logs.mapping import FIELDS, LogMapping, Source, guess_mapping, load_mapping
+from kimiplan.logs.otel import DERIVED, build_views, detect_exclusive_scopes, is_otlp_columns, materialize
 
 MILLION = Decimal(1_000_000)
 PRICE_SCALE = Decimal("1e-12")
@@ -571,11 +571,11 @@ def summarize_log(
         m = load_mapping(mapping if mapping is not None else guess_mapping(list(columns)))
         prices = price_table(catalog, provider, region)
         otlp = None
-        if m.format == "otlp" or (m.format is None and otel.is_otlp_columns(list(columns))):
+        if m.format == "otlp" or (m.format is None and is_otlp_columns(list(columns))):
             # OpenTelemetry spans: read once into a temp table of calls (the other spans counted by reason).
-            keys = [c for c in m.source_columns() if c not in otel.DERIVED]
-            otel.materialize(con, files, fmt, columns, keys)
-            otlp = otel.build_views(con, list(prices["name"]))
+            keys = [c for c in m.source_columns() if c not in DERIVED]
+            materialize(con, files, fmt, columns, keys)
+            otlp = build_views(con, list(prices["name"]))
             fmt = "otlp"
             desc = con.execute("DESCRIBE SELECT * FROM kp_otlp").fetchall()
             columns = {r[0]: r[1] for r in desc}
@@ -669,7 +669,7 @@ def _exclusive_prompt(con, m: LogMapping, fields: dict, otlp) -> str:
     total = f"({p}) + coalesce({c}, 0) + coalesce({w}, 0)"
     if m.input_counting == "exclusive":
         return total
-    exclusive, inclusive = otel.detect_exclusive_scopes(con, p, c)
+    exclusive, inclusive = detect_exclusive_scopes(con, p, c)
     otlp.exclusive_scopes, otlp.inclusive_scopes = exclusive, inclusive
     if not exclusive:
         return p
