@@ -22,7 +22,7 @@ kp.viz.setup_notebook()
 
 # %% [markdown]
 # ## 1. The plan against the current tier
-# Peak demand at the busiest minute of a week (hourly profile, weekday factor and the 10:00 burst), the 99.9th percentile, utilization and headroom per limit.
+# Peak demand at the busiest minute of a week (hourly profile, weekday factor and the 10:00 burst), the 99.9th percentile and each limit's use; headroom is the one figure the verdict gives: how far traffic can grow before refusals pass the target.
 
 # %%
 p = kp.plan(sc, catalog)
@@ -32,7 +32,7 @@ print(p.describe())
 p.summary()
 
 # %%
-kp.table(p.demand[p.demand.route == 'total'])
+kp.table(p.demand[p.demand.route == 'total'].drop(columns='headroom'))
 
 # %% [markdown]
 # ### The verdict under each tier table
