@@ -484,6 +484,7 @@ _KINDS = {
     "uniform",
     "empirical",
     "texts",
+    "mixture",
     "str",
     "InlineTier",
 }
