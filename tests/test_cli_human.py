@@ -78,6 +78,19 @@ def test_init_writes_a_valid_commented_scenario(tmp_path, capsys, kind):
     assert code == 2 and "--force" in err and out.read_text() == body
 
 
+def test_init_and_validate_words_read_right(tmp_path, capsys):
+    """init's one chat route validates as "1 route" (not "1 routes"); the growth ceiling prints as a spaced
+    percent with its thousands separator."""
+    out = tmp_path / "one.yaml"
+    assert run(capsys, "init", str(out), "--kind", "chat", "--yes")[0] == 0
+    code, text, _ = run(capsys, "validate", str(out))
+    assert code == 0 and "valid (1 route, model" in text
+    code, text, _ = run(capsys, "validate", "support_chat")
+    assert code == 0 and "valid (3 routes, model" in text
+    code, _, err = run(capsys, "init", str(tmp_path / "g.yaml"), "--growth", "300", "--yes")
+    assert code == 2 and "at most 1,000 %, got '300'" in err and not (tmp_path / "g.yaml").exists()
+
+
 def test_init_rejects_an_unknown_model(tmp_path, capsys):
     code, _, err = run(capsys, "init", str(tmp_path / "x.yaml"), "--model", "kimi-k9", "--yes")
     assert code == 2 and "kimi-k9" in err and not (tmp_path / "x.yaml").exists()

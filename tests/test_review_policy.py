@@ -204,6 +204,9 @@ def test_cli_exit_codes(tmp_path, capsys, monkeypatch):
     assert code == 3 and err.count("\n") == 1 and "'nope'" in err
     code, out, err = run("policies:\n  - name: p\n    max_monthly_cost: 10 %\n")
     assert code == 3 and err.count("\n") == 1 and "g.yaml" in err and "max_monthly_cost" in err and "10 %" in err
+    # an error found while checking (not while parsing) names the file too, not "<policy>"
+    code, out, err = run("policies:\n  - name: p\n    max_monthly_cost: 5000 EUR\n")
+    assert code == 3 and err.startswith("kimiplan: error: g.yaml: policy 'p' key max_monthly_cost: 5,000 EUR"), err
 
 
 def test_a_capacity_plan_alone_answers_capacity_policies(support, catalog):

@@ -134,7 +134,7 @@ def parse_growth(text: str | float) -> float:
 
     x = parse_fraction(text, 1.0, "growth")
     if not isinstance(x, float | int) or not -1 < x <= MAX_GROWTH:
-        raise ValueError(f"monthly growth must be above -100 % and at most {MAX_GROWTH:.0%}, got {text!r}")
+        raise ValueError(f"monthly growth must be above -100 % and at most {MAX_GROWTH * 100:,.0f} %, got {text!r}")
     return float(x)
 
 

@@ -147,8 +147,8 @@ def cmd_check(args) -> int:
             today=parse_date(args.today, "--today"),
             only_increases=args.only_increases,
             raise_on_fail=False,
+            origin=origin,
         )
-        result = type(result)(result.verdicts, origin, result.silent, result.diffs)
     except KimiplanError as exc:
         return _error(exc)
     if result.silent:

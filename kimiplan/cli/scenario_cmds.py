@@ -25,7 +25,8 @@ def cmd_validate(args) -> int:
     from kimiplan.workload.checks import verdict_warnings
 
     s = load_scenario(args.scenario)
-    print(f"{args.scenario}: valid ({len(s.routes)} routes, model {s.model} on {s.provider}/{s.resolved_region})")
+    n = f"{len(s.routes)} route{'' if len(s.routes) == 1 else 's'}"
+    print(f"{args.scenario}: valid ({n}, model {s.model} on {s.provider}/{s.resolved_region})")
     # The warnings that change the verdict: the report's first screen shows the same list.
     for w in verdict_warnings(s):
         print(f"warning: {w}")

@@ -582,15 +582,17 @@ def check(
     today: dt.date | None = None,
     only_increases: bool = False,
     raise_on_fail: bool = True,
+    origin: str | None = None,
 ) -> CheckResult:
     """Apply `policy` (a file, a mapping, a `PolicyFile` or one `Policy`) to `subject`: a scenario or file, a
     `PlanDiff` (so that increase thresholds apply), a `Forecast`, or a list of them. Returns a `CheckResult`;
     raises `PolicyViolation` when a fail-level policy fails (unless `raise_on_fail=False`), so a notebook cell
     that calls it fails under nbval. `only_increases`: silent (no verdicts reported) when no diff's cost rises
-    and nothing fails."""
+    and nothing fails. `origin`: the policy's name in messages when `policy` is already loaded (the CLI's file)."""
     from kimiplan.catalog.cards import load_catalog
 
-    pf, origin = load_policy(policy)
+    pf, loaded_from = load_policy(policy)
+    origin = origin or loaded_from
     catalog = catalog or load_catalog()
     today = today or dt.datetime.now(dt.UTC).date()
     verdicts: list[Verdict] = []
