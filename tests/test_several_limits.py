@@ -205,3 +205,19 @@ def test_a_huge_inline_limit_returns():
     # Issue 19: this ran for over 9 minutes (an Erlang B recursion as long as the limit, again and again).
     p = plan(load_scenario("support_chat").with_changes(tier={"rpm": 10**9}))
     assert p.refusal_total == 0.0 and math.isfinite(p.max_scale) and p.max_scale > 1e6
+
+
+@pytest.mark.parametrize("tpm", [360_000, 400_000, 600_000])
+def test_refusal_by_route_is_each_routes_product_form(tpm):
+    # Two routes reserving 2,000 and 10,000 tokens under one TPM (issue 19: the large requests are refused about
+    # five times as often): plan's refusal_by_route against the enumerated product form, class by class, and the
+    # verdict names the route refused most.
+    base = {"output": 200, "overhead_tokens": 0, "latency": {"total_s": {"kind": "fixed", "value": 5.0}}}
+    sc = _scenario(1.0, {"tpm": tpm}, "sliding", {"system": 1000, "max_completion_tokens": 1000, **base})
+    report = {"name": "report", "share": 0.5, "system": 6000, "max_completion_tokens": 4000, **base}
+    sc = sc.with_changes(routes=[{**sc.routes[0].model_dump(mode="json"), "share": 0.5}, report])
+    p = plan(sc)
+    want = brute_product_form(1.0, [(1, 2000, 0.5), (1, 10000, 0.5)], tpm // 2000 + 1, tpm)
+    got = [p.refusal_by_route["r"], p.refusal_by_route["report"]]
+    assert got == pytest.approx(want.tolist(), rel=0.01, abs=1e-5)
+    assert want[1] > 4 * want[0] > 0 and "route refused most: report" in p.describe()

@@ -258,6 +258,11 @@ def _far_below(n: float, v: np.ndarray, p: np.ndarray, room: float) -> bool:
 def _units(sizes: Sizes, limit: float) -> tuple[np.ndarray, int, float]:
     # Whole-unit sizes (API calls) are counted one by one; tokens in units of at most limit / MAX_UNITS.
     whole = all(float(v).is_integer() for v in sizes.values) and limit <= 20 * MAX_UNITS
+    if not whole and all(float(v).is_integer() and v >= 1 for v in sizes.values):
+        # Whole sizes with a common divisor that keeps the grid small: that divisor is the unit, exactly.
+        g = int(np.gcd.reduce(np.asarray(sizes.values, dtype=np.int64)))
+        if limit / g <= MAX_UNITS:
+            return np.asarray(sizes.values, dtype=np.int64) // g, int(math.floor(limit / g + 1e-9)), float(g)
     unit = 1.0 if whole else max(1.0, limit / MAX_UNITS)
     bands = np.maximum(np.rint(np.asarray(sizes.values) / unit), 1).astype(np.int64)
     if not whole:

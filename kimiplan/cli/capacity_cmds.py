@@ -60,11 +60,15 @@ def cmd_plan(args) -> int:
     print(p.verdict())
     print(p.describe())
     print()
+    from kimiplan.io.formats import ColumnFormat
+
+    # One headroom: the growth multiple before refusals pass the target (not a second "1 - use" column).
+    head = {"max_scale": ColumnFormat("multiple", header="Headroom (×)")}
     d = p.demand
-    print_table(d[d["route"] == "total"].drop(columns=["route"]))
+    print_table(d[d["route"] == "total"].drop(columns=["route", "headroom"], errors="ignore"))
     if p.by_tier_table:
         print("\nthe verdict under each tier table (headline marked):")
-        print_table(p.tier_tables[list(TIER_TABLE_COLUMNS)])
+        print_table(p.tier_tables[list(TIER_TABLE_COLUMNS)], formats=head)
     if len(p.ladder):
         print()
         print_table(
@@ -78,11 +82,13 @@ def cmd_plan(args) -> int:
                     "refusal_total",
                     "binding_limit",
                     "holds",
+                    "max_scale",
                     "max_requests_per_second",
                     "recharge",
                     "recharge_currency",
                 ]
-            ]
+            ],
+            formats=head,
         )
     return 0
 

@@ -22,7 +22,7 @@ kp.viz.setup_notebook()
 
 # %% [markdown]
 # ## 1. The plan against the current tier
-# Peak demand at the busiest minute of a week (hourly profile, weekday factor and the 10:00 burst), the 99.9th percentile, utilization and headroom per limit.
+# Peak demand at the busiest minute of a week (hourly profile, weekday factor and the 10:00 burst), the 99.9th percentile and each limit's use; headroom is the one figure the verdict gives: how far traffic can grow before refusals pass the target.
 
 # %%
 p = kp.plan(sc, catalog)
@@ -32,7 +32,7 @@ print(p.describe())
 p.summary()
 
 # %%
-kp.table(p.demand[p.demand.route == 'total'])
+kp.table(p.demand[p.demand.route == 'total'].drop(columns='headroom'))
 
 # %% [markdown]
 # ### The verdict under each tier table
@@ -119,7 +119,6 @@ pd.DataFrame(g)
 # A scenario can state a textbook system by itself: Poisson arrivals at 10 requests/s, a custom tier with only 50 concurrent requests, fixed tokens, a lognormal latency with a 5 s mean, no retries, a horizon and a seed (the `simulation:` section). Refusal then has a closed form, Erlang B, whatever the latency's shape. The same file runs with `kimiplan simulate FILE --json`.
 
 # %%
-
 theory = kp.parse_scenario({
     'name': 'M/G/50/50', 'model': 'kimi-k2.6', 'as_of': '2026-11-26', 'seed': 3,
     'tier': {'name': 'only-concurrency', 'concurrency': 50},
