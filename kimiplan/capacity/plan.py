@@ -218,7 +218,7 @@ def joint_simulation(
 
 def use_joint_simulation(fields: dict, joint: dict) -> None:
     """The headline refusals from the targeted simulation: per limit (back from the shares charged to each,
-    in the admission order), total, binding limit and the demand table's total rows; per-route refusals keep
+    in the admission order), total and the demand table's total rows; per-route refusals keep
     the knapsack's ratios between routes, scaled to the simulated total."""
     minute = joint["minute"]
     by, passed = dict(fields["refusal_by_limit"]), 1.0
@@ -230,7 +230,8 @@ def use_joint_simulation(fields: dict, joint: dict) -> None:
     fields["refusal_by_limit"] = by
     fields["refusal_attributed"] = att
     fields["refusal_total"] = _total_refusal(by)
-    fields["binding_limit"] = max(att, key=att.get) if max(att.values()) > 0 else fields["binding_limit"]
+    # The binding limit stays the fixed point's, the one the ladder and the headroom name for this tier (one
+    # definition whichever plan computes it); the simulated shares per limit are in refusal_by_limit.
     if fields.get("refusal_by_route") and old_total > 0:
         f = fields["refusal_total"] / old_total
         fields["refusal_by_route"] = {r: min(v * f, 1.0) for r, v in fields["refusal_by_route"].items()}
