@@ -487,6 +487,7 @@ _KINDS = {
     "uniform",
     "empirical",
     "texts",
+    "mixture",
     "str",
     "InlineTier",
 }
