@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
-from kimiplan.capacity.loss import Sizes
+from kimiplan.capacity.loss import JointSizes, Sizes
 from kimiplan.catalog.admission import rule_for
 from kimiplan.model.scenario import Route
 from kimiplan.workload.agent import draw_agent
@@ -62,6 +62,7 @@ def agent_step_row(route: Route, ctx, samples: int, seed, provider: str = "moons
         "max_completion_tokens": budget,
         "token_sizes": Sizes.from_sample(reserved),
         "call_sizes": Sizes.unit(),
+        "joint_sizes": JointSizes.from_sample(np.ones(reserved.size), reserved),
         "agent_calls_per_run": per_run,
         "agent_run_duration_s": float(runs["latency_s"].mean()),
     }

@@ -21,7 +21,9 @@ import pandas as pd
 from scipy import stats
 
 from kimiplan.capacity.loss import (
+    MAX_CLASSES,
     CompoundPoisson,
+    JointSizes,
     Sizes,
     erlang_b,
     fixed_window_count_refusal,
@@ -82,6 +84,8 @@ def route_moments(scenario, catalog=None, samples: int = MOMENT_SAMPLES) -> pd.D
                 "max_completion_tokens": budget,
                 "token_sizes": Sizes.from_sample(d["reserved_tokens"]),
                 "call_sizes": Sizes.from_weighted(pmf[0] + 1, pmf[1]) if pmf else Sizes.from_sample(d["api_calls"]),
+                # What one request takes from RPM and TPM together (the two-limit knapsack needs the joint law)
+                "joint_sizes": JointSizes.from_sample(d["api_calls"], d["reserved_tokens"]),
             }
         )
     return pd.DataFrame(rows)
@@ -169,7 +173,10 @@ class _Tokens:
             return 0.0
         if self.window == "sliding":
             return sliding_window_refusal(self.cp.n / 60.0, self.sizes, limit)
-        return self.cp.overflow_fraction(limit)
+        # The overflow share of the tokens, at least the requests that can never fit, at most all of them (the
+        # translated gamma of a tiny, very skewed sum can put it above 1).
+        never = float(sum(p for v, p in zip(self.sizes.values, self.sizes.probs) if v > limit))
+        return min(max(self.cp.overflow_fraction(limit), never), 1.0)
 
 
 class _Nothing:
@@ -196,6 +203,8 @@ class _Group:
     calls: tuple = (1.0, 1.0, 1.0)  # raw moments of API calls per request
     token_sizes: Sizes = Sizes.unit()
     call_sizes: Sizes = Sizes.unit()
+    classes: JointSizes | None = None  # joint (calls, tokens) classes of the group's requests
+    class_routes: tuple = ()  # the route of each class (per-route refusals)
 
 
 def _groups(moments: pd.DataFrame) -> list[_Group]:
@@ -216,8 +225,28 @@ def _groups(moments: pd.DataFrame) -> list[_Group]:
             call = Sizes.mix(list(zip(g["call_sizes"], w)))
         else:  # moments from an older caller without size laws: one class at the mean
             tok, call = Sizes((m1,), (1.0,)), Sizes((calls[0],), (1.0,))
-        out.append(_Group(name, g["share"].sum(), m1, m2, m3, lat, lat_se, calls, tok, call))
+        classes, routes = _joint_classes(g, w, tok, call)
+        out.append(_Group(name, g["share"].sum(), m1, m2, m3, lat, lat_se, calls, tok, call, classes, routes))
     return out
+
+
+def _joint_classes(g: pd.DataFrame, w: pd.Series, tok: Sizes, call: Sizes) -> tuple[JointSizes, tuple]:
+    """The joint classes of a group, each route's kept apart (so per-route refusals fall out), re-binned so
+    the group has at most about MAX_CLASSES of them."""
+    per_route = max(4, MAX_CLASSES // max(len(g), 1))
+    if "joint_sizes" not in g:  # an older moments table: calls and tokens taken as independent
+        js = JointSizes.from_marginals(call, tok)
+        return js, (g["route"].iloc[0] if len(g) == 1 else "total",) * js.size
+    cs, ts, ps, rs = [], [], [], []
+    for (_, row), wi in zip(g.iterrows(), w):
+        j = row["joint_sizes"]
+        if len(g) > 1 and j.size > per_route:
+            j = JointSizes.from_weighted(j.calls, j.tokens, j.probs, per_route)
+        cs += list(j.calls)
+        ts += list(j.tokens)
+        ps += [wi * p for p in j.probs]
+        rs += [row["route"]] * j.size
+    return JointSizes(tuple(cs), tuple(ts), tuple(ps)), tuple(rs)
 
 
 def _loads(g: _Group, rps: float, peaks: dict):

@@ -73,6 +73,7 @@ from kimiplan.capacity.verdict import (  # noqa: F401 (re-exported)
     _PlanContext,
     _reduced_load,
     _refusal,
+    _route_refusal,
     _table_limits,
     _total_refusal,
     _total_refusal_by_limit,
@@ -127,6 +128,9 @@ def plan(
     if tier is not None:
         fields.update(refusal_summary(fields["demand"]))
         fields["refusal_attributed"] = attributed_refusal(fields["refusal_by_limit"])
+        fields["refusal_by_route"] = _route_refusal(
+            ctx.groups, scenario.traffic.mean_rps, ctx.peaks, limits, ctx.window
+        )
         fields["refusal_se"] = _refusal_se(ctx, limits)
         fields["week_average"] = _week_average(ctx, limits)
         total = ctx.groups[-1]
@@ -139,6 +143,9 @@ def plan(
                 "peak_load": float(load),
                 **pacing_wait(int(conc), float(load), total.lat),
             }
+        joint = joint_simulation(scenario, catalog, tier, fields, target, ctx.peaks, ctx.window)
+        if joint is not None:
+            use_joint_simulation(fields, joint)
         scale = ctx.max_scale(limits, target)
         fields["never_fits"] = ctx.floor_refusal(limits)
         fields["max_scale"] = scale
@@ -164,7 +171,94 @@ def plan(
     fields["table_ladders"] = {v["version"]: v["_ladder"] for v in verdicts}
     fields["upgrade"] = _upgrade(ctx, ladder, tiers, fields["tier"], target) if len(ladder) else None
     fields["assumptions"] = _assumptions(scenario, ctx, tier, tables, headline if own else None, version)
+    if "_joint_method" in fields:
+        fields["assumptions"]["limits_together"] = fields.pop("_joint_method")
     return CapacityPlan(**fields)
+
+
+JOINT_REQUESTS = 200_000  # requests of the targeted simulation when concurrency and a window limit bind together
+JOINT_RATIO = 0.2  # the lesser of the two refuses at least this share of the greater
+
+
+def joint_simulation(
+    scenario, catalog, tier, summary: dict, target: float, peaks: dict | None = None, window: str | None = None
+) -> dict | None:
+    """Concurrency and a window limit refusing together at the busiest minute: a request holds a slot for its
+    latency and a window place for 60 s, so there is no product form, and the Erlang fixed point that joins
+    them over-states such ties by up to about 30 % against the simulator (tests/test_several_limits.py). There
+    the headline figures come from a simulation of `JOINT_REQUESTS` requests at the busiest minute's rate held
+    constant (the scenario's seed). None when the point does not need it (one limit dominates, or the total
+    refusal is below a tenth of the target, where the fixed point's error is far below the target). `summary`
+    is a `refusal_summary` (the sweeps use it too, so a sweep point equals its plan)."""
+    att = summary.get("refusal_attributed") or attributed_refusal(summary["refusal_by_limit"])
+    window_kind = _window(scenario, window)
+    window = max(att.get("rpm", 0.0), att.get("tpm", 0.0))
+    conc = att.get("concurrency", 0.0)
+    if window_kind != "sliding" or min(conc, window) <= 0 or min(conc, window) < JOINT_RATIO * max(conc, window):
+        return None
+    if summary["refusal_total"] < target / 10 or scenario.simulation.client.kind != "none":
+        return None
+    from kimiplan.capacity.sim.simulate import SimSettings, simulate
+
+    sc, rate = _flat_at_peak(scenario, peaks if peaks is not None else peak_factors(scenario))
+    hours = JOINT_REQUESTS / (rate * 3600.0)
+    # The daily limits stay analytic (a day at the busiest minute's rate would over-state them).
+    minute_tier = tier.model_copy(update={"tpd": None, "rpd": None})
+    res = simulate(sc, catalog, SimSettings.for_scenario(sc, hours=hours), tier=minute_tier)
+    s = res.summary
+    return {
+        "minute": {k: float(s["rejected_fraction"].get(k, 0.0)) for k in MINUTE_LIMITS},
+        "method": f"concurrency and a window limit refuse together at the busiest minute (no product form: a "
+        f"request holds a slot for its latency and a window place for 60 s), so the headline refusals come from "
+        f"a simulation of {s['requests']:,} requests at the busiest minute's rate ({rate:.3g} requests/s, seed "
+        f"{s['seed']}); the ladder and the sustainable traffic use the Erlang fixed point, which over-states "
+        f"such ties (the safe side)",
+    }
+
+
+def use_joint_simulation(fields: dict, joint: dict) -> None:
+    """The headline refusals from the targeted simulation: per limit (back from the shares charged to each,
+    in the admission order), total and the demand table's total rows; per-route refusals keep
+    the knapsack's ratios between routes, scaled to the simulated total."""
+    minute = joint["minute"]
+    by, passed = dict(fields["refusal_by_limit"]), 1.0
+    for k in MINUTE_LIMITS:
+        by[k] = minute[k] / passed if passed > 0 else 0.0
+        passed = max(passed - minute[k], 0.0)
+    old_total = fields["refusal_total"]
+    att = attributed_refusal(by)
+    fields["refusal_by_limit"] = by
+    fields["refusal_attributed"] = att
+    fields["refusal_total"] = _total_refusal(by)
+    # The binding limit stays the fixed point's, the one the ladder and the headroom name for this tier (one
+    # definition whichever plan computes it); the simulated shares per limit are in refusal_by_limit.
+    if fields.get("refusal_by_route") and old_total > 0:
+        f = fields["refusal_total"] / old_total
+        fields["refusal_by_route"] = {r: min(v * f, 1.0) for r, v in fields["refusal_by_route"].items()}
+    d = fields.get("demand")
+    if d is not None:
+        for k, v in by.items():
+            d.loc[(d["route"] == "total") & (d["limit"] == k), "refusal"] = v
+    fields["_joint_method"] = joint["method"]
+
+
+def _flat_at_peak(scenario, peaks: dict):
+    """The scenario at the busiest minute's rate held constant (no profile, bursts, events or growth)."""
+    rate = scenario.traffic.mean_rps * peaks["peak_minute"]
+    flat = scenario.traffic.model_copy(
+        update={
+            "requests_per_second": rate,
+            "requests_per_day": None,
+            "hourly_profile": None,
+            "weekday_factors": None,
+            "bursts": (),
+            "events": (),
+            "holidays": {},
+            "monthly_growth": 0.0,
+            "monthly_requests": None,
+        }
+    )
+    return scenario.model_copy(update={"traffic": flat}), rate
 
 
 CLIENT_SIM_HOURS = 1.0
@@ -195,21 +289,7 @@ def _client_simulation(scenario, catalog, tier, peaks: dict) -> dict | None:
         return None
     from kimiplan.capacity.sim.simulate import SimSettings, simulate
 
-    rate = scenario.traffic.mean_rps * peaks["peak_minute"]
-    flat = scenario.traffic.model_copy(
-        update={
-            "requests_per_second": rate,
-            "requests_per_day": None,
-            "hourly_profile": None,
-            "weekday_factors": None,
-            "bursts": (),
-            "events": (),
-            "holidays": {},
-            "monthly_growth": 0.0,
-            "monthly_requests": None,
-        }
-    )
-    sc = scenario.model_copy(update={"traffic": flat})
+    sc, rate = _flat_at_peak(scenario, peaks)
     s = simulate(sc, catalog, SimSettings.for_scenario(sc, hours=CLIENT_SIM_HOURS), tier=tier).summary
     return {
         "client": client.kind,
@@ -270,9 +350,11 @@ def _assumptions(scenario, ctx: _PlanContext, tier, tables: list[dict], headline
     return {
         "window": ctx.window,
         "window_method": (
-            "sliding 60 s window: Erlang B (M/D/c/c) for single-call requests, Kaufman-Roberts stochastic "
-            "knapsack for tokens and multi-call requests (request-size classes from the fixed-seed draws, at most "
-            "64, keeping the mean size exact; tokens in units of at most 1/3,000 of the limit)"
+            "sliding 60 s window: RPM and TPM together as one stochastic knapsack (product form, exact for "
+            "Poisson arrivals: a two-dimensional Kaufman-Roberts recursion when both limits can refuse, the "
+            "one-dimensional knapsack or Erlang B when one cannot); request classes of (API calls, reserved "
+            "tokens) from the fixed-seed draws, at most about 64, keeping each class's mean size; tokens in units "
+            "of at most 1/3,000 of TPM (coarser when RPM is large); per-route refusals from the classes"
             if ctx.window == "sliding"
             else "fixed calendar minute: exact Poisson overflow for requests, compound-Poisson token overflow "
             "(translated gamma on exact moments) for tokens"
@@ -288,7 +370,10 @@ def _assumptions(scenario, ctx: _PlanContext, tier, tables: list[dict], headline
             "about 0.5 s and 1 s) the share of requests that raise RateLimitError in the application comes from a "
             "short simulation at the busiest minute (client_effect.failed)",
         }[client.kind],
-        "arrivals": "Poisson at the busiest minute's rate (hourly profile x weekday x bursts); limits independent",
+        "arrivals": "Poisson at the busiest minute's rate (hourly profile x weekday x bursts)",
+        "limits_together": "RPM and TPM exactly together (sliding window); concurrency joined to them, and TPD/RPD "
+        "to the minute limits, by the Erlang fixed point (each sees the load the others admit; holding times "
+        "differ, so there is no product form)",
         "concurrency": "Erlang B on the exact mean latency (M/G/c/c is insensitive to the latency's law)",
         "moments": "exact from the distributions; sampled: truncated completions (latency) "
         + (f"and routes {', '.join(sampled)}" if sampled else "only")

@@ -157,6 +157,7 @@ class CapacityPlan:
     refusal_total: float | None = None
     refusal_se: dict | None = None
     refusal_attributed: dict | None = None  # charged to the first limit broken, as the simulator counts
+    refusal_by_route: dict | None = None  # route -> share of its requests refused at the busiest minute
     client_effect: dict | None = None  # a retrying client: attempts refused and requests failed (simulated)
     binding_limit: str | None = None
     week_average: dict | None = None
@@ -300,7 +301,7 @@ class CapacityPlan:
             lines.append(
                 f"At the busiest minute {self.tier} refuses {_pct(self.refusal_total)} of requests "
                 f"({_pct(self.week_average['refusal_total'])} averaged over a week{pm}); binding limit: "
-                f"{self.binding_limit or 'none'}."
+                f"{self.binding_limit or 'none'}{self._worst_route()}."
             )
             if self.never_fits:
                 parts = ", ".join(
@@ -438,6 +439,20 @@ class CapacityPlan:
             "are the scenario's assumptions unless calibrated."
         )
         return SummaryTable(f"Capacity plan: {self.scenario}", facts, tables, notes)
+
+    def worst_route(self) -> tuple[str, float] | None:
+        """The route whose requests are refused most often at the busiest minute (with its share), when
+        several routes share the limits and one is refused measurably more than the others."""
+        by = self.refusal_by_route or {}
+        if len(by) < 2:
+            return None
+        name = max(by, key=by.get)
+        low = min(by.values())
+        return (name, by[name]) if by[name] >= 1e-5 and by[name] > 1.05 * low else None
+
+    def _worst_route(self) -> str:
+        w = self.worst_route()
+        return "" if w is None else f"; route refused most: {w[0]} ({_pct(w[1])} of its requests)"
 
     def _repr_html_(self) -> str:
         from kimiplan.io.tables import table_html

@@ -7,6 +7,7 @@ evaluated on the peak day; total = 1 - prod(1 - p). `_PlanContext` holds what on
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -23,6 +24,7 @@ from kimiplan.capacity.demand import (
     peak_factors,
     route_moments,
 )
+from kimiplan.capacity.loss import erlang_b, window_knapsack
 from kimiplan.catalog.admission import LIMITS
 from kimiplan.errors import ConfigError
 
@@ -69,12 +71,88 @@ def _total_refusal_by_limit(
     loads = _loads(g, rps, peaks)
     if loads is None:  # no online traffic at all (every route batch): nothing is refused
         return dict.fromkeys(LIMITS if daily else MINUTE_LIMITS, 0.0)
-    out = _reduced_load(
-        lambda thin: _limit_models(g, tuple(x * thin for x in loads), window, daily=False), limits, MINUTE_LIMITS
-    )
+    out = _minute_refusal(g, loads, limits, window)[0]
     if daily:
         models = _limit_models(g, loads, window)
         out.update({k: _refusal(models[k], limits.get(k)) for k in ("tpd", "rpd")})
+    return out
+
+
+def _minute_refusal(g: _Group, loads: tuple, limits: dict, window: str) -> tuple[dict, np.ndarray | None]:
+    """Refusal per minute limit (concurrency, RPM, TPM) of a group, and per request class (None for a fixed
+    window). Sliding window: RPM and TPM together are one two-dimensional knapsack (`loss.window_knapsack`,
+    exact product form); concurrency and that window hold a request for different times (its latency, 60 s),
+    which has no product form, and the two are joined by the Erlang fixed point (`_reduced_load`), each
+    seeing the load the other admits. RPM's share is what it refuses (checked first), TPM's what it refuses
+    among the requests RPM admits, so `attributed_refusal` gives back the shares charged to each."""
+    if window != "sliding" or g.classes is None:
+        return _reduced_load(
+            lambda thin: _limit_models(g, tuple(x * thin for x in loads), window, daily=False), limits, MINUTE_LIMITS
+        ), None
+    _, lam_pk, _, conc_load = loads
+    probs = np.asarray(g.classes.probs, dtype=np.float64)
+    probs = probs / probs.sum()
+    conc = limits.get("concurrency")
+
+    def win(thin: float) -> dict:
+        return _window_cached(lam_pk * thin, g.classes, limits.get("rpm"), limits.get("tpm"))
+
+    def erl(thin: float) -> float:
+        return 0.0 if conc is None else erlang_b(int(conc), conc_load * thin)
+
+    w = win(1.0)
+    b_c = erl(1.0)
+    b_w = float(np.dot(probs, w["blocked"]))
+    if b_c > 1e-12 and b_w > 1e-12:
+        for _ in range(60):
+            prev = (b_c, b_w)
+            w = win(1.0 - b_c)
+            b_w = float(np.dot(probs, w["blocked"]))
+            b_c = erl(1.0 - b_w)
+            if max(abs(b_c - prev[0]), abs(b_w - prev[1])) < 1e-9:
+                break
+    b_rpm = float(np.dot(probs, w["rpm"]))
+    b_tpm = float(np.dot(probs, w["tpm"]))
+    per = {"concurrency": b_c, "rpm": b_rpm, "tpm": b_tpm / (1.0 - b_rpm) if b_rpm < 1.0 else 0.0}
+    return per, 1.0 - (1.0 - b_c) * (1.0 - w["blocked"])
+
+
+@functools.lru_cache(maxsize=2048)
+def _window_cached(rate: float, classes, rpm: float | None, tpm: float | None) -> dict:
+    """`window_knapsack`, memoized: a plan evaluates the same tier at the same rate several times (its table,
+    its ladder row, each tier table's verdict). The arrays are made read-only: the cache holds immutable
+    values only."""
+    out = window_knapsack(rate, classes, rpm, tpm)
+    for k in ("blocked", "rpm", "tpm"):
+        out[k].flags.writeable = False
+    return out
+
+
+def _route_refusal(groups: list[_Group], rps: float, peaks: dict, limits: dict, window: str = "sliding") -> dict:
+    """Share of each online route's requests refused at the busiest minute (the daily limits on the peak day):
+    per request class from the knapsack (a route of large requests is refused more often than one of small
+    ones under the same TPM), concurrency and the daily limits alike for every route. For a fixed window the
+    per-class law is not computed and every route gets the total's share."""
+    g = groups[-1]
+    routes = [x.name for x in groups[:-1]]
+    loads = _loads(g, rps, peaks)
+    if loads is None:
+        return dict.fromkeys(routes, 0.0)
+    per, by_class = _minute_refusal(g, loads, limits, window)
+    models = _limit_models(g, loads, window)
+    daily = 1.0 - (1.0 - _refusal(models["tpd"], limits.get("tpd"))) * (
+        1.0 - _refusal(models["rpd"], limits.get("rpd"))
+    )
+    if by_class is None:
+        total = _total_refusal(per)
+        return {r: 1.0 - (1.0 - total) * (1.0 - daily) for r in routes}
+    probs = np.asarray(g.classes.probs, dtype=np.float64)
+    names = np.asarray(g.class_routes, dtype=object)
+    out = {}
+    for r in routes:
+        m = names == r
+        share = float(np.dot(probs[m], by_class[m]) / probs[m].sum()) if m.any() and probs[m].sum() > 0 else 0.0
+        out[r] = 1.0 - (1.0 - share) * (1.0 - daily)
     return out
 
 

@@ -36,6 +36,9 @@ MAX_SEARCHES = 100  # $web_search round trips per request
 MAX_SECONDS = 86_400.0  # latency of one call
 MAX_TPS = 1e9  # decode speed, tokens/s (fits against a zero-delay emulator reach 1e6)
 MAX_RPS = 1_000_000.0  # requests per second of one application (86.4 billion a day)
+# The least volume: one request in 100 days. Below it no tier's limit is within reach of any growth multiple the
+# plan searches (up to 10^9 x), and the figures would underflow.
+MIN_REQUESTS_PER_DAY = 0.01
 MAX_FACTOR = 1_000.0  # burst, event and holiday multipliers; profile weights are relative
 MAX_LIMIT = 10**12  # any inline tier limit
 MAX_RATE = 1e6  # an exchange rate
@@ -218,8 +221,8 @@ class Event(_M):
 
 
 class Traffic(_M):
-    requests_per_day: float | None = Field(default=None, gt=0, le=MAX_RPS * 86400)
-    requests_per_second: float | None = Field(default=None, gt=0, le=MAX_RPS)
+    requests_per_day: float | None = Field(default=None, ge=MIN_REQUESTS_PER_DAY, le=MAX_RPS * 86400)
+    requests_per_second: float | None = Field(default=None, ge=MIN_REQUESTS_PER_DAY / 86400, le=MAX_RPS)
     hourly_profile: tuple[float, ...] | None = Field(
         default=None, description="24 relative weights (hour 0..23 in `timezone`); normalized to mean 1"
     )

@@ -52,10 +52,10 @@ def mirrored_quantile(x: np.ndarray, q: float) -> float:
 
 
 def _same(a: RouteFigures, b: RouteFigures) -> bool:
-    """The route's own figures are equal (an account-wide refusal moved by another route does not count)."""
-    if a.refusal_scope == "account" and b.refusal_scope == "account":
-        a, b = replace(a, refusal=None), replace(b, refusal=None)
-    return a == b
+    """The route's own figures are equal. A refusal moved by another route does not count: the limits are
+    shared, so an account-wide refusal, and a route's own one (`refusal_by_route`), move with every route's
+    traffic; a change to the route itself shows in its other figures."""
+    return replace(a, refusal=None, refusal_scope=None) == replace(b, refusal=None, refusal_scope=None)
 
 
 @dataclass(frozen=True)

@@ -83,10 +83,12 @@ def _with_scalars(sc, overrides: Mapping[str, Any], origin: str):
 def _evaluate(base, overrides, seed_words, catalog, cfg: _Settings, cache: dict) -> dict[str, Any]:
     from kimiplan.capacity.plan import (
         demand_table,
+        joint_simulation,
         max_sustainable_scale,
         peak_factors,
         refusal_summary,
         route_moments,
+        use_joint_simulation,
     )
     from kimiplan.catalog.admission import scenario_limits
     from kimiplan.catalog.resolve import check_against_catalog, price_card, rate_tier
@@ -138,9 +140,13 @@ def _evaluate(base, overrides, seed_words, catalog, cfg: _Settings, cache: dict)
         lk = (wk, sk, tuple(sorted(limits.items())))
         rk = (*lk, sc.traffic.mean_rps)
         if ("r", rk) not in cache:
-            cache["r", rk] = refusal_summary(
-                demand_table(sc, catalog, tier, cfg.percentile, moments=moments, peaks=peaks)
-            )
+            s = dict(refusal_summary(demand_table(sc, catalog, tier, cfg.percentile, moments=moments, peaks=peaks)))
+            # Where concurrency and a window limit bind together the plan's headline is a short simulation:
+            # the same here, so a point equals its plan.
+            joint = joint_simulation(sc, catalog, tier, s, cfg.target, peaks)
+            if joint is not None:
+                use_joint_simulation(s, joint)
+            cache["r", rk] = s
         s = cache["r", rk]
         if ("m", lk) not in cache:
             # The sustainable rate does not depend on today's volume: computed once, at the base volume.
