@@ -96,3 +96,18 @@ def test_cli_shows_refusals_per_route_and_names_the_worst(tmp_path, capsys):
     assert main(["simulate", str(path), "--client", "openai-sdk"]) == 0
     out = capsys.readouterr().out
     assert "route refused most: report" in out and "RateLimitError" in out
+
+
+@pytest.mark.parametrize(("rate", "tpm"), GRID)
+def test_plan_and_simulate_agree_per_route(rate, tpm):
+    """plan's refusal_by_route (closed form) against the simulator's per-route counts and the product form."""
+    from kimiplan.capacity.plan import plan
+
+    sc = two_route_scenario(rate, tpm, hours=400)
+    exact = kaufman_roberts(tpm // 1000, {k: rate * s * 60.0 for k, s in SHARES.items()}, UNITS)
+    p = plan(sc)
+    sim = simulate(sc).summary.rejected_fraction_by_route
+    for k in SHARES:
+        assert close(p.refusal_by_route[k], sim[k]), f"{k}: plan {p.refusal_by_route[k]:.5f} simulate {sim[k]:.5f}"
+        assert close(p.refusal_by_route[k], exact[k]), f"{k}: plan {p.refusal_by_route[k]:.5f} exact {exact[k]:.5f}"
+    assert p.worst_route()[0] == "report"

@@ -59,6 +59,14 @@ def cmd_plan(args) -> int:
             )
     print(p.verdict())
     print(p.describe())
+    by = p.refusal_by_route or {}
+    from kimiplan.io.formats import percent
+
+    if len(by) > 1:
+        print(
+            "refused at the busiest minute, by route (share of its requests): "
+            + ", ".join(f"{k} {percent(v)}" for k, v in sorted(by.items(), key=lambda kv: -kv[1]))
+        )
     print()
     from kimiplan.io.formats import ColumnFormat
 

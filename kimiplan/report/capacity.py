@@ -60,6 +60,11 @@ def capacity_report_sections(scenario, catalog=None) -> list:
         out.append(("The verdict under each tier table (last 12 months)", p.tier_tables[cols].round(6)))
         if len(p.by_tier_table) > 1:
             out.append(("Each tier table side by side", tier_tables_figure(p, scenario.traffic.mean_rps)))
+    if len(p.refusal_by_route or {}) > 1:
+        by = pd.DataFrame({"route": list(p.refusal_by_route), "refusal": list(p.refusal_by_route.values())})
+        w = p.worst_route()
+        title = "Refusals per route at the busiest minute (plan)" + (f": {w[0]} is refused most" if w else "")
+        out.append((title, by.sort_values("refusal", ascending=False, kind="stable").round(6)))
     if p.tier is not None:
         # Headroom has one definition (the growth multiple, in the summary above): the tables show each limit's
         # use at the busiest minute, not a second "headroom" of 1 - use.

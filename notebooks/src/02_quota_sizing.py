@@ -110,6 +110,14 @@ print('route refused most:', worst_route(s['rejected_fraction_by_route']))
 kp.table(route_table(s)[['route', 'requests', 'refused_share', 'refused_concurrency', 'refused_rpm', 'refused_tpm', 'failed_share']])
 
 # %% [markdown]
+# The plan gives the same view in closed form, at the busiest minute (where the day's refusals concentrate): each route's share of its requests refused (`refusal_by_route`), and the route refused most in its verdict.
+
+# %%
+pt = kp.plan(tight, catalog)
+print('route refused most at the busiest minute:', pt.worst_route())
+kp.table(pd.DataFrame({'route': list(pt.refusal_by_route), 'refusal_busiest_minute': list(pt.refusal_by_route.values())}))
+
+# %% [markdown]
 # ## 5. Growth and the upgrade date
 # With compound monthly growth, the month traffic outgrows each tier, and the tier to move to: the cheapest one whose binding limit is higher (a tier that raises only other limits changes nothing), with the cumulative recharge that unlocks it.
 
