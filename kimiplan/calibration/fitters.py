@@ -17,15 +17,21 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
 from scipy import optimize, stats
 
 from kimiplan.catalog.providers import K26_DEFAULT_MAX_COMPLETION, truncate_completion
-from kimiplan.errors import ConfigError, ConvergenceError, validate
-from kimiplan.io.atomic import atomic_write
+from kimiplan.errors import ConfigError, ConvergenceError
+from kimiplan.model.calibration import (  # noqa: F401  (the file format; re-exported for older imports)
+    SCHEMA_VERSION,
+    Calibration,
+    ComponentFit,
+    EmpiricalFit,
+    Estimate,
+    LogNormalFit,
+    RouteCalibration,
+    load_calibration,
+)
 from kimiplan.model.dists import Z95
-
-SCHEMA_VERSION = 1
 
 
 # --- loading samples ---------------------------------------------------------------------------------------
@@ -315,109 +321,6 @@ class RatioFitter(BaseFitter):
         return [("ratio", self.ratio_, self.ci_)]
 
 
-# --- the calibration file ----------------------------------------------------------------------------------
-class _F(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Estimate(_F):
-    value: float
-    ci: tuple[float, float]
-    n: int
-
-
-class LogNormalFit(_F):
-    median: float
-    p95: float
-    median_ci: tuple[float, float]
-    p95_ci: tuple[float, float]
-    n: int
-    n_censored: int
-    ks_stat: float
-    ks_pvalue: float
-
-
-class EmpiricalFit(_F):
-    mean: float
-    quantiles: dict[str, float]
-    samples: list[int]
-
-
-class ComponentFit(_F):
-    lognormal: LogNormalFit | None = None
-    empirical: EmpiricalFit
-
-
-class RouteCalibration(_F):
-    n: int
-    thinking: bool | None = None
-    max_completion_tokens: int | None = None
-    output: ComponentFit
-    reasoning: ComponentFit | None = None
-    truncation_rate: Estimate
-    cache_hit_rate: Estimate
-    cached_fraction: Estimate | None = None
-    template_overhead: Estimate | None = None
-    ttft_s: LogNormalFit | None = None
-    decode_tps: LogNormalFit | None = None
-
-
-class Calibration(_F):
-    schema_version: Literal[1] = SCHEMA_VERSION
-    kind: Literal["kimiplan.calibration"] = "kimiplan.calibration"
-    model: str
-    provenance: Literal["live", "emulator", "usage-log", "mixed", "unknown"]
-    created: dt.datetime
-    samples_from: dt.datetime | None = None
-    samples_to: dt.datetime | None = None
-    n_samples: int
-    notes: str = ""
-    routes: dict[str, RouteCalibration]
-
-    def save(self, path: str | Path) -> Path:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(p, self.model_dump_json(indent=2) + "\n", what="calibration file")
-        return p
-
-    def summary(self) -> pd.DataFrame:
-        rows = []
-        for name, r in self.routes.items():
-            lo = r.output.lognormal
-            re_ = r.reasoning.lognormal if r.reasoning else None
-            rows.append(
-                {
-                    "route": name,
-                    "n": r.n,
-                    "output_median": lo.median if lo else None,
-                    "output_p95": lo.p95 if lo else None,
-                    "reasoning_median": re_.median if re_ else None,
-                    "reasoning_p95": re_.p95 if re_ else None,
-                    "truncation_rate": r.truncation_rate.value,
-                    "cache_hit_rate": r.cache_hit_rate.value,
-                    "cached_fraction": r.cached_fraction.value if r.cached_fraction else None,
-                    "template_overhead": r.template_overhead.value if r.template_overhead else None,
-                }
-            )
-        return pd.DataFrame(rows).set_index("route")
-
-
-def load_calibration(path: str | Path) -> Calibration:
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"calibration file {str(p)!r} cannot be read: {exc.strerror}") from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"calibration file {str(p)!r} is not JSON: {exc.msg}") from exc
-    if data.get("schema_version") != SCHEMA_VERSION:
-        raise ConfigError(
-            f"calibration file {str(p)!r}: schema_version {data.get('schema_version')!r} is not supported "
-            f"(expected {SCHEMA_VERSION})"
-        )
-    return validate(Calibration, data, f"calibration file {str(p)!r}")
-
-
 def _lognormal_fit(f: LogNormalFitter) -> LogNormalFit:
     return LogNormalFit(
         median=f.median_,
@@ -521,6 +424,7 @@ class CalibrationFitter(BaseFitter):
             n_samples=int(len(df)),
             notes=notes,
             routes=routes,
+            base_url=_one_base_url(df),
         )
         return self
 
@@ -545,6 +449,10 @@ class CalibrationFitter(BaseFitter):
         if has_p.any():
             rf = RatioFitter(self.alpha).fit(g.loc[has_p, "cached_tokens"].fillna(0), g.loc[has_p, "prompt_tokens"])
             cached = _est(rf.ratio_, rf.ci_, rf.n_)
+        prompt = None
+        if has_p.any():
+            pf = MeanFitter(self.alpha).fit(g.loc[has_p, "prompt_tokens"].astype(float))
+            prompt = _est(pf.mean_, pf.ci_ if pf.n_ > 1 else (pf.mean_, pf.mean_), pf.n_)
         both = has_p & g["local_prompt_tokens"].notna()
         overhead = None
         if both.any():
@@ -577,7 +485,25 @@ class CalibrationFitter(BaseFitter):
             template_overhead=overhead,
             ttft_s=ttft,
             decode_tps=decode,
+            prompt_tokens=prompt,
+            calls_per_minute=_pace(g),
         )
+
+
+def _one_base_url(df: pd.DataFrame) -> str | None:
+    urls = sorted(df["base_url"].dropna().unique()) if "base_url" in df else []
+    return urls[0] if len(urls) == 1 else (", ".join(urls) if urls else None)
+
+
+def _pace(g: pd.DataFrame) -> float | None:
+    """Calls per minute the sampler sent on a route: (n - 1) over its first-to-last call time, so a burst of
+    calls shows as the warm cache it met. None without two distinct times (a log without times)."""
+    t = pd.to_datetime(g["time"], utc=True, errors="coerce").dropna()
+    if len(t) < 2:
+        return None
+    span = (t.max() - t.min()).total_seconds()
+    # Times are whole seconds: a burst inside one second counts as one second.
+    return float((len(t) - 1) / max(span, 1.0) * 60.0)
 
 
 def fit_calibration(df: pd.DataFrame, *, model: str | None = None, notes: str = "") -> Calibration:
@@ -585,14 +511,6 @@ def fit_calibration(df: pd.DataFrame, *, model: str | None = None, notes: str = 
 
 
 # --- using a calibration -----------------------------------------------------------------------------------
-def _dist_of(comp: ComponentFit, kind: str):
-    from kimiplan.model.dists import Empirical, LogNormal
-
-    if kind == "lognormal" and comp.lognormal is not None:
-        return LogNormal(median=comp.lognormal.median, p95=comp.lognormal.p95)
-    return Empirical(samples=tuple(float(s) for s in comp.empirical.samples))
-
-
 def apply_calibration(
     scenario,
     calibration: Calibration | str | Path | None = None,
@@ -600,56 +518,12 @@ def apply_calibration(
     kind: Literal["lognormal", "empirical"] = "lognormal",
     latency: bool = True,
 ):
-    """A new scenario whose routes' output/reasoning (and latency) distributions are the fitted ones.
+    """A new scenario with what the calibration measured (input size, cache, output, reasoning, server overhead,
+    latency; see `kimiplan.catalog.calibrated`). With `calibration=None`, each route uses the file its own
+    `calibration:` field (or the scenario's) names. `load_scenario` does this for every file it reads."""
+    from kimiplan.catalog.calibrated import apply_calibration as _apply
 
-    With `calibration=None`, each route uses the file its own `calibration:` field names. Routes absent from
-    the calibration are left unchanged. A calibration for another model is an error."""
-    from kimiplan.model.scenario import Latency
-
-    cache: dict[str, Calibration] = {}
-
-    def get(ref) -> Calibration:
-        if isinstance(ref, Calibration):
-            return ref
-        key = str(ref)
-        if key not in cache:
-            cache[key] = load_calibration(ref)
-        return cache[key]
-
-    new_routes = []
-    for route in scenario.routes:
-        ref = calibration if calibration is not None else route.calibration
-        if ref is None:
-            new_routes.append(route)
-            continue
-        cal = get(ref)
-        if cal.model != scenario.model:
-            raise ConfigError(
-                f"calibration for model {cal.model!r} cannot be applied to scenario model {scenario.model!r}"
-            )
-        rc = cal.routes.get(route.name)
-        if rc is None:
-            if calibration is None:
-                raise ConfigError(
-                    f"route {route.name!r}: its calibration file has no route of that name (has {sorted(cal.routes)})"
-                )
-            new_routes.append(route)
-            continue
-        upd: dict[str, Any] = {"output": _dist_of(rc.output, kind)}
-        if rc.template_overhead is not None:
-            # What the server adds beyond the rendered chat; the route's own template markers stay per request.
-            upd["server_overhead_tokens"] = max(0, int(round(rc.template_overhead.value)))
-        if rc.reasoning is not None and route.thinking:
-            upd["reasoning"] = _dist_of(rc.reasoning, kind)
-        if latency and rc.ttft_s is not None and rc.decode_tps is not None:
-            from kimiplan.model.dists import LogNormal
-
-            upd["latency"] = Latency(
-                ttft_s=LogNormal(median=rc.ttft_s.median, p95=rc.ttft_s.p95),
-                decode_tps=LogNormal(median=rc.decode_tps.median, p95=rc.decode_tps.p95),
-            )
-        new_routes.append(route.model_copy(update=upd))
-    return scenario.model_copy(update={"routes": tuple(new_routes)})
+    return _apply(scenario, calibration, kind=kind, latency=latency)
 
 
 def predicted_vs_observed(

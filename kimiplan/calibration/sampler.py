@@ -503,6 +503,7 @@ def run_sampler(
             finally:
                 flight(-1)
             rec = _record(call, res, config.run_id, config.store_prompts)
+            rec["base_url"] = client.config.base_url  # the calibration says where it was measured
             settled = guard.settlement(worst, res=res, rec=rec)
             rec["settled"] = _money(settled)
             store.append(rec)

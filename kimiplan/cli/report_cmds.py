@@ -7,11 +7,14 @@ import sys
 from kimiplan.catalog.resolve import load_scenario
 from kimiplan.report.html import write_report
 
+from ._util import print_calibration
+
 
 def cmd_report(args) -> int:
     scenario = load_scenario(args.scenario)
     path = write_report(scenario, args.output, budget=args.budget, balance=args.balance).resolve()
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) for scenario {scenario.name!r}")
+    print_calibration(scenario)
     opener = "open" if sys.platform == "darwin" else "start" if sys.platform == "win32" else "xdg-open"
     print(f"open it in a browser: {opener} {path}   (or file://{path})")
     return 0
