@@ -96,8 +96,8 @@ def test_load_scenario_applies_the_measured_input_cache_output_and_says_so(calib
     assert d["cached_tokens"].mean() / d["input_tokens"].mean() == pytest.approx(rc.cached_fraction.value, abs=0.01)
     # The components keep their split (system stays the same share of the text) and the assumption is shown.
     assert ans.system.mean() / base.system.mean() == pytest.approx(
-        ans.rag.chunk_tokens.mean() / base.rag.chunk_tokens.mean(), rel=1e-6
-    )
+        ans.rag.chunk_tokens.mean() / base.rag.chunk_tokens.mean(), rel=1e-3
+    )  # one factor (up to the 1/100-token rounding of the written values)
     diffs = {x.quantity: x for x in ans.calibrated.differences}
     assert diffs["input"].assumed == pytest.approx(input_mean(base)) and diffs["input"].used == "measured"
     text = diffs["input"].describe()
@@ -112,14 +112,31 @@ def test_load_scenario_applies_the_measured_input_cache_output_and_says_so(calib
     "route",
     [
         {"system": 1200, "user": {"kind": "lognormal", "median": 60, "p95": 300}},
-        {"system": {"kind": "normal", "mean": 800, "sd": 100}, "history": {"turns": {"kind": "poisson", "mean": 3},
-         "tokens_per_turn": {"kind": "exponential", "mean": 150}}, "user": 40},  # fmt: skip
-        {"system": 300, "rag": {"top_k": 4, "chunk_tokens": {"kind": "uniform", "low": 200, "high": 600}},
-         "user": {"kind": "poisson", "mean": 50}, "cache": {"prefix": ["system", "rag"], "hit_rate": 0.2}},  # fmt: skip
-        {"system": 2000, "documents": {"probability": 0.4, "pages": 3, "tokens_per_page": 500}, "user": 80,
-         "overhead_tokens": 12},  # fmt: skip
-        {"system": {"kind": "empirical", "samples": [500, 900, 1400]}, "user": {"kind": "texts", "texts": ["hi " * 50]},
-         "cache": {"mode": "none"}},  # fmt: skip
+        {
+            "system": {"kind": "normal", "mean": 800, "sd": 100},
+            "history": {
+                "turns": {"kind": "poisson", "mean": 3},
+                "tokens_per_turn": {"kind": "exponential", "mean": 150},
+            },
+            "user": 40,
+        },  # fmt: skip
+        {
+            "system": 300,
+            "rag": {"top_k": 4, "chunk_tokens": {"kind": "uniform", "low": 200, "high": 600}},
+            "user": {"kind": "poisson", "mean": 50},
+            "cache": {"prefix": ["system", "rag"], "hit_rate": 0.2},
+        },  # fmt: skip
+        {
+            "system": 2000,
+            "documents": {"probability": 0.4, "pages": 3, "tokens_per_page": 500},
+            "user": 80,
+            "overhead_tokens": 12,
+        },  # fmt: skip
+        {
+            "system": {"kind": "empirical", "samples": [500, 900, 1400]},
+            "user": {"kind": "texts", "texts": ["hi " * 50]},
+            "cache": {"mode": "none"},
+        },  # fmt: skip
     ],
 )
 @pytest.mark.parametrize("prompt,share", [(700, 0.2), (3000, 0.5), (1500, 0.0)])
@@ -288,3 +305,52 @@ def _usage_log():
     files = sorted(data_path("usage").glob("past_months_synthetic.csv"))
     assert files, "a support_chat usage log ships in data/usage"
     return files[0]
+
+
+# --- calibrate apply ---------------------------------------------------------------------------------------------
+def test_calibrate_apply_writes_a_scenario_that_validates_and_equals_the_applied_one(capsys, tmp_path, calibration):
+    calibration.save(tmp_path / "c.json")
+    out = tmp_path / "out" / "calibrated.yaml"
+    out.parent.mkdir()
+    assert main(["calibrate", "apply", "support_chat", str(tmp_path / "c.json"), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "route 'answer': calibrated from 300 calls on 2026-11-20" in printed and "validates" in printed
+    text = out.read_text()
+    # Provenance as comments a reviewer reads in the diff: calls, dates, model, base URL.
+    assert "#   calls 300, 2026-11-20 09:00 to 2026-11-20 09:04 UTC, model kimi-k2.6, provenance live" in text
+    assert "base URL https://api.moonshot.ai/v1" in text and "# route web_lookup: assumed" in text
+    written = load_scenario(out)
+    applied = apply_calibration(load_scenario("support_chat"), calibration)
+    for a, b in zip(written.routes, applied.routes, strict=True):
+        assert a.model_dump(exclude={"calibrated", "calibration"}) == b.model_dump(
+            exclude={"calibrated", "calibration"}
+        )
+        assert (a.calibrated is None) == (b.calibrated is None)
+    assert written.route("answer").calibrated.differences == applied.route("answer").calibrated.differences
+    # Nothing already written is overwritten without --force; the file is untouched.
+    before = out.read_bytes()
+    assert main(["calibrate", "apply", "support_chat", str(tmp_path / "c.json"), "-o", str(out)]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err and out.read_bytes() == before
+    assert main(["calibrate", "apply", "support_chat", str(tmp_path / "c.json"), "-o", str(out), "--force"]) == 0
+
+
+def test_calibrate_apply_names_a_calibration_that_covers_no_route(capsys, tmp_path):
+    cal = fit_calibration(samples_frame(records("nothing_here", 20, prompt=300, cached_share=0, hit=0.5,
+                                                out_median=50, seed=9)))  # fmt: skip
+    cal.save(tmp_path / "c.json")
+    assert main(["calibrate", "apply", "support_chat", str(tmp_path / "c.json"), "-o", str(tmp_path / "o.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "covers none of the routes" in err and "nothing_here" in err and not (tmp_path / "o.yaml").exists()
+
+
+def test_logs_calibrate_writes_the_same_format_applied_the_same_way(capsys, tmp_path):
+    from kimiplan.logs.generate import generate_call_log
+
+    log = generate_call_log(tmp_path / "calls.parquet", 6000, seed=5, days=2)
+    assert main(["logs", "calibrate", str(log), "-o", str(tmp_path / "c.json")]) == 0
+    capsys.readouterr()
+    out = tmp_path / "s.yaml"
+    assert main(["calibrate", "apply", "support_chat", str(tmp_path / "c.json"), "-o", str(out)]) == 0
+    capsys.readouterr()
+    ans = load_scenario(out).route("answer")
+    assert ans.calibrated.provenance == "usage-log" and "input" in ans.calibrated.applied
