@@ -57,9 +57,12 @@ def synthetic_usage_log(
         n = rng.poisson(lam * units.shares[r])
         # Priced quantities summed over n requests: cached, miss, reasoning, output, tools.
         mean, cov = units.mean[r], units.cov[r]
-        # Symmetric square root (not Cholesky): quantities with zero variance, such as absent tool calls, stay 0.
+        # Symmetric square root V diag(sqrt w) V^T (not Cholesky): quantities with zero variance, such as absent
+        # tool calls, stay 0. It is unique, unlike V diag(sqrt w) alone, whose columns within a repeated eigenvalue
+        # (those zero variances) depend on the LAPACK kernel OpenBLAS picks for the CPU (OPENBLAS_CORETYPE): the
+        # shipped log must be the same on every machine.
         w, v = np.linalg.eigh(cov)
-        root = v * np.sqrt(np.maximum(w, 0.0))
+        root = (v * np.sqrt(np.maximum(w, 0.0))) @ v.T
         z = rng.standard_normal((len(n), len(mean)))
         sums = np.maximum(n[:, None] * mean[None, :] + np.sqrt(n)[:, None] * (z @ root.T), 0.0).round().astype(np.int64)
         rows.append(
