@@ -167,15 +167,18 @@ def test_prefix_cache_follows_the_256_token_rule(make_emulator):
 def test_concurrency_refusal_has_kimis_exact_body(make_emulator):
     with make_emulator(
         limits=LimitsTruth(concurrency=1),
-        time_scale=0.05,
+        # ~2 s in flight: long enough that the second request arrives while the first holds the slot on a loaded
+        # machine (at 0.2 s the first one sometimes finished before the second was sent)
+        time_scale=0.5,
         routes={"default": RouteTruth(output=LogNormalTruth(median=200, p95=201))},
     ) as em:
         import threading
+        import time
 
         t = threading.Thread(target=post, args=(em, "/chat/completions", {"model": "kimi-k2.6", "messages": MSG}))
         t.start()
         while em.engine.stats.admitted == 0:
-            pass
+            time.sleep(0.001)  # yield the GIL to the server thread instead of spinning
         r = post(em, "/chat/completions", {"model": "kimi-k2.6", "messages": MSG})
         t.join()
         assert r.status_code == 429
