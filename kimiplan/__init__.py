@@ -33,6 +33,8 @@ _EXPORTS: dict[str, str] = {
     "simulate": "kimiplan.capacity.sim.simulate",
     "sweep": "kimiplan.sweeps.run",
     "CalibrationFitter": "kimiplan.calibration.fitters",
+    "apply_calibration": "kimiplan.catalog.calibrated",
+    "load_calibration": "kimiplan.model.calibration",
     "KimiClient": "kimiplan.client",
     "write_report": "kimiplan.report.html",
 }
@@ -42,12 +44,14 @@ __all__ = [  # pinned name by name in tests/test_public_api.py
     "CalibrationFitter",
     "KimiClient",
     "__version__",
+    "apply_calibration",
     "backtest",
     "compare",
     "cost_of_usage",
     "count_tokens",
     "expected_cost",
     "forecast",
+    "load_calibration",
     "load_catalog",
     "load_scenario",
     "plan",
@@ -64,6 +68,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from kimiplan.calibration.fitters import CalibrationFitter
     from kimiplan.capacity.plan import plan
     from kimiplan.capacity.sim.simulate import simulate
+    from kimiplan.catalog.calibrated import apply_calibration
     from kimiplan.catalog.cards import load_catalog
     from kimiplan.catalog.resolve import load_scenario
     from kimiplan.client import KimiClient
@@ -72,6 +77,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from kimiplan.finance.cost import cost_of_usage, expected_cost
     from kimiplan.finance.forecast import forecast
     from kimiplan.finance.variants import compare, standard_variants
+    from kimiplan.model.calibration import load_calibration
     from kimiplan.report.html import write_report
     from kimiplan.sweeps.run import sweep
     from kimiplan.tokens.tokenizer import count_tokens

@@ -354,3 +354,24 @@ def test_logs_calibrate_writes_the_same_format_applied_the_same_way(capsys, tmp_
     capsys.readouterr()
     ans = load_scenario(out).route("answer")
     assert ans.calibrated.provenance == "usage-log" and "input" in ans.calibrated.applied
+
+
+def test_campaign_takes_a_calibration_of_its_preset_route(capsys, tmp_path):
+    # Per-step laws measured on K2.6 (output far longer than the preset assumes): K2.6 rows change, K3 rows do not.
+    rows = records("math", 100, prompt=900, cached_share=0.0, hit=0.5, out_median=3000, seed=11, budget=32768)
+    fit_calibration(samples_frame(rows)).save(tmp_path / "c.json")
+    argv = ["campaign", "math", "--tasks", "100", "--on", "2026-11-26", "--samples", "200", "--no-variants", "--json"]
+    a = _json(capsys, argv)["estimates"]
+    b = _json(capsys, [*argv, "--calibration", str(tmp_path / "c.json")])["estimates"]
+    by = {(r["model"], r["variant"]): r for r in b}
+    for r in a:
+        other = by[(r["model"], r["variant"])]
+        if r["model"] == "kimi-k2.6":
+            assert other["token_sizes"].startswith("calibrated from 100 calls")
+            assert other["cost_expected"] != pytest.approx(r["cost_expected"], rel=0.05)
+        else:
+            assert other["token_sizes"] == "assumed" and other["cost_expected"] == r["cost_expected"]
+    assert main([*argv[:-1], "--calibration", str(tmp_path / "c.json")]) == 0
+    assert "token sizes on kimi-k2.6: calibrated from 100 calls" in capsys.readouterr().out
+    assert main(["campaign", "swe-bench", "--tasks", "10", "--calibration", str(tmp_path / "c.json")]) == 2
+    assert "has no route 'swe-bench' (it has math)" in capsys.readouterr().err

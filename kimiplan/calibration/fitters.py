@@ -487,7 +487,24 @@ class CalibrationFitter(BaseFitter):
             decode_tps=decode,
             prompt_tokens=prompt,
             calls_per_minute=_pace(g),
+            # Tool routes: a sampler that sends tools records per request `tool_rounds` (further API calls) and
+            # `tool_result_tokens` (tokens one result adds to the next call); a log may carry them too.
+            tool_rounds=_mean_of(g, "tool_rounds", self.alpha),
+            tool_result_tokens=_mean_of(g, "tool_result_tokens", self.alpha),
+            # Agent runs, when a log groups its calls into runs: steps per run, context tokens added per step.
+            agent_steps=_mean_of(g, "agent_steps", self.alpha),
+            context_growth_tokens=_mean_of(g, "context_growth_tokens", self.alpha),
         )
+
+
+def _mean_of(g: pd.DataFrame, col: str, alpha: float) -> Estimate | None:
+    if col not in g:
+        return None
+    x = pd.to_numeric(g[col], errors="coerce").dropna()
+    if x.empty:
+        return None
+    mf = MeanFitter(alpha).fit(x.to_numpy(dtype=float))
+    return _est(mf.mean_, mf.ci_ if mf.n_ > 1 else (mf.mean_, mf.mean_), mf.n_)
 
 
 def _one_base_url(df: pd.DataFrame) -> str | None:

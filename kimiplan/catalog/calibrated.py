@@ -189,7 +189,7 @@ def _where(cal: Calibration, scenario: Scenario) -> list[str]:
     return out
 
 
-def _same_model(cal_model: str, scenario_model: str) -> bool:
+def same_model(cal_model: str, scenario_model: str) -> bool:
     if cal_model == scenario_model:
         return True
     a, b = canonical_model_or_none(cal_model), canonical_model_or_none(scenario_model)
@@ -420,7 +420,7 @@ def apply_calibration(
             continue
         cal, file = get(ref)
         label = file or "(in memory)"
-        if not _same_model(cal.model, scenario.model):
+        if not same_model(cal.model, scenario.model):
             raise ConfigError(
                 f"{where}route {route.name!r}: calibration file {label} was measured on model {cal.model!r}, the "
                 f"scenario runs {scenario.model!r}"
