@@ -40,7 +40,7 @@ def truncation_probability(demand: np.ndarray, budgets) -> np.ndarray:
 
 
 def _context(scenario, catalog, moments: pd.DataFrame | None = None, peaks: dict | None = None):
-    from kimiplan.capacity.plan import peak_factors, route_moments
+    from kimiplan.capacity.demand import peak_factors, route_moments
 
     card = price_card(scenario, catalog)
     default = card.default_max_completion_tokens or K26_DEFAULT_MAX_COMPLETION
@@ -155,7 +155,7 @@ def budgets_for_tier(
 ) -> pd.DataFrame:
     """The lowest truncation rate (from `truncation_grid`) whose budgets keep the tier's TPM and TPD refusal
     under `target_refusal`; returns that recommendation table with the refusal it gives."""
-    from kimiplan.capacity.plan import demand_table, refusal_summary
+    from kimiplan.capacity.verdict import demand_table, refusal_summary
 
     tier = tier if tier is not None else rate_tier(scenario, catalog)
     if tier is None:

@@ -312,3 +312,13 @@ def fixed_window_count_refusal(mean_requests: float, sizes: Sizes, limit: float)
     gt = stats.poisson.sf(np.arange(hi), mean_requests)
     refused = _fixed_chain(gt, np.asarray(sizes.probs, dtype=np.float64), bands, cap)
     return float(refused / mean_requests)
+
+
+def pacing_wait(servers: int, load: float, latency_s: float) -> dict:
+    """A client that waits for a free slot instead of taking a 429 turns the concurrency limit into an M/M/c
+    queue: P(wait) = Erlang C and mean wait C * latency / (c - a) (exact for exponential latency, an
+    approximation otherwise). When the load reaches the limit the queue grows without bound: `stable` is False
+    and the mean wait None."""
+    c = erlang_c(servers, load)
+    stable = load < servers
+    return {"stable": stable, "p_wait": c, "mean_wait_s": c * latency_s / (servers - load) if stable else None}

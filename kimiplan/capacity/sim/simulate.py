@@ -325,8 +325,8 @@ def simulate(scenario, catalog=None, settings: SimSettings | None = None, tier=N
 
 
 def _simulate_sessions(scenario, card, online, rate, horizon_s, rng, settings, limits) -> SimResult:
-    """Agent routes: every run is expanded into its calls at their start times (`capacity.agent_steps`)."""
-    from kimiplan.capacity.agent_steps import session_chunks
+    """Agent routes: every run is expanded into its calls at their start times (`capacity.agent_calls`)."""
+    from kimiplan.capacity.agent_calls import session_chunks
     from kimiplan.workload.draws import draw_route, route_context
 
     ctxs = [route_context(scenario, r, card) for r in online]
