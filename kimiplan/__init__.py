@@ -37,50 +37,132 @@ _EXPORTS: dict[str, str] = {
     "load_calibration": "kimiplan.model.calibration",
     "KimiClient": "kimiplan.client",
     "write_report": "kimiplan.report.html",
+    "price_card": "kimiplan.catalog.resolve",
+    "rate_tier": "kimiplan.catalog.resolve",
+    "Usage": "kimiplan.finance.cost",
+    "cost_summary": "kimiplan.finance.cost",
+    "parse_scenario": "kimiplan.model.scenario",
+    "count_messages": "kimiplan.tokens.tokenizer",
+    "count_text": "kimiplan.tokens.tokenizer",
+    "context_check": "kimiplan.workload.draws",
+    "expected_tokens": "kimiplan.workload.draws",
+    "verdict_warnings": "kimiplan.workload.checks",
+    "budget_curve": "kimiplan.capacity.budgets",
+    "recommend_budgets": "kimiplan.capacity.budgets",
+    "growth_exhaustion": "kimiplan.capacity.plan",
+    "tier_headroom": "kimiplan.capacity.plan",
+    "erlang_b": "kimiplan.capacity.plan",
+    "SimSettings": "kimiplan.capacity.sim.simulate",
+    "ClientPolicy": "kimiplan.capacity.sim.simulate",
+    "exhaustion": "kimiplan.finance.balance",
+    "tier_recharge": "kimiplan.finance.balance",
+    "topup_needed": "kimiplan.finance.balance",
+    "monthly_by": "kimiplan.finance.forecast",
+    "compare_monthly": "kimiplan.finance.variants",
+    "run_variants": "kimiplan.finance.variants",
+    "waterfall": "kimiplan.finance.variants",
+    "export_forecast": "kimiplan.io.export",
+    "data_path": "kimiplan.io.paths",
+    "table": "kimiplan.io.tables",
+    "agent_capacity": "kimiplan.capacity.agent_steps",
+    "agent_stats": "kimiplan.finance.agents",
+    "estimate_campaign": "kimiplan.finance.campaign",
+    "model_variant": "kimiplan.finance.variants",
+    "steps_frame": "kimiplan.workload.agent",
 }
 _SUBMODULES = ("viz",)
 
 __all__ = [  # pinned name by name in tests/test_public_api.py
-    "CalibrationFitter",
-    "KimiClient",
     "__version__",
+    "agent_capacity",
+    "agent_stats",
     "apply_calibration",
     "backtest",
+    "budget_curve",
+    "CalibrationFitter",
+    "ClientPolicy",
     "compare",
+    "compare_monthly",
+    "context_check",
     "cost_of_usage",
+    "cost_summary",
+    "count_messages",
+    "count_text",
     "count_tokens",
+    "data_path",
+    "erlang_b",
+    "estimate_campaign",
+    "exhaustion",
     "expected_cost",
+    "expected_tokens",
+    "export_forecast",
     "forecast",
+    "growth_exhaustion",
+    "KimiClient",
     "load_calibration",
     "load_catalog",
     "load_scenario",
+    "model_variant",
+    "monthly_by",
+    "parse_scenario",
     "plan",
+    "price_card",
+    "rate_tier",
+    "recommend_budgets",
+    "run_variants",
     "runway",
+    "SimSettings",
     "simulate",
     "standard_variants",
+    "steps_frame",
     "sweep",
+    "table",
+    "tier_headroom",
+    "tier_recharge",
+    "topup_needed",
+    "Usage",
+    "verdict_warnings",
     "viz",
+    "waterfall",
     "write_report",
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily
     from kimiplan import viz
     from kimiplan.calibration.fitters import CalibrationFitter
-    from kimiplan.capacity.plan import plan
-    from kimiplan.capacity.sim.simulate import simulate
+    from kimiplan.capacity.agent_steps import agent_capacity
+    from kimiplan.capacity.budgets import budget_curve, recommend_budgets
+    from kimiplan.capacity.plan import erlang_b, growth_exhaustion, plan, tier_headroom
+    from kimiplan.capacity.sim.simulate import ClientPolicy, SimSettings, simulate
     from kimiplan.catalog.calibrated import apply_calibration
     from kimiplan.catalog.cards import load_catalog
-    from kimiplan.catalog.resolve import load_scenario
+    from kimiplan.catalog.resolve import load_scenario, price_card, rate_tier
     from kimiplan.client import KimiClient
+    from kimiplan.finance.agents import agent_stats
     from kimiplan.finance.backtest import backtest
-    from kimiplan.finance.balance import runway
-    from kimiplan.finance.cost import cost_of_usage, expected_cost
-    from kimiplan.finance.forecast import forecast
-    from kimiplan.finance.variants import compare, standard_variants
+    from kimiplan.finance.balance import exhaustion, runway, tier_recharge, topup_needed
+    from kimiplan.finance.campaign import estimate_campaign
+    from kimiplan.finance.cost import Usage, cost_of_usage, cost_summary, expected_cost
+    from kimiplan.finance.forecast import forecast, monthly_by
+    from kimiplan.finance.variants import (
+        compare,
+        compare_monthly,
+        model_variant,
+        run_variants,
+        standard_variants,
+        waterfall,
+    )
+    from kimiplan.io.export import export_forecast
+    from kimiplan.io.paths import data_path
+    from kimiplan.io.tables import table
     from kimiplan.model.calibration import load_calibration
+    from kimiplan.model.scenario import parse_scenario
     from kimiplan.report.html import write_report
     from kimiplan.sweeps.run import sweep
-    from kimiplan.tokens.tokenizer import count_tokens
+    from kimiplan.tokens.tokenizer import count_messages, count_text, count_tokens
+    from kimiplan.workload.agent import steps_frame
+    from kimiplan.workload.checks import verdict_warnings
+    from kimiplan.workload.draws import context_check, expected_tokens
 
 
 def __getattr__(name: str) -> Any:
@@ -95,4 +177,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    # The public names only: not the module's own helpers (`Any`, `importlib`, `annotations` ...).
+    return sorted(__all__)

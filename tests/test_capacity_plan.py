@@ -230,7 +230,8 @@ def test_tier_tables_figure_shows_every_table_side_by_side(support):
     from kimiplan.viz.capacity import tier_tables_figure
 
     fig = tier_tables_figure(support, 40000 / 86400)
-    names = [t.name for t in fig.data]
+    names = [t.name for t in fig.data if t.type == "bar"]  # and today's traffic as a labelled line
     assert len(names) == 2 and any("table A (official)" in n for n in names)
+    assert [t.name for t in fig.data if t.type == "scatter"] == ["today: 40,000 requests/day"]
     assert any("third-party" in n and "headline" in n for n in names)
     assert list(fig.data[0].x) == [f"Tier{i}" for i in range(6)]

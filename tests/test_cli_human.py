@@ -81,3 +81,37 @@ def test_init_writes_a_valid_commented_scenario(tmp_path, capsys, kind):
 def test_init_rejects_an_unknown_model(tmp_path, capsys):
     code, _, err = run(capsys, "init", str(tmp_path / "x.yaml"), "--model", "kimi-k9", "--yes")
     assert code == 2 and "kimi-k9" in err and not (tmp_path / "x.yaml").exists()
+
+
+def test_a_wide_table_on_a_160_column_terminal_keeps_identifiers_whole(monkeypatch):
+    """compare's table on a 160-column terminal: model IDs and variant names stay on one line; the long status
+    sentences wrap instead."""
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    buf = Tty()
+    monkeypatch.setattr(_util.sys, "stdout", buf)
+    monkeypatch.setenv("COLUMNS", "160")
+    models = ["kimi-k2.6", "moonshotai/kimi-k2.6-instruct-0905", "@cf/moonshotai/kimi-k2.6", "kimi-k3.1-pro-highspeed"]
+    df = pd.DataFrame(
+        {
+            "variant": ["base", "openrouter (moonshotai/kimi-k2.6)", "cloudflare workers-ai", "K3.1 Pro highspeed"],
+            "provider": ["moonshot", "openrouter", "cloudflare", "moonshot"],
+            "model": models,
+            "expected_total": [69879.12, 71234.5, 65432.1, 120345.6],
+            "P10_total": [60000.0, 61000.0, 56000.0, 100000.0],
+            "P90_total": [80000.0, 82000.0, 75000.0, 140000.0],
+            "per_month": [5823.26, 5936.2, 5452.7, 10028.8],
+            "vs_first_pct": [0.0, 1.9, -6.4, 72.2],
+            "status": ["ok", "not like for like: $web_search unpriced on web_lookup"] * 2,
+            "currency": ["USD"] * 4,
+        }
+    )
+    _util.print_table(df)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", buf.getvalue())  # colours are not width
+    assert max(len(line) for line in text.splitlines()) <= 160
+    for m in models:
+        assert m in text, (m, text)
+    assert "$69,879.12" in text

@@ -93,9 +93,12 @@ def test_summary_quotes_the_plan_and_the_forecast(support_chat):
     assert s.binding_limit == ladder.loc[s.tier_to_buy, "binding_limit"]
     # The next tier is the first with more room than the one bought.
     assert ladder.loc[s.next_tier, "max_scale"] > ladder.loc[s.tier_to_buy, "max_scale"]
-    first = fc.monthly.iloc[0]
-    assert s.cost_month == money(first["expected"], "USD", 0)
+    # The cost card is the next full month: the scenario's date (2026-11-26) is late in its own month.
+    assert sc.as_of.isoformat() == "2026-11-26"
+    first = fc.monthly.set_index("month").loc["2026-12"]
+    assert s.cost_month == money(first["expected"], "USD", 0) and s.cost_month_label == "Dec 2026"
     assert money(first["P10"], "USD", 0) in s.cost_band and money(first["P90"], "USD", 0) in s.cost_band
+    assert money(fc.monthly["expected"].mean(), "USD", 0) in s.cost_average
     assert s.p_over_budget == pytest.approx(fc.monthly["p_over_budget"].max())
     assert len(s.risks) == 3
     # The reconciliation's 12-month average is the variants table's per-month figure for the base.
@@ -138,7 +141,15 @@ def test_report_leads_with_the_decision_and_tables_have_no_e_notation(support_ch
     sc, catalog = support_chat
     text = render_html(sc, collect_sections(sc, catalog, budget=5000, balance=20000))
     top = text[: text.index('id="capacity"')]
-    for needle in ("Tier to buy", "Binding limit", "Runs out", "Monthly cost", "P10–P90 $", "Check before you rely"):
+    for needle in (
+        "Tier to buy",
+        "Headroom on Tier3",
+        "Capacity on Tier3 runs out",
+        "Prepaid balance runs out",
+        "Cost, next full month",
+        "P10–P90 $",
+        "Check before you rely",
+    ):
         assert needle in top
     cells = _Cells()
     cells.feed(text)

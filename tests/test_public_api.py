@@ -8,35 +8,72 @@ import sys
 import kimiplan as kp
 
 EXPECTED = [
-    "CalibrationFitter",
-    "KimiClient",
     "__version__",
+    "agent_capacity",
+    "agent_stats",
     "apply_calibration",
     "backtest",
+    "budget_curve",
+    "CalibrationFitter",
+    "ClientPolicy",
     "compare",
+    "compare_monthly",
+    "context_check",
     "cost_of_usage",
+    "cost_summary",
+    "count_messages",
+    "count_text",
     "count_tokens",
+    "data_path",
+    "erlang_b",
+    "estimate_campaign",
+    "exhaustion",
     "expected_cost",
+    "expected_tokens",
+    "export_forecast",
     "forecast",
+    "growth_exhaustion",
+    "KimiClient",
     "load_calibration",
     "load_catalog",
     "load_scenario",
+    "model_variant",
+    "monthly_by",
+    "parse_scenario",
     "plan",
+    "price_card",
+    "rate_tier",
+    "recommend_budgets",
+    "run_variants",
     "runway",
+    "SimSettings",
     "simulate",
     "standard_variants",
+    "steps_frame",
     "sweep",
+    "table",
+    "tier_headroom",
+    "tier_recharge",
+    "topup_needed",
+    "Usage",
+    "verdict_warnings",
     "viz",
+    "waterfall",
     "write_report",
 ]
 
 VIZ = [
     "budget_tradeoff_figure",
+    "cached_input_figure",
+    "context_growth_figure",
     "cost_breakdown_figure",
+    "cost_per_step_figure",
     "fan_chart",
     "headroom_figure",
     "route_area_chart",
+    "setup_notebook",
     "tier_ladder_figure",
+    "tier_tables_figure",
     "token_breakdown_figure",
     "utilization_figure",
     "variants_chart",
@@ -91,3 +128,8 @@ def test_count_tokens_text_and_messages():
     n_text = kp.count_tokens("hello world")
     n_msgs = kp.count_tokens([{"role": "user", "content": "hello world"}])
     assert n_text > 0 and n_msgs > n_text
+
+
+def test_dir_shows_only_the_public_names():
+    assert dir(kp) == sorted(EXPECTED)
+    assert not {"Any", "TYPE_CHECKING", "annotations", "importlib"} & set(dir(kp))

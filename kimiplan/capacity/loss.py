@@ -108,7 +108,8 @@ class CompoundPoisson:
 
     @property
     def skew(self) -> float:
-        return self.n * self.m3 / self.var**1.5 if self.var > 0 else 0.0
+        # n m3 / (n m2)^1.5 written so that a vanishing n (a route share of 1e-300) does not underflow to 0/0.
+        return self.m3 / (self.m2**1.5 * math.sqrt(self.n)) if self.var > 0 and self.m2 > 0 else 0.0
 
     def _gamma(self):
         # Translated gamma with the same mean, variance and skewness: S ~ x0 + Gamma(alpha, theta).
@@ -123,7 +124,9 @@ class CompoundPoisson:
             return self.mean
         x0, a, th = self._gamma()
         # The translated gamma starts below zero (x0 < 0) when the sum is small and skewed: demand never does.
-        return max(float(x0 + stats.gamma.ppf(q, a, scale=th)), 0.0)
+        x = float(x0 + stats.gamma.ppf(q, a, scale=th))
+        # A sum too small for the gamma's arithmetic (alpha underflows) is its mean, ~0.
+        return max(x, 0.0) if math.isfinite(x) else self.mean
 
     def overflow_fraction(self, limit: float) -> float:
         """E[(S - K)+] / E[S]."""

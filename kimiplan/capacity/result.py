@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 
 import pandas as pd
 
-from kimiplan.io.formats import money, percent, seconds
+from kimiplan.io.formats import money, number, percent, seconds
 
 NEAR_LIMIT = 0.8  # `near_limit` above 80 % of a limit at the busiest minute
 
@@ -43,7 +43,8 @@ def _table_label(t: dict) -> str:
     return f"table {t['version']} ({src}; {span})"
 
 
-# The verdict under one tier table, as the CLI and a notebook show it.
+# The verdict under one tier table, as the CLI and a notebook show it. Headroom is `max_scale` (how far traffic
+# can grow before refusals pass the target), with the busiest minute's use of the binding limit beside it.
 TIER_TABLE_COLUMNS = (
     "version",
     "official",
@@ -52,9 +53,64 @@ TIER_TABLE_COLUMNS = (
     "tier",
     "refusal_total",
     "binding_limit",
-    "headroom",
+    "busiest_minute_use",
+    "max_scale",
     "exhausted_on",
 )
+
+LIMIT_LABELS = {"concurrency": "concurrency", "rpm": "RPM", "tpm": "TPM", "tpd": "TPD", "rpd": "RPD"}
+
+
+@dataclass(frozen=True)
+class Headroom:
+    """The one definition of headroom, everywhere a person reads it (report, CLI, notebook, Excel): on `tier`,
+    the busiest minute uses `utilization` of the binding `limit`, and traffic can grow to `scale` x today's
+    before refusals pass `target`. `scale` is the capacity plan's `max_scale`; `utilization` is the busiest
+    minute's demand (at the plan's percentile) over the limit."""
+
+    tier: str | None
+    limit: str | None
+    utilization: float | None
+    scale: float | None
+    target: float
+
+    @property
+    def sentence(self) -> str:
+        return headroom_sentence(self.tier, self.limit, self.utilization, self.scale, self.target)
+
+    @property
+    def short(self) -> str:
+        """The headroom as one figure: "1.37×" (or "none", "unbounded")."""
+        if self.scale is None:
+            return "n/a"
+        if math.isinf(self.scale):
+            return "unbounded"
+        if self.scale <= 1.0:
+            return "none"
+        return f"{self.scale:.2f}×"
+
+
+def headroom_sentence(
+    tier: str | None, limit: str | None, utilization: float | None, scale: float | None, target: float
+) -> str:
+    """ "On Tier3 the busiest minute uses 78.7 % of the RPM limit: traffic can grow to 1.37× today's before
+    refusals pass 0.1 %." The sentence every view uses for headroom."""
+    on = f"On {tier}" if tier else "On this tier"
+    if scale is None:
+        return f"{on} no limit is set: no headroom to compute."
+    if math.isinf(scale):
+        return f"{on} no enforced limit is ever reached by this traffic mix: traffic can grow without bound."
+    name = LIMIT_LABELS.get(limit or "", limit or "its binding")
+    use = "" if utilization is None or not math.isfinite(utilization) else percent(utilization, trim=True)
+    busiest = f" the busiest minute uses {use} of the {name} limit" if use else f" the {name} limit binds"
+    if scale <= 0:
+        return f"{on}{busiest}: refusals pass {percent(target, trim=True)} at any volume."
+    if scale < 1.0:
+        return (
+            f"{on}{busiest}: refusals are already above {percent(target, trim=True)}; traffic would have to fall "
+            f"to {scale:.2f}× today's for them to stay under it."
+        )
+    return f"{on}{busiest}: traffic can grow to {scale:.2f}× today's before refusals pass {percent(target, trim=True)}."
 
 
 @dataclass(frozen=True)
@@ -112,8 +168,48 @@ class CapacityPlan:
 
     @property
     def tier_tables(self) -> pd.DataFrame:
-        """`by_tier_table` as a frame, one row per table version."""
-        return pd.DataFrame(self.by_tier_table)
+        """`by_tier_table` as a frame, one row per table version, with the headroom of each verdict's tier in
+        the one definition (`busiest_minute_use` of the binding limit, `max_scale` before refusals pass the
+        target)."""
+        df = pd.DataFrame(self.by_tier_table)
+        if df.empty:
+            return df
+        uses, scales = [], []
+        for t in self.by_tier_table:
+            h = self.headroom(t["tier"], version=t["version"]) if t.get("tier") else None
+            uses.append(None if h is None else h.utilization)
+            scales.append(None if h is None else h.scale)
+        df["busiest_minute_use"] = pd.array(uses, dtype="Float64").astype(float)
+        df["max_scale"] = pd.array(scales, dtype="Float64").astype(float)
+        return df
+
+    def headroom(self, tier: str | None = None, version: str | None = None) -> Headroom | None:
+        """The headroom of `tier` (default: the scenario's) under tier table `version` (default: the plan's
+        ladder), in the one definition every view uses; None when the tier is not in the ladder."""
+        ladder = self.table_ladders.get(version, self.ladder) if version is not None else self.ladder
+        tier = tier or self.tier
+        if tier is None:
+            return None
+        rows = ladder[ladder["tier"] == tier] if ladder is not None and len(ladder) else pd.DataFrame()
+        if tier == self.tier and version is None and self.max_scale is not None:
+            scale, limit = float(self.max_scale), self.binding_limit
+        elif len(rows):
+            r = rows.iloc[0]
+            scale = math.inf if bool(r.get("unbounded", False)) else float(r["max_scale"])
+            limit = r["binding_limit"] if isinstance(r["binding_limit"], str) else None
+        else:
+            return None
+        util = None
+        if limit is not None:
+            tot = self.demand[(self.demand["route"] == "total") & (self.demand["limit"] == limit)]
+            lim = None
+            if len(rows) and limit in rows.columns and pd.notna(rows.iloc[0][limit]):
+                lim = float(rows.iloc[0][limit])
+            elif len(tot) and pd.notna(tot["limit_value"].iloc[0]):
+                lim = float(tot["limit_value"].iloc[0])
+            if len(tot) and lim:
+                util = float(tot["peak"].iloc[0]) / lim
+        return Headroom(tier=tier, limit=limit, utilization=util, scale=scale, target=self.target)
 
     def capacity_status(self, scale: float) -> str | None:
         """`ok`, `near_limit` (the busiest minute above 80 % of a limit) or `over_capacity` (refusals above
@@ -125,6 +221,30 @@ class CapacityPlan:
         if self.near_scale is not None and scale > self.near_scale:
             return "near_limit"
         return "ok"
+
+    def status(self) -> tuple[str, str]:
+        """(`ok` | `near_limit` | `over_capacity` | `no_tier`, the reason in one sentence) for today's traffic
+        on the scenario's tier; the words `kimiplan plan` prints first."""
+        buy = f" buy {self.smallest_tier}." if self.smallest_tier else " no tier in the catalog holds it."
+        if self.tier is None:
+            return "no_tier", "No tier is set in the scenario;" + buy.replace(" buy", " the smallest that holds is", 1)
+        if self.refusal_total is not None and self.refusal_total > self.target:
+            return (
+                "over_capacity",
+                f"{self.tier} refuses {_pct(self.refusal_total)} of requests at the busiest minute, above the "
+                f"{percent(self.target, trim=True)} target;" + buy,
+            )
+        h = self.headroom()
+        state = self.capacity_status(1.0) or "ok"
+        why = h.sentence if h is not None else f"{self.tier} holds."
+        return state, why
+
+    def verdict(self) -> str:
+        """The one-line verdict: "Status: over capacity on Tier2: ..."."""
+        state, why = self.status()
+        word = {"ok": "ok", "near_limit": "near the limit", "over_capacity": "over capacity", "no_tier": "no tier"}
+        on = f" on {self.tier}" if self.tier else ""
+        return f"Status: {word[state]}{on}. {why}"
 
     def to_dict(self) -> dict:
         """The `plan --json` document (tables as lists of records through the CLI's JSON writer)."""
@@ -182,10 +302,12 @@ class CapacityPlan:
                     if ex.get("months")
                     else "never exhausted (no growth)"
                 )
+                h = self.headroom()
+                rps = number(self.max_requests_per_second)
                 lines.append(
-                    f"It sustains {self.max_scale:.2f}x today's traffic ({self.max_requests_per_second:.3g} "
-                    f"requests/s on average); with growth of {percent(ex.get('growth', 0), trim=True)} a month "
-                    f"it is {when}."
+                    f"Headroom: {h.sentence} That is {rps} "
+                    f"requests/s on average; with growth of {percent(ex.get('growth', 0), trim=True)} a month "
+                    f"{self.tier} is {when}."
                 )
         up = self.upgrade
         if up is not None:
@@ -240,7 +362,8 @@ class CapacityPlan:
                 if t["tier"] is None:
                     parts.append(f"{_table_label(t)}{head}: no tier holds")
                     continue
-                hr = "" if t["headroom"] is None else f", headroom {_pct(t['headroom'])}"
+                h = self.headroom(t["tier"], version=t["version"])
+                hr = "" if h is None else f", headroom {h.short}"
                 parts.append(
                     f"{_table_label(t)}{head}: smallest tier {t['smallest_tier'] or 'none'}; {t['tier']} refuses "
                     f"{_pct(t['refusal_total'])}, binding {t['binding_limit']}{hr}, "
@@ -249,14 +372,67 @@ class CapacityPlan:
             lines.append("Under each tier table of the last 12 months: " + "; ".join(parts) + ".")
         return "\n".join(lines)
 
+    def __repr__(self) -> str:
+        state, _ = self.status()
+        h = self.headroom()
+        head = f"headroom {h.short} ({LIMIT_LABELS.get(h.limit or '', h.limit)})" if h is not None else "no headroom"
+        tier = self.tier or "no tier"
+        return (
+            f"<CapacityPlan {self.scenario}: {tier} {state.replace('_', ' ')}, {head}; smallest tier that holds "
+            f"{self.smallest_tier or 'none'}; summary() for the tables>"
+        )
+
+    def summary(self):
+        """The plan at a glance: status, headroom, run-out, then the demand per limit and the tier ladder."""
+        from kimiplan.io.tables import SummaryTable
+
+        state, why = self.status()
+        h = self.headroom()
+        ex = self.exhaustion or {}
+        a = self.assumptions or {}
+        facts = [
+            ("Scenario", self.scenario),
+            ("Tier", self.tier or "none set"),
+            ("Status", f"{state.replace('_', ' ')}: {why}"),
+            ("Headroom", "n/a" if h is None else h.short),
+            ("Binding limit", LIMIT_LABELS.get(self.binding_limit or "", self.binding_limit or "none")),
+            ("Capacity runs out", _month(ex.get("date")) if ex.get("date") else "not within 3 years or never"),
+            ("Smallest tier that holds", self.smallest_tier or "none"),
+            ("Target", f"refusals under {percent(self.target, trim=True)} at the busiest minute"),
+            ("Demand percentile", percent(self.percentile, trim=True)),
+            ("Window, client", f"{a.get('window', '?')} RPM/TPM window, client {a.get('client', '?')}"),
+        ]
+        tables = []
+        tot = self.demand[self.demand["route"] == "total"]
+        cols = [c for c in ("limit", "mean", "peak", "limit_value", "peak_utilization", "refusal") if c in tot]
+        tables.append(("Demand per limit at the busiest minute (all routes)", tot[cols], None))
+        if len(self.ladder):
+            lcols = ["tier", "rpm", "tpm", "refusal_total", "binding_limit", "holds", "max_scale"]
+            lcols += [c for c in ("max_requests_per_day", "recharge", "recharge_currency") if c in self.ladder]
+            tables.append(("Tier ladder", self.ladder[[c for c in lcols if c in self.ladder]], None))
+        notes = []
+        table = a.get("tier_table")
+        if table is not None:
+            notes.append(f"Tier table {table['version']}: {table['why']}.")
+        if h is not None:
+            notes.append(f"Headroom: {h.sentence}")
+        notes.append(
+            "Peak demand is the busiest minute of a typical week at the demand percentile; token sizes "
+            "are the scenario's assumptions unless calibrated."
+        )
+        return SummaryTable(f"Capacity plan: {self.scenario}", facts, tables, notes)
+
     def _repr_html_(self) -> str:
+        from kimiplan.io.tables import table_html
+
         paras = "".join(f"<p>{html.escape(s)}</p>" for s in self.describe().splitlines())
-        parts = [f"<div><h4>Capacity plan: {html.escape(self.scenario)}</h4>{paras}"]
+        parts = [f"<div><h4>Capacity plan: {html.escape(self.scenario)}</h4>"]
+        parts.append(f"<p><b>{html.escape(self.verdict())}</b></p>{paras}")
         if self.by_tier_table:
             cols = [c for c in TIER_TABLE_COLUMNS if c in self.tier_tables]
-            parts.append(self.tier_tables[cols].to_html(index=False))
-        tot = self.demand[self.demand["route"] == "total"].drop(columns=["route"])
-        parts.append(tot.round(4).to_html(index=False, na_rep=""))
+            parts.append(table_html(self.tier_tables[cols]))
+        for title, df, cur in self.summary().tables:
+            parts.append(f"<p><b>{html.escape(title)}</b></p>{table_html(df, cur)}")
         return "".join(parts) + "</div>"
 
 

@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     except KimiplanError as exc:
         print(f"kimiplan: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C (in the `init` wizard, or a long run): no traceback; writes are atomic, so nothing is half-written.
+        print("\nkimiplan: interrupted; nothing more was written", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # Output piped into `head` and the like: stop quietly, as Unix tools do.
         sys.stderr.close()

@@ -7,16 +7,20 @@ import json
 import sys
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from kimiplan.errors import ConfigError
-from kimiplan.io.formats import ColumnFormat, display_frame, header, is_numeric_kind
+
+if TYPE_CHECKING:  # numpy, pandas and the formats load with the first table, not with `kimiplan --help`
+    import pandas as pd
+
+    from kimiplan.io.formats import ColumnFormat
 
 
 def _default(o: Any) -> Any:
+    import numpy as np
+    import pandas as pd
+
     if isinstance(o, Decimal):
         return float(o)
     if isinstance(o, (dt.date, dt.datetime)):
@@ -48,6 +52,8 @@ def print_table(
     """A frame for people, with the report's per-column formats (currency, percentages, thousands separators,
     human headers): a rich table on a terminal, aligned plain text when piped. `floatfmt` is accepted for old
     callers and ignored: each column's kind decides its precision."""
+    from kimiplan.io.formats import display_frame, header, is_numeric_kind
+
     shown, fmts = display_frame(df, currency, formats)
     cols = [str(c) for c in shown.columns]
     heads = [header(c, fmts[c]) for c in cols]
@@ -59,8 +65,10 @@ def print_table(
         from rich.table import Table
 
         table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", header_style="bold")
-        for h, num in zip(heads, numeric):
-            table.add_column(h, justify="right" if num else "left", overflow="fold")
+        for h, num, col in zip(heads, numeric, cells):
+            # An identifier (model ID, route, tier: no spaces) is never broken across lines; sentences wrap.
+            ident = not num and all(" " not in v for v in col) and max((len(v) for v in col), default=0) <= 48
+            table.add_column(h, justify="right" if num else "left", overflow="fold", no_wrap=num or ident)
         for row in zip(*cells) if cells else []:
             table.add_row(*row)
         Console().print(table)

@@ -240,7 +240,7 @@ def _fit(args) -> int:
 
 
 def _apply(args) -> int:
-    from kimiplan.catalog.calibrated import write_calibrated_scenario
+    from kimiplan.catalog.calibrated_file import write_calibrated_scenario
     from kimiplan.catalog.cards import load_catalog
 
     from ._util import print_calibration

@@ -84,11 +84,14 @@ def cmd_campaign(args) -> int:
     return 0
 
 
-def register(sub) -> None:
-    from kimiplan.finance.campaign import PRESETS
+# The preset names for --help without importing the campaign model (numpy, pandas) at start-up; a test holds
+# them equal to kimiplan.finance.campaign.PRESETS.
+PRESET_NAMES = ("browsecomp", "math", "swe-bench")
 
+
+def register(sub) -> None:
     p = sub.add_parser("campaign", help="cost band per model and duration at a tier of an evaluation campaign")
-    p.add_argument("preset", choices=sorted(PRESETS), help="benchmark preset from Kimi's best-practice table")
+    p.add_argument("preset", choices=PRESET_NAMES, help="benchmark preset from Kimi's best-practice table")
     p.add_argument("--tasks", type=int, required=True, help="number of tasks (problems, instances)")
     p.add_argument("--runs", type=int, help="runs per task (default: the official table's)")
     p.add_argument("--tier", help="Moonshot rate tier for the duration, e.g. Tier3")

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from kimiplan.capacity.result import TIER_TABLE_COLUMNS
-from kimiplan.catalog.cards import load_catalog
-from kimiplan.catalog.resolve import load_scenario
 from kimiplan.errors import ConfigError
-from kimiplan.io.formats import number, percent, seconds
 
 from ._util import calibration_json, parse_date, print_calibration, print_json, print_table
 
@@ -21,6 +17,9 @@ def _fraction_flag(value: float, flag: str, example: str) -> float:
 
 def cmd_plan(args) -> int:
     from kimiplan.capacity.plan import plan
+    from kimiplan.capacity.result import TIER_TABLE_COLUMNS
+    from kimiplan.catalog.cards import load_catalog
+    from kimiplan.catalog.resolve import load_scenario
 
     target = _fraction_flag(args.target, "--target", "0.001 for 0.1 % refused")
     percentile = _fraction_flag(args.percentile, "--percentile", "0.999")
@@ -59,6 +58,7 @@ def cmd_plan(args) -> int:
                 f"{r.steps_per_minute:,.1f} calls/min, {r.reserved_tokens_per_minute:,.0f} reserved tokens/min "
                 "(mean); the tables below count its calls as requests"
             )
+    print(p.verdict())
     print(p.describe())
     print_calibration(scenario)
     print()
@@ -82,6 +82,7 @@ def cmd_plan(args) -> int:
                     "holds",
                     "max_requests_per_second",
                     "recharge",
+                    "recharge_currency",
                 ]
             ]
         )
@@ -90,6 +91,9 @@ def cmd_plan(args) -> int:
 
 def cmd_simulate(args) -> int:
     from kimiplan.capacity.sim.simulate import SimSettings, load_trace, replay_trace, simulate
+    from kimiplan.catalog.cards import load_catalog
+    from kimiplan.catalog.resolve import load_scenario
+    from kimiplan.io.formats import number, percent, seconds
 
     catalog = load_catalog(args.catalog)
     scenario = load_scenario(args.scenario, catalog)

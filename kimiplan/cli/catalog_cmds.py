@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from kimiplan.catalog.cards import load_catalog
-
 from ._util import parse_date, print_json, print_table
 
 
@@ -30,6 +28,8 @@ def _filter(df, args):
 
 
 def cmd_prices(args) -> int:
+    from kimiplan.catalog.cards import load_catalog
+
     df = _filter(load_catalog(args.catalog).prices_frame(parse_date(args.on)), args)
     if args.json:
         print_json(df)
@@ -65,6 +65,8 @@ def cmd_prices(args) -> int:
 
 
 def cmd_tiers(args) -> int:
+    from kimiplan.catalog.cards import load_catalog
+
     df = _filter(load_catalog(args.catalog).tiers_frame(parse_date(args.on)), args)
     if args.json:
         print_json(df)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from kimiplan.catalog.cards import load_catalog
-from kimiplan.finance.cost import Usage, cost_of_usage
-from kimiplan.io.formats import money
-
 from ._util import parse_date, print_json
 
 
 def cmd_cost(args) -> int:
+    from kimiplan.catalog.cards import load_catalog
+    from kimiplan.finance.cost import Usage, cost_of_usage
+    from kimiplan.io.formats import money
+
     catalog = load_catalog(args.catalog)
     card = catalog.price(args.model, args.provider, args.region, parse_date(args.on))
     usage = Usage(

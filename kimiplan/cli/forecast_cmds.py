@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from kimiplan.catalog.cards import load_catalog
-from kimiplan.catalog.resolve import load_scenario
 from kimiplan.errors import ConfigError
-from kimiplan.io.formats import money, percent
 
 from ._util import calibration_json, parse_date, print_calibration, print_json, print_table
 
 
 def cmd_forecast(args) -> int:
-    from kimiplan.finance.balance import exhaustion, topup_needed
+    from kimiplan.catalog.cards import load_catalog
+    from kimiplan.catalog.resolve import load_scenario
+    from kimiplan.finance.balance import exhaustion, topup_needed, with_balance
     from kimiplan.finance.forecast import forecast
     from kimiplan.io.export import export_forecast
+    from kimiplan.io.formats import money, percent
 
     catalog = load_catalog(args.catalog)
     scenario = load_scenario(args.scenario, catalog)
@@ -39,15 +39,16 @@ def cmd_forecast(args) -> int:
         raise ConfigError("--topup needs --balance (the balance now, before the planned top-ups)")
     if args.balance is not None:
         ex = exhaustion(fc, args.balance, topups)
+        # One `status` per month: price, capacity, budget and now the balance (in the table and the exports).
+        fc = with_balance(fc, args.balance, topups)
         if args.until:
             topup = topup_needed(fc, args.balance, parse_date(args.until, "--until"), args.confidence, topups)
-    cols = ["month", "requests", "expected", "mean", *fc.quantile_columns()]
+    # "Expected" is the exact mean (closed form); the Monte Carlo mean would only repeat it with noise.
+    cols = ["month", "requests", "expected", *fc.quantile_columns()]
     cols += ["p_over_budget"] if args.budget is not None else []
     cols += ["status"]
-    if fc.monthly["capacity_status"].notna().any():  # the scenario's tier, from the capacity plan
-        cols += ["capacity_status"]
     extra = {} if ex is None else {"balance": ex}
-    export_forecast(fc, xlsx=args.xlsx, csv=args.csv, extra=extra)
+    written = export_forecast(fc, xlsx=args.xlsx, csv=args.csv, extra=extra)
     if args.json:
         print_json(
             {
@@ -69,6 +70,11 @@ def cmd_forecast(args) -> int:
         f"{fc.currency}"
     )
     print_table(fc.monthly[cols], currency=fc.currency)
+    print(
+        f"Expected: the exact mean of each month's bill; P10–P90: quantiles of {fc.settings['paths']:,} simulated "
+        "months (traffic, growth and token sizes vary). Status: ok, or what bites that month (price, capacity on "
+        "the scenario's tier, the budget, the prepaid balance)."
+    )
     for w in fc.warnings:
         print(f"warning: {w}")
     print_calibration(scenario)
@@ -84,10 +90,29 @@ def cmd_forecast(args) -> int:
             f"top-up needed now{' (besides the planned ones)' if topups else ''} to last until {args.until} "
             f"with probability {percent(args.confidence, trim=True)}: {money(topup, fc.currency)}"
         )
+    _print_written(written, fc)
     return 0
 
 
+def _print_written(written, fc) -> None:
+    """What a command wrote, and the one-line verdict of the forecast inside it."""
+    from kimiplan.io.formats import money
+
+    if not written:
+        return
+    bad = fc.monthly[fc.monthly["status"] != "ok"]
+    verdict = (
+        f"every month ok ({money(fc.monthly['expected'].mean(), fc.currency, 0)} a month on average)"
+        if bad.empty
+        else f"from {bad['month'].iloc[0]}: {bad['status'].iloc[0]}"
+    )
+    for path in written:
+        print(f"wrote {path} (forecast of {len(fc.months)} months; verdict: {verdict})")
+
+
 def cmd_backtest(args) -> int:
+    from kimiplan.catalog.cards import load_catalog
+    from kimiplan.catalog.resolve import load_scenario
     from kimiplan.finance.backtest import backtest
 
     catalog = load_catalog(args.catalog)
@@ -146,6 +171,8 @@ def _topups(values: list[str]) -> dict:
 
 
 def cmd_compare(args) -> int:
+    from kimiplan.catalog.cards import load_catalog
+    from kimiplan.catalog.resolve import load_scenario
     from kimiplan.finance.variants import compare, run_variants, standard_variants, waterfall
 
     catalog = load_catalog(args.catalog)

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import sys
 
-from kimiplan.catalog.resolve import load_scenario
-from kimiplan.report.html import write_report
-
 from ._util import print_calibration
 
 
 def cmd_report(args) -> int:
+    from kimiplan.catalog.resolve import load_scenario
+    from kimiplan.report.html import write_report_summary
+
     scenario = load_scenario(args.scenario)
-    path = write_report(scenario, args.output, budget=args.budget, balance=args.balance).resolve()
+    path, summary = write_report_summary(scenario, args.output, budget=args.budget, balance=args.balance)
+    path = path.resolve()
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) for scenario {scenario.name!r}")
+    print(f"verdict: {summary.verdict}")
+    for w in summary.warnings:
+        print(f"warning: {w}")
     print_calibration(scenario)
     opener = "open" if sys.platform == "darwin" else "start" if sys.platform == "win32" else "xdg-open"
     print(f"open it in a browser: {opener} {path}   (or file://{path})")

@@ -7,12 +7,13 @@ import sys
 from pathlib import Path
 
 from kimiplan.errors import ConfigError
-from kimiplan.tokens.tokenizer import count_messages, get_tokenizer
 
 from ._util import print_json
 
 
 def cmd_count(args) -> int:
+    from kimiplan.tokens.tokenizer import count_messages, get_tokenizer
+
     if args.text is not None and args.file is not None:
         raise ConfigError("give TEXT or --file, not both")
     if args.file is not None:

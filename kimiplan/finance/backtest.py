@@ -134,10 +134,28 @@ class Backtest:
             f"in {self.coverage:.0%} of {self.months_judged} months."
         )
 
+    def __repr__(self) -> str:
+        return f"<Backtest {self.describe()} summary() for the table>"
+
+    def summary(self):
+        from kimiplan.io.formats import ColumnFormat
+        from kimiplan.io.tables import SummaryTable
+
+        cols = ["month", "history_months", "forecast", "band_low", "band_high", "actual", "inside", "pct_error"]
+        cols += ["naive_pct_error", "currency"]
+        t = self.table[[c for c in cols if c in self.table]]
+        cur = self.table["currency"].iloc[0] if len(self.table) else None
+        facts = [
+            ("Months judged", f"{self.months_judged}"),
+            ("Band", f"{self.level:.0%} prediction band"),
+            ("Coverage", "n/a" if self.coverage != self.coverage else f"{self.coverage:.0%} of months inside"),
+        ]
+        pct = {c: ColumnFormat("percent", scale=0.01) for c in ("pct_error", "naive_pct_error")}
+        notes = [self.describe(), "Percentage errors are (forecast − actual) / actual, in percent."]
+        return SummaryTable("Backtest", facts, [("By month", t, cur)], notes, pct)
+
     def _repr_html_(self) -> str:
-        cols = ["month", "forecast", "band_low", "band_high", "actual", "inside", "pct_error"]
-        table = self.table[cols].to_html(index=False, float_format=lambda v: f"{v:,.2f}")
-        return f"<p>{html.escape(self.describe())}</p>{table}"
+        return f"<p>{html.escape(self.describe())}</p>" + self.summary()._repr_html_()
 
 
 def _prediction_band(y: np.ndarray, slope: float, icpt: float, cpr: np.ndarray, level: float) -> float:

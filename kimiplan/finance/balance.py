@@ -10,6 +10,7 @@ Rate tiers follow *cumulative* recharge (vouchers do not count), so every top-up
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 
@@ -18,7 +19,7 @@ import pandas as pd
 
 from kimiplan.catalog.cards import Catalog, load_catalog
 from kimiplan.errors import ConfigError
-from kimiplan.finance.forecast import Forecast, _check_range
+from kimiplan.finance.forecast import Forecast, _check_range, month_status
 from kimiplan.model.scenario import Scenario
 
 QUOTA_ERROR = "HTTP 429 exceeded_current_quota_error"
@@ -162,3 +163,12 @@ def tier_recharge(
             }
         )
     return pd.DataFrame(rows)
+
+
+def with_balance(fc: Forecast, balance: float, topups: Mapping[dt.date, float] | None = None) -> Forecast:
+    """`fc` with each month's `status` also naming the prepaid balance: the month it runs out (the median
+    path's date) and "balance spent" after it, so one `status` column reflects capacity, budget and balance."""
+    ex = exhaustion(fc, balance, topups)
+    mid = dict(zip(ex["quantile"], ex["runs_out_on"], strict=True)).get("P50")
+    runs_out = None if mid is None or pd.isna(mid) else pd.Timestamp(mid).date()
+    return dataclasses.replace(fc, monthly=month_status(fc.monthly, fc.scenario.tier, runs_out))

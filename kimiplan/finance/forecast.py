@@ -42,6 +42,7 @@ from kimiplan.finance.cost import (
     neurons_per_token,
     price_multiplier,
 )
+from kimiplan.io.formats import percent
 from kimiplan.model.scenario import COMPONENTS, Scenario
 from kimiplan.workload.draws import cached_means, draw_route, route_context
 
@@ -288,6 +289,50 @@ class Forecast:
     def frames(self) -> dict[str, pd.DataFrame]:
         """The views an export writes, one per sheet."""
         return {"monthly": self.monthly, "by_route": self.by_route, "expected": self.expected, "daily": self.daily}
+
+    # -- how it presents itself
+    def _verdict(self) -> str:
+        bad = self.monthly[self.monthly["status"] != "ok"]
+        return "every month ok" if bad.empty else f"from {bad['month'].iloc[0]}: {bad['status'].iloc[0]}"
+
+    def __repr__(self) -> str:
+        from kimiplan.io.formats import money
+
+        m = self.monthly
+        return (
+            f"<Forecast {self.scenario.name}: {len(self.months)} months from {self.months[0]}, "
+            f"{money(m['expected'].mean(), self.currency, 0)} a month on average; {self._verdict()}; "
+            "summary() for the table>"
+        )
+
+    def summary(self):
+        """The forecast at a glance: totals and the monthly table (expected, band, budget, status)."""
+        from kimiplan.io.formats import money
+        from kimiplan.io.tables import SummaryTable
+
+        m = self.monthly
+        cur = self.currency
+        facts = [
+            ("Scenario", f"{self.scenario.name} ({self.scenario.model} on {self.scenario.provider})"),
+            ("Months", f"{len(self.months)}, {self.months[0]} to {self.months[-1]}"),
+            ("Total, expected", money(m["expected"].sum(), cur, 0)),
+            ("Average month", money(m["expected"].mean(), cur, 0)),
+            ("Budget", "none" if self.budget is None else f"{money(self.budget, cur, 0)} a month"),
+            ("Verdict", self._verdict()),
+            ("Paths, seed", f"{self.settings.get('paths', 0):,} Monte Carlo paths, seed {self.settings.get('seed')}"),
+        ]
+        cols = ["month", "requests", "expected", *self.quantile_columns()]
+        cols += ["p_over_budget"] if "p_over_budget" in m else []
+        cols += ["status", "currency"]
+        notes = [
+            f"Expected: the exact mean of each month's bill; {', '.join(self.quantile_columns())}: quantiles of the "
+            "simulated months (daily traffic, growth and token sizes vary).",
+            *self.warnings,
+        ]
+        return SummaryTable(f"Spend forecast: {self.scenario.name} ({cur})", facts, [("By month", m[cols], cur)], notes)
+
+    def _repr_html_(self) -> str:
+        return self.summary()._repr_html_()
 
 
 @dataclass(frozen=True)
@@ -603,7 +648,7 @@ def _monthly_frame(
             r["p_over_budget"] = float((col > budget).mean()) if np.isfinite(col).all() else np.nan
         r["price_change"] = len({seg.segs[s]["card"].price_key for s in seg_ids if seg.segs[s]["card"] is not None}) > 1
         r["retired_days"] = int(sum((seg.seg_of_day == s).sum() for s in seg_ids if seg.segs[s]["status"] == "retired"))
-        r["status"] = (
+        r["price_status"] = (
             "retired (not priced)"
             if "retired" in st
             else ("reported retired, unconfirmed" if "reported retired, unconfirmed" in st else "ok")
@@ -738,6 +783,19 @@ def forecast(
         avg_prices = np.einsum("s,srk->rk", seg.volume, sp.prices) / seg.volume.sum()
 
     warnings_ = _warnings(seg)  # the capacity columns may add one
+    capacity_notes: dict = {}
+    monthly = month_status(
+        _with_capacity(
+            _monthly_frame(seg, sp, units, month_paths, free_credit_day, quantiles, budget, currency),
+            cal,
+            scenario,
+            catalog,
+            capacity,
+            warnings_,
+            capacity_notes,
+        ),
+        scenario.tier,
+    )
     return Forecast(
         scenario=scenario,
         currency=currency,
@@ -746,14 +804,7 @@ def forecast(
         budget=None if budget is None else float(budget),
         daily=_daily_frame(cal, seg, sp, units, free_credit_day, cards, status, currency),
         expected=_expected_frame(scenario, seg, sp, units, free_credit_day, currency, base_cur),
-        monthly=_with_capacity(
-            _monthly_frame(seg, sp, units, month_paths, free_credit_day, quantiles, budget, currency),
-            cal,
-            scenario,
-            catalog,
-            capacity,
-            warnings_,
-        ),
+        monthly=monthly,
         by_route=_by_route_frame(seg.months, units.routes, route_month, quantiles, currency),
         paths=month_paths,
         _daily=_DailyParts(mc.g, seg.lam, d, cost_per_vol, mc.credit_days),
@@ -779,11 +830,14 @@ def forecast(
             "fx_base": base_cur,
             "unit_samples": units.samples,
             "tax_rate": scenario.tax_rate,
+            **capacity_notes,
         },
     )
 
 
-def _with_capacity(monthly, cal, scenario, catalog, capacity, warnings_: list[str]) -> pd.DataFrame:
+def _with_capacity(
+    monthly, cal, scenario, catalog, capacity, warnings_: list[str], notes: dict | None = None
+) -> pd.DataFrame:
     """Adds, per month, the traffic multiple against today at its busiest day (growth x events x holidays,
     or the explicit volume; the weekday profile is already in the plan's busiest minute), the plan's
     `capacity_status` at that multiple, and on over-capacity months the tier to move to and the cumulative
@@ -804,6 +858,10 @@ def _with_capacity(monthly, cal, scenario, catalog, capacity, warnings_: list[st
         return out
     if cap.tier is None:
         return out
+    h = cap.headroom()
+    if notes is not None and h is not None:
+        # The one headroom sentence (CapacityPlan.headroom), for the export's assumptions sheet.
+        notes["capacity_headroom"] = h.sentence
     base = scenario.traffic.per_day * cal["weekday_factor"].to_numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
         day_scale = np.where(base > 0, cal["requests"].to_numpy() / base, 0.0)
@@ -825,6 +883,38 @@ def _with_capacity(monthly, cal, scenario, catalog, capacity, warnings_: list[st
         warnings_.append(
             f"from {first}: over capacity on {cap.tier} (refusals above {cap.target:.2%} at the busiest minute){move}"
         )
+    return out
+
+
+def month_status(monthly: pd.DataFrame, tier: str | None, runs_out: dt.date | None = None) -> pd.DataFrame:
+    """The `status` of each month from everything that can stop the bill or the traffic: the price card
+    (`price_status`), capacity on the scenario's tier (`capacity_status`), the budget (more likely over than
+    not) and the prepaid balance (`runs_out`, its median run-out date). "ok" only when none of them bites;
+    otherwise the reasons, most severe first, separated by "; "."""
+    out = monthly.copy()
+    on = f" on {tier}" if tier else ""
+    reasons = []
+    for r in out.itertuples(index=False):
+        why = []
+        price = getattr(r, "price_status", "ok")
+        if price != "ok":
+            why.append(price)
+        if runs_out is not None:
+            start = dt.date.fromisoformat(f"{r.month}-01")
+            if runs_out < start:
+                why.append("balance spent")
+            elif runs_out.strftime("%Y-%m") == r.month:
+                why.append(f"balance runs out {runs_out:%Y-%m-%d}")
+        cap = getattr(r, "capacity_status", None)
+        if cap == "over_capacity":
+            why.append(f"over capacity{on}")
+        elif cap == "near_limit":
+            why.append(f"near the limit{on}")
+        p = getattr(r, "p_over_budget", None)
+        if p is not None and not pd.isna(p) and p > 0.5:
+            why.append(f"over budget likely ({percent(p, trim=True)})")
+        reasons.append("; ".join(why) if why else "ok")
+    out["status"] = reasons
     return out
 
 

@@ -217,8 +217,8 @@ def compare(
         exp_total = float(fc.monthly["expected"].sum())
         worst = (
             "retired (not priced)"
-            if (fc.monthly["status"] == "retired (not priced)").any()
-            else ("reported retired, unconfirmed" if (fc.monthly["status"] != "ok").any() else "ok")
+            if (fc.monthly["price_status"] == "retired (not priced)").any()
+            else ("reported retired, unconfirmed" if (fc.monthly["price_status"] != "ok").any() else "ok")
         )
         # Moonshot's builtin $web_search does not exist elsewhere: such a row prices those searches at 0.
         searches = [r.name for r in sc.routes if r.tools.web_search_calls.mean() > 0]

@@ -36,6 +36,7 @@ _PERCENT_WORDS = {
     "coverage",
     "failed",
     "waited",
+    "use",
 }
 # Words that make a column money whatever the frame (its currency comes from the frame or the name).
 _MONEY_WORDS = {

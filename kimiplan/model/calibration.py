@@ -103,7 +103,30 @@ class Calibration(_F):
         atomic_write(p, self.model_dump_json(indent=2, exclude_none=False) + "\n", what="calibration file")
         return p
 
+    def __repr__(self) -> str:
+        return (
+            f"<Calibration of {self.model}: {len(self.routes)} routes, {self.n_samples:,} samples "
+            f"({self.provenance}); summary() for the table>"
+        )
+
+    def _repr_html_(self) -> str:
+        return self.summary()._repr_html_()
+
     def summary(self):
+        """One row per route (fitted medians, p95, rates), as a `SummaryTable` that also reads like the frame."""
+        from kimiplan.io.tables import SummaryTable
+
+        facts = [
+            ("Model", self.model),
+            ("Samples", f"{self.n_samples:,} ({self.provenance})"),
+            ("Created", f"{self.created:%Y-%m-%d %H:%M}"),
+        ]
+        notes = ["Medians and p95 are of fitted log-normals (tokens); rates are shares of calls."]
+        if self.provenance == "emulator":
+            notes.append("Fitted from the local emulator, not from live Kimi calls.")
+        return SummaryTable(f"Calibration: {self.model}", facts, [("By route", self._frame(), None)], notes)
+
+    def _frame(self):
         import pandas as pd
 
         rows = []

@@ -59,36 +59,103 @@ _Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_ti
 _Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_yaml_map)
 
 
+def _shared_nodes(root) -> set[int]:
+    """Nodes the composed graph reaches more than once (an anchor and its aliases), walked without expanding."""
+    seen: set[int] = set()
+    shared: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            shared.add(id(node))
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                stack += [k, v]
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    return shared
+
+
+def _line(node) -> int | str:
+    return node.start_mark.line + 1 if node is not None and node.start_mark else "?"
+
+
 def _check_node_tree(root, origin: str, error) -> None:
     """Walk the composed node graph as the tree it will become (aliases expanded), iteratively, and stop as
-    soon as it is too deep or too large."""
-    stack = [(root, 1)]
+    soon as it is too deep or too large, naming the line where it starts: the anchor whose aliases expand
+    past the limit, or the line of the too-deep value."""
+    shared = _shared_nodes(root)
+    stack = [(root, 1, None)]
     count = 0
     while stack:
-        node, depth = stack.pop()
+        node, depth, anchor = stack.pop()
         count += 1
         if count > MAX_NODES:
+            where = (
+                f"; the expansion starts on line {_line(anchor[1])}, whose aliases repeat the anchor on line "
+                f"{_line(anchor[0])}"
+                if anchor is not None
+                else ""
+            )
             raise error(
-                f"{origin}: too many values once aliases are expanded (more than {MAX_NODES:,}); "
+                f"{origin}: too many values once aliases are expanded (more than {MAX_NODES:,}){where}; "
                 "an alias bomb or a file far larger than any scenario"
             )
         if depth > MAX_DEPTH:
-            line = node.start_mark.line + 1 if node.start_mark else "?"
-            raise error(f"{origin}: nested more than {MAX_DEPTH} levels deep (line {line})")
+            raise error(f"{origin}: nested more than {MAX_DEPTH} levels deep (line {_line(node)})")
+        children = []
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
-                stack.append((k, depth + 1))
-                stack.append((v, depth + 1))
+                children += [k, v]
         elif isinstance(node, yaml.SequenceNode):
-            stack.extend((v, depth + 1) for v in node.value)
+            children = node.value
+        for c in children:
+            # The outermost anchor on the way down is where the expansion starts.
+            stack.append((c, depth + 1, anchor if anchor is not None or id(c) not in shared else (c, node)))
 
 
-def _json_depth_ok(obj: Any, origin: str, error) -> None:
+def _text_depth_line(text: str) -> tuple[int, int] | None:
+    """(line, column) where bracket nesting first passes MAX_DEPTH in JSON or flow-style YAML text (strings
+    skipped), or None."""
+    depth, line, col, in_str, esc, quote = 0, 1, 0, False, False, ""
+    for ch in text:
+        col += 1
+        if ch == "\n":
+            line, col = line + 1, 0
+            continue
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\" and quote == '"':
+                esc = True
+            elif ch == quote:
+                in_str = False
+            continue
+        if ch in "\"'":
+            in_str, quote = True, ch
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return line, col
+        elif ch in "]}":
+            depth -= 1
+    return None
+
+
+def _too_deep(text: str, origin: str) -> str:
+    at = _text_depth_line(text)
+    where = f" (line {at[0]}, column {at[1]})" if at else ""
+    return f"{origin}: nested more than {MAX_DEPTH} levels deep{where}"
+
+
+def _json_depth_ok(obj: Any, origin: str, error, text: str = "") -> None:
     stack = [(obj, 1)]
     while stack:
         o, depth = stack.pop()
         if depth > MAX_DEPTH:
-            raise error(f"{origin}: nested more than {MAX_DEPTH} levels deep")
+            raise error(_too_deep(text, origin))
         if isinstance(o, dict):
             stack.extend((v, depth + 1) for v in o.values())
         elif isinstance(o, list):
@@ -112,15 +179,15 @@ def parse_text(text: str, origin: str, fmt: str = "yaml", error: type[KimiplanEr
         except ValueError as exc:  # JSONDecodeError or a duplicate key
             raise error(f"{origin}: not valid JSON: {exc}") from None
         except RecursionError:
-            raise error(f"{origin}: nested more than {MAX_DEPTH} levels deep") from None
-        _json_depth_ok(data, origin, error)
+            raise error(_too_deep(text, origin)) from None
+        _json_depth_ok(data, origin, error, text)
         return data
     loader = _Loader(text)
     try:
         try:
             node = loader.get_single_node()
         except RecursionError:
-            raise error(f"{origin}: nested more than {MAX_DEPTH} levels deep") from None
+            raise error(_too_deep(text, origin)) from None
         if node is None:
             return None
         _check_node_tree(node, origin, error)

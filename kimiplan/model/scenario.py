@@ -7,10 +7,19 @@ Schema. Errors name the file, the route, the field and the bad value, and nothin
 from __future__ import annotations
 
 import datetime as dt
+import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from kimiplan.errors import ScenarioError
 from kimiplan.io.paths import data_path
@@ -33,6 +42,48 @@ MAX_FACTOR = 1_000.0  # burst, event and holiday multipliers; profile weights ar
 MAX_LIMIT = 10**12  # any inline tier limit
 MAX_RATE = 1e6  # an exchange rate
 MAX_GROWTH = 10.0  # +1000 % a month
+
+
+def _pct_text(x: float) -> str:
+    return f"{x:g} %"
+
+
+def parse_fraction(v: Any, hi: float = 1.0, what: str = "fraction") -> Any:
+    """A share or rate a person may write as a fraction (0.05) or with its unit ("5%", "5 %"). A bare number
+    above `hi` is refused with the reading it most likely meant ("did you mean 5 %?"): `monthly_growth: 5` is
+    +500 % a month, which nobody means without saying so ("500%"). Other values pass through unchanged (the
+    field's own bounds judge them); the wizard (`kimiplan init`) uses the same rule."""
+    if isinstance(v, str):
+        t = v.strip().replace("\u202f", " ").replace("\xa0", " ")
+        if t.endswith("%"):
+            try:
+                return float(t[:-1].strip()) / 100.0
+            except ValueError:
+                raise ValueError(f'{v!r} is not a percentage; write e.g. "5%" or 0.05') from None
+        try:
+            v = float(t)
+        except ValueError:
+            raise ValueError(f'{v!r} is not a number; write a {what} such as 0.05 or a percentage "5%"') from None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return v
+    if hi < abs(v) <= 100:
+        sign = "-" if v < 0 else ""
+        per = " a month" if what == "growth" else ""
+        raise ValueError(
+            f"{v:g} reads as {_pct_text(v * 100)}{per}; did you mean {_pct_text(v)}? Write {v / 100:g} or "
+            f'"{sign}{abs(v):g}%"'
+            + (f' (or "{v * 100:g}%" if you do mean {_pct_text(v * 100)})' if what == "growth" else "")
+        )
+    return v
+
+
+def fraction_input(hi: float = 1.0, what: str = "fraction"):
+    """The pydantic side of `parse_fraction`: a field annotation that accepts "5%" and questions a bare 5."""
+    return BeforeValidator(lambda v: parse_fraction(v, hi, what), json_schema_input_type=float | str)
+
+
+Share = Annotated[float, fraction_input()]
+Growth = Annotated[float, fraction_input(1.0, "growth")]
 
 Tokens = bounded(MAX_TOKENS, "tokens")
 Count = bounded(MAX_COUNT)
@@ -66,7 +117,7 @@ class Rag(_M):
 class Documents(_M):
     """Extracted files (billed as input): present with `probability`, `pages` x `tokens_per_page`."""
 
-    probability: float = Field(default=0.0, ge=0, le=1)
+    probability: Share = Field(default=0.0, ge=0, le=1)
     pages: Count = Fixed(value=0)
     tokens_per_page: Tokens = Fixed(value=0)
 
@@ -100,7 +151,7 @@ class Cache(_M):
 
     mode: Literal["prefix_rule", "none"] = "prefix_rule"
     prefix: tuple[Literal["system", "history", "rag", "documents"], ...] = ("system", "history")
-    hit_rate: float = Field(default=1.0, ge=0, le=1)
+    hit_rate: Share = Field(default=1.0, ge=0, le=1)
     min_prompt_tokens: int = Field(default=256, ge=0, le=MAX_TOKENS)
 
 
@@ -126,7 +177,7 @@ class Route(_M):
     """One route of the application (an endpoint or feature) and its per-request token components."""
 
     name: str = Field(min_length=1, max_length=200)
-    share: float = Field(gt=0, le=1, description="Fraction of the application's requests that take this route")
+    share: Share = Field(gt=0, le=1, description="Fraction of the application's requests that take this route")
     description: str = ""
     thinking: bool = Field(default=False, description="K2.6 thinking on: reasoning tokens are generated and billed")
     system: Tokens = Field(default=Fixed(value=0), description="System prompt tokens (a fixed, cacheable prefix)")
@@ -187,6 +238,9 @@ class Route(_M):
 
     @model_validator(mode="after")
     def _agent_rules(self):
+        if self.thinking and self.tools.web_search_calls.mean() > 0:
+            # K2.6 quickstart (official, 2026-08-13): $web_search must be used with thinking disabled.
+            raise ValueError("tools.web_search_calls needs thinking off ($web_search requires thinking disabled)")
         if self.agent is None:
             return self
         if self.thinking and self.agent.web_search_per_step.mean() > 0:
@@ -231,8 +285,11 @@ class Traffic(_M):
     weekday_factors: tuple[float, ...] | None = Field(
         default=None, description="7 factors, Monday first; normalized to mean 1"
     )
-    monthly_growth: float = Field(
-        default=0.0, gt=-1, le=MAX_GROWTH, description="Compound growth per month (0.08 = +8 %)"
+    monthly_growth: Growth = Field(
+        default=0.0,
+        gt=-1,
+        le=MAX_GROWTH,
+        description='Compound growth per month: 0.08 or "8%" (+8 %); above 100 % only with the unit ("150%")',
     )
     monthly_requests: dict[str, float] | None = Field(
         default=None, description="Explicit volume per month, 'YYYY-MM' -> requests; overrides rate and growth there"
@@ -345,7 +402,7 @@ class Scenario(_M):
     )
     as_of: dt.date = Field(description="Date for prices and tiers (look-ups are dated)")
     seed: int = Field(default=0, ge=0, lt=2**63)
-    tax_rate: float = Field(default=0.0, ge=0, le=1, description="Added to every cost (VAT/GST), e.g. 0.06")
+    tax_rate: Share = Field(default=0.0, ge=0, le=1, description='Added to every cost (VAT/GST), e.g. 0.06 or "6%"')
     exchange_rate: dict[str, float] = Field(
         default_factory=dict, description="Extra currencies: 'CNY' -> units per card currency unit"
     )
@@ -360,6 +417,50 @@ class Scenario(_M):
         default_factory=Simulation,
         description="Defaults for `kimiplan simulate`: horizon (hours), client on 429 (none/retry/pace), windows",
     )
+
+    def __repr__(self) -> str:
+        t = self.traffic
+        tier = self.tier if isinstance(self.tier, str) or self.tier is None else "inline tier"
+        growth = f"{t.monthly_growth * 100:g} %"
+        return (
+            f"<Scenario {self.name}: {self.model} on {self.provider}/{self.resolved_region}, {tier or 'no tier'}, "
+            f"{t.per_day:,.0f} requests/day growing {growth} a month, {len(self.routes)} routes, as of {self.as_of}>"
+        )
+
+    def summary(self):
+        """The scenario at a glance: model, tier, traffic and one row per route."""
+        import pandas as pd
+
+        from kimiplan.io.tables import SummaryTable
+
+        t = self.traffic
+        facts = [
+            ("Model", f"{self.model} on {self.provider}/{self.resolved_region}"),
+            ("Tier", str(self.tier) if self.tier is not None else "none set"),
+            ("Traffic", f"{t.per_day:,.0f} requests/day, growing {t.monthly_growth * 100:g} % a month"),
+            ("As of", self.as_of.isoformat()),
+            ("Tax", f"{self.tax_rate * 100:g} %"),
+        ]
+        rows = [
+            {
+                "route": r.name,
+                "share": r.share,
+                "thinking": r.thinking,
+                "batch": r.batch,
+                "max_completion_tokens": r.max_completion_tokens,
+                "web_searches": r.tools.web_search_calls.mean(),
+                "calibrated": bool(r.calibration),
+            }
+            for r in self.routes
+        ]
+        uncal = sum(not r.calibration for r in self.routes)
+        notes = (
+            [f"Token sizes are assumptions on {uncal} of {len(self.routes)} routes until calibrated."] if uncal else []
+        )
+        return SummaryTable(f"Scenario: {self.name}", facts, [("Routes", pd.DataFrame(rows), None)], notes)
+
+    def _repr_html_(self) -> str:
+        return self.summary()._repr_html_()
 
     @field_validator("as_of")
     @classmethod

@@ -44,7 +44,8 @@ def capacity_report_sections(scenario, catalog=None) -> list:
             "refusal_total",
             "binding_limit",
             "binding_limit_value",
-            "headroom",
+            "busiest_minute_use",
+            "max_scale",
             "max_requests_per_second",
             "exhausted_on",
             "source",
@@ -53,15 +54,17 @@ def capacity_report_sections(scenario, catalog=None) -> list:
         if len(p.by_tier_table) > 1:
             out.append(("Each tier table side by side", tier_tables_figure(p, scenario.traffic.mean_rps)))
     if p.tier is not None:
-        total = p.demand[p.demand["route"] == "total"]
-        out.append(("Demand and headroom per limit (total)", total.round(4)))
-    out.append(("Demand per route", p.demand[p.demand["route"] != "total"].round(4)))
+        # Headroom has one definition (the growth multiple, in the summary above): the tables show each limit's
+        # use at the busiest minute, not a second "headroom" of 1 - use.
+        total = p.demand[p.demand["route"] == "total"].drop(columns=["headroom"])
+        out.append(("Demand and use of each limit at the busiest minute (total)", total.round(4)))
+    out.append(("Demand per route", p.demand[p.demand["route"] != "total"].drop(columns=["headroom"]).round(4)))
     if len(p.ladder):
         out.append(("Tier ladder", p.ladder.round(6)))
         out.append(("Largest sustainable rate per tier", tier_ladder_figure(p.ladder, scenario.traffic.mean_rps)))
         out.append(
             (
-                "Headroom per limit per tier",
+                "Busiest minute's use of each limit, per tier",
                 headroom_figure(tier_headroom(scenario, catalog, moments=moments, peaks=peaks)),
             )
         )

@@ -165,7 +165,7 @@ def collect_sections(
             "How the monthly figures relate",
             Table(
                 summary.reconciliation,
-                note="One bill, seen four ways: the summary quotes the first forecast month and the 12-month figures.",
+                note="One bill, seen four ways: the summary quotes the next full month and the 12-month average.",
             ),
         ),
     ]
@@ -248,6 +248,12 @@ nav a { color: #4C78A8; text-decoration: none; }
 .tile .label { font-size: 0.78rem; text-transform: uppercase; letter-spacing: 0.04em; color: #667; }
 .tile .big { font-size: 1.55rem; font-weight: 650; margin: 0.1rem 0 0.25rem; font-variant-numeric: tabular-nums; }
 .tile .small { font-size: 0.85rem; color: #444; }
+.tile.bad { border-left-color: #c0392b; }
+.tile.good { border-left-color: #2e8b57; }
+.verdict { font-size: 1.05rem; margin: 0.6rem 0; }
+.blockers { background: #fdecea; border: 1px solid #e6a19a; border-radius: 6px; padding: 0.6rem 0.9rem;
+  margin: 0.6rem 0; }
+.blockers ul { margin: 0.3rem 0 0; padding-left: 1.3rem; }
 .facts { padding-left: 1.2rem; margin: 0.6rem 0; }
 .risks { background: #fff8e6; border: 1px solid #f0d48a; border-radius: 6px; padding: 0.6rem 0.9rem; }
 .risks ol { margin: 0.3rem 0 0; padding-left: 1.3rem; }
@@ -278,8 +284,21 @@ def write_report(
 ) -> Path:
     """Write the report atomically: a failure leaves an existing file untouched. `budget` (per month) and
     `balance` (prepaid, today) are in the scenario's currency and feed the summary's P(over budget) and run-out."""
+    return write_report_summary(scenario, path, catalog, budget=budget, balance=balance)[0]
+
+
+def write_report_summary(
+    scenario: Scenario,
+    path: str | Path,
+    catalog: Catalog | None = None,
+    *,
+    budget: float | None = None,
+    balance: float | None = None,
+):
+    """`write_report`, also returning the first screen's `Summary` (its `verdict` is what the CLI prints)."""
     path = Path(path)
-    text = render_html(scenario, collect_sections(scenario, catalog, budget=budget, balance=balance))
+    sections = collect_sections(scenario, catalog, budget=budget, balance=balance)
+    text = render_html(scenario, sections)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, text, what="report")
-    return path
+    return path, sections[0][1]

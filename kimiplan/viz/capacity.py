@@ -3,12 +3,62 @@ Presentation only: every number comes from `plan`, `simulate` or `budgets`."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 LIMIT_COLORS = {"concurrency": "#4C78A8", "rpm": "#F58518", "tpm": "#54A24B", "tpd": "#B279A2", "rpd": "#9D755D"}
+
+
+def _compact(v: float) -> str:
+    """20k, 1.5M, 300: an axis label with its magnitude written out."""
+    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:,.3g}{suffix}"
+    return f"{v:,.3g}"
+
+
+def log_axis(values, kind: str = "count") -> dict:
+    """A log axis that reads at a glance: labelled ticks at 1, 2 and 5 times each power of ten in the data's
+    range, each with its magnitude ("20k", "50k", "100k"; "0.1 %", never a bare "2" or "5")."""
+    from kimiplan.io.formats import percent
+
+    v = np.asarray([x for x in np.ravel(np.asarray(values, dtype=float)) if np.isfinite(x) and x > 0])
+    axis: dict = {"type": "log", "minor": {"showgrid": True, "ticks": ""}}
+    if v.size == 0:
+        return axis
+    lo, hi = float(v.min()) / 1.5, float(v.max()) * 1.5
+    steps = (1, 2, 5) if math.log10(hi / lo) <= 4 else (1,)
+    ticks = [m * 10.0**k for k in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1) for m in steps]
+    ticks = [t for t in ticks if lo <= t <= hi] or [10.0 ** round(math.log10(float(v.mean())))]
+    text = [percent(t, trim=True) for t in ticks] if kind == "percent" else [_compact(t) for t in ticks]
+    axis.update(tickmode="array", tickvals=ticks, ticktext=text)
+    return axis
+
+
+def _today(fig: go.Figure, x, y: float, label: str, log: bool = True) -> None:
+    """Today's level as a dashed line with its own legend entry and a label on the line."""
+    fig.add_scatter(
+        x=list(x),
+        y=[y] * len(x),
+        mode="lines",
+        name=label,
+        line={"dash": "dash", "color": "#333", "width": 1.5},
+        hovertemplate=label + "<extra></extra>",
+    )
+    # On a log axis an annotation's y is the exponent.
+    fig.add_annotation(
+        x=list(x)[0],
+        y=math.log10(y) if log and y > 0 else y,
+        text=label,
+        showarrow=False,
+        xanchor="left",
+        yanchor="bottom",
+        font={"size": 12, "color": "#333"},
+    )
 
 
 def headroom_figure(headroom: pd.DataFrame, title: str = "Peak demand / limit, per tier") -> go.Figure:
@@ -24,13 +74,16 @@ def headroom_figure(headroom: pd.DataFrame, title: str = "Peak demand / limit, p
             hovertemplate="%{x} " + lim + ": peak %{customdata[0]:,.0f} of %{customdata[1]:,.0f}"
             " (%{y:.0%})<extra></extra>",
         )
-    fig.add_hline(y=1.0, line_dash="dash", line_color="black", annotation_text="limit")
+    tiers = list(dict.fromkeys(headroom["tier"])) if len(headroom) else []
+    if tiers:
+        _today(fig, tiers, 1.0, "the limit (100 %): above it, refusals")
     fig.update_layout(
         barmode="group",
         title=title,
-        yaxis_title="peak demand / limit",
-        yaxis_tickformat=".0%",
-        yaxis_type="log",
+        xaxis_title="tier",
+        yaxis_title="busiest minute's demand / limit (log scale)",
+        yaxis=log_axis([*headroom["peak_utilization"], 1.0] if len(headroom) else [], "percent"),
+        legend_title_text="limit",
         template="plotly_white",
     )
     return fig
@@ -48,16 +101,19 @@ def tier_ladder_figure(
             marker_color=colors,
             text=ladder["binding_limit"],
             textposition="outside",
+            name="largest rate that keeps refusals under the target (green: holds today)",
             hovertemplate="%{x}: up to %{y:,.0f} requests/day; binds on %{text}<extra></extra>",
         )
     )
-    fig.add_hline(y=current_rps * 86400, line_dash="dash", annotation_text="current traffic")
+    today = current_rps * 86400
+    _today(fig, ladder["tier"], today, f"today: {today:,.0f} requests/day")
     fig.update_layout(
         title=title,
-        yaxis_title="requests per day (at the same mix and profile)",
-        yaxis_type="log",
+        xaxis_title="tier",
+        yaxis_title="requests per day (log scale; same mix and profile)",
+        yaxis=log_axis([*ladder["max_requests_per_day"], today]),
         template="plotly_white",
-        showlegend=False,
+        showlegend=True,
     )
     return fig
 
@@ -86,12 +142,16 @@ def tier_tables_figure(
             text=ladder["binding_limit"],
             hovertemplate="%{x}: up to %{y:,.0f} requests/day; binds on %{text}<extra>" + label + "</extra>",
         )
-    fig.add_hline(y=current_rps * 86400, line_dash="dash", annotation_text="current traffic")
+    today = current_rps * 86400
+    tiers = list(dict.fromkeys(t for lad in plan.table_ladders.values() for t in lad["tier"]))
+    if tiers:
+        _today(fig, tiers, today, f"today: {today:,.0f} requests/day")
     fig.update_layout(
         barmode="group",
         title=title,
-        yaxis_title="requests per day (at the same mix and profile)",
-        yaxis_type="log",
+        xaxis_title="tier",
+        yaxis_title="requests per day (log scale; same mix and profile)",
+        yaxis=log_axis([*(x for lad in plan.table_ladders.values() for x in lad["max_requests_per_day"]), today]),
         template="plotly_white",
     )
     return fig
@@ -125,10 +185,24 @@ def utilization_figure(result, title: str = "Simulated load against each limit")
     fig = make_subplots(
         rows=len(panels), cols=1, shared_xaxes=True, subplot_titles=[p[0] for p in panels], vertical_spacing=0.06
     )
+    shown_limit = False
     for i, (name, x, y, limit, key) in enumerate(panels, start=1):
         fig.add_scatter(x=x / 3600.0, y=y, mode="lines", name=name, line_color=LIMIT_COLORS[key], row=i, col=1)
         if limit is not None:
-            fig.add_hline(y=limit, line_dash="dash", line_color="black", row=i, col=1)
+            # The limit as a dashed line in the legend (once for all panels).
+            fig.add_scatter(
+                x=[float(x[0]) / 3600.0, float(x[-1]) / 3600.0] if len(x) else [0, 1],
+                y=[limit, limit],
+                mode="lines",
+                name="the tier's limit",
+                line={"dash": "dash", "color": "black", "width": 1},
+                legendgroup="limit",
+                showlegend=not shown_limit,
+                hovertemplate=f"{key} limit {limit:,.0f}<extra></extra>",
+                row=i,
+                col=1,
+            )
+            shown_limit = True
         refused = pm[f"refused_{key}"].to_numpy() if f"refused_{key}" in pm else np.zeros(0)
         if refused.any() and key != "tpd":
             hit = refused > 0
@@ -164,11 +238,20 @@ def budget_tradeoff_figure(
         line_color="#4C78A8",
         secondary_y=True,
     )
-    for label, b in (("current", current), ("recommended", recommended)):
+    lo = float(p.min()) if len(p) else 1e-6
+    for label, b, dash in (("today's budget", current, "dash"), ("recommended", recommended, "dot")):
         if b is not None:
-            fig.add_vline(x=b, line_dash="dot", annotation_text=f"{label} {b:,}")
-    fig.update_xaxes(type="log", title_text="max_completion_tokens")
-    fig.update_yaxes(type="log", title_text="truncation probability", secondary_y=False)
+            # A vertical line with its own legend entry (a log axis leaves vline annotations unplaced).
+            fig.add_scatter(
+                x=[b, b],
+                y=[lo, 1.0],
+                mode="lines",
+                name=f"{label}: {b:,} tokens",
+                line={"dash": dash, "color": "#333", "width": 1.5},
+                hovertemplate=f"{label} {b:,}<extra></extra>",
+            )
+    fig.update_xaxes(**log_axis(curve["max_completion_tokens"]), title_text="max_completion_tokens (log scale)")
+    fig.update_yaxes(**log_axis(p, "percent"), title_text="truncation probability (log scale)", secondary_y=False)
     fig.update_yaxes(title_text="reserved tokens per minute", secondary_y=True)
     fig.update_layout(title=title or f"Budget trade-off: {route}", template="plotly_white")
     return fig

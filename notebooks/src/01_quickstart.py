@@ -8,45 +8,42 @@
 # %%
 import pandas as pd
 
-from kimiplan.catalog.cards import load_catalog
-from kimiplan.catalog.resolve import load_scenario, price_card, rate_tier
-from kimiplan.finance.cost import Usage, cost_of_usage, cost_summary, expected_cost
-from kimiplan.model.scenario import example_path
-from kimiplan.tokens.tokenizer import count_messages, count_text
-from kimiplan.viz.breakdown import cost_breakdown_figure, token_breakdown_figure
-from kimiplan.workload.draws import context_check, expected_tokens
+import kimiplan as kp
 
 pd.set_option("display.width", 160)
 pd.set_option("display.max_columns", 20)
 pd.set_option("display.float_format", "{:,.4f}".format)
 
-catalog = load_catalog()
-scenario = load_scenario(example_path("support_chat"))
+catalog = kp.load_catalog()
+scenario = kp.load_scenario("support_chat")
 print(scenario.name, "|", scenario.model, "on", scenario.provider, scenario.resolved_region, "| tier", scenario.tier)
 print(f"{scenario.traffic.per_day:,.0f} requests/day over {len(scenario.routes)} routes")
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 # Figures: interactive in JupyterLab, and a static PNG beside each (kaleido + Chromium) for nbconvert, GitHub, offline.
-from kimiplan.viz.theme import setup_notebook
 
-setup_notebook()
+kp.viz.setup_notebook()
 
 # %% [markdown]
 # ## The price card and the tier, with their sources
 # Prices are per 1M tokens. Every row carries where it came from and when it was verified.
 
 # %%
-card = price_card(scenario, catalog)
-tier = rate_tier(scenario, catalog)
-pd.DataFrame(
-    [
-        {"what": "cache-hit input", "per 1M": float(card.cache_hit_price)},
-        {"what": "cache-miss input", "per 1M": float(card.input_cache_miss)},
-        {"what": "output (visible + reasoning)", "per 1M": float(card.output)},
-        {"what": "$web_search per call", "per 1M": float(card.web_search_per_call)},
-    ]
-).assign(currency=card.currency)
+card = kp.price_card(scenario, catalog)
+tier = kp.rate_tier(scenario, catalog)
+kp.table(
+    pd.DataFrame(
+        [
+            {"what": "cache-hit input", "price": float(card.cache_hit_price)},
+            {"what": "cache-miss input", "price": float(card.input_cache_miss)},
+            {"what": "output (visible + reasoning)", "price": float(card.output)},
+            {"what": "$web_search per call", "price": float(card.web_search_per_call)},
+        ]
+    ),
+    currency=card.currency,
+    note="Per 1M tokens ($web_search: per call).",
+)
 
 # %%
 print("price source:", card.source[:90], "... verified", card.verified_on)
@@ -59,37 +56,39 @@ print(f"tier {tier.name} (version {tier.version}):", {k: v for k, v in tier.limi
 # the hatched part of each bar is served from Kimi's prefix cache.
 
 # %%
-exp = expected_tokens(scenario, card)
-exp[
-    [
-        "route",
-        "share",
-        "system",
-        "history",
-        "rag",
-        "user",
-        "overhead",
-        "input_tokens",
-        "cached_tokens",
-        "output_tokens",
-        "truncation_rate",
+exp = kp.expected_tokens(scenario, card)
+kp.table(
+    exp[
+        [
+            "route",
+            "share",
+            "system",
+            "history",
+            "rag",
+            "user",
+            "overhead",
+            "input_tokens",
+            "cached_tokens",
+            "output_tokens",
+            "truncation_rate",
+        ]
     ]
-].round(1)
+)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-token_breakdown_figure(exp)
+kp.viz.token_breakdown_figure(exp)
 
 # %% [markdown]
 # ## Expected cost per request, per day and per month
 
 # %%
-cost = expected_cost(scenario, catalog, card, expected=exp)
-cost_summary(cost)
+cost = kp.expected_cost(scenario, catalog, card, expected=exp)
+kp.table(kp.cost_summary(cost))
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-cost_breakdown_figure(cost, "price_class")
+kp.viz.cost_breakdown_figure(cost, "price_class")
 
 # %% [markdown]
 # ## One response, priced exactly
@@ -97,8 +96,8 @@ cost_breakdown_figure(cost, "price_class")
 # `completion_tokens`. The cost engine sums in Decimal, so millions of records add up to the cent.
 
 # %%
-usage = Usage.from_response({"usage": {"prompt_tokens": 5200, "completion_tokens": 410, "cached_tokens": 3800}})
-c = cost_of_usage(usage, card)
+usage = kp.Usage.from_response({"usage": {"prompt_tokens": 5200, "completion_tokens": 410, "cached_tokens": 3800}})
+c = kp.cost_of_usage(usage, card)
 print(c.to_dict()["by_price_class"], "total", c.total, card.currency)
 
 # %%
@@ -106,10 +105,20 @@ messages = [
     {"role": "system", "content": "You are a helpful support assistant for ACME."},
     {"role": "user", "content": "How do I reset my password?"},
 ]
-print("text tokens:", count_text(messages[1]["content"]), "| chat request tokens:", count_messages(messages))
+print("text tokens:", kp.count_text(messages[1]["content"]), "| chat request tokens:", kp.count_messages(messages))
 
 # %% [markdown]
 # ## Will any request overflow the 262,144-token context window?
 
 # %%
-context_check(scenario, card)
+kp.table(kp.context_check(scenario, card))
+
+# %% [markdown]
+# ## What `kimiplan validate` warns about, and the scenario at a glance
+# The warnings that change the verdict (requests beyond the context window, budgets that truncate most answers,
+# `$web_search` results of unknown size) are the ones the report puts on its first screen.
+
+# %%
+for w in kp.verdict_warnings(scenario):
+    print("warning:", w)
+scenario.summary()

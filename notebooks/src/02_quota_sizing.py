@@ -6,48 +6,44 @@
 # %%
 import pandas as pd
 
-from kimiplan.capacity import budgets as B
-from kimiplan.capacity import plan as P
-from kimiplan.capacity.sim.simulate import ClientPolicy, SimSettings, simulate
-from kimiplan.catalog.cards import load_catalog
-from kimiplan.catalog.resolve import load_scenario
-from kimiplan.model.scenario import example_path
-from kimiplan.viz import capacity as PC
+import kimiplan as kp
 
 pd.set_option('display.width', 160)
 pd.set_option('display.max_columns', 20)
-catalog = load_catalog()
-sc = load_scenario(example_path('support_chat'), catalog)
+catalog = kp.load_catalog()
+sc = kp.load_scenario('support_chat', catalog)
 print(sc.name, sc.tier, f'{sc.traffic.per_day:,.0f} requests/day', 'growth', sc.traffic.monthly_growth)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 # Figures: interactive in JupyterLab, and a static PNG beside each (kaleido + Chromium) for nbconvert, GitHub, offline.
-from kimiplan.viz.theme import setup_notebook
 
-setup_notebook()
+kp.viz.setup_notebook()
 
 # %% [markdown]
 # ## 1. The plan against the current tier
 # Peak demand at the busiest minute of a week (hourly profile, weekday factor and the 10:00 burst), the 99.9th percentile, utilization and headroom per limit.
 
 # %%
-p = P.plan(sc, catalog)
+p = kp.plan(sc, catalog)
 print(p.describe())
 
 # %%
-p.demand[p.demand.route == 'total'].round(3)
+p.summary()
+
+# %%
+kp.table(p.demand[p.demand.route == 'total'])
 
 # %% [markdown]
 # ### The verdict under each tier table
 # Moonshot published two tier tables in 2026: version A (official, in force until September) and version B (quoted by third parties since; no verbatim official copy). The headline uses the table in force on the scenario's `as_of`; `P.plan(sc, catalog, tier_table='A')` (or `kimiplan plan --tier-table A`) plans with the other one.
 
 # %%
-p.tier_tables[['version', 'official', 'headline', 'smallest_tier', 'tier', 'refusal_total', 'binding_limit', 'headroom', 'exhausted_on']].round(4)
+kp.table(p.tier_tables[['version', 'official', 'headline', 'smallest_tier', 'tier', 'refusal_total', 'binding_limit', 'busiest_minute_use', 'max_scale', 'exhausted_on']])
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-PC.tier_tables_figure(p, sc.traffic.mean_rps)
+kp.viz.tier_tables_figure(p, sc.traffic.mean_rps)
 
 # %% [markdown]
 # ## 2. The tier ladder
@@ -56,28 +52,28 @@ PC.tier_tables_figure(p, sc.traffic.mean_rps)
 # %%
 ladder = p.ladder
 print('smallest tier that holds:', p.smallest_tier)
-ladder[['tier', 'concurrency', 'rpm', 'tpm', 'refusal_total', 'binding_limit', 'holds', 'max_requests_per_day']].round(4)
+kp.table(ladder[['tier', 'concurrency', 'rpm', 'tpm', 'refusal_total', 'binding_limit', 'holds', 'max_requests_per_day']])
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-PC.tier_ladder_figure(ladder, sc.traffic.mean_rps)
+kp.viz.tier_ladder_figure(ladder, sc.traffic.mean_rps)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-PC.headroom_figure(P.tier_headroom(sc, catalog))
+kp.viz.headroom_figure(kp.tier_headroom(sc, catalog))
 
 # %% [markdown]
 # ## 3. max_completion_tokens per route
 # A smaller budget frees TPM but truncates more answers (`finish_reason=length`). Recommended: the smallest multiple of 256 truncating at most 1 %.
 
 # %%
-rec = B.recommend_budgets(sc, catalog, target_truncation=0.01)
-rec[['route', 'current_budget', 'recommended_budget', 'truncation_current', 'truncation_recommended', 'tpm_freed_vs_default']].round(4)
+rec = kp.recommend_budgets(sc, catalog, target_truncation=0.01)
+kp.table(rec[['route', 'current_budget', 'recommended_budget', 'truncation_current', 'truncation_recommended', 'tpm_freed_vs_default']])
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 r0 = rec.iloc[0]
-PC.budget_tradeoff_figure(B.budget_curve(sc, r0['route'], catalog), int(r0['current_budget']), int(r0['recommended_budget']))
+kp.viz.budget_tradeoff_figure(kp.budget_curve(sc, r0['route'], catalog), int(r0['current_budget']), int(r0['recommended_budget']))
 
 # %% [markdown]
 # ## 4. Simulating a day
@@ -87,7 +83,7 @@ PC.budget_tradeoff_figure(B.budget_curve(sc, r0['route'], catalog), int(r0['curr
 tight = sc.with_changes(tier='Tier2')
 rows = []
 for kind in ('none', 'retry', 'pace'):
-    s = simulate(tight, catalog, SimSettings(hours=24, client=ClientPolicy(kind=kind))).summary
+    s = kp.simulate(tight, catalog, kp.SimSettings(hours=24, client=kp.ClientPolicy(kind=kind))).summary
     rows.append({'client': kind, 'requests': s['requests'], 'attempts': s['attempts'],
                  **{f'429_{k}': round(v, 5) for k, v in s['rejected_fraction'].items() if k in ('concurrency', 'rpm', 'total')},
                  'failed': round(s['failed_fraction'], 5), 'wait_p99_s': round(s['wait_s']['p99'], 1)})
@@ -95,8 +91,8 @@ pd.DataFrame(rows)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-day = simulate(tight, catalog, SimSettings(hours=24))
-PC.utilization_figure(day)
+day = kp.simulate(tight, catalog, kp.SimSettings(hours=24))
+kp.viz.utilization_figure(day)
 
 # %% [markdown]
 # Reading: with no retry, the refused share is lost. Retrying recovers only part of it: the retries land in the same busy minutes, so the share of attempts that get a 429 rises. Pacing refuses nothing and pays in waiting time instead (`wait_p99_s`).
@@ -111,7 +107,7 @@ p.upgrade
 # %%
 g = []
 for _, row in ladder.iterrows():
-    ex = P.growth_exhaustion(sc, row['max_scale'])
+    ex = kp.growth_exhaustion(sc, row['max_scale'])
     g.append({'tier': row['tier'], 'max_scale': round(row['max_scale'], 3), 'months_left': ex['months'], 'exhausted_on': ex['date']})
 pd.DataFrame(g)
 
@@ -123,10 +119,8 @@ pd.DataFrame(g)
 # A scenario can state a textbook system by itself: Poisson arrivals at 10 requests/s, a custom tier with only 50 concurrent requests, fixed tokens, a lognormal latency with a 5 s mean, no retries, a horizon and a seed (the `simulation:` section). Refusal then has a closed form, Erlang B, whatever the latency's shape. The same file runs with `kimiplan simulate FILE --json`.
 
 # %%
-from kimiplan.capacity.plan import erlang_b
-from kimiplan.model.scenario import parse_scenario
 
-theory = parse_scenario({
+theory = kp.parse_scenario({
     'name': 'M/G/50/50', 'model': 'kimi-k2.6', 'as_of': '2026-11-26', 'seed': 3,
     'tier': {'name': 'only-concurrency', 'concurrency': 50},
     'traffic': {'requests_per_second': 10},
@@ -134,8 +128,8 @@ theory = parse_scenario({
                 'latency': {'total_s': {'kind': 'lognormal', 'mean': 5.0, 'sigma': 1.0}}}],
     'simulation': {'hours': 24, 'client': {'kind': 'none'}},
 })
-runs = [simulate(theory, catalog, SimSettings.for_scenario(theory, seed=s)).summary for s in range(4)]
+runs = [kp.simulate(theory, catalog, kp.SimSettings.for_scenario(theory, seed=s)).summary for s in range(4)]
 pd.DataFrame({'seed': range(4), 'requests': [r['requests'] for r in runs],
               'refused (simulated)': [round(r['rejected_fraction']['concurrency'], 4) for r in runs],
-              'Erlang B(50, 50)': round(erlang_b(50, 50.0), 4),
+              'Erlang B(50, 50)': round(kp.erlang_b(50, 50.0), 4),
               "Little's law: in flight - rate x latency": [round(r['mean_in_flight'] - r['throughput_rps'] * r['mean_latency_s'], 3) for r in runs]})

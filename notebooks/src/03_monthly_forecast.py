@@ -14,32 +14,22 @@ from pathlib import Path
 import openpyxl
 import pandas as pd
 
-from kimiplan.catalog.cards import load_catalog
-from kimiplan.catalog.resolve import load_scenario
-from kimiplan.finance.backtest import backtest
-from kimiplan.finance.balance import exhaustion, runway, tier_recharge, topup_needed
-from kimiplan.finance.forecast import forecast, monthly_by
-from kimiplan.finance.variants import compare, compare_monthly, run_variants, standard_variants, waterfall
-from kimiplan.io.export import export_forecast
-from kimiplan.io.paths import data_path
-from kimiplan.model.scenario import example_path
-from kimiplan.viz.forecast import fan_chart, route_area_chart, variants_chart, waterfall_chart
+import kimiplan as kp
 
 pd.set_option("display.width", 170)
 pd.set_option("display.max_columns", 20)
 pd.set_option("display.float_format", "{:,.2f}".format)
 
-catalog = load_catalog()
-scenario = load_scenario(example_path("support_chat"), catalog)
+catalog = kp.load_catalog()
+scenario = kp.load_scenario("support_chat", catalog)
 print(scenario.name, "|", scenario.model, "on", scenario.provider, scenario.resolved_region, "| as of", scenario.as_of)
 print(f"{scenario.traffic.per_day:,.0f} requests/day, growth {scenario.traffic.monthly_growth:.0%} a month")
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 # Figures: interactive in JupyterLab, and a static PNG beside each (kaleido + Chromium) for nbconvert, GitHub, offline.
-from kimiplan.viz.theme import setup_notebook
 
-setup_notebook()
+kp.viz.setup_notebook()
 
 # %% [markdown]
 # ## Twelve months with uncertainty bands
@@ -49,25 +39,25 @@ setup_notebook()
 # paths where the month costs more than the budget.
 
 # %%
-fc = forecast(scenario, 12, catalog=catalog, paths=10_000, budget=5_000, calibration_samples=200)
-fc.monthly[["month", "days", "requests", "expected", "P10", "P50", "P90", "p_over_budget", "status"]]
+fc = kp.forecast(scenario, 12, catalog=catalog, paths=10_000, budget=5_000, calibration_samples=200)
+kp.table(fc.monthly[["month", "days", "requests", "expected", "P10", "P50", "P90", "p_over_budget", "status", "currency"]])
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-fan_chart(fc)
+kp.viz.fan_chart(fc)
 
 # %% [markdown]
 # ## Where the money goes: by route and by price class
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-route_area_chart(fc)
+kp.viz.route_area_chart(fc)
 
 # %%
-monthly_by(fc, "price_class").head(3)
+kp.table(kp.monthly_by(fc, "price_class").head(3), currency=fc.currency)
 
 # %%
-monthly_by(fc, "component").head(3)
+kp.table(kp.monthly_by(fc, "component").head(3), currency=fc.currency)
 
 # %% [markdown]
 # ## Prepaid balance
@@ -77,14 +67,14 @@ monthly_by(fc, "component").head(3)
 
 # %%
 topups = {dt.date(2027, 1, 15): 5_000.0}
-exhaustion(fc, 10_000.0, topups=topups)
+kp.table(kp.exhaustion(fc, 10_000.0, topups=topups))
 
 # %%
-rw = runway(fc, 10_000.0, topups=topups)
-rw[rw["date"].isin([dt.date(2027, 1, 1), dt.date(2027, 1, 15), dt.date(2027, 2, 1), dt.date(2027, 3, 1)])]
+rw = kp.runway(fc, 10_000.0, topups=topups)
+kp.table(rw[rw["date"].isin([dt.date(2027, 1, 1), dt.date(2027, 1, 15), dt.date(2027, 2, 1), dt.date(2027, 3, 1)])], currency=fc.currency)
 
 # %%
-need = topup_needed(fc, 10_000.0, until=dt.date(2027, 3, 31), confidence=0.9, topups=topups)
+need = kp.topup_needed(fc, 10_000.0, until=dt.date(2027, 3, 31), confidence=0.9, topups=topups)
 print(f"Top up {need:,.0f} USD now to keep serving until 2027-03-31 with 90 % probability")
 
 # %% [markdown]
@@ -92,19 +82,21 @@ print(f"Top up {need:,.0f} USD now to keep serving until 2027-03-31 with 90 % pr
 # recharged so far, this is what is missing and when the top-ups above reach each tier.
 
 # %%
-tier_recharge(scenario, catalog, recharged_so_far=20.0, topups={scenario.as_of: need, **topups})[
-    [
-        "tier",
-        "version",
-        "cumulative_recharge",
-        "currency",
-        "still_to_recharge",
-        "reached_on",
-        "concurrency",
-        "rpm",
-        "target",
+kp.table(
+    kp.tier_recharge(scenario, catalog, recharged_so_far=20.0, topups={scenario.as_of: need, **topups})[
+        [
+            "tier",
+            "version",
+            "cumulative_recharge",
+            "currency",
+            "still_to_recharge",
+            "reached_on",
+            "concurrency",
+            "rpm",
+            "target",
+        ]
     ]
-]
+)
 
 # %% [markdown]
 # ## Variants side by side
@@ -113,18 +105,21 @@ tier_recharge(scenario, catalog, recharged_so_far=20.0, topups={scenario.as_of: 
 # a lower cache-hit rate. Totals are over the 12 months, in USD.
 
 # %%
-variants = standard_variants(scenario, catalog)
-fcs = run_variants(variants, 12, catalog=catalog, paths=2000)
-compare(fcs)[
-    ["variant", "model", "expected_total", "P10_total", "P90_total", "vs_first_pct", "free_allowance", "status"]
-]
+variants = kp.standard_variants(scenario, catalog)
+fcs = kp.run_variants(variants, 12, catalog=catalog, paths=2000)
+kp.table(
+    kp.compare(fcs)[
+        ["variant", "model", "expected_total", "P10_total", "P90_total", "vs_first_pct", "free_allowance", "status"]
+    ],
+    currency=fc.currency,
+)
 
 # %%
-compare(fcs).set_index("variant")["notes"].to_dict()
+kp.compare(fcs).set_index("variant")["notes"].to_dict()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-variants_chart(compare_monthly(fcs))
+kp.viz.variants_chart(kp.compare_monthly(fcs))
 
 # %% [markdown]
 # ## Why a variant costs less: the drivers
@@ -133,14 +128,14 @@ variants_chart(compare_monthly(fcs))
 # exactly. Here: the coding assistant with thinking turned off.
 
 # %%
-coding = load_scenario(example_path("coding_assistant"), catalog)
-cv = standard_variants(coding, catalog)
-wf = waterfall(cv["base"], cv["thinking off"], months=12, catalog=catalog)
-wf
+coding = kp.load_scenario("coding_assistant", catalog)
+cv = kp.standard_variants(coding, catalog)
+wf = kp.waterfall(cv["base"], cv["thinking off"], months=12, catalog=catalog)
+kp.table(wf)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-waterfall_chart(wf, "thinking on", "thinking off")
+kp.viz.waterfall_chart(wf, "thinking on", "thinking off")
 
 # %% [markdown]
 # ## A price change and a retirement inside the horizon
@@ -160,9 +155,9 @@ hypothetical = catalog.with_rows(
         )
     ]
 )
-fc_retired = forecast(scenario, 5, catalog=hypothetical, paths=1000)
+fc_retired = kp.forecast(scenario, 5, catalog=hypothetical, paths=1000)
 print("\n".join(fc_retired.warnings))
-fc_retired.monthly[["month", "expected", "P50", "retired_days", "status"]]
+kp.table(fc_retired.monthly[["month", "expected", "P50", "retired_days", "status", "currency"]])
 
 # %% [markdown]
 # ## Backtest on past months
@@ -174,23 +169,9 @@ fc_retired.monthly[["month", "expected", "P50", "retired_days", "status"]]
 # Same from a shell: `kimiplan backtest support_chat data/usage/past_months_synthetic.csv`.
 
 # %%
-result = backtest(data_path("usage", "past_months_synthetic.csv"), scenario, catalog=catalog)
+result = kp.backtest(kp.data_path("usage", "past_months_synthetic.csv"), scenario, catalog=catalog)
 print(f"inside the {result.level:.0%} band: {result.coverage:.0%} of {result.months_judged} months")
-bt = result.table
-bt[
-    [
-        "month",
-        "forecast_requests",
-        "actual_requests",
-        "forecast",
-        "band_low",
-        "band_high",
-        "actual",
-        "inside",
-        "pct_error",
-        "naive_pct_error",
-    ]
-]
+result.summary()
 
 # %% [markdown]
 # ## Spreadsheet export
@@ -200,5 +181,5 @@ bt[
 # %%
 with tempfile.TemporaryDirectory() as tmp:
     path = Path(tmp) / "forecast.xlsx"
-    export_forecast(fc, xlsx=path, extra={"balance": exhaustion(fc, 10_000.0, topups=topups)})
+    kp.export_forecast(fc, xlsx=path, extra={"balance": kp.exhaustion(fc, 10_000.0, topups=topups)})
     print(openpyxl.load_workbook(path, read_only=True).sheetnames)

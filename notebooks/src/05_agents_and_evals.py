@@ -14,29 +14,20 @@
 # %%
 import pandas as pd
 
-from kimiplan.capacity.agent_steps import agent_capacity
-from kimiplan.catalog.cards import load_catalog
-from kimiplan.catalog.resolve import load_scenario, price_card
-from kimiplan.finance.agents import agent_stats
-from kimiplan.finance.campaign import estimate_campaign
-from kimiplan.finance.cost import Usage, cost_of_usage
-from kimiplan.finance.variants import model_variant
-from kimiplan.viz.agents import cached_input_figure, context_growth_figure, cost_per_step_figure
-from kimiplan.workload.agent import steps_frame
+import kimiplan as kp
 
 pd.set_option("display.width", 160)
 pd.set_option("display.max_columns", 20)
-catalog = load_catalog()
-sc = load_scenario("coding_agent", catalog)
+catalog = kp.load_catalog()
+sc = kp.load_scenario("coding_agent", catalog)
 route = sc.route("fix_issue")
 print(sc.name, sc.model, sc.tier, "| agent:", route.agent.steps.describe(), "steps, cap", route.agent.max_steps)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 # Figures: interactive in JupyterLab, and a static PNG beside each (kaleido + Chromium) for nbconvert, GitHub, offline.
-from kimiplan.viz.theme import setup_notebook
 
-setup_notebook()
+kp.viz.setup_notebook()
 
 # %% [markdown]
 # ## 1. One run, by hand
@@ -50,15 +41,15 @@ k26 = catalog.price("kimi-k2.6", on=sc.as_of)
 k31 = catalog.price("kimi-k3.1-pro", on=sc.as_of)
 prompts = [1200, 1800, 2400]
 reads = [1000, 1200, 1800]  # step 1 reads the system prompt other runs wrote
-run = Usage(sum(prompts), 300, cached_tokens=sum(reads))
-print("K2.6:", cost_of_usage(run, k26).total, "USD")
+run = kp.Usage(sum(prompts), 300, cached_tokens=sum(reads))
+print("K2.6:", kp.cost_of_usage(run, k26).total, "USD")
 writes = [p - r for p, r in zip(prompts, reads)]
-run31 = Usage(sum(prompts), 300 + 150, cached_tokens=sum(reads), cache_write_tokens=sum(writes))
+run31 = kp.Usage(sum(prompts), 300 + 150, cached_tokens=sum(reads), cache_write_tokens=sum(writes))
 print(
     "K3.1 Pro, 5 min:",
-    cost_of_usage(run31, k31).total,
+    kp.cost_of_usage(run31, k31).total,
     "USD;  1 h:",
-    cost_of_usage(run31, k31, cache_retention="1h").total,
+    kp.cost_of_usage(run31, k31, cache_retention="1h").total,
     "USD",
 )
 
@@ -66,7 +57,7 @@ print(
 # ## 2. The example's agent route: distributions per run and per step
 
 # %%
-st = agent_stats(sc, "fix_issue", catalog, runs=2000)
+st = kp.agent_stats(sc, "fix_issue", catalog, runs=2000)
 print(st.table.to_string(index=False, float_format=lambda v: f"{v:,.4g}"))
 
 # %%
@@ -78,17 +69,17 @@ st.stops.round(4)
 # budget); each truncation breaks the cached prefix once.
 
 # %%
-steps = steps_frame(st.draw)
+steps = kp.steps_frame(st.draw)
 by_step = steps.groupby("step").agg(runs=("run", "size"), prompt_p50=("prompt", "median"), cost_p50=("cost", "median"))
 by_step.loc[[1, 2, 5, 10, 20, 40, 80]].round(5)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-context_growth_figure(steps)
+kp.viz.context_growth_figure(steps)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-cost_per_step_figure(steps, st.currency)
+kp.viz.cost_per_step_figure(steps, st.currency)
 
 # %% [markdown]
 # ### Cached against uncached input
@@ -102,7 +93,7 @@ print(
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-cached_input_figure(steps)
+kp.viz.cached_input_figure(steps)
 
 # %% [markdown]
 # ## 3. K2.6 against the K3 family, same runs
@@ -113,8 +104,8 @@ cached_input_figure(steps)
 # %%
 rows = []
 for model in ("kimi-k2.6", "kimi-k3", "kimi-k3.1-pro", "kimi-k3.1-pro-highspeed"):
-    v = sc if model == sc.model else model_variant(sc, model, catalog)
-    s = agent_stats(v, "fix_issue", catalog, runs=1000)
+    v = sc if model == sc.model else kp.model_variant(sc, model, catalog)
+    s = kp.agent_stats(v, "fix_issue", catalog, runs=1000)
     t = s.table.set_index("metric")
     rows.append(
         {
@@ -124,7 +115,7 @@ for model in ("kimi-k2.6", "kimi-k3", "kimi-k3.1-pro", "kimi-k3.1-pro-highspeed"
             "P99": t.loc["cost per run", "p99"],
             "cache writes per run (mean)": t.loc["cost per run: input_cache_write", "mean"],
             "unresolved": 1 - s.stops.set_index("stop_reason").loc["done", "share"],
-            "price source": "official" if price_card(v, catalog).official else "third party",
+            "price source": "official" if kp.price_card(v, catalog).official else "third party",
         }
     )
 pd.DataFrame(rows).round(4)
@@ -135,7 +126,7 @@ pd.DataFrame(rows).round(4)
 # time between them.
 
 # %%
-agent_capacity(sc, catalog).round(2).T
+kp.agent_capacity(sc, catalog).round(2).T
 
 # %% [markdown]
 # ## 5. An evaluation campaign: 500 SWE-Bench-style tasks at Tier3
@@ -144,7 +135,7 @@ agent_capacity(sc, catalog).round(2).T
 # show how much the assumptions matter.
 
 # %%
-est = estimate_campaign("swe-bench", 500, tier="Tier3", catalog=catalog, as_of=sc.as_of, samples=1000)
+est = kp.estimate_campaign("swe-bench", 500, tier="Tier3", catalog=catalog, as_of=sc.as_of, samples=1000)
 cols = [
     "variant",
     "provider",
@@ -166,5 +157,5 @@ for k, v in est.assumptions.items():
 # ### Math (single turn, 96k, 32 runs per problem) and the Batch API
 
 # %%
-math = estimate_campaign("math", 30, tier="Tier3", catalog=catalog, as_of=sc.as_of, samples=1000)
+math = kp.estimate_campaign("math", 30, tier="Tier3", catalog=catalog, as_of=sc.as_of, samples=1000)
 math.costs[cols].round(2)

@@ -84,17 +84,50 @@ class SimSummary(Mapping):
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self._keys()}
 
-    def _repr_html_(self) -> str:
+    def headline(self) -> str:
+        from kimiplan.io.formats import percent
+
         rf = self.rejected_fraction
-        head = (
-            f"<p>{self.requests:,} requests in {self.hours:g} h ({self.client} client, {self.window} window): "
-            f"{rf['total']:.3%} of attempts refused, {self.failed_fraction:.3%} failed for good.</p>"
+        return (
+            f"{self.requests:,} requests in {self.hours:g} h ({self.client} client, {self.window} window): "
+            f"{percent(rf['total'])} of attempts refused, {percent(self.failed_fraction)} failed for good"
         )
+
+    def __call__(self):
+        """`result.summary()`: the simulation at a glance (`result.summary["requests"]` still reads a figure)."""
+        from kimiplan.io.formats import number, percent, seconds
+        from kimiplan.io.tables import SummaryTable
+
+        rf = self.rejected_fraction
         rows = [
-            {"limit": k, "refused_share": rf[k], "busiest": u["peak"], "limit_value": u["limit"]}
+            {
+                "limit": k,
+                "refused_share": rf.get(k, 0.0),
+                "busiest": u["peak"],
+                "limit_value": u["limit"],
+                "share_of_limit": u["share_of_limit"],
+            }
             for k, u in self.peak_usage.items()
         ]
-        return head + pd.DataFrame(rows).to_html(index=False, na_rep="")
+        facts = [
+            ("Requests", f"{self.requests:,} in {self.hours:g} h ({self.attempts:,} attempts), seed {self.seed}"),
+            ("Refused", f"{percent(rf['total'])} of attempts"),
+            ("Failed for good", percent(self.failed_fraction)),
+            ("Throughput", f"{number(self.throughput_rps)} requests/s"),
+            ("Wait", ", ".join(f"{k} {seconds(v)}" for k, v in self.wait_s.items())),
+            ("End to end", ", ".join(f"{k} {seconds(v)}" for k, v in self.end_to_end_s.items())),
+            ("Client, window", f"{self.client}, {self.window}"),
+        ]
+        notes = ["One seeded run: figures carry sampling noise; a longer horizon or other seeds show its size."]
+        return SummaryTable("Simulation", facts, [("Per limit", pd.DataFrame(rows), None)], notes)
+
+    def __repr__(self) -> str:
+        return f"<SimSummary {self.headline()}>"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<p>{html.escape(self.headline())}.</p>" + self()._repr_html_()
 
 
 @dataclass
@@ -112,6 +145,9 @@ class SimResult:
     def to_json(self) -> str:
         """The summary as JSON text (what `kimiplan simulate --json` prints)."""
         return json.dumps(self.summary.to_dict(), indent=2, default=float)
+
+    def __repr__(self) -> str:
+        return f"<SimResult {self.summary.headline()}; summary() for the table>"
 
     def _repr_html_(self) -> str:
         return self.summary._repr_html_()
