@@ -55,7 +55,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d, emulator(em_cfg) as em:
         client = KimiClient(
             KimiConfig(
-                model="kimi-k2.6", base_url=em.base_url, api_key="bench", retry=RetryPolicy(time_scale=args.time_scale)
+                model="kimi-k2.6",
+                base_url=em.base_url,
+                api_key="kimiplan-emulator-test-key",
+                retry=RetryPolicy(time_scale=args.time_scale),
             )
         )
         t0 = time.perf_counter()

@@ -32,6 +32,8 @@ _EXPORTS: dict[str, str] = {
     "plan": "kimiplan.capacity.plan",
     "simulate": "kimiplan.capacity.sim.simulate",
     "sweep": "kimiplan.sweeps.run",
+    "diff": "kimiplan.review.diff",
+    "check": "kimiplan.review.policy",
     "CalibrationFitter": "kimiplan.calibration.fitters",
     "apply_calibration": "kimiplan.catalog.calibrated",
     "load_calibration": "kimiplan.model.calibration",
@@ -64,6 +66,9 @@ _EXPORTS: dict[str, str] = {
     "export_forecast": "kimiplan.io.export",
     "data_path": "kimiplan.io.paths",
     "table": "kimiplan.io.tables",
+    "fit_calibration": "kimiplan.calibration.fitters",
+    "generate_call_log": "kimiplan.logs",
+    "summarize_log": "kimiplan.logs",
     "agent_capacity": "kimiplan.capacity.agent_steps",
     "agent_stats": "kimiplan.finance.agents",
     "estimate_campaign": "kimiplan.finance.campaign",
@@ -80,6 +85,7 @@ __all__ = [  # pinned name by name in tests/test_public_api.py
     "backtest",
     "budget_curve",
     "CalibrationFitter",
+    "check",
     "ClientPolicy",
     "compare",
     "compare_monthly",
@@ -90,13 +96,16 @@ __all__ = [  # pinned name by name in tests/test_public_api.py
     "count_text",
     "count_tokens",
     "data_path",
+    "diff",
     "erlang_b",
     "estimate_campaign",
     "exhaustion",
     "expected_cost",
     "expected_tokens",
     "export_forecast",
+    "fit_calibration",
     "forecast",
+    "generate_call_log",
     "growth_exhaustion",
     "KimiClient",
     "load_calibration",
@@ -115,6 +124,7 @@ __all__ = [  # pinned name by name in tests/test_public_api.py
     "simulate",
     "standard_variants",
     "steps_frame",
+    "summarize_log",
     "sweep",
     "table",
     "tier_headroom",
@@ -129,7 +139,7 @@ __all__ = [  # pinned name by name in tests/test_public_api.py
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily
     from kimiplan import viz
-    from kimiplan.calibration.fitters import CalibrationFitter
+    from kimiplan.calibration.fitters import CalibrationFitter, fit_calibration
     from kimiplan.capacity.agent_steps import agent_capacity
     from kimiplan.capacity.budgets import budget_curve, recommend_budgets
     from kimiplan.capacity.plan import erlang_b, growth_exhaustion, plan, tier_headroom
@@ -155,9 +165,12 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from kimiplan.io.export import export_forecast
     from kimiplan.io.paths import data_path
     from kimiplan.io.tables import table
+    from kimiplan.logs import generate_call_log, summarize_log
     from kimiplan.model.calibration import load_calibration
     from kimiplan.model.scenario import parse_scenario
     from kimiplan.report.html import write_report
+    from kimiplan.review.diff import diff
+    from kimiplan.review.policy import check
     from kimiplan.sweeps.run import sweep
     from kimiplan.tokens.tokenizer import count_messages, count_text, count_tokens
     from kimiplan.workload.agent import steps_frame

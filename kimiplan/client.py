@@ -31,6 +31,7 @@ from urllib.parse import urlparse
 import openai
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from kimiplan.catalog.behaviour import kimi_behaviour
 from kimiplan.catalog.usage import UsageError, read_usage, usage_block
 from kimiplan.errors import ConfigError, KimiplanError
 from kimiplan.model.settings import backoff_s
@@ -295,6 +296,10 @@ class CallResult:
     time_scale: float = 1.0
     content: str | None = None
     reasoning_content: str | None = None
+    #: the first attempt's request id (the header named in data/catalog/behaviour.toml), for Moonshot support
+    request_id: str | None = None
+    #: the tool calls the reply made (finish_reason "tool_calls"); arguments are kept only with keep_text
+    tool_calls: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -338,6 +343,8 @@ class Reply:
     finish_reason: str | None
     usage: dict[str, int] | None  # read_usage() of the usage block, None when there was none
     ttft_s: float | None = None
+    #: tool calls of a finish_reason "tool_calls" reply: {"id", "type", "function": {"name", "arguments"}}
+    tool_calls: list[dict] = field(default_factory=list)
 
 
 class BrokenStream(Exception):
@@ -392,7 +399,30 @@ def parse_completion(data: Any) -> Reply:
         _text(msg.get("reasoning_content"), "message.reasoning_content"),
         finish if isinstance(finish, str) else None,
         _usage(data),
+        tool_calls=_tool_calls(msg.get("tool_calls")),
     )
+
+
+def _tool_calls(raw: Any) -> list[dict]:
+    """The tool calls of a message, checked: ids, types, names and JSON-string arguments."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise MalformedResponseError("message.tool_calls is not a list")
+    out = []
+    for c in raw:
+        fn = c.get("function") if isinstance(c, Mapping) else None
+        if not isinstance(fn, Mapping) or not isinstance(c.get("id"), str) or not isinstance(fn.get("name"), str):
+            raise MalformedResponseError("a tool call has no id or function name")
+        args = _text(fn.get("arguments"), "tool_calls[].function.arguments")
+        out.append(
+            {
+                "id": c["id"],
+                "type": str(c.get("type") or "function"),
+                "function": {"name": fn["name"], "arguments": args},
+            }
+        )
+    return out
 
 
 def parse_sse(lines: Iterable[str | bytes]) -> Iterator[Mapping[str, Any]]:
@@ -427,6 +457,7 @@ class StreamReader:
         self.finish: str | None = None
         self.usage: dict[str, int] | None = None
         self.ttft_s: float | None = None
+        self._calls: dict[int, dict] = {}  # tool-call deltas by index, accumulated as OpenAI streams them
 
     def feed(self, event: Mapping[str, Any]) -> None:
         if isinstance(event.get("error"), Mapping):
@@ -453,13 +484,26 @@ class StreamReader:
                 self.reasoning.append(r)
             if c:
                 self.content.append(c)
+            for d in delta.get("tool_calls") or []:
+                if not isinstance(d, Mapping) or not isinstance(d.get("index", 0), int):
+                    raise MalformedResponseError("stream tool_calls delta is not an object with an index")
+                call = self._calls.setdefault(d.get("index", 0), {"id": "", "type": "function", "name": "", "args": []})
+                fn = d.get("function") or {}
+                call["id"] = d.get("id") or call["id"]
+                call["type"] = d.get("type") or call["type"]
+                call["name"] += _text(fn.get("name"), "delta.tool_calls[].function.name")
+                call["args"].append(_text(fn.get("arguments"), "delta.tool_calls[].function.arguments"))
             if ch.get("finish_reason"):
                 self.finish = str(ch["finish_reason"])
 
     def result(self) -> Reply:
         if self.finish is None:
             raise BrokenStream("stream ended without a finish_reason")
-        return Reply("".join(self.content), "".join(self.reasoning), self.finish, self.usage, self.ttft_s)
+        calls = [
+            {"id": c["id"], "type": c["type"], "function": {"name": c["name"], "arguments": "".join(c["args"])}}
+            for _, c in sorted(self._calls.items())
+        ]
+        return Reply("".join(self.content), "".join(self.reasoning), self.finish, self.usage, self.ttft_s, calls)
 
 
 def parse_stream(events: Iterable[Mapping[str, Any]], clock: Callable[[], float] | None = None) -> Reply:
@@ -476,6 +520,7 @@ class _Attempt:
     total_s: float
     emulated: bool
     time_scale: float
+    request_id: str | None = None
 
     @property
     def prompt_tokens(self) -> int | None:
@@ -566,6 +611,7 @@ class KimiClient:
         continue_on_length: bool | None = None,
         extra: Mapping[str, Any] | None = None,
         before_retry: Callable[[str], bool] | None = None,
+        keep_text: bool | None = None,
     ) -> CallResult:
         """One logical call (with retries and optional Partial Mode continuations).
 
@@ -573,6 +619,7 @@ class KimiClient:
         stream or a dropped connection); False stops there with a KimiAPIError of that kind. The sampler uses
         it to reserve the next attempt's cost under its spend cap."""
         cfg = self.config
+        keep = cfg.keep_text if keep_text is None else keep_text
         req = ChatRequest(
             tuple(messages),
             max_completion_tokens,
@@ -630,8 +677,10 @@ class KimiClient:
             continuation_prompt_tokens=cont_prompt,
             usage_missing=usage_missing,
             time_scale=first.time_scale,
-            content=content if cfg.keep_text else None,
-            reasoning_content=reasoning if cfg.keep_text else None,
+            request_id=first.request_id,
+            tool_calls=_calls_kept(first.reply.tool_calls, keep),
+            content=content if keep else None,
+            reasoning_content=reasoning if keep else None,
         )
 
     def _fail(self, cls, message: str, kind: str, status, attempt: int, retries) -> KimiAPIError:
@@ -683,7 +732,8 @@ class KimiClient:
                 if not retryable or attempt >= pol.max_attempts:
                     raise self._fail(
                         KimiAPIError,
-                        f"call failed after {attempt} attempt(s): HTTP {status} {kind}: {message}",
+                        f"call failed after {attempt} attempt(s): HTTP {status} {kind}: {message}"
+                        + _request_id_note(exc.response.headers),
                         kind,
                         status,
                         attempt,
@@ -727,16 +777,35 @@ class KimiClient:
             raw = self._sdk.chat.completions.with_raw_response.create(**kw)
             emulated, scale = _emulation(raw.headers)
             reply = parse_completion(parse_json_body(raw.content))
-            return _Attempt(reply, (time.perf_counter() - t0) / scale, emulated, scale)
+            return _Attempt(reply, (time.perf_counter() - t0) / scale, emulated, scale, _request_id(raw.headers))
         with self._sdk.chat.completions.with_streaming_response.create(stream=True, **kw) as resp:
             emulated, scale = _emulation(resp.headers)
+            rid = _request_id(resp.headers)
             reader = StreamReader(time.perf_counter)
             for event in parse_sse(resp.iter_lines()):
                 reader.feed(event)
         reply = reader.result()
         if reply.ttft_s is not None:
             reply.ttft_s /= scale
-        return _Attempt(reply, (time.perf_counter() - t0) / scale, emulated, scale)
+        return _Attempt(reply, (time.perf_counter() - t0) / scale, emulated, scale, rid)
+
+
+def _calls_kept(calls: list[dict], keep: bool) -> list[dict]:
+    """Tool calls for a CallResult: the arguments (which may echo prompt text) only when text is kept."""
+    if keep:
+        return [dict(c) for c in calls]
+    return [{"id": c["id"], "type": c["type"], "function": {"name": c["function"]["name"]}} for c in calls]
+
+
+def _request_id(headers) -> str | None:
+    """The response's request id, from the header Kimi uses (data/catalog/behaviour.toml: request_id_header)."""
+    v = headers.get(kimi_behaviour()["request_id_header"])
+    return scrub(v, limit=100) if v else None
+
+
+def _request_id_note(headers) -> str:
+    rid = _request_id(headers)
+    return f" (request id {rid})" if rid else ""
 
 
 def _emulation(headers) -> tuple[bool, float]:

@@ -50,7 +50,7 @@ def make_client():
         retry = fields.pop("retry", RetryPolicy(time_scale=0.001, base_delay_s=1.0))
         sleeps: list[float] = []
         cfg = KimiConfig(
-            model=em.config.models[0], base_url=em.base_url, api_key="test-key-not-secret", retry=retry, **fields
+            model=em.config.models[0], base_url=em.base_url, api_key="kimiplan-emulator-test-key", retry=retry, **fields
         )
         client = KimiClient(cfg, sleep=lambda s: (sleeps.append(s), __import__("time").sleep(s)), seed=0)
         client.sleeps = sleeps

@@ -74,27 +74,35 @@ def test_three_steps_on_k26_by_hand(catalog):
 
 
 def test_three_steps_on_k31_pro_with_5_minute_write_by_hand(catalog):
-    # K3.1 Pro always reasons: 50 reasoning per step (dropped from the context). Every step writes what it did
-    # not read: 200, then 600, then 600 (5-minute retention, 1x input). Reads as on K2.6: 1,000 + 1,200 + 1,800.
+    # K3.1 Pro always reasons: 50 reasoning per step, re-sent with the step (Kimi reads reasoning sent back within
+    # a turn of tool calls), so each step appends 100 + 50 + 500 = 650: prompts 1,200, 1,850, 2,500. Every step
+    # writes what it did not read: 200, then 650, then 650 (5-minute retention, 1x input); reads 1,000 + 1,200 + 1,850.
     d, card = runs(scenario("kimi-k3.1-pro"), catalog)
     c = d.columns
-    assert (c["input_tokens"][0], c["cached_tokens"][0], c["cache_write_tokens"][0]) == (5400, 4000, 1400)
+    assert (c["input_tokens"][0], c["cached_tokens"][0], c["cache_write_tokens"][0]) == (5550, 4050, 1500)
     assert (c["reasoning_tokens"][0], c["output_tokens"][0]) == (150, 300)
-    # 4,000 x 0.20 + 1,400 x 2.00 + 0 miss + 450 x 10.00, per 1M = 0.0081
-    assert exact_run_cost(d, card) == Decimal("0.0081")
-    assert c["run_cost"][0] == pytest.approx(0.0081)
-    # The 1-hour retention doubles the write: 800 + 5,600 + 4,500 per 1M
+    # 4,050 x 0.20 + 1,500 x 2.00 + 0 miss + 450 x 10.00, per 1M = 0.00831
+    assert exact_run_cost(d, card) == Decimal("0.00831")
+    assert c["run_cost"][0] == pytest.approx(0.00831)
+    # The 1-hour retention doubles the write: 810 + 6,000 + 4,500 per 1M
     d1, _ = runs(scenario("kimi-k3.1-pro", agent={"cache_retention": "1h"}), catalog)
-    assert exact_run_cost(d1, card, "1h") == Decimal("0.0109") and d1.columns["run_cost"][0] == pytest.approx(0.0109)
+    assert exact_run_cost(d1, card, "1h") == Decimal("0.01131")
+    assert d1.columns["run_cost"][0] == pytest.approx(0.01131)
+    # A harness that strips earlier reasoning (Kimi refuses that with thinking on): 600 per step, as before.
+    d2, _ = runs(scenario("kimi-k3.1-pro", agent={"preserve_thinking": False}), catalog)
+    assert (d2.columns["input_tokens"][0], d2.columns["cache_write_tokens"][0]) == (5400, 1400)
 
 
 def test_expired_write_misses(catalog):
-    # 400 s between steps passes the 5-minute retention: steps 2 and 3 read nothing and rewrite the prompt.
+    # 400 s between steps passes the 5-minute retention: steps 2 and 3 lose their run's prefix but, like step 1,
+    # read the shared system head that other runs keep warm (one rule for the head), and rewrite the rest.
+    # Prompts 1,200, 1,850, 2,500: reads 1,000 each, writes 200 + 850 + 1,500.
     d, _ = runs(scenario("kimi-k3.1-pro", agent={"think_time_s": 400}), catalog)
     c = d.columns
-    assert (c["cached_tokens"][0], c["cache_write_tokens"][0]) == (1000, 200 + 1800 + 2400)
+    assert (c["cached_tokens"][0], c["cache_write_tokens"][0]) == (3000, 200 + 850 + 1500)
+    assert (c["system_cached"][0], c["history_cached"][0], c["user_cached"][0]) == (3000, 0, 0)
     d1, _ = runs(scenario("kimi-k3.1-pro", agent={"think_time_s": 400, "cache_retention": "1h"}), catalog)
-    assert d1.columns["cached_tokens"][0] == 4000
+    assert d1.columns["cached_tokens"][0] == 4050
     # K2.6's automatic cache has no TTL to lapse.
     d2, _ = runs(scenario(agent={"think_time_s": 400}), catalog)
     assert d2.columns["cached_tokens"][0] == 4000
@@ -105,8 +113,10 @@ def test_preserved_thinking_is_resent(catalog):
     d, _ = runs(scenario(thinking=True, agent={"preserve_thinking": True}), catalog)
     c = d.columns
     assert (c["input_tokens"][0], c["cached_tokens"][0], c["reasoning_tokens"][0]) == (5550, 1000 + 1200 + 1850, 150)
-    dropped, _ = runs(scenario(thinking=True), catalog)
+    dropped, _ = runs(scenario(thinking=True, agent={"preserve_thinking": False}), catalog)
     assert dropped.columns["input_tokens"][0] == 5400
+    default, _ = runs(scenario(thinking=True), catalog)  # Kimi's rule is the default: reasoning is re-sent
+    assert default.columns["input_tokens"][0] == 5550
 
 
 def test_min_prompt_rule(catalog):
@@ -120,9 +130,9 @@ def test_breakdown_prices_the_run(catalog):
     sc = scenario("kimi-k3.1-pro")
     exp = expected_tokens(sc, price_card(sc, catalog), samples=50)
     cost = expected_cost(sc, catalog, expected=exp)
-    assert cost["cost_per_request"].sum() == pytest.approx(0.0081)
-    assert cost.groupby("price_class")["tokens_per_request"].sum()["input_cache_write"] == pytest.approx(1400)
-    assert exp["input_tokens"].iloc[0] == 5400 and exp["steps"].iloc[0] == 3
+    assert cost["cost_per_request"].sum() == pytest.approx(0.00831)
+    assert cost.groupby("price_class")["tokens_per_request"].sum()["input_cache_write"] == pytest.approx(1500)
+    assert exp["input_tokens"].iloc[0] == 5550 and exp["steps"].iloc[0] == 3
 
 
 def test_step_cap_and_budgets(catalog):

@@ -20,7 +20,7 @@ LAYERS = [
     {"catalog"},
     {"workload", "client", "emulator"},
     {"finance", "capacity", "logs"},
-    {"calibration", "sweeps"},
+    {"calibration", "sweeps", "review"},
     {"viz", "report"},
     {"cli"},
 ]

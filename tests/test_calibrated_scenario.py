@@ -375,3 +375,27 @@ def test_campaign_takes_a_calibration_of_its_preset_route(capsys, tmp_path):
     assert "token sizes on kimi-k2.6: calibrated from 100 calls" in capsys.readouterr().out
     assert main(["campaign", "swe-bench", "--tasks", "10", "--calibration", str(tmp_path / "c.json")]) == 2
     assert "has no route 'swe-bench' (it has math)" in capsys.readouterr().err
+
+
+def test_tool_rounds_the_sampler_records_reach_a_search_route():
+    # Records as the tool-calling sampler writes them: tool_rounds further calls, each search's result size.
+    rows = records("web_lookup", 120, prompt=1000, cached_share=0.0, hit=0.5, out_median=200, seed=5)
+    rng = np.random.default_rng(6)
+    for r in rows:
+        k = int(rng.poisson(2.0))
+        r["tool_rounds"] = k
+        r["rounds"] = [{"web_search_calls": 1, "web_search_result_tokens": int(rng.normal(3000, 300))}] * k + [
+            {"web_search_calls": 0, "web_search_result_tokens": 0}
+        ]
+    cal = fit_calibration(samples_frame(rows))
+    rc = cal.routes["web_lookup"]
+    assert rc.tool_rounds.value == pytest.approx(np.mean([r["tool_rounds"] for r in rows]))
+    assert rc.tool_result_tokens.value == pytest.approx(3000, rel=0.03)
+    sc = load_scenario("support_chat")
+    r = apply_calibration(sc, cal).route("web_lookup")
+    assert "tools" in r.calibrated.applied and r.tools.result_tokens.mean() == pytest.approx(rc.tool_result_tokens.value)
+    d = draw_route(r, 50_000, np.random.default_rng(0), route_context(sc, r))
+    assert d["web_search_calls"].mean() == pytest.approx(rc.tool_rounds.value, rel=0.03)
+    # A route without $web_search is told, not silently given searches.
+    ans = apply_calibration(sc, cal.model_copy(update={"routes": {"answer": rc}})).route("answer")
+    assert "tools" not in ans.calibrated.applied and any("tool rounds" in w for w in ans.calibrated.warnings)

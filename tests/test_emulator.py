@@ -14,10 +14,11 @@ from kimiplan.emulator import (
     load_emulator_config,
     render_prompt_ids,
 )
+from kimiplan.emulator.config import TEST_API_KEY
 from kimiplan.errors import ConfigError
 from kimiplan.tokens.tokenizer import count_messages, count_text
 
-AUTH = {"Authorization": "Bearer k"}
+AUTH = {"Authorization": f"Bearer {TEST_API_KEY}"}
 MSG = [{"role": "user", "content": "hi"}]
 
 
@@ -143,25 +144,34 @@ def test_partial_mode_continues_the_same_draw(make_emulator):
         assert cont["usage"]["prompt_tokens"] == count_messages(MSG + [{"role": "assistant", "content": prefix}])
 
 
-def test_prefix_cache_follows_the_256_token_rule(make_emulator):
-    long_sys = {"role": "system", "content": "policy" + CONTENT_WORD * 300}
+@pytest.mark.parametrize("block", [1, 64, 256])
+def test_prefix_cache_follows_the_256_token_rule_in_blocks(make_emulator, block):
+    long_sys = {"role": "system", "content": "policy" + CONTENT_WORD * 600}
     short_sys = {"role": "system", "content": "short" + CONTENT_WORD * 100}
-    with make_emulator() as em:
+    with make_emulator(cache_block_tokens=block) as em:
 
         def cached(messages):
             return post(
                 em, "/chat/completions", {"model": "kimi-k2.6", "messages": messages, "max_completion_tokens": 5}
             ).json()["usage"]["cached_tokens"]
 
+        def blocks(n):  # whole blocks of the common prefix
+            return n // block * block
+
         assert cached([short_sys, {"role": "user", "content": "a"}]) == 0
         # the previous prompt had <= 256 tokens, so it is no cache source
         assert cached([short_sys, {"role": "user", "content": "b"}]) == 0
         first = [long_sys, {"role": "user", "content": "question one"}]
         assert cached(first) == 0
-        assert cached(first) == count_messages(first)  # identical prompt: all of it
+        assert cached(first) == blocks(count_messages(first))  # identical prompt: all of it, in whole blocks
         second = [long_sys, {"role": "user", "content": "another"}]
         # common prefix: system message + the user's start tokens (<|im_user|>user<|im_middle|>)
-        assert cached(second) == count_messages([long_sys], add_reply_primer=False) + 3
+        assert cached(second) == blocks(count_messages([long_sys], add_reply_primer=False) + 3)
+        assert count_messages(first) % 256 != 0  # so the 256 case is a real rounding, not a coincidence
+
+
+def test_default_cache_block_is_the_measured_256():
+    assert EmulatorConfig().cache_block_tokens == 256
 
 
 def test_concurrency_refusal_has_kimis_exact_body(make_emulator):
@@ -259,8 +269,9 @@ def test_other_endpoints_and_errors(emulated):
     nf = post(emulated, "/chat/completions", {"model": "kimi-k9", "messages": MSG})
     assert nf.status_code == 404 and nf.json()["error"]["message"] == "Not found the model kimi-k9 or Permission denied"
     big = post(emulated, "/chat/completions", {"model": "kimi-k2.6", "messages": MSG, "max_completion_tokens": 262_144})
-    assert (
-        big.status_code == 400 and big.json()["error"]["message"] == "Your request exceeded model token limit : 262144"
+    requested = count_messages(MSG) + 262_144
+    assert big.status_code == 400 and big.json()["error"]["message"] == (
+        f"Invalid request: Your request exceeded model token limit: 262144 (requested: {requested})"
     )
 
 

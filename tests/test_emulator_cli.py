@@ -27,11 +27,11 @@ URL_RE = re.compile(r"^http://127\.0\.0\.1:(\d+)/v1$")
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 
-def _start(config_path, stderr_file) -> subprocess.Popen:
+def _start(config_path, stderr_file, *extra: str) -> subprocess.Popen:
     env = dict(os.environ)
     env.pop("PYTHONUNBUFFERED", None)  # the CLI itself must flush the URL line when stdout is a pipe
     return subprocess.Popen(
-        [sys.executable, "-m", "kimiplan", "emulator", "serve", "--port", "0", "--config", str(config_path)],
+        [sys.executable, "-m", "kimiplan", "emulator", "serve", "--port", "0", "--config", str(config_path), *extra],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=stderr_file,
@@ -59,14 +59,22 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=STOP_TIMEOUT_S)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_serve_answers_the_openai_sdk_and_stops_cleanly(tmp_path, signum):
+@pytest.mark.parametrize(
+    "signum, keys", [(signal.SIGINT, False), (signal.SIGTERM, True)], ids=["SIGINT-test-key", "SIGTERM-api-keys"]
+)
+def test_serve_answers_the_openai_sdk_and_stops_cleanly(tmp_path, signum, keys):
     config = tmp_path / "emulator.yaml"
     # time_scale 0: no emulated latency, so the one call returns at once
-    config.write_text("time_scale: 0\nhidden_overhead: 7\nroutes:\n  default:\n    output: {median: 20, p95: 40}\n")
+    config.write_text(
+        "time_scale: 0\nhidden_overhead: 7\nroutes:\n  default:\n    output: {median: 20, p95: 40}\n"
+        + ("api_keys: [key-from-config]\n" if keys else "")
+    )
     stderr_path = tmp_path / "stderr.txt"
+    extra = ("--api-key", "key-one", "--api-key", "key-two") if keys else ()
+    accepted = ["key-from-config", "key-one", "key-two"] if keys else ["kimiplan-emulator-test-key"]
+    refused = ["kimiplan-emulator-test-key", "key-three"] if keys else ["any-other-key"]
     with open(stderr_path, "w") as stderr_file:
-        proc = _start(config, stderr_file)
+        proc = _start(config, stderr_file, *extra)
     try:
         lines = _stdout_lines(proc)
         try:
@@ -79,8 +87,14 @@ def test_serve_answers_the_openai_sdk_and_stops_cleanly(tmp_path, signum):
 
         # trust_env=False: no proxy from the environment may see (or reroute) this local call
         with httpx.Client(trust_env=False, timeout=10.0) as http:
-            client = openai.OpenAI(base_url=url, api_key="dummy-not-a-key", http_client=http, max_retries=0)
-            resp = client.chat.completions.create(model="kimi-k2.6", messages=MSG, max_completion_tokens=50)
+            for key in refused:  # Kimi's 401 for a key it does not know
+                bad = openai.OpenAI(base_url=url, api_key=key, http_client=http, max_retries=0)
+                with pytest.raises(openai.AuthenticationError) as e:
+                    bad.chat.completions.create(model="kimi-k2.6", messages=MSG, max_completion_tokens=50)
+                assert e.value.body == {"message": "Invalid Authentication", "type": "invalid_authentication_error"}
+            for key in accepted:
+                client = openai.OpenAI(base_url=url, api_key=key, http_client=http, max_retries=0)
+                resp = client.chat.completions.create(model="kimi-k2.6", messages=MSG, max_completion_tokens=50)
         usage = resp.usage.model_dump()
         assert usage["prompt_tokens"] == count_messages(MSG) + 7
         assert 0 < usage["completion_tokens"] <= 50

@@ -44,7 +44,7 @@ def _raw(em, data: bytes, timeout: float = 10.0) -> tuple[int | None, dict | Non
 
 def _post(em, body: bytes, ctype="application/json", extra: str = "") -> bytes:
     return (
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer k\r\n"
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer kimiplan-emulator-test-key\r\n"
         f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
     ).encode() + body
 
@@ -92,15 +92,26 @@ def test_bad_bodies_get_a_kimi_shaped_400_and_the_server_goes_on(make_emulator, 
         (_post(None, _json(OK), ctype="text/plain"), 400, "Content-Type must be application/json"),
         (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}", 400, "Content-Length"),
         (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n{}", 400, "Content-Length"),
-        (b"PUT /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 501, "Unsupported method"),
+        # a wrong method is the client's mistake (4xx, never retried as a server fault), not a 501
+        (
+            b"PUT /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+            405,
+            "method PUT is not allowed",
+        ),
+        (b"DELETE /v1/models HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method DELETE is not allowed"),
         (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414, "URI Too Long"),
-        (b"BREW /pot HTTP/1.1\r\n\r\n", 501, "Unsupported method"),
+        (b"BREW /pot HTTP/1.1\r\n\r\n", 405, "method BREW is not allowed"),
+        # bytes that are not HTTP: a TLS ClientHello to the plain port, binary garbage, a garbled request line
+        (bytes.fromhex("1603010200010001fc0303") + bytes(range(40)), 400, "a TLS handshake"),
+        (b"\x00\xff\x13garbage", 400, "not HTTP"),
+        (b"GARBAGE\r\n\r\n", 400, "Bad"),
     ],
 )
 def test_protocol_errors_are_json_not_html(make_emulator, capfd, request_bytes, status, needle):
     with make_emulator() as em:
         got, body, raw = _raw(em, request_bytes)
         assert got == status and needle in body["error"]["message"], raw[:300]
+        assert raw.startswith(b"HTTP/1.") and b"\r\nmsh-request-id: " in raw.lower()  # a status line, headers
         _still_serving(em)
     assert "Traceback" not in capfd.readouterr().err
 

@@ -42,6 +42,7 @@ FIELDS = {
     "hit_rate": (("routes", 0, "cache", "hit_rate"), 1.0),
     "probability": (("routes", 0, "documents", "probability"), 1.0),
     "tax_rate": (("tax_rate",), 1.0),
+    "pace_headroom": (("simulation", "client", "pace_headroom"), 1.0),
 }
 
 
@@ -49,7 +50,7 @@ def _with(path, value):
     d = copy.deepcopy(BASE)
     o = d
     for k in path[:-1]:
-        o = o[k]
+        o = o.setdefault(k, {}) if isinstance(o, dict) else o[k]
     o[path[-1]] = value
     if path == ("routes", 0, "share") and isinstance(value, float) and 0 < value <= 1:
         d["routes"][1]["share"] = 1 - value if value < 1 else None
@@ -71,6 +72,7 @@ def _get(sc, name):
         "hit_rate": lambda: sc.routes[0].cache.hit_rate,
         "probability": lambda: sc.routes[0].documents.probability,
         "tax_rate": lambda: sc.tax_rate,
+        "pace_headroom": lambda: sc.simulation.client.pace_headroom,
     }[name]()
 
 

@@ -66,6 +66,12 @@ def objects():
         "SimResult": kp.simulate(sc, catalog, SimSettings.for_scenario(sc, hours=0.5)),
         "Calibration": load_calibration(data_path("calibrations", "support_chat_emulator.json")),
         "Backtest": kp.backtest(data_path("usage", "past_months_synthetic.csv"), sc, catalog=catalog),
+        "ComparisonTable": kp.compare(
+            {"base": sc, "cache hit rate 50 %": sc.with_route_changes(cache={"mode": "prefix_rule", "hit_rate": 0.5})},
+            12,
+            catalog=catalog,
+            paths=100,
+        ),
     }
 
 
@@ -79,6 +85,7 @@ def objects():
         "SimResult",
         "Calibration",
         "Backtest",
+        "ComparisonTable",
     ],
 )
 def test_each_object_presents_itself_without_noise(objects, name):
@@ -106,6 +113,9 @@ def test_summary_reads_like_the_frame_it_replaced(objects):
     # Older code treated Calibration.summary() as a DataFrame indexed by route.
     assert cal.summary().index.name == "route" and list(cal.summary().round(3).index) == list(cal.routes)
     assert objects["SimResult"].summary["requests"] > 0  # the mapping still reads a figure
+    table = objects["ComparisonTable"]
+    assert list(table["variant"]) == ["base", "cache hit rate 50 %"]
+    assert type(table.sort_values("expected_total")).__name__ == "DataFrame"  # derived frames are plain
 
 
 def test_the_plan_summary_carries_the_one_headroom(objects):

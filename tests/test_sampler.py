@@ -244,3 +244,54 @@ def test_usage_logs_jsonl_and_csv(tmp_path):
     bad.write_text('{"usage": {}}\n')
     with pytest.raises(ConfigError, match="usage.prompt_tokens"):
         read_call_log(bad)
+
+
+@pytest.mark.parametrize("thinking", [False, True])
+def test_tool_routes_are_sampled_round_by_round(make_emulator, make_client, tmp_path, thinking):
+    """A route's tools are sent, tool calls answered (a function with tool_result, $web_search with its own
+    arguments) and every call of a request recorded; the records add up to what the emulator billed."""
+    from kimiplan.emulator.config import ToolTruth
+
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "lookup_order",
+                "parameters": {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]},
+            },
+        },
+        {"type": "builtin_function", "function": {"name": "$web_search"}},
+    ]
+    truth = RouteTruth(
+        output=LogNormalTruth(median=60, p95=120),
+        reasoning=LogNormalTruth(median=30, p95=60) if thinking else None,
+        tools=ToolTruth(p_call=1.0, max_rounds=2, web_search_result_tokens={"median": 3000, "p95": 6000}),
+    )
+    cfg = SamplerConfig(
+        run_id="tools",
+        routes=[RouteSampling(name="agent", n=6, thinking=thinking, tools=tools, max_tool_rounds=5, tool_result="42")],
+        spend_cap=Decimal("1"),
+    )
+    prompts = {"agent": [[{"role": "user", "content": "Where is order 7?"}]]}
+    store = tmp_path / "s.jsonl"
+    with make_emulator(routes={"agent": truth}, default_route="agent") as em:
+        with make_client(em) as client:
+            summary = run_sampler(client, cfg, store, card=CARD, progress=False, prompts=prompts)
+        stats = em.engine.stats
+    assert summary.completed == 6 and summary.failed == 0
+    recs = [r for r in map(json.loads, store.read_text().splitlines()) if r["status"] == "ok"]
+    # the hidden truth: two rounds of tool calls, then an answer
+    assert all(r["tool_rounds"] == 2 and len(r["rounds"]) == 3 for r in recs)
+    assert all([x["finish_reason"] for x in r["rounds"]] == ["tool_calls", "tool_calls", "stop"] for r in recs)
+    assert stats.admitted == 18
+    billed_prompt = sum(r["prompt_tokens"] + r["tool_round_prompt_tokens"] for r in recs)
+    billed_completion = sum(r["completion_tokens"] + r["tool_round_completion_tokens"] for r in recs)
+    assert (billed_prompt, billed_completion) == (stats.billed_prompt_tokens, stats.billed_completion_tokens)
+    assert sum(r["web_search_calls"] for r in recs) == stats.billed_web_search_calls
+    # a round after a search carries the results as input: its prompt grew by at least the result tokens
+    for r in recs:
+        for prev, nxt in zip(r["rounds"], r["rounds"][1:], strict=False):
+            assert nxt["prompt_tokens"] >= prev["prompt_tokens"] + prev["web_search_result_tokens"]
+    assert "Where is order" not in store.read_text() and "arguments" not in store.read_text()
+    spent = sum(Decimal(r["settled"]) for r in recs)
+    assert spent == summary.spent

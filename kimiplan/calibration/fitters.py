@@ -490,7 +490,9 @@ class CalibrationFitter(BaseFitter):
             # Tool routes: a sampler that sends tools records per request `tool_rounds` (further API calls) and
             # `tool_result_tokens` (tokens one result adds to the next call); a log may carry them too.
             tool_rounds=_mean_of(g, "tool_rounds", self.alpha),
-            tool_result_tokens=_mean_of(g, "tool_result_tokens", self.alpha),
+            tool_result_tokens=_mean_of(
+                g.assign(tool_result_tokens=_search_result_tokens(g)), "tool_result_tokens", self.alpha
+            ),
             # Agent runs, when a log groups its calls into runs: steps per run, context tokens added per step.
             agent_steps=_mean_of(g, "agent_steps", self.alpha),
             context_growth_tokens=_mean_of(g, "context_growth_tokens", self.alpha),
@@ -505,6 +507,24 @@ def _mean_of(g: pd.DataFrame, col: str, alpha: float) -> Estimate | None:
         return None
     mf = MeanFitter(alpha).fit(x.to_numpy(dtype=float))
     return _est(mf.mean_, mf.ci_ if mf.n_ > 1 else (mf.mean_, mf.mean_), mf.n_)
+
+
+def _search_result_tokens(g: pd.DataFrame) -> pd.Series:
+    """Tokens one $web_search result adds to the next call, per request that searched: from the sampler's
+    per-call `rounds` (or a `tool_result_tokens` column a log carries); NaN where a request did not search."""
+    if "tool_result_tokens" in g:
+        return pd.to_numeric(g["tool_result_tokens"], errors="coerce")
+    if "rounds" not in g:
+        return pd.Series(np.nan, index=g.index)
+
+    def one(rounds) -> float:
+        if not isinstance(rounds, list):
+            return np.nan
+        n = sum(int(r.get("web_search_calls") or 0) for r in rounds if isinstance(r, dict))
+        tok = sum(int(r.get("web_search_result_tokens") or 0) for r in rounds if isinstance(r, dict))
+        return tok / n if n else np.nan
+
+    return g["rounds"].map(one)
 
 
 def _one_base_url(df: pd.DataFrame) -> str | None:

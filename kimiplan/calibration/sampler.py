@@ -61,6 +61,15 @@ class RouteSampling(BaseModel):
     max_completion_tokens: int = Field(default=4096, gt=0)
     thinking: bool = True
     continue_on_length: bool = False
+    #: tools offered on every call of the route (Kimi tool objects: function tools, or the builtin $web_search);
+    #: a reply with tool calls is answered and sent again, up to max_tool_rounds more calls, and every call of
+    #: the request is recorded in the record's `rounds` (calibration of tool routes)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    max_tool_rounds: int = Field(default=4, ge=0, le=64)
+    #: the tool message a function tool's call is answered with; $web_search is answered, as Kimi documents,
+    #: with the call's own arguments
+    tool_result: str = "ok"
 
 
 class SamplerConfig(BaseModel):
@@ -143,6 +152,7 @@ class PlannedCall:
     max_completion_tokens: int
     thinking: bool
     continue_on_length: bool
+    sampling: RouteSampling | None = None  # the route's settings (tools and their rounds)
 
 
 def plan_calls(config: SamplerConfig, prompts: Mapping[str, list] | None = None) -> list[PlannedCall]:
@@ -165,6 +175,7 @@ def plan_calls(config: SamplerConfig, prompts: Mapping[str, list] | None = None)
                     r.max_completion_tokens,
                     r.thinking,
                     r.continue_on_length,
+                    r,
                 )
             )
     # Interleave routes so a capped or interrupted run still covers every route.
@@ -291,11 +302,15 @@ class SpendGuard:
         prompt = rec.get("prompt_tokens")
         if prompt is None:
             prompt = rec.get("local_prompt_tokens") or 0
-        # A Partial Mode continuation resends the prefix: extra input at the cache-miss price.
+        # A Partial Mode continuation resends the prefix: extra input at the cache-miss price. Tool rounds are
+        # further calls of the request, each with its usage; every $web_search call has its per-call fee.
         usage = Usage(
-            int(prompt) + int(rec.get("continuation_prompt_tokens") or 0),
-            int(rec.get("completion_tokens") or 0),
-            int(rec.get("cached_tokens") or 0),
+            int(prompt)
+            + int(rec.get("continuation_prompt_tokens") or 0)
+            + int(rec.get("tool_round_prompt_tokens") or 0),
+            int(rec.get("completion_tokens") or 0) + int(rec.get("tool_round_completion_tokens") or 0),
+            int(rec.get("cached_tokens") or 0) + int(rec.get("tool_round_cached_tokens") or 0),
+            int(rec.get("web_search_calls") or 0),
         )
         return cost_of_usage(usage, self.card).subtotal
 
@@ -370,10 +385,54 @@ def _record(call: PlannedCall, res, run_id: str, store_prompts: bool) -> dict:
     d = res.as_dict()
     for k in ("content", "reasoning_content"):
         d.pop(k, None)
+    d["tool_calls"] = len(d.get("tool_calls") or [])  # names and arguments stay out of the store
     rec.update(d)
     if store_prompts:
         rec["messages"] = call.messages
     return rec
+
+
+WEB_SEARCH = "$web_search"
+
+
+def _search_tokens(call: Mapping[str, Any]) -> int:
+    """`arguments.usage.total_tokens` of a $web_search call: the result tokens billed on the next call."""
+    try:
+        args = json.loads(call["function"].get("arguments") or "{}")
+        n = (args.get("usage") or {}).get("total_tokens") if isinstance(args, dict) else None
+    except (ValueError, AttributeError, TypeError):
+        return 0
+    return int(n) if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 0
+
+
+def _round_summary(res) -> dict:
+    calls = res.tool_calls or []
+    searches = [c for c in calls if c["function"]["name"] == WEB_SEARCH]
+    return {
+        "prompt_tokens": res.prompt_tokens,
+        "cached_tokens": res.cached_tokens,
+        "completion_tokens": res.completion_tokens,
+        "finish_reason": res.finish_reason,
+        "tool_calls": len(calls),
+        "web_search_calls": len(searches) if res.finish_reason == "tool_calls" else 0,
+        "web_search_result_tokens": sum(_search_tokens(c) for c in searches),
+    }
+
+
+def _answer_tools(res, thinking: bool, tool_result: str) -> list[dict]:
+    """The assistant message of a tool-call reply (its reasoning too: Kimi requires it back with thinking on)
+    and one tool message per call ($web_search: its arguments, unchanged, as Kimi documents)."""
+    msg: dict[str, Any] = {"role": "assistant", "tool_calls": res.tool_calls}
+    if res.content:  # an empty content is left out: some Kimi endpoints refuse it ("text content is empty")
+        msg["content"] = res.content
+    if thinking:
+        msg["reasoning_content"] = res.reasoning_content or ""
+    out = [msg]
+    for c in res.tool_calls:
+        name = c["function"]["name"]
+        content = c["function"].get("arguments") or "{}" if name == WEB_SEARCH else tool_result
+        out.append({"role": "tool", "tool_call_id": c["id"], "name": name, "content": content})
+    return out
 
 
 def _now() -> str:
@@ -484,6 +543,11 @@ def run_sampler(
                 reserved.append(worst)
                 return True
 
+            rs = call.sampling
+            tools = rs.tools if rs is not None else None
+            extra = None
+            if tools:
+                extra = {"tools": tools, **({"tool_choice": rs.tool_choice} if rs.tool_choice is not None else {})}
             flight(+1)
             try:
                 res = client.chat(
@@ -494,17 +558,59 @@ def run_sampler(
                     route=call.route,
                     continue_on_length=call.continue_on_length,
                     before_retry=before_retry,
+                    extra=extra,
+                    keep_text=True if tools else None,
                 )
             except KimiAPIError as exc:
+                flight(-1)
                 settled = min(guard.settlement(worst, exc=exc), sum(reserved))
                 store.append(_error_record(call, config.run_id, exc, client, settled))
                 guard.settle(sum(reserved), settled)
                 return call, None, exc
+            rounds, more, round_exc = [_round_summary(res)], [], None
+            try:
+                messages, cur = list(call.messages), res
+                while tools and cur.finish_reason == "tool_calls" and cur.tool_calls and len(more) < rs.max_tool_rounds:
+                    messages += _answer_tools(cur, call.thinking, rs.tool_result)
+                    # The next call resends everything, plus the search results: reserve its worst case first.
+                    grow = sum(_search_tokens(c) for c in cur.tool_calls if c["function"]["name"] == WEB_SEARCH)
+                    est = guard.worst_case(count_messages(messages) + grow, call.max_completion_tokens)
+                    if stop.is_set() or not guard.reserve(est):
+                        break
+                    reserve_record(call, est)
+                    reserved.append(est)
+                    try:
+                        cur = client.chat(
+                            messages,
+                            max_completion_tokens=call.max_completion_tokens,
+                            thinking=call.thinking,
+                            call_id=f"{call.id}.{len(more) + 1}",
+                            route=call.route,
+                            extra=extra,
+                            keep_text=True,
+                        )
+                    except KimiAPIError as exc:  # the rounds so far stay recorded; this one is settled below
+                        round_exc = exc
+                        break
+                    more.append(cur)
+                    rounds.append(_round_summary(cur))
             finally:
                 flight(-1)
             rec = _record(call, res, config.run_id, config.store_prompts)
             rec["base_url"] = client.config.base_url  # the calibration says where it was measured
+            if tools:
+                rec["tool_rounds"] = len(more)
+                rec["rounds"] = rounds
+                rec["web_search_calls"] = sum(r["web_search_calls"] for r in rounds)
+                rec["tool_round_prompt_tokens"] = sum(int(r.prompt_tokens or 0) for r in more)
+                rec["tool_round_cached_tokens"] = sum(r.cached_tokens for r in more)
+                rec["tool_round_completion_tokens"] = sum(r.completion_tokens for r in more)
+                rec["final_finish_reason"] = rounds[-1]["finish_reason"]
+                if round_exc is not None:
+                    rec["tool_round_error"] = f"{round_exc.kind}: {scrub(round_exc)}"
             settled = guard.settlement(worst, res=res, rec=rec)
+            if round_exc is not None:
+                settled += guard.settlement(worst, exc=round_exc)
             rec["settled"] = _money(settled)
             store.append(rec)
             guard.settle(sum(reserved), settled)

@@ -330,7 +330,13 @@ def calibrate_route(
         )
         applied.append("latency")
 
-    if not agent and (rc.tool_rounds is not None or rc.tool_result_tokens is not None):
+    searches = route.tools.web_search_calls.mean() > 0
+    if not agent and not searches and rc.tool_rounds is not None and rc.tool_rounds.value > 0:
+        warns.append(
+            f"the samples made {rc.tool_rounds.value:.2f} tool rounds per request; the route models only $web_search "
+            "rounds (tools.web_search_calls), so function-tool rounds stay out of its figures"
+        )
+    elif not agent and (rc.tool_rounds is not None or rc.tool_result_tokens is not None):
         tools_upd: dict[str, Any] = {}
         if rc.tool_rounds is not None:
             note(

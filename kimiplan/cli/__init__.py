@@ -24,6 +24,7 @@ _COMMAND_MODULES = [
     "kimiplan.cli.sweep_cmds",
     "kimiplan.cli.campaign_cmds",
     "kimiplan.cli.init_cmds",
+    "kimiplan.cli.review_cmds",
 ]
 
 

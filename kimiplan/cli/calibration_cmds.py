@@ -39,6 +39,13 @@ def register(sub) -> None:
         type=float,
         help="real seconds per emulated second (0.01 answers 100x faster; pass the same to calibrate sample)",
     )
+    serve.add_argument(
+        "--api-key",
+        action="append",
+        metavar="KEY",
+        help="accept this key (repeatable; also api_keys in --config); without any, only the public test key "
+        "kimiplan-emulator-test-key is accepted, the key calibrate sample sends to a local emulator",
+    )
     serve.set_defaults(func=_serve)
 
     cal = sub.add_parser("calibrate", help="sample calls and fit route distributions from them")
@@ -129,6 +136,10 @@ def _serve(args) -> int:
         cfg = load_emulator_config(args.config) if args.config else EmulatorConfig()
     if args.time_scale is not None:
         cfg = cfg.model_copy(update={"time_scale": args.time_scale})
+    if args.api_key:
+        if not all(k.strip() for k in args.api_key):
+            raise ConfigError("--api-key must not be empty")
+        cfg = cfg.model_copy(update={"api_keys": [*cfg.api_keys, *args.api_key]})
     previous = _stop_on_signals()
     try:
         serve_forever(cfg, port=args.port, on_ready=_announce)
@@ -164,7 +175,7 @@ def _restore_signals(previous: dict) -> None:
         signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
-EMULATOR_KEY = "emulator-needs-no-key"  # what the local emulator is sent when no key is set (it checks none)
+EMULATOR_KEY_ENV = "KIMIPLAN_EMULATOR_API_KEY"  # a key given to `emulator serve --api-key`, for a local emulator
 
 
 def _sample(args) -> int:
@@ -180,8 +191,11 @@ def _sample(args) -> int:
     card = catalog.price(args.model, region=args.region)
     if args.tier:
         config = config.with_tier(catalog.tier(args.tier, region=args.region))
+    from kimiplan.emulator.config import TEST_API_KEY
+
     local = (urlparse(args.base_url).hostname or "") in ("127.0.0.1", "localhost", "::1")
-    key = os.environ.get(ENV_KEY) or (EMULATOR_KEY if local else None)
+    # A local emulator never gets the real MOONSHOT_API_KEY: it gets KIMIPLAN_EMULATOR_API_KEY or the test key.
+    key = (os.environ.get(EMULATOR_KEY_ENV) or TEST_API_KEY) if local else os.environ.get(ENV_KEY)
     if key is None:
         raise ConfigError(
             f"set {ENV_KEY} to call {args.base_url} (against a local emulator, --base-url http://127.0.0.1:PORT/v1, "

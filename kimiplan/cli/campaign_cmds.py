@@ -99,7 +99,7 @@ def register(sub) -> None:
     p.add_argument("--provider", default="moonshot", help="provider of --model (default moonshot)")
     p.add_argument("--on", metavar="YYYY-MM-DD", help="prices and tiers as of this date (default today)")
     p.add_argument("--samples", type=int, default=2000, help="runs sampled per model (default 2000)")
-    p.add_argument("--no-variants", action="store_true", help="skip preserved thinking / no cache / step variants")
+    p.add_argument("--no-variants", action="store_true", help="skip reasoning-dropped / no cache / step variants")
     p.add_argument(
         "--calibration",
         metavar="FILE",

@@ -129,7 +129,8 @@ def parse_count(text: str | float) -> float:
 
 def parse_growth(text: str | float) -> float:
     """5%, 0.05, -2% ; a bare 5 is questioned ("did you mean 5 %?"), the scenario's own rule."""
-    from kimiplan.model.scenario import MAX_GROWTH, parse_fraction
+    from kimiplan.model.scenario import MAX_GROWTH
+    from kimiplan.model.units import parse_fraction
 
     x = parse_fraction(text, 1.0, "growth")
     if not isinstance(x, float | int) or not -1 < x <= MAX_GROWTH:

@@ -14,11 +14,16 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from kimiplan.catalog.behaviour import kimi_behaviour
 from kimiplan.catalog.providers import K26_DEFAULT_MAX_COMPLETION
 from kimiplan.errors import ConfigError, validate
 from kimiplan.model.dists import LogNormal
 from kimiplan.model.loader import load_file
 from kimiplan.model.settings import WindowSettings
+
+#: The one key a local emulator accepts when none is configured (`api_keys`); public, never a secret. `kimiplan
+#: calibrate sample` sends it to a local emulator when MOONSHOT_API_KEY is unset.
+TEST_API_KEY = "kimiplan-emulator-test-key"
 
 FaultKind = Literal["ok", "server_error", "unavailable", "stream_cut", "no_usage", "overloaded", "quota"]
 
@@ -30,6 +35,25 @@ class LogNormalTruth(LogNormal):
         return float(rng.lognormal(self.mu, self.sigma))
 
 
+class ToolTruth(BaseModel):
+    """What the "model" does with the tools a request offers (hidden truth, so tool routes can be calibrated).
+
+    With `tool_choice` auto, a call whose current turn (the messages after the last user message) has made
+    fewer than `max_rounds` tool rounds calls tools with probability `p_call`; `required` or a named function
+    always calls, `none` never. A round makes 1 to `max_parallel_calls` calls (uniform), each to a tool drawn
+    uniformly from those offered (a named tool_choice: that one), with arguments drawn to fit its schema."""
+
+    model_config = ConfigDict(extra="forbid")
+    p_call: float = Field(default=0.5, ge=0, le=1)
+    max_rounds: int = Field(default=4, ge=0, le=1000)
+    max_parallel_calls: int = Field(default=1, ge=1, le=16)
+    #: tokens of text in each string argument
+    string_argument_tokens: LogNormalTruth = LogNormalTruth(median=6, p95=24)
+    #: tokens of one `$web_search` result, billed as input on the call that sends the echoed arguments back
+    #: (Kimi's example: 13,046 tokens of results for one search; use-web-search guide, fetched 2026-08-13)
+    web_search_result_tokens: LogNormalTruth = LogNormalTruth(median=9000, p95=20000)
+
+
 class RouteTruth(BaseModel):
     model_config = ConfigDict(extra="forbid")
     #: substring of the first system message that selects this route when no header/metadata names one
@@ -37,6 +61,7 @@ class RouteTruth(BaseModel):
     output: LogNormalTruth = LogNormalTruth(median=300, p95=1200)
     #: reasoning tokens, drawn only when thinking is enabled (Kimi's default)
     reasoning: LogNormalTruth | None = None
+    tools: ToolTruth = Field(default_factory=ToolTruth)
 
 
 class LatencyTruth(BaseModel):
@@ -69,6 +94,32 @@ class FaultTruth(BaseModel):
     quota_exceeded: bool = False
 
 
+def _kimi(key: str):
+    """Default from data/catalog/behaviour.toml, the one home of Kimi's open or disputed behaviours."""
+    return lambda: kimi_behaviour()[key]
+
+
+class ProtocolTruth(BaseModel):
+    """How the emulator's HTTP replies look where Kimi's docs are silent or sources disagree; every default is a
+    row of data/catalog/behaviour.toml (sources in docs/KIMI_BEHAVIOUR.md), which the client reads too."""
+
+    model_config = ConfigDict(extra="forbid")
+    request_id_header: str = Field(default_factory=_kimi("request_id_header"), pattern=r"^[A-Za-z0-9-]+$")
+    #: X-RateLimit-Limit / -Remaining / -Reset (the RPM window) on every chat response and 429
+    rate_limit_headers: bool = Field(default_factory=_kimi("rate_limit_headers"))
+    #: Retry-After on rate_limit_reached_error 429s (Kimi: the hint is only in the message)
+    rate_limit_retry_after_header: bool = Field(default_factory=_kimi("rate_limit_retry_after_header"))
+    overloaded_retry_after_header: bool = Field(default_factory=_kimi("overloaded_retry_after_header"))
+    empty_balance_status: Literal[429, 403] = Field(default_factory=_kimi("empty_balance_status"))
+    over_context_message: str = Field(default_factory=_kimi("over_context_message"))
+    auth_error_message: str = Field(default_factory=_kimi("auth_error"))
+    #: temperature, top_p, n and the penalties at other than K2.6's fixed values: "refuse" (Kimi) or "ignore"
+    sampling_parameters: Literal["refuse", "ignore"] = Field(default_factory=_kimi("sampling_parameters"))
+    web_search_with_thinking: bool = Field(default_factory=_kimi("web_search_with_thinking"))
+    #: an assistant message sent back with empty content: "accept" (Kimi's guides) or "refuse" (seen reported)
+    empty_assistant_content: Literal["accept", "refuse"] = Field(default_factory=_kimi("empty_assistant_content"))
+
+
 class EmulatorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -77,7 +128,9 @@ class EmulatorConfig(BaseModel):
     #: tokens the "server" adds to every prompt that the client cannot see (calibration should recover it)
     hidden_overhead: int = Field(default=0, ge=0)
     #: a prompt becomes a cache source only when its prompt tokens exceed this (Kimi: 256)
-    cache_min_prompt_tokens: int = Field(default=256, ge=0)
+    cache_min_prompt_tokens: int = Field(default_factory=_kimi("cache_min_prompt_tokens"), ge=0)
+    #: cached counts are whole blocks of this many tokens (1: token by token)
+    cache_block_tokens: int = Field(default_factory=_kimi("cache_block_tokens"), ge=1, le=65_536)
     default_max_completion_tokens: int = Field(default=K26_DEFAULT_MAX_COMPLETION, gt=0)
     context_window: int = Field(default=262_144, gt=0)
     #: real seconds per emulated second: 0.01 runs 100x faster than real time; 0 never sleeps
@@ -85,7 +138,7 @@ class EmulatorConfig(BaseModel):
     #: tokens per SSE chunk; bigger chunks keep the (slow) client-side chunk parsing off the critical path
     stream_chunk_tokens: int = Field(default=32, gt=0)
     #: where the final stream chunk carries usage: top level (current OpenAPI) or inside choices[0] (Jan-2026)
-    stream_usage_location: Literal["top", "choice", "both"] = "top"
+    stream_usage_location: Literal["top", "choice", "both"] = Field(default_factory=_kimi("stream_usage_location"))
     routes: dict[str, RouteTruth] = Field(default_factory=lambda: {"default": RouteTruth()})
     default_route: str = "default"
     latency: LatencyTruth = Field(default_factory=LatencyTruth)
@@ -99,9 +152,16 @@ class EmulatorConfig(BaseModel):
     socket_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     #: request bodies above this get 413 without being read (a 256K-token prompt is ~1-2 MB of JSON)
     max_body_bytes: int = Field(default=8_000_000, gt=0, le=1_000_000_000)
+    #: keys accepted as `Authorization: Bearer KEY` (`kimiplan emulator serve --api-key KEY`); none: only TEST_API_KEY
+    api_keys: list[str] = Field(default_factory=list)
+    protocol: ProtocolTruth = Field(default_factory=ProtocolTruth)
     organization_id: str = "org-emulated"
     ak_id: str = "ak-emulated"
     token_credit: int = 0
+
+    @property
+    def accepted_keys(self) -> frozenset[str]:
+        return frozenset(self.api_keys) if self.api_keys else frozenset({TEST_API_KEY})
 
     @model_validator(mode="after")
     def _default_route_exists(self):

@@ -18,32 +18,21 @@ from typing import Any
 
 import numpy as np
 
+import kimiplan.emulator.tools as T
 from kimiplan.catalog.admission import OVERLOADED_MESSAGE, QUOTA_MESSAGE, rate_limit_message
 from kimiplan.catalog.providers import truncate_completion
-from kimiplan.tokens.tokenizer import SPECIAL_IDS, count_messages, get_tokenizer
+from kimiplan.tokens.tokenizer import SPECIAL_IDS, count_messages, get_tokenizer, reasoning_read
 
 from .config import EmulatorConfig
+from .refusal import EmulatorRefusal, bad_request
 
 # Filler words that are one token each, so "n tokens of text" is exact and concatenation stays exact.
 CONTENT_WORD = " hello"
 REASONING_WORD = " think"
 _HIDDEN_TOKEN = 276  # " the": the hidden server-side prefix is opaque filler of known length
-
-
-class EmulatorRefusal(Exception):
-    """An HTTP error the emulator answers with Kimi's body shape."""
-
-    def __init__(self, status: int, etype: str, message: str, headers: Mapping[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.etype, self.message = status, etype, message
-        self.headers = dict(headers or {})
-
-    def body(self) -> dict:
-        return {"error": {"type": self.etype, "message": self.message}}
-
-
-def _bad(message: str) -> EmulatorRefusal:
-    return EmulatorRefusal(400, "invalid_request_error", message)
+_SEARCH_TOKEN = 276  # a $web_search result is opaque filler of its drawn length, inserted where it is read
+_bad = bad_request
+__all__ = ["EmulatorRefusal", "Engine", "Reply", "render_prompt_ids"]
 
 
 def _optional(body: Mapping[str, Any], name: str, kind: type | tuple, what: str) -> Any:
@@ -91,6 +80,8 @@ def validate_request(body: Mapping[str, Any]) -> None:
     thinking = _optional(body, "thinking", Mapping, 'an object such as {"type": "enabled"}')
     if thinking is not None and thinking.get("type", "enabled") not in ("enabled", "disabled"):
         raise _bad(f"thinking.type must be enabled or disabled, got {thinking.get('type')!r}")
+    if thinking is not None and thinking.get("keep") not in (None, "all"):
+        raise _bad(f'thinking.keep must be null or "all", got {thinking.get("keep")!r:.40}')
     metadata = _optional(body, "metadata", Mapping, "an object")
     if metadata is not None and metadata.get("route") is not None and not isinstance(metadata["route"], str):
         raise _bad(f"metadata.route must be a string, got {type(metadata['route']).__name__}")
@@ -104,6 +95,84 @@ def validate_request(body: Mapping[str, Any]) -> None:
         v = body.get(name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise _bad(f"{name} must be a positive integer, got {v!r:.40}")
+
+
+# K2.6's fixed sampling values, thinking on / off: "Any other value will result in an error" (K2.6 quickstart).
+FIXED_SAMPLING = {
+    "temperature": (1.0, 0.6),
+    "top_p": (0.95, 0.95),
+    "n": (1, 1),
+    "presence_penalty": (0.0, 0.0),
+    "frequency_penalty": (0.0, 0.0),
+}
+
+
+def check_parameters(body: Mapping[str, Any], thinking: bool, refuse_sampling: bool) -> None:
+    """The parameters beyond messages and budgets, as Kimi treats them: fixed sampling values, `stop`,
+    `response_format`, `reasoning_effort`; what the emulator cannot produce (logprobs) is refused, not ignored."""
+    for name, (on, off) in FIXED_SAMPLING.items():
+        v = body.get(name)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise _bad(f"{name} must be a number, got {v!r:.40}")
+        want = on if thinking else off
+        if refuse_sampling and v != want:
+            raise _bad(f"invalid {name}: only {want:g} is allowed for this model")
+    stop = body.get("stop")
+    if stop is not None:
+        stops = [stop] if isinstance(stop, str) else stop
+        if not isinstance(stops, list) or not all(isinstance(x, str) and x for x in stops):
+            raise _bad("stop must be a string or a list of non-empty strings")
+        if len(stops) > 5 or any(len(x.encode()) > 32 for x in stops):
+            raise _bad("stop: at most 5 sequences of at most 32 bytes each")
+    rf = body.get("response_format")
+    if rf is not None and (not isinstance(rf, Mapping) or rf.get("type") not in ("text", "json_object", "json_schema")):
+        got = rf.get("type") if isinstance(rf, Mapping) else rf
+        raise _bad(f"response_format.type must be one of 'text', 'json_object', 'json_schema', got {got!r:.40}")
+    if rf is not None and rf.get("type") == "json_schema":
+        js = rf.get("json_schema")
+        schema = js.get("schema") if isinstance(js, Mapping) else None
+        if not isinstance(schema, Mapping):
+            raise _bad("response_format.json_schema.schema must be a JSON Schema object")
+        T.check_schema(schema, "response_format.json_schema.schema")
+    effort = body.get("reasoning_effort")
+    if effort is not None:
+        if body.get("thinking") is not None:
+            raise _bad("cannot specify both 'thinking' and 'reasoning_effort'")
+        # K3 takes reasoning_effort (low, high, max; facts §8b, §9a); K2.6 does not (facts §3)
+        if not str(body.get("model", "")).startswith("kimi-k3"):
+            raise _bad(f"reasoning_effort is not supported by {body.get('model')}: set thinking instead")
+        if effort not in ("low", "high", "max"):
+            raise _bad(f'reasoning_effort must be "low", "high" or "max", got {effort!r:.40}')
+    if body.get("logprobs"):
+        raise _bad("logprobs: the emulator does not produce log probabilities (Kimi does); send logprobs false")
+    for name, kind in (("parallel_tool_calls", bool), ("prompt_cache_key", str)):
+        if body.get(name) is not None and not isinstance(body[name], kind):
+            raise _bad(f"{name} must be {'true or false' if kind is bool else 'a string'}, got {body[name]!r:.40}")
+
+
+def json_answer(tokens: int) -> str:
+    """A JSON object of at most `tokens` tokens (as close as the tokenizer allows); "" when none fits."""
+    tok = get_tokenizer()
+
+    def build(k: int) -> str:
+        return '{"answer": "' + ("hello" + CONTENT_WORD * (k - 1) if k > 0 else "") + '"}'
+
+    k = max(0, tokens - (tok.count(build(1)) - 1))
+    while k > 0 and tok.count(build(k)) > tokens:
+        k -= 1
+    text = build(k)
+    if tok.count(text) <= tokens:
+        return text
+    return "{}" if tok.count("{}") <= tokens else ""
+
+
+def cut_at_stop(text: str, stop: Any) -> str | None:
+    """The text up to the first stop sequence, or None when none occurs (the sequence itself is not sent)."""
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    hits = [i for i in (text.find(x) for x in stops) if i >= 0]
+    return text[: min(hits)] if hits else None
 
 
 @dataclass
@@ -120,10 +189,16 @@ class Reply:
     ttft_s: float  # emulated seconds
     decode_tokens_per_s: float
     fault: str
+    #: the tool calls of a finish_reason "tool_calls" reply, as sent ({"id", "type", "function": {...}})
+    tool_calls: list[dict] = field(default_factory=list)
+    #: completion tokens of those calls (name + arguments, as the next prompt counts them back)
+    tool_tokens: int = 0
+    #: the answer's text when it is not filler (JSON mode, a stop sequence); content_tokens counts it
+    content_text: str | None = None
 
     @property
     def completion_tokens(self) -> int:
-        return self.reasoning_tokens + self.content_tokens
+        return self.reasoning_tokens + self.content_tokens + self.tool_tokens
 
     def usage(self) -> dict:
         return {
@@ -147,6 +222,8 @@ class Stats:
     billed_prompt_tokens: int = 0
     billed_cached_tokens: int = 0
     billed_completion_tokens: int = 0
+    #: $web_search calls billed their per-call fee (a response with finish_reason tool_calls naming it)
+    billed_web_search_calls: int = 0
     internal_errors: int = 0  # exceptions inside the server answered with a 500 (a bug if ever > 0)
 
 
@@ -155,17 +232,25 @@ def _seed_of(*parts: Any) -> int:
     return int.from_bytes(h[:8], "little")
 
 
-def render_prompt_ids(messages: Sequence[Mapping[str, Any]], tools=None) -> list[int]:
-    """Token ids of a prompt under the default chat template; len() equals tokens.count_messages()."""
+def render_prompt_ids(
+    messages: Sequence[Mapping[str, Any]],
+    tools=None,
+    keep: str | None = None,
+    inserted: Mapping[int, int] | None = None,
+) -> list[int]:
+    """Token ids of a prompt under the default chat template; len() equals tokens.count_messages() (with the
+    same `keep`) plus the `inserted` tokens: message index -> server-side content read there ($web_search
+    results)."""
     tok = get_tokenizer()
     ids: list[int] = []
+    read = reasoning_read(messages, keep)
     starts = {
         "system": "<|im_system|>",
         "user": "<|im_user|>",
         "assistant": "<|im_assistant|>",
         "tool": "<|im_system|>",
     }
-    for msg in messages:
+    for i, msg in enumerate(messages):
         role = msg["role"]
         ids.append(SPECIAL_IDS[starts[role]])
         ids += tok.encode(role)
@@ -174,7 +259,8 @@ def render_prompt_ids(messages: Sequence[Mapping[str, Any]], tools=None) -> list
         if isinstance(content, list):
             content = "".join(p.get("text", "") for p in content if isinstance(p, Mapping) and p.get("type") == "text")
         ids += tok.encode(content or "")
-        if msg.get("reasoning_content"):
+        ids += [_SEARCH_TOKEN] * int((inserted or {}).get(i, 0))
+        if read[i]:
             ids += tok.encode(str(msg["reasoning_content"]))
         for call in msg.get("tool_calls") or []:
             fn = call.get("function", {})
@@ -187,10 +273,12 @@ def render_prompt_ids(messages: Sequence[Mapping[str, Any]], tools=None) -> list
 
 
 class _PrefixCache:
-    """Kimi's automatic prefix cache: cached = longest common prefix with an earlier eligible prompt."""
+    """Kimi's automatic prefix cache: cached = the longest common prefix with an earlier eligible prompt, in
+    whole blocks of `block` tokens (a third party measured 256-token blocks on Kimi)."""
 
-    def __init__(self, min_tokens: int, capacity: int = 4096):
+    def __init__(self, min_tokens: int, block: int = 1, capacity: int = 4096):
         self.min_tokens = min_tokens
+        self.block = block
         self.capacity = capacity
         self._prompts: dict[bytes, np.ndarray] = {}
 
@@ -210,7 +298,7 @@ class _PrefixCache:
                 if len(self._prompts) >= self.capacity:
                     self._prompts.pop(next(iter(self._prompts)))
                 self._prompts[key] = ids
-        return best
+        return best // self.block * self.block
 
 
 class Engine:
@@ -219,10 +307,11 @@ class Engine:
         self.config = config
         self._clock = clock
         self._lock = threading.Lock()
-        self._cache = _PrefixCache(config.cache_min_prompt_tokens)
+        self._cache = _PrefixCache(config.cache_min_prompt_tokens, config.cache_block_tokens)
         self._script = deque(config.faults.script)
         self._fault_rng = np.random.default_rng(_seed_of(config.seed, "faults"))
         self._counter = 0
+        self._searches: dict[str, int] = {}  # search_id -> result tokens, for the call that reads them back
         self._in_flight = 0
         self._last_change = time.monotonic()
         self._t0 = time.monotonic()
@@ -306,9 +395,20 @@ class Engine:
         validate_request(body)
         messages = body["messages"]
         self._check_model(body)
-        return {
-            "data": {"total_tokens": count_messages(messages, tools=body.get("tools")) + self.config.hidden_overhead}
-        }
+        keep = (body.get("thinking") or {}).get("keep")
+        n = count_messages(messages, tools=body.get("tools"), keep=keep) + self.config.hidden_overhead
+        return {"data": {"total_tokens": n + sum(self._search_tokens(messages).values())}}
+
+    def _search_tokens(self, messages) -> dict[int, int]:
+        """Message index -> $web_search result tokens read there (the echoed arguments name the search)."""
+        out = {}
+        with self._lock:
+            for i, (sid, total) in T.echoed_search_ids(messages).items():
+                n = self._searches.get(sid) if sid is not None else None
+                n = total if n is None else n
+                if n:
+                    out[i] = int(n)
+        return out
 
     def models(self) -> dict:
         return {
@@ -350,14 +450,28 @@ class Engine:
                 400, "invalid_request_error", f"thinking.type must be enabled or disabled, got {thinking!r}"
             )
         route = self.route_of(body, headers)
+        check_parameters(body, thinking == "enabled", cfg.protocol.sampling_parameters == "refuse")
+        tools = T.parse_tools(body)
+        if (
+            thinking == "enabled"
+            and not cfg.protocol.web_search_with_thinking
+            and any(t.name == T.WEB_SEARCH for t in tools)
+        ):
+            raise _bad('$web_search needs thinking disabled: send thinking {"type": "disabled"}')
+        choice = T.resolve_tool_choice(body, tools, thinking == "enabled")
+        T.check_tool_messages(messages, thinking == "enabled")
+        if cfg.protocol.empty_assistant_content == "refuse":
+            T.check_empty_assistant(messages)
+        keep = (body.get("thinking") or {}).get("keep")
+        searched = self._search_tokens(messages)
         ids = np.asarray(
-            [_HIDDEN_TOKEN] * cfg.hidden_overhead + render_prompt_ids(messages, body.get("tools")), dtype=np.int64
+            [_HIDDEN_TOKEN] * cfg.hidden_overhead + render_prompt_ids(messages, body.get("tools"), keep, searched),
+            dtype=np.int64,
         )
         prompt_tokens = len(ids)
         if prompt_tokens + budget > cfg.context_window:
-            raise EmulatorRefusal(
-                400, "invalid_request_error", f"Your request exceeded model token limit : {cfg.context_window}"
-            )
+            text = cfg.protocol.over_context_message.format(limit=cfg.context_window, requested=prompt_tokens + budget)
+            raise EmulatorRefusal(400, "invalid_request_error", text)
 
         with self._lock:
             self.stats.requests += 1
@@ -368,7 +482,7 @@ class Engine:
                 raise self._refuse(
                     "quota",
                     EmulatorRefusal(
-                        429,
+                        cfg.protocol.empty_balance_status,
                         "exceeded_current_quota_error",
                         QUOTA_MESSAGE.format(org=cfg.organization_id, credit=cfg.token_credit),
                     ),
@@ -383,7 +497,10 @@ class Engine:
                         429,
                         "engine_overloaded_error",
                         OVERLOADED_MESSAGE,
-                        {"Retry-After": str(cfg.faults.retry_after_s)},
+                        # emulated seconds, like every wait the emulator states (X-Kimiplan-Time-Scale converts)
+                        {"Retry-After": str(cfg.faults.retry_after_s)}
+                        if cfg.protocol.overloaded_retry_after_header
+                        else {},
                     ),
                 )
             self._admit(prompt_tokens + budget)
@@ -394,6 +511,20 @@ class Engine:
             counter = self._counter
 
         reasoning, content, finish = self._draw_lengths(body, messages, route, thinking, budget, headers, counter)
+        calls, tool_tokens = self._tool_calls(tools, choice, route, messages, headers, counter)
+        if calls:
+            # A tool-call reply: reasoning, then the calls; the budget cuts the calls first (no partial call is sent).
+            reasoning, tool_tokens, cut = (int(x) for x in truncate_completion(reasoning, tool_tokens, budget))
+            if cut:
+                calls, content, tool_tokens, finish = [], tool_tokens, 0, "length"
+            else:
+                content, finish = 0, "tool_calls"
+        text = None
+        if not calls:
+            text, end = self._answer_text(body, content, finish == "length", budget - reasoning)
+            if text is not None:
+                content = get_tokenizer().count(text)
+            finish = end or finish
         rng = np.random.default_rng(
             _seed_of(cfg.seed, "latency", headers.get("x-kimiplan-call-id") or counter, len(messages))
         )
@@ -401,7 +532,8 @@ class Engine:
         with self._lock:
             self.stats.billed_prompt_tokens += prompt_tokens
             self.stats.billed_cached_tokens += cached
-            self.stats.billed_completion_tokens += reasoning + content
+            self.stats.billed_completion_tokens += reasoning + content + tool_tokens
+            self.stats.billed_web_search_calls += sum(c["function"]["name"] == T.WEB_SEARCH for c in calls)
         return Reply(
             model,
             route,
@@ -413,7 +545,79 @@ class Engine:
             ttft,
             cfg.latency.decode_tokens_per_s,
             fault,
+            calls,
+            tool_tokens,
+            text,
         )
+
+    def _answer_text(self, body, content: int, cut: bool, room: int) -> tuple[str | None, str | None]:
+        """The answer's text when it is not plain filler, and its finish_reason when that changes. JSON Mode
+        returns a JSON object of the drawn length, cut off (not valid JSON, finish_reason length) only when the
+        budget ended it; a json_schema response an instance of the schema, its strings sized to the drawn
+        length, cut only when the instance does not fit the `room` left by the reasoning. A stop sequence ends
+        the text where it first occurs (finish_reason stop)."""
+        tok = get_tokenizer()
+        rf = body.get("response_format") or {}
+        text, end = None, None
+        if rf.get("type") == "json_object":
+            if cut:  # the budget ran out mid-object: the first `content` tokens of a longer one
+                text = tok.decode(tok.encode(json_answer(content + 8))[:content])
+            else:
+                text = json_answer(content)
+        elif rf.get("type") == "json_schema":
+            schema, seed = rf["json_schema"]["schema"], _seed_of(self.config.seed, "schema", content)
+
+            def instance(words: int) -> str:
+                value = T.schema_instance(schema, np.random.default_rng(seed), words)
+                return json.dumps(value, ensure_ascii=False)
+
+            one, two = tok.count(instance(1)), tok.count(instance(2))
+            text = instance(1 + max(0, content - one) // max(two - one, 1))
+            ids = tok.encode(text)
+            if len(ids) > room:
+                text, end = tok.decode(ids[:room]), "length"
+            else:
+                end = "stop"
+        if body.get("stop") is not None:
+            hit = cut_at_stop(text if text is not None else CONTENT_WORD * content, body["stop"])
+            if hit is not None:
+                return hit, "stop"
+        return text, end
+
+    def _tool_calls(self, tools, choice, route, messages, headers, counter) -> tuple[list[dict], int]:
+        """The calls this reply makes (ToolTruth decides), with ids, JSON arguments and their token count."""
+        cfg, tok = self.config, get_tokenizer()
+        truth = cfg.routes[route].tools
+        key = headers.get("x-kimiplan-call-id") or f"#{counter}"
+        rng = np.random.default_rng(_seed_of(cfg.seed, "tools", route, key, len(messages)))
+        planned = T.plan_tool_calls(tools, choice, truth, messages, rng)
+        earlier = sum(len(m.get("tool_calls") or []) for m in messages if m.get("role") == "assistant")
+        calls, n_tokens = [], 0
+        for j, tool in enumerate(planned):
+            if tool.name == T.WEB_SEARCH:
+                sid = f"{_seed_of(cfg.seed, 'search', key, len(messages), j):016x}"
+                n = max(1, round(truth.web_search_result_tokens.draw(rng)))
+                with self._lock:
+                    if len(self._searches) >= 100_000:
+                        self._searches.pop(next(iter(self._searches)))
+                    self._searches[sid] = n
+                args = {"search_result": {"search_id": sid}, "usage": {"total_tokens": n}}
+            else:
+                words = max(1, round(truth.string_argument_tokens.draw(rng)))
+                args = T.schema_instance(tool.parameters, rng, words)
+            text = json.dumps(args, ensure_ascii=False)
+            # Kimi's ids: "t-web_search-<digits>" for the builtin (seen in a live reply, facts: KIMI_BEHAVIOUR.md),
+            # "functions.<name>:<n>" for functions (K2's tool-call id format).
+            cid = f"t-web_search-{_seed_of(key, j) % 10**12}" if tool.name == T.WEB_SEARCH else None
+            calls.append(
+                {
+                    "id": cid or f"functions.{tool.name}:{earlier + j}",
+                    "type": tool.kind,
+                    "function": {"name": tool.name, "arguments": text},
+                }
+            )
+            n_tokens += tok.count(tool.name) + tok.count(text)
+        return calls, n_tokens
 
     def _in_minute_window(self, t: float, now: float) -> bool:
         """Whether an admission at t still counts against RPM/TPM at now (same rule as admission.AccountState)."""
@@ -440,6 +644,42 @@ class Engine:
             free_at = self._minute[0][0] + 60.0
         return max(1, math.ceil(free_at - now))
 
+    def rate_headers(self) -> dict[str, str]:
+        """X-RateLimit-* of the RPM window (only when `protocol.rate_limit_headers`; Kimi documents none)."""
+        lim = self.config.limits
+        if not self.config.protocol.rate_limit_headers or lim.rpm is None:
+            return {}
+        with self._lock:
+            now = self.now()
+            self._expire_minute(now)
+            used = len(self._minute)
+            reset = self._rpm_wait(now) if used else 0
+        return {
+            "X-RateLimit-Limit": str(lim.rpm),
+            "X-RateLimit-Remaining": str(max(lim.rpm - used, 0)),
+            "X-RateLimit-Reset": str(reset),
+        }
+
+    def _tpm_wait(self, now: float, tokens: int) -> int | None:
+        """Whole seconds until enough of the minute's reservations slide out for `tokens` more (None: never)."""
+        lim = self.config.limits.tpm or 0
+        if tokens > lim:
+            return None
+        if self.config.window.rate_window == "fixed":
+            return max(1, math.ceil((math.floor(now / 60.0) + 1) * 60.0 - now))
+        total = self._minute_tokens
+        for t, n in self._minute:
+            total -= n
+            if total + tokens <= lim:
+                return max(1, math.ceil(t + 60.0 - now))
+        return 1
+
+    def _rate_refusal(self, kind: str, message: str, wait: int | None) -> EmulatorRefusal:
+        headers = {}
+        if wait is not None and self.config.protocol.rate_limit_retry_after_header:
+            headers["Retry-After"] = str(wait)  # the same emulated seconds as "try again after N seconds"
+        return self._refuse(kind, EmulatorRefusal(429, "rate_limit_reached_error", message, headers))
+
     def _admit(self, tokens: int) -> None:
         """Kimi's admission: concurrency, RPM, then input + max_completion_tokens against TPM and TPD."""
         lim, now = self.config.limits, self.now()
@@ -447,42 +687,16 @@ class Engine:
         self._expire_minute(now)
         self._roll_day(now)
         if lim.concurrency is not None and self._in_flight >= lim.concurrency:
-            raise self._refuse(
-                "concurrency",
-                EmulatorRefusal(
-                    429,
-                    "rate_limit_reached_error",
-                    rate_limit_message("concurrency", lim.concurrency, **ids),
-                ),
-            )
+            raise self._rate_refusal("concurrency", rate_limit_message("concurrency", lim.concurrency, **ids), 1)
         if lim.rpm is not None and len(self._minute) >= lim.rpm:
             wait = self._rpm_wait(now)
-            raise self._refuse(
-                "rpm",
-                EmulatorRefusal(
-                    429,
-                    "rate_limit_reached_error",
-                    rate_limit_message("rpm", lim.rpm, wait_s=wait, **ids),
-                ),
-            )
+            raise self._rate_refusal("rpm", rate_limit_message("rpm", lim.rpm, wait_s=wait, **ids), wait)
         if lim.tpm is not None and self._minute_tokens + tokens > lim.tpm:
-            raise self._refuse(
-                "tpm",
-                EmulatorRefusal(
-                    429,
-                    "rate_limit_reached_error",
-                    rate_limit_message("tpm", lim.tpm, current=self._minute_tokens, **ids),
-                ),
-            )
+            message = rate_limit_message("tpm", lim.tpm, current=self._minute_tokens, **ids)
+            raise self._rate_refusal("tpm", message, self._tpm_wait(now, tokens))
         if lim.tpd is not None and self._day_tokens + tokens > lim.tpd:
-            raise self._refuse(
-                "tpd",
-                EmulatorRefusal(
-                    429,
-                    "rate_limit_reached_error",
-                    rate_limit_message("tpd", lim.tpd, current=self._day_tokens, **ids),
-                ),
-            )
+            message = rate_limit_message("tpd", lim.tpd, current=self._day_tokens, **ids)
+            raise self._rate_refusal("tpd", message, None)
         self._minute.append((now, tokens))
         self._minute_tokens += tokens
         self._day_tokens += tokens

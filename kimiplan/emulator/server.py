@@ -18,6 +18,7 @@ import socket
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,9 +41,28 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     # -- plumbing -------------------------------------------------------------------------------------
+    def handle_one_request(self):
+        """Bytes that cannot start an HTTP request (a TLS ClientHello sent to this plain-HTTP port, binary
+        garbage) get an HTTP/1.1 400 at once, with status line and headers, instead of waiting for a line end."""
+        try:
+            first = self.rfile.peek(1)[:1]
+        except (OSError, ValueError):
+            first = b""
+        if first and not (first.isalpha() and first.isupper()):
+            self.raw_requestline, self.requestline, self.request_version = b"", "", "HTTP/1.1"
+            self.command = self.path = None
+            what = "a TLS handshake: this port speaks plain HTTP, use http://" if first == b"\x16" else "not HTTP"
+            self.send_error(400, f"request is {what}")
+            return
+        super().handle_one_request()
+
+    def _request_id(self) -> str:
+        return f"emulated-{uuid.uuid4().hex}"
+
     def _headers(self, status: int, content_type: str, extra: dict | None = None, length: int | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        self.send_header(self.server.engine.config.protocol.request_id_header, self._request_id())
         self.send_header("X-Kimiplan-Emulated", "1")
         self.send_header("X-Kimiplan-Time-Scale", repr(self.server.engine.config.time_scale))
         for k, v in (extra or {}).items():
@@ -65,11 +85,19 @@ class _Handler(BaseHTTPRequestHandler):
         """The standard library's error pages (unknown method, over-long request line, bad syntax) as Kimi's
         JSON, not HTML."""
         self.close_connection = True
-        etype = {404: "resource_not_found_error", 501: "invalid_request_error"}.get(code, "invalid_request_error")
+        extra = {}
+        if code == 501:  # an unknown method is the client's mistake (405), not a server fault to retry (5xx)
+            code, message, extra = 405, f"method {self.command!s:.20} is not allowed", {"Allow": "GET, POST"}
+        if self.request_version == "HTTP/0.9":  # a garbled request line: still answer with a status line
+            self.request_version = "HTTP/1.1"
+        etype = "resource_not_found_error" if code == 404 else "invalid_request_error"
         text = message or self.responses.get(code, ("error",))[0]
         data = json.dumps({"error": {"type": etype, "message": text}}).encode()
-        self.send_response(code, text)
+        self.send_response(code, text.encode("latin-1", "replace").decode("latin-1"))
         self.send_header("Content-Type", "application/json")
+        self.send_header(self.server.engine.config.protocol.request_id_header, self._request_id())
+        for k, v in extra.items():
+            self.send_header(k, v)
         self.send_header("X-Kimiplan-Emulated", "1")
         self.send_header("Connection", "close")
         self.send_header("Content-Length", str(len(data)))
@@ -113,17 +141,35 @@ class _Handler(BaseHTTPRequestHandler):
         return body
 
     def _authorised(self) -> bool:
+        """Kimi's 401 unless the Bearer key is one of `api_keys` (or, when none are set, the test key)."""
+        cfg = self.server.engine.config
         auth = self.headers.get("Authorization", "")
-        if auth.startswith("Bearer ") and auth[7:].strip():
+        if auth.startswith("Bearer ") and auth[7:].strip() in cfg.accepted_keys:
             return True
-        self._json(401, {"error": {"type": "invalid_authentication_error", "message": "Invalid Authentication"}})
+        body = {"error": {"message": cfg.protocol.auth_error_message, "type": "invalid_authentication_error"}}
+        self._json(401, body)
         return False
 
     # -- routes ---------------------------------------------------------------------------------------
     def do_GET(self):
-        if self.path.rstrip("/") == "/v1/models":
-            if self._authorised():
-                self._json(200, self.server.engine.models())
+        path = self.path.rstrip("/")
+        if path == "/v1/models" or path.startswith("/v1/models/"):
+            if not self._authorised():
+                return
+            models = self.server.engine.models()
+            if path == "/v1/models":
+                self._json(200, models)
+                return
+            mid = urllib.parse.unquote(path[len("/v1/models/") :])
+            found = [m for m in models["data"] if m["id"] == mid]
+            if found:
+                self._json(200, found[0])
+            else:
+                body = {
+                    "message": f"Not found the model {mid} or Permission denied",
+                    "type": "resource_not_found_error",
+                }
+                self._json(404, {"error": body})
         else:
             self._json(404, {"error": {"type": "resource_not_found_error", "message": f"no route {self.path}"}})
 
@@ -140,9 +186,10 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._json(404, {"error": {"type": "resource_not_found_error", "message": f"no route {self.path}"}})
         except EmulatorRefusal as exc:
-            self._json(
-                exc.status, exc.body(), {**exc.headers, **({"Connection": "close"} if self.close_connection else {})}
-            )
+            extra = {**exc.headers, **({"Connection": "close"} if self.close_connection else {})}
+            if exc.status == 429:
+                extra.update(self.server.engine.rate_headers())
+            self._json(exc.status, exc.body(), extra)
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True  # the client went away, or stopped reading
         except Exception as exc:  # a bug must not kill the connection with a traceback: answer, keep serving
@@ -175,11 +222,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _whole(self, r: Reply, release) -> None:
         engine = self.server.engine
         engine.sleep(r.ttft_s + r.completion_tokens / r.decode_tokens_per_s)
-        message = {"role": "assistant", "content": CONTENT_WORD * r.content_tokens}
+        text = CONTENT_WORD * r.content_tokens if r.content_text is None else r.content_text
+        message = {"role": "assistant", "content": text}
         if r.reasoning_tokens:
             message["reasoning_content"] = REASONING_WORD * r.reasoning_tokens
+        if r.tool_calls:
+            message["tool_calls"] = r.tool_calls
         payload = {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "id": f"cmpl-{uuid.uuid4().hex}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": r.model,
@@ -191,16 +241,16 @@ class _Handler(BaseHTTPRequestHandler):
         # Free the concurrency slot before the last byte goes out: the client may send its next call at once.
         release()
         if r.fault == "stream_cut":
-            self._headers(200, "application/json", None, len(data))
+            self._headers(200, "application/json", engine.rate_headers(), len(data))
             self.wfile.write(data[: len(data) // 2])
             self.close_connection = True
             return
-        self._headers(200, "application/json", None, len(data))
+        self._headers(200, "application/json", engine.rate_headers(), len(data))
         self.wfile.write(data)
 
     def _stream(self, r: Reply, include_usage: bool, release) -> None:
         engine, cfg = self.server.engine, self.server.engine.config
-        cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
 
         def event(choices, usage=None, top_usage=False):
             d = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": r.model, "choices": choices}
@@ -209,25 +259,43 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunk(b"data: " + json.dumps(d).encode() + b"\n\n")
             self.wfile.flush()
 
-        self._headers(200, "text/event-stream", {"Cache-Control": "no-cache"})
+        self._headers(200, "text/event-stream", {"Cache-Control": "no-cache", **engine.rate_headers()})
         event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
         engine.sleep(r.ttft_s)
         k = cfg.stream_chunk_tokens
         pieces = [
-            ("reasoning_content", REASONING_WORD, r.reasoning_tokens),
-            ("content", CONTENT_WORD, r.content_tokens),
+            ("reasoning_content", REASONING_WORD, r.reasoning_tokens, None),
+            ("content", CONTENT_WORD, r.content_tokens, r.content_text),
         ]
         total, sent = r.completion_tokens, 0
-        for fieldname, word, n in pieces:
-            for start in range(0, n, k):
-                m = min(k, n - start)
+        for fieldname, word, n, text in pieces:
+            if text is not None:  # a text that is not filler goes out in chunks of characters, ~k tokens each
+                step = max(1, len(text) * k // max(n, 1))
+                chunks = [
+                    (text[i : i + step], max(1, n * step // max(len(text), 1))) for i in range(0, len(text), step)
+                ]
+            else:
+                chunks = [(word * min(k, n - start), min(k, n - start)) for start in range(0, n, k)]
+            for piece, m in chunks:
                 if r.fault == "stream_cut" and sent >= total // 2:
                     release()
                     self.close_connection = True  # end mid-body: the chunked encoding is left unterminated
                     return
-                event([{"index": 0, "delta": {fieldname: word * m}, "finish_reason": None}])
+                event([{"index": 0, "delta": {fieldname: piece}, "finish_reason": None}])
                 sent += m
                 engine.sleep(m / r.decode_tokens_per_s)
+        for j, call in enumerate(r.tool_calls):
+            # As OpenAI streams them: the first delta of a call carries id, type and name, later ones arguments.
+            head = {"index": j, "id": call["id"], "type": call["type"]}
+            head["function"] = {"name": call["function"]["name"], "arguments": ""}
+            event([{"index": 0, "delta": {"tool_calls": [head]}, "finish_reason": None}])
+            text = call["function"]["arguments"]
+            step = max(16, 4 * k)
+            for start in range(0, len(text), step):
+                piece = {"index": j, "function": {"arguments": text[start : start + step]}}
+                event([{"index": 0, "delta": {"tool_calls": [piece]}, "finish_reason": None}])
+        if r.tool_calls:
+            engine.sleep(r.tool_tokens / r.decode_tokens_per_s)
         if r.fault == "stream_cut":  # nothing to cut (empty reply): cut before the final chunk
             release()
             self.close_connection = True

@@ -72,7 +72,7 @@ PRESETS: dict[str, Preset] = {
             "agent": {
                 "steps": {"kind": "lognormal", "median": 85, "p95": 200},
                 "max_steps": 300,
-                "tool_result_tokens": {"kind": "lognormal", "median": 230, "p95": 1100},
+                "tool_result_tokens": {"kind": "lognormal", "median": 150, "p95": 800},
                 "think_time_s": {"kind": "lognormal", "median": 3, "p95": 20},
                 "context_limit_tokens": 262144,
                 "context_policy": "truncate_oldest",
@@ -81,11 +81,12 @@ PRESETS: dict[str, Preset] = {
         {"per_step_tokens": 32768, "total_tokens": 262144, "max_steps": 300, "runs": 5, "thinking": "enabled"},
         {
             "steps per task": "lognormal, median 85, P95 200, capped at 300 (published: about 100-300 calls per task)",
-            "tool result per step": "lognormal, median 230, P95 1,100 tokens",
-            "reasoning per step": "lognormal, median 150, P95 1,000 tokens; earlier reasoning dropped",
+            "tool result per step": "lognormal, median 150, P95 800 tokens",
+            "reasoning per step": "lognormal, median 150, P95 1,000 tokens; earlier steps' reasoning is re-sent and "
+            "billed (Kimi's rule within a turn of tool calls)",
             "output per step": "lognormal, median 100, P95 500 tokens",
-            "check": "on K2.6 these give about 2.5M prompt tokens per run at the median and 12M at P95, 44k "
-            "completion tokens and 94 % cache reads (published: 2.5M / 10M, 20-50k, 85-95 %)",
+            "check": "on K2.6 these give about 3.2M prompt tokens per run at the median and 15M at P95, 44k "
+            "completion tokens and 94 % cache reads (published: 2.5M / 10M, K2.5 on OpenHands 2.8M, 20-50k, 85-95 %)",
             "system prompt and task": "5,000 tokens; task lognormal median 1,500, P95 5,000",
             "cache": "95 % of steps read the previous prompt (published 86-94 % with a stable prefix)",
             "think time": "tool execution lognormal median 3 s, P95 20 s",
@@ -308,7 +309,8 @@ def estimate_campaign(
 ) -> CampaignEstimate:
     """Cost band per model/provider and duration at `tier` of `tasks` tasks x `runs_per_task` runs.
 
-    With `variants`, K2.6 on Moonshot is also priced with preserved thinking, with caching off, with tasks that
+    With `variants`, K2.6 on Moonshot is also priced with earlier reasoning dropped (a harness that strips it;
+    Kimi refuses that with thinking on), with caching off, with tasks that
     take half and twice the steps (the assumption band) and, for single-turn presets, on the Batch API.
     `calibration` (a file or a `Calibration` with a route named like the preset) replaces the per-step laws it
     measured on the rows of its model (`kimiplan.catalog.calibrated`); the `token_sizes` column says which."""
@@ -359,7 +361,7 @@ def estimate_campaign(
             []
             if single_turn
             else [
-                ("preserved thinking", {}, {"preserve_thinking": True}),
+                ("reasoning dropped (not Kimi)", {}, {"preserve_thinking": False}),
                 ("caching off", {"cache": {"mode": "none"}}, {}),
             ]
         )

@@ -19,11 +19,18 @@ Monte Carlo (seeded, vectorized; cheap because no request is drawn):
   samples (mean vector and covariance of the priced quantities, so any price card reuses them);
 - parameter uncertainty: with `calibration_samples=n`, each path scales a route's mean cost by a mean-1
   log-normal with sd = CV(per-request cost)/sqrt(n), the standard error of a mean fitted from n calls.
+
+Common random numbers (`common_random_numbers=True`): every draw comes from a stream keyed by what it drives
+(the calendar day for traffic noise, the route's name and the month for request noise, the route's name for
+the per-request samples), not by its position in one sequence. Two forecasts with the same seed then share
+the draws of everything they have in common, so the band of their difference (`kimiplan.review.diff`) is the
+spread of the change itself, not of two independent runs. The default keeps one sequential stream.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -155,13 +162,23 @@ class UnitStats:
     samples: int
 
 
-def unit_stats(scenario: Scenario, card: PriceCard, samples: int = UNIT_SAMPLES, seed: int | None = None) -> UnitStats:
+def stream_key(name: str) -> int:
+    """A stable integer for a name (sha256, the same on every machine and Python run; `hash()` is salted)."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little")
+
+
+def unit_stats(
+    scenario: Scenario, card: PriceCard, samples: int = UNIT_SAMPLES, seed: int | None = None, keyed: bool = False
+) -> UnitStats:
+    """`keyed`: each route's samples come from a stream keyed by its name instead of its position, so a route
+    draws the same requests whatever routes come before it (common random numbers)."""
     _check_range("unit_samples", samples, 2, 10_000_000, integer=True)
     seed = scenario.seed if seed is None else seed
     means, covs, neur, rows = [], [], [], []
     for i, route in enumerate(scenario.routes):
+        key = stream_key(route.name) if keyed else i
         d = draw_route(
-            route, int(samples), np.random.default_rng([seed, _UNIT_SEED, i]), route_context(scenario, route, card)
+            route, int(samples), np.random.default_rng([seed, _UNIT_SEED, key]), route_context(scenario, route, card)
         )
         cached = d["cached_tokens"].astype(float)
         q = np.stack(
@@ -461,6 +478,58 @@ def _segment_prices(
 # ---------------------------------------------------------------- stage 3: Monte Carlo paths
 
 
+class _SequentialDraws:
+    """One generator, drawn in a fixed order (gamma, level, calibration, cost): the default, seeded runs repeat."""
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+
+    def gamma(self, shape: float, n_paths: int, seg: _Segments) -> np.ndarray:
+        return self.rng.standard_gamma(shape, size=(n_paths, len(seg.lam)), dtype=np.float32)
+
+    def level(self, n_paths: int) -> np.ndarray:
+        return self.rng.standard_normal(n_paths)
+
+    def theta(self, n_paths: int, routes: tuple[str, ...]) -> np.ndarray:
+        return self.rng.standard_normal((n_paths, len(routes)))
+
+    def cost(self, n_paths: int, seg: _Segments, routes: tuple[str, ...]) -> np.ndarray:
+        return self.rng.standard_normal((n_paths, seg.n, len(routes)))
+
+
+class _KeyedDraws:
+    """Common random numbers: each draw from a stream named by what it drives (the day, the route, the month),
+    so two forecasts with the same seed draw the same numbers for the days and routes they share."""
+
+    def __init__(self, seed: int, dates: Sequence[dt.date]):
+        self.seed = seed
+        self.dates = list(dates)
+
+    def _rng(self, *key: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, 4, *key])
+
+    def gamma(self, shape: float, n_paths: int, seg: _Segments) -> np.ndarray:
+        out = np.empty((n_paths, len(self.dates)), dtype=np.float32)
+        for j, d in enumerate(self.dates):
+            out[:, j] = self._rng(1, d.toordinal()).standard_gamma(shape, size=n_paths, dtype=np.float32)
+        return out
+
+    def level(self, n_paths: int) -> np.ndarray:
+        return self._rng(2).standard_normal(n_paths)
+
+    def theta(self, n_paths: int, routes: tuple[str, ...]) -> np.ndarray:
+        return np.stack([self._rng(3, stream_key(r)).standard_normal(n_paths) for r in routes], axis=1)
+
+    def cost(self, n_paths: int, seg: _Segments, routes: tuple[str, ...]) -> np.ndarray:
+        out = np.empty((n_paths, seg.n, len(routes)))
+        for j, month in enumerate(seg.months):
+            ids = np.flatnonzero(seg.seg_month == j)
+            y, m = (int(x) for x in month.split("-"))
+            for r, name in enumerate(routes):
+                out[:, ids, r] = self._rng(4, stream_key(name), y * 12 + m).standard_normal((n_paths, len(ids)))
+        return out
+
+
 @dataclass(frozen=True)
 class _Paths:
     cost_prs: np.ndarray  # paths x segs x routes: spend (reporting currency)
@@ -471,7 +540,7 @@ class _Paths:
 
 
 def _simulate_paths(
-    rng: np.random.Generator,
+    draws: _SequentialDraws | _KeyedDraws,
     seg: _Segments,
     sp: _SegmentPrices,
     units: UnitStats,
@@ -481,12 +550,12 @@ def _simulate_paths(
     calibration_samples,
 ) -> _Paths:
     """Traffic noise per day, a growth level per path, parameter noise per route, then each segment's cost by the
-    central limit theorem. The draws come in a fixed order (gamma, level, calibration, cost): seeded runs repeat."""
+    central limit theorem. `draws` supplies the random numbers (one sequence, or keyed streams)."""
     n_routes = len(units.routes)
     if daily_cv > 0:
         shape = 1.0 / daily_cv**2
         # float32 halves the time of the largest draw; a month sums ~30 of them, far inside float32 precision.
-        g = rng.standard_gamma(shape, size=(n_paths, len(seg.lam)), dtype=np.float32)
+        g = draws.gamma(shape, n_paths, seg)
         g *= np.float32(1.0 / shape)
         gl = g * seg.lam.astype(np.float32)[None, :]  # paths x days: that day's volume before the level
         vol_raw = seg.day_sum(gl)  # paths x segs
@@ -494,7 +563,7 @@ def _simulate_paths(
         g = gl = None
         vol_raw = np.broadcast_to(seg.volume, (n_paths, seg.n)).copy()
     if growth_sd > 0:
-        z = rng.standard_normal(n_paths)[:, None]
+        z = draws.level(n_paths)[:, None]
         sig = growth_sd * seg.month_k[None, :]
         level = np.exp(sig * z - 0.5 * sig**2)  # mean 1: the uncertainty does not move the expectation
     else:
@@ -508,13 +577,13 @@ def _simulate_paths(
         mu, m2 = sp.mu[ref], sp.m2[ref]
         cv = np.sqrt(np.maximum(m2 - mu**2, 0.0)) / np.where(mu > 0, mu, np.inf)
         s_mean = np.where(np.isfinite(ns), cv / np.sqrt(ns), 0.0)
-        theta = np.exp(s_mean[None, :] * rng.standard_normal((n_paths, n_routes)) - 0.5 * s_mean[None, :] ** 2)
+        theta = np.exp(s_mean[None, :] * draws.theta(n_paths, units.routes) - 0.5 * s_mean[None, :] ** 2)
 
     # Segment cost per path and route: Normal(V*mu*theta, V*E[c^2]*theta^2) (CLT over the segment's requests).
     v_rs = vol_seg[:, :, None] * units.shares[None, None, :]  # paths x segs x routes
     mean_prs = v_rs * sp.mu[None, :, :] * theta[:, None, :]
     sd_prs = np.sqrt(v_rs * sp.m2[None, :, :]) * theta[:, None, :]
-    cost_prs = mean_prs + sd_prs * rng.standard_normal(mean_prs.shape)
+    cost_prs = mean_prs + sd_prs * draws.cost(n_paths, seg, units.routes)
     credit_days = None
     credit_seg = np.zeros((n_paths, seg.n))
     if sp.neuron_rate.any():
@@ -726,6 +795,7 @@ def forecast(
     unit_samples: int = UNIT_SAMPLES,
     units: UnitStats | None = None,
     capacity: bool | CapacityPlan = True,
+    common_random_numbers: bool = False,
 ) -> Forecast:
     """Spend per day and per calendar month over `months` months from the month of `scenario.as_of`.
 
@@ -757,15 +827,14 @@ def forecast(
         ref_card = priced[0]
     base_cur = fx_base or ref_card.currency
     currency = currency or ref_card.currency
-    units = units or unit_stats(scenario, ref_card, unit_samples, seed)
+    units = units or unit_stats(scenario, ref_card, unit_samples, seed, keyed=common_random_numbers)
     if units.routes != tuple(r.name for r in scenario.routes):
         raise ConfigError(f"units are for routes {units.routes}, the scenario has {[r.name for r in scenario.routes]}")
 
     seg = _segments(scenario, cal, cards, status, notes)
     sp = _segment_prices(scenario, seg, units, currency, base_cur)
-    mc = _simulate_paths(
-        np.random.default_rng([seed, 4]), seg, sp, units, n_paths, daily_cv, growth_sd, calibration_samples
-    )
+    draws = _KeyedDraws(seed, dates) if common_random_numbers else _SequentialDraws(np.random.default_rng([seed, 4]))
+    mc = _simulate_paths(draws, seg, sp, units, n_paths, daily_cv, growth_sd, calibration_samples)
     d = seg.seg_of_day
     free_credit_day = (
         free_neuron_credit(seg.lam * sp.neurons_per_req[d], sp.free_neurons[d], sp.neuron_rate[d])
@@ -830,6 +899,7 @@ def forecast(
             "fx_base": base_cur,
             "unit_samples": units.samples,
             "tax_rate": scenario.tax_rate,
+            "common_random_numbers": bool(common_random_numbers),
             **capacity_notes,
         },
     )

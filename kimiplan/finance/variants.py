@@ -200,13 +200,55 @@ def run_variants(
     return out
 
 
+class ComparisonTable(pd.DataFrame):
+    """What `compare()` returns: a DataFrame, one row per variant, that presents itself (a one-line repr, a
+    `summary()` with the columns a reader scans, an HTML view with the report's formats). Anything derived from
+    it (a selection, a sort) is a plain DataFrame."""
+
+    @property
+    def _constructor(self):
+        return pd.DataFrame
+
+    def _head_line(self) -> str:
+        from kimiplan.io.formats import money
+
+        cur = self["currency"].iloc[0] if len(self) else None
+        best = self.sort_values("expected_total").iloc[0] if len(self) else None
+        base = self.iloc[0] if len(self) else None
+        if best is None:
+            return "no variants"
+        return (
+            f"{len(self)} variants, {cur}: {base['variant']} {money(base['expected_total'], cur, 0)}; cheapest "
+            f"{best['variant']} {money(best['expected_total'], cur, 0)} ({best['vs_first_pct']:+.1f} %)"
+        )
+
+    def __repr__(self) -> str:
+        return f"<ComparisonTable {self._head_line()}; summary() for the table>"
+
+    def summary(self):
+        from kimiplan.io.tables import SummaryTable
+
+        cols = ["variant", "provider", "model", "expected_total", "P10_total", "P90_total", "per_month"]
+        cols += ["vs_first_pct", "status", "currency"]
+        cur = self["currency"].iloc[0] if len(self) else None
+        view = pd.DataFrame(self)[[c for c in cols if c in self.columns]]
+        flagged = [f"{r.variant}: {r.status}" for r in self.itertuples() if r.status != "ok"]
+        notes = ["Totals are over the horizon; vs first is the change against the first row (the base), in %."]
+        return SummaryTable(
+            "Variants compared", [("Verdict", self._head_line())], [("Variants", view, cur)], [*notes, *flagged]
+        )
+
+    def _repr_html_(self) -> str:
+        return self.summary()._repr_html_()
+
+
 def compare(
     variants: Mapping[str, Scenario] | Mapping[str, Forecast],
     months: int = 12,
     *,
     catalog: Catalog | None = None,
     **kw: Any,
-) -> pd.DataFrame:
+) -> ComparisonTable:
     """One row per variant: horizon total (expected and P10/P90 of the Monte Carlo), difference to the first."""
     fcs = _as_forecasts(variants, months, catalog, **kw)
     rows = []
@@ -247,7 +289,7 @@ def compare(
     base = out["expected_total"].iloc[0]
     out["vs_first"] = out["expected_total"] - base
     out["vs_first_pct"] = out["vs_first"] / base * 100 if base else np.nan
-    return out
+    return ComparisonTable(out)
 
 
 def compare_monthly(forecasts: Mapping[str, Forecast]) -> pd.DataFrame:

@@ -1,7 +1,8 @@
 """The agent section of a route: a request that is a run of steps.
 
 Each step is one API call. Its prompt is the previous step's prompt plus what that step added: the assistant's
-message (its output, plus its reasoning when thinking is preserved) and the tool result. So the context grows
+message (its output, plus its reasoning: Kimi reads reasoning sent back within a turn of tool calls) and the tool
+result. So the context grows
 step by step and the input billed over a run grows roughly with the square of the number of steps. A run ends
 when the agent is done (its drawn number of steps), at the step cap, at a per-run budget, or when the context
 would pass its limit and the policy says stop. Figures published for agent runs are in
@@ -15,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from kimiplan.model.dists import Dist, Fixed
+from kimiplan.model.units import Share
 
 # Why a run stopped, in the order of the codes the draws store (`stop_reason` column).
 STOP_REASONS = ("done", "max_steps", "budget_tokens", "budget_cost", "context")
@@ -36,9 +38,11 @@ class Agent(BaseModel):
         default=Fixed(value=0), description="Seconds between a step's answer and the next call (tool execution)"
     )
     preserve_thinking: bool = Field(
-        default=False,
-        description="Preserved thinking (K2.6 thinking.keep='all'): earlier steps' reasoning is re-sent and "
-        "billed as input. False: earlier reasoning is dropped from the context",
+        default=True,
+        description="Earlier steps' reasoning is re-sent and billed as input. Kimi's rule: a run's steps are one "
+        "turn of tool calls, within which reasoning_content must be sent back (thinking on: a tool-call message "
+        "without it is a 400) and is read as input whatever thinking.keep says (keep=null ignores only earlier "
+        "turns'). False: a harness that strips it, which Kimi refuses with thinking on",
     )
     web_search_per_step: Dist = Field(
         default=Fixed(value=0),
@@ -60,7 +64,7 @@ class Agent(BaseModel):
         description="When the next prompt plus the step budget would pass the context limit: drop the oldest "
         "steps' messages, summarise the history in one extra call, or stop. A compaction breaks the cached prefix",
     )
-    truncate_to: float = Field(
+    truncate_to: Share = Field(
         default=0.5,
         gt=0,
         le=1,

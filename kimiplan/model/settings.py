@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kimiplan.errors import validate
+from kimiplan.model.units import Share
 
 CHUNK = 1 << 21  # requests per chunk: ~100 MB of arrays, big enough to amortize the kernel call
 # Dates a plan can mean: forecasts add months and years to these, which must stay inside `datetime`'s range.
@@ -79,7 +80,7 @@ class ClientPolicy(BaseModel):
     backoff_base_s: float = Field(default=1.0, gt=0, le=86_400)
     backoff_cap_s: float = Field(default=60.0, gt=0, le=86_400)
     jitter: bool = True
-    pace_headroom: float = Field(default=1.0, gt=0, le=1)
+    pace_headroom: Share = Field(default=1.0, gt=0, le=1)
 
 
 class Simulation(BaseModel):

@@ -167,23 +167,42 @@ def template_tokens(n_system, n_turns, n_user: int = 1, template: ChatTemplate =
     )
 
 
+def reasoning_read(messages: Sequence[Mapping[str, Any]], keep: str | None = None) -> list[bool]:
+    """Which messages' `reasoning_content` Kimi reads (and bills as input): Kimi's `thinking.keep` rule.
+
+    `keep=None` (K2.6's default): "the server ignores reasoning_content from historical turns", i.e. from
+    assistant messages before the last user message; within the current turn (the assistant -> tool ->
+    assistant steps after it) reasoning must be sent back and is read. `keep="all"` (Preserved Thinking): every
+    message's reasoning is read and "billed as input". Sources: the OpenAPI `thinking.keep` field and the K2.6
+    quickstart (kimi-platform-facts.md §3); forum.moonshot.ai thread #602 quoting the field reference."""
+    msgs = [m if isinstance(m, Mapping) else {} for m in messages]
+    if keep == "all":
+        return [bool(m.get("reasoning_content")) for m in msgs]
+    last_user = max((i for i, m in enumerate(msgs) if m.get("role") == "user"), default=-1)
+    return [i > last_user and bool(m.get("reasoning_content")) for i, m in enumerate(msgs)]
+
+
 def count_messages(
     messages: Sequence[Mapping[str, Any]],
     *,
     tools: Sequence[Mapping[str, Any]] | None = None,
     template: ChatTemplate = DEFAULT_TEMPLATE,
     add_reply_primer: bool = True,
+    keep: str | None = None,
 ) -> int:
-    """Prompt tokens of a chat request as Kimi counts them (text + template), up to `template.request_overhead`."""
+    """Prompt tokens of a chat request as Kimi counts them (text + template), up to `template.request_overhead`.
+
+    Reasoning sent back counts as `reasoning_read` says for the request's `thinking.keep`."""
     tok = get_tokenizer()
     total = template.request_overhead
+    read = reasoning_read(messages, keep)
     for i, msg in enumerate(messages):
         if not isinstance(msg, Mapping) or "role" not in msg:
             raise ConfigError(f"messages[{i}] must be an object with a 'role', got {msg!r:.80}")
         role = msg["role"]
         total += template.message_overhead(role)
         total += tok.count(_content_text(msg.get("content")))
-        if msg.get("reasoning_content"):
+        if read[i]:
             total += tok.count(str(msg["reasoning_content"]))
         for call in msg.get("tool_calls") or []:
             fn = call.get("function", {})

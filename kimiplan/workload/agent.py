@@ -150,11 +150,16 @@ def draw_agent(
         can = rng.random(n) < hit_rate
         first = prev_prompt == 0
         later = can & ~first & (prev_prompt > min_prompt)
+        lapsed = np.zeros(n, dtype=bool)
         if paid:
-            later &= gap <= retention_s
+            lapsed = later & (gap > retention_s)
+            later &= ~lapsed
         head_only = later & compacted
         full = later & ~compacted
-        first_hit = can & first & (prompt > min_prompt) & (first_prefix > 0)
+        # One rule for the shared head (the route's cache.prefix components): other runs keep it warm, so a call
+        # that cannot read its own run's prefix reads it: the first step, and a later step after its own paid
+        # cache has lapsed (the run's history is gone, the head other runs wrote is not).
+        first_hit = can & (first | lapsed) & (prompt > min_prompt) & (first_prefix > 0)
         read = np.where(full, prev_prompt, np.where(head_only, head_total, np.where(first_hit, first_prefix, 0)))
         read = np.where(m, read, 0)
         written = np.where(m, prompt - read, 0) if paid else np.zeros(n, dtype=np.int64)
@@ -277,7 +282,8 @@ def draw_agent(
             over_c = m & (stop < 0) & (cost >= a.run_budget_cost)
             stop[over_c] = STOP_REASONS.index("budget_cost")
         active = m & (stop < 0)
-        # The step's assistant message and tool result join the context of the next step.
+        # The step's assistant message (its reasoning too: Kimi reads reasoning sent back within a turn of tool
+        # calls, and refuses a tool-call history without it when thinking is on) and tool result join the context.
         entry = o + (r if a.preserve_thinking else 0) + _tok(a.tool_result_tokens, rng, n) + markers
         entry = np.where(active, entry, 0)
         hist += entry

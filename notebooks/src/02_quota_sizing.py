@@ -119,7 +119,6 @@ pd.DataFrame(g)
 # A scenario can state a textbook system by itself: Poisson arrivals at 10 requests/s, a custom tier with only 50 concurrent requests, fixed tokens, a lognormal latency with a 5 s mean, no retries, a horizon and a seed (the `simulation:` section). Refusal then has a closed form, Erlang B, whatever the latency's shape. The same file runs with `kimiplan simulate FILE --json`.
 
 # %%
-
 theory = kp.parse_scenario({
     'name': 'M/G/50/50', 'model': 'kimi-k2.6', 'as_of': '2026-11-26', 'seed': 3,
     'tier': {'name': 'only-concurrency', 'concurrency': 50},

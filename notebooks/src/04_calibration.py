@@ -68,7 +68,8 @@ setup_notebook()
 #
 # Output lengths are lognormal by median and p95 per route; the agent route also reasons (thinking on). The emulator adds
 # **23 hidden tokens** to every prompt — the kind of server-side overhead calibration must discover — and applies Kimi's
-# prefix-cache rule (a prompt longer than 256 tokens can be hit by later prompts sharing its prefix).
+# prefix-cache rule (a prompt longer than 256 tokens can be hit by later prompts sharing its prefix), counting cached
+# tokens in whole 256-token blocks as measured on Kimi: a route whose shared prefix is shorter than a block reads none.
 
 # %%
 TRUTH = {
@@ -96,7 +97,7 @@ else:
         )
     )
     config = KimiConfig(
-        model=MODEL, base_url=em.base_url, api_key="emulator-no-key", retry=RetryPolicy(time_scale=0.001)
+        model=MODEL, base_url=em.base_url, api_key="kimiplan-emulator-test-key", retry=RetryPolicy(time_scale=0.001)
     )
 client = stack.enter_context(KimiClient(config))
 print(repr(client).split(", base_url")[0], "| key shown as:", config.api_key)

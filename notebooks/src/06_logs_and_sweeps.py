@@ -21,22 +21,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from kimiplan.catalog.cards import load_catalog
-from kimiplan.logs import generate_call_log, summarize_log
+import kimiplan as kp
 
 pd.set_option("display.width", 160)
 pd.set_option("display.max_columns", 20)
-catalog = load_catalog()
+catalog = kp.load_catalog()
 os.chdir(tempfile.mkdtemp(prefix="kimiplan-06-"))  # a scratch folder; files below are named relative to it
-log = generate_call_log("calls.parquet", 200_000, seed=6, days=14, refusal_rate=0.03)
+log = kp.generate_call_log("calls.parquet", 200_000, seed=6, days=14, refusal_rate=0.03)
 print(f"{log}: {log.stat().st_size / 1e6:.1f} MB")
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 # Figures: interactive in JupyterLab, and a static PNG beside each (kaleido + Chromium) for nbconvert, GitHub, offline.
-from kimiplan.viz.theme import setup_notebook
 
-setup_notebook()
+kp.viz.setup_notebook()
 
 # %% [markdown]
 # ## 1 · Summarize
@@ -46,7 +44,7 @@ setup_notebook()
 # hash-chosen sample of successful calls per route for calibration.
 
 # %%
-s = summarize_log(log, catalog=catalog, samples_per_route=1500)
+s = kp.summarize_log(log, catalog=catalog, samples_per_route=1500)
 print(s)
 
 # %%
@@ -58,7 +56,7 @@ s.table[cols].head(6).round(3)
 # Money stays exact: `cost_exact` holds the Decimal of each group, and the total is their exact sum.
 
 # %%
-by_route = summarize_log(log, catalog=catalog, by=["route"])
+by_route = kp.summarize_log(log, catalog=catalog, by=["route"])
 print(by_route.table[["route", "requests", "refused_rate_limit", "refused_tpd", "refused_server", "cost_exact"]]
       .to_string(index=False))
 print("total:", by_route.cost, s.currency, "| same as by route and day:", by_route.cost == s.cost)
@@ -75,7 +73,7 @@ bad.write_text(
     "2026-09-01T10:00:02Z,answer,kimi-k2.6,1000,1500,90,\n"
     "2026-09-01T10:00:03Z,answer,kimi-k2.6,,,,rate_limit\n"
 )
-b = summarize_log(bad)
+b = kp.summarize_log(bad)
 print(b)
 
 # %% [markdown]
@@ -85,9 +83,7 @@ print(b)
 # `answer` completions as a lognormal with median 220 tokens and TTFT with median 0.6 s: the fits find them.
 
 # %%
-from kimiplan.calibration.fitters import fit_calibration
-
-cal = fit_calibration(s.samples, notes="from the synthetic call log of notebook 06")
+cal = kp.fit_calibration(s.samples, notes="from the synthetic call log of notebook 06")
 cal.summary().round(3)
 
 # %% [markdown]
@@ -104,15 +100,13 @@ s.usage_frame().drop(columns="source").head(4)
 # monthly growth, planned on the `support_chat` example: one tidy table, one row per point.
 
 # %%
-from kimiplan.sweeps import sweep
-
 grid = {
     "tier": ["Tier1", "Tier2", "Tier3", {"name": "custom-400", "concurrency": 400, "rpm": 4000, "tpm": 4_000_000}],
     "routes.answer.max_completion_tokens": [1024, 4096],
     "traffic.requests_per_day": [20_000, 40_000, 80_000],
     "traffic.monthly_growth": [0.0, 0.05],
 }
-res = sweep("support_chat", grid, catalog=catalog, seed=0)
+res = kp.sweep("support_chat", grid, catalog=catalog, seed=0)
 show = ["set:tier", "set:routes.answer.max_completion_tokens", "set:traffic.requests_per_day",
         "set:traffic.monthly_growth", "cost_per_month", "refusal_total", "binding_limit", "max_scale",
         "months_to_exhaustion"]
@@ -146,6 +140,6 @@ from distributed import Client, LocalCluster
 with LocalCluster(
     n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None, silence_logs=logging.ERROR
 ) as cluster, Client(cluster) as client:
-    on_dask = sweep("support_chat", grid, catalog=catalog, seed=0, engine="dask", client=client)
+    on_dask = kp.sweep("support_chat", grid, catalog=catalog, seed=0, engine="dask", client=client)
 assert on_dask.table.equals(res.table), "the Dask engine must give the local engine's table"
 print("identical to the local engine:", on_dask.table.equals(res.table))
