@@ -393,7 +393,8 @@ def test_tool_rounds_the_sampler_records_reach_a_search_route():
     assert rc.tool_result_tokens.value == pytest.approx(3000, rel=0.03)
     sc = load_scenario("support_chat")
     r = apply_calibration(sc, cal).route("web_lookup")
-    assert "tools" in r.calibrated.applied and r.tools.result_tokens.mean() == pytest.approx(rc.tool_result_tokens.value)
+    assert "tools" in r.calibrated.applied
+    assert r.tools.result_tokens.mean() == pytest.approx(rc.tool_result_tokens.value)
     d = draw_route(r, 50_000, np.random.default_rng(0), route_context(sc, r))
     assert d["web_search_calls"].mean() == pytest.approx(rc.tool_rounds.value, rel=0.03)
     # A route without $web_search is told, not silently given searches.
