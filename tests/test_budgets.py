@@ -84,3 +84,39 @@ def test_budgets_for_tier_returns_the_plain_recommendation_it_chose():
     rec = budgets_for_tier(sc, tier=_tier(tpm=2_000_000))
     plain = recommend_budgets(sc, target_truncation=float(rec["target_truncation"].iloc[0]))
     pd.testing.assert_frame_equal(rec.drop(columns=["token_refusal", "tier", "holds"]), plain, check_exact=True)
+
+
+@pytest.mark.parametrize("name", ["support_chat", "coding_assistant", "document_report", "coding_agent"])
+def test_budget_tables_count_every_call_as_the_demand_table_does(name, catalog):
+    """The max_completion_tokens tables and the demand table give one TPM figure per route at its current
+    budget (a `$web_search` route reserves its budget once per round), and the curve's reservation at another
+    budget is what the request drawer reserves there (every call's prompt plus the budget, drawn call by call)."""
+    from kimiplan.capacity.demand import route_moments, route_reservation
+    from kimiplan.capacity.verdict import demand_table
+    from kimiplan.catalog.resolve import load_scenario, price_card
+    from kimiplan.workload.draws import draw_route, route_context
+
+    sc = load_scenario(name, catalog)
+    moments = route_moments(sc, catalog)
+    rec = recommend_budgets(sc, catalog, moments=moments).set_index("route")
+    d = demand_table(sc, catalog)
+    tpm = d[d["limit"] == "tpm"].set_index("route")["peak_mean"]
+    for route in sc.routes:
+        if route.batch:
+            continue
+        m = moments.set_index("route").loc[route.name]
+        r = rec.loc[route.name]
+        assert r["tpm_peak_current"] == pytest.approx(tpm[route.name], rel=1e-9)
+        assert route_reservation(m) == pytest.approx(m["reserved_mean"], rel=1e-12)
+        curve = budget_curve(sc, route.name, catalog, budgets=[r["recommended_budget"]], moments=moments)
+        assert curve["tpm_peak_minute"].iloc[0] == pytest.approx(r["tpm_peak_recommended"], rel=1e-12)
+        freed = r["tpm_peak_current"] - r["tpm_peak_recommended"]
+        assert r["tpm_freed_vs_current"] == pytest.approx(freed, rel=1e-9, abs=1e-6)
+        if route.agent is None:
+            at = route.model_copy(update={"max_completion_tokens": int(r["recommended_budget"])})
+            card = price_card(sc, catalog)
+            drawn = draw_route(at, 20_000, np.random.default_rng(4), route_context(sc, at, card))["reserved_tokens"]
+            se = drawn.std() / np.sqrt(drawn.size)
+            assert abs(drawn.mean() - curve["reserved_per_request"].iloc[0]) <= 5 * se + 1e-6
+    if name == "support_chat":  # the issue's figure: web_lookup's three calls' budgets are all counted
+        assert rec.loc["web_lookup", "tpm_peak_current"] == pytest.approx(37_190, abs=1)

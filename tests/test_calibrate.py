@@ -27,6 +27,8 @@ from kimiplan.model.scenario import example_path
 from kimiplan.workload.draws import draw_route, route_context
 
 ROOT = Path(__file__).resolve().parent.parent
+#: the small prompt sets these tests were written against (the shipped ones are built to support_chat's sizes)
+FIXTURES = Path(__file__).resolve().parent / "data" / "prompts"
 CARD = load_catalog().price("kimi-k2.6")
 TRUTH = {
     "answer": RouteTruth(output=LogNormalTruth(median=220, p95=650)),
@@ -54,8 +56,16 @@ def recovered(tmp_path_factory):
         max_concurrency=1,
         spend_cap=Decimal(5),
         routes=[
-            RouteSampling(name="answer", n=120, max_completion_tokens=1024, thinking=False),
-            RouteSampling(name="summarize_ticket", n=120, max_completion_tokens=1024, thinking=False),
+            RouteSampling(
+                name="answer", n=120, max_completion_tokens=1024, thinking=False, prompts=FIXTURES / "answer.jsonl"
+            ),
+            RouteSampling(
+                name="summarize_ticket",
+                n=120,
+                max_completion_tokens=1024,
+                thinking=False,
+                prompts=FIXTURES / "summarize_ticket.jsonl",
+            ),
             RouteSampling(name="agent_step", n=120, max_completion_tokens=4096),
         ],
     )
@@ -100,16 +110,22 @@ def test_recovery_of_template_overhead(recovered):
 def test_recovery_of_cache_behaviour(recovered):
     """Replay Kimi's prefix rule over the prompts in the order they were sent, independently of the emulator."""
     df, cal = recovered
-    prompts = {name: load_prompts(ROOT / "data" / "prompts" / f"{name}.jsonl") for name in TRUTH}
+    prompts = {
+        name: load_prompts(
+            (FIXTURES if (FIXTURES / f"{name}.jsonl").exists() else ROOT / "data" / "prompts") / f"{name}.jsonl"
+        )
+        for name in TRUTH
+    }
     seen, expected = [], []
     for _, row in df.iterrows():  # the store is in send order (concurrency 1)
-        ids = [_HIDDEN_TOKEN] * OVERHEAD + render_prompt_ids(prompts[row.route][row["index"] % len(prompts[row.route])])
+        ids = np.asarray(
+            [_HIDDEN_TOKEN] * OVERHEAD + render_prompt_ids(prompts[row.route][row["index"] % len(prompts[row.route])])
+        )
         best = 0
-        for s in seen:
-            k = 0
-            while k < min(len(s), len(ids)) and s[k] == ids[k]:
-                k += 1
-            best = max(best, k)
+        for s in seen:  # longest common prefix (first mismatch, or the shorter length)
+            m = min(len(s), len(ids))
+            neq = np.flatnonzero(s[:m] != ids[:m])
+            best = max(best, int(neq[0]) if len(neq) else m)
         block = EmulatorConfig().cache_block_tokens  # Kimi's cached counts come in whole blocks (256 measured)
         expected.append(best // block * block)
         if len(ids) > 256:

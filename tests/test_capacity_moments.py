@@ -10,7 +10,7 @@ from scipy import stats
 
 from kimiplan.capacity.loss import Sizes, erlang_b, fixed_window_count_refusal, sliding_window_refusal
 from kimiplan.capacity.moments import latency_mean, raw_moments, reserved_and_calls
-from kimiplan.model.dists import Empirical, Exponential, Fixed, LogNormal, Normal, Poisson, Uniform
+from kimiplan.model.dists import Empirical, Exponential, Fixed, LogNormal, Mixture, Normal, Poisson, Uniform
 from kimiplan.model.scenario import Route
 from kimiplan.workload.draws import RouteContext, draw_route
 
@@ -27,6 +27,13 @@ N = 2_000_000
         Uniform(low=1, high=9),
         Normal(mean=5, sd=4),  # clipped at 0: about 10 % of draws
         Empirical(samples=(1, 5, 5, 20)),
+        Mixture(
+            components=(
+                {"weight": 0.85, "dist": {"kind": "lognormal", "median": 200, "p95": 500}},
+                {"weight": 0.15, "dist": {"kind": "lognormal", "median": 1500, "p95": 6000}},
+            )
+        ),
+        Mixture(components=({"weight": 0.3, "dist": 40}, {"weight": 0.7, "dist": {"kind": "exponential", "mean": 9}})),
     ],
 )
 def test_raw_moments_match_a_large_sample(dist):

@@ -357,7 +357,16 @@ def test_kill_and_resume_never_spends_over_the_cap(make_emulator, tmp_path):
     cap = Decimal("0.04")  # ~30 calls' worst case ($0.0013 each): the cap, not the plan, ends the run
     cfg = SamplerConfig(
         run_id="kills",
-        routes=[RouteSampling(name="answer", n=60, max_completion_tokens=256, thinking=False)],
+        # the small prompt set this test was sized for (the shipped ones are built to support_chat's sizes)
+        routes=[
+            RouteSampling(
+                name="answer",
+                n=60,
+                max_completion_tokens=256,
+                thinking=False,
+                prompts=ROOT / "tests" / "data" / "prompts" / "answer.jsonl",
+            )
+        ],
         spend_cap=cap,
         max_concurrency=4,
     )

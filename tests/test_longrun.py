@@ -66,16 +66,17 @@ def test_local_chunks_equal_one_uninterrupted_run(setup):
     days = [draw_day(sc, card, d, rates[d], words[d]) for d in range(DAYS)]
     limits = scenario_limits(sc, catalog)
     whole = tuple(np.concatenate(col) for col in zip(*days))
-    one = run_stream(iter([whole]), limits, DAYS * DAY_S, st, growth=0.4)
+    names = [r.name for r in sc.routes if not r.batch]
+    one = run_stream(iter([whole]), limits, DAYS * DAY_S, st, growth=0.4, routes=names)
     _same(local, one)
 
     # the state as another process would receive it: pickled at every midnight
     lim = limits_array(limits)
     kargs = kernel_args(lim, st, DAYS * DAY_S)
-    state = K.KernelState(lim, DAYS * DAY_S, seed=42)
+    state = K.KernelState(lim, DAYS * DAY_S, seed=42, n_routes=len(names))
     for d in range(DAYS):
         state = pickle.loads(pickle.dumps(kernel_step(state, days[d], kargs, d == DAYS - 1)))
-    _same(local, result_from_state(state, limits, DAYS * DAY_S, st, 0.4))
+    _same(local, result_from_state(state, limits, DAYS * DAY_S, st, 0.4, names))
 
 
 def test_growth_steps_by_calendar_month(setup):

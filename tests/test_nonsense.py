@@ -87,7 +87,13 @@ def test_growth_of_5_is_refused_with_the_reading_it_meant(tmp_path):
     assert _load(tmp_path, _with(("traffic", "monthly_growth"), "150%")).traffic.monthly_growth == pytest.approx(1.5)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(
     name=st.sampled_from(sorted(FIELDS)),
     value=st.one_of(
@@ -105,7 +111,13 @@ def test_no_bare_number_above_one_reads_as_a_percentage(tmp_path, name, value):
         assert f"did you mean {value:g} %?" in str(err.value)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(name=st.sampled_from(sorted(FIELDS)), pct=st.floats(min_value=0.5, max_value=99.5, allow_nan=False))
 def test_a_percentage_with_its_unit_is_that_percentage_and_a_fraction_is_that_fraction(tmp_path, name, pct):
     path, _ = FIELDS[name]

@@ -296,3 +296,18 @@ def test_html_and_summary(raised):
     assert raised.lead() in raised.summary()
     html = raised._repr_html_()
     assert "<table>" in html and "kimiplan-diff" not in html  # no marker in a notebook
+
+
+@pytest.mark.parametrize("name", ["coding_agent", "document_report"])  # agent routes; CNY on the China platform
+def test_every_bundled_example(name, catalog):
+    sc = kp.load_scenario(name, catalog)
+    a = evaluate(sc, "base", catalog=catalog, paths=PATHS)
+    assert_zero(kp.diff(a, a, catalog=catalog, paths=PATHS))
+    traffic = sc.traffic.model_dump(by_alias=True)
+    key = "requests_per_day" if traffic.get("requests_per_day") else "requests_per_second"
+    more = edit(sc, {"traffic": {**traffic, key: traffic[key] * 1.1}})
+    d = kp.diff(a, more, catalog=catalog, paths=PATHS)
+    # the same draws at 1.1 times the volume: the expected cost scales exactly, the band has the change's sign
+    assert d.cost_delta == pytest.approx(0.1 * d.cost_before, rel=1e-9)
+    assert 0 < d.band["P10"] <= d.band["P90"]
+    assert [c.group for c in d.causes][0] == "traffic" and "nan" not in d.to_markdown().lower()

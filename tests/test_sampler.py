@@ -26,6 +26,8 @@ from kimiplan.errors import ConfigError
 from kimiplan.tokens.tokenizer import count_text
 
 ROOT = Path(__file__).resolve().parent.parent
+#: the small prompt sets these tests were written against (the shipped ones are built to support_chat's sizes)
+FIXTURES = Path(__file__).resolve().parent / "data" / "prompts"
 CARD = load_catalog().price("kimi-k2.6")
 ROUTES = {
     "answer": RouteTruth(output=LogNormalTruth(median=60, p95=120)),
@@ -37,8 +39,16 @@ def config(run_id="r1", n=12, **kw):
     return SamplerConfig(
         run_id=run_id,
         routes=[
-            RouteSampling(name="answer", n=n, max_completion_tokens=512, thinking=False),
-            RouteSampling(name="summarize_ticket", n=n, max_completion_tokens=512, thinking=False),
+            RouteSampling(
+                name="answer", n=n, max_completion_tokens=512, thinking=False, prompts=FIXTURES / "answer.jsonl"
+            ),
+            RouteSampling(
+                name="summarize_ticket",
+                n=n,
+                max_completion_tokens=512,
+                thinking=False,
+                prompts=FIXTURES / "summarize_ticket.jsonl",
+            ),
         ],
         **{"spend_cap": Decimal("1"), **kw},
     )

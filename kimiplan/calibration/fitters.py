@@ -19,19 +19,25 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from kimiplan.calibration.precision import call_costs  # noqa: F401  (its home is precision; imported from here too)
 from kimiplan.catalog.providers import K26_DEFAULT_MAX_COMPLETION, truncate_completion
 from kimiplan.errors import ConfigError, ConvergenceError
 from kimiplan.model.calibration import (  # noqa: F401  (the file format; re-exported for older imports)
     SCHEMA_VERSION,
     Calibration,
+    CappedMean,
     ComponentFit,
     EmpiricalFit,
     Estimate,
+    Law,
+    LawTest,
     LogNormalFit,
+    MixtureFit,
+    Precision,
     RouteCalibration,
     load_calibration,
 )
-from kimiplan.model.dists import Z95
+from kimiplan.model.dists import MAX_SIGMA, Z95
 
 
 # --- loading samples ---------------------------------------------------------------------------------------
@@ -74,6 +80,7 @@ def samples_frame(*sources: str | Path | Iterable[Mapping[str, Any]]) -> pd.Data
         ("time", None),
         ("model", None),
         ("thinking", np.nan),
+        ("prompt_source", None),
     ):
         if col not in df:
             df[col] = default
@@ -141,11 +148,17 @@ class BaseFitter:
 class LogNormalFitter(BaseFitter):
     """Lognormal by maximum likelihood with right-censoring; median/p95 with delta-method CIs."""
 
-    def fit(self, values, censored=None) -> LogNormalFitter:
+    def fit(self, values, censored=None, censor_at=None) -> LogNormalFitter:
+        """`censor_at`: each call's cut-off (what its budget left for this component), for the goodness-of-fit
+        test; default: the largest censored value for every call (one budget), or none."""
         x = np.asarray(values, dtype=float)
         c = np.zeros(len(x), bool) if censored is None else np.asarray(censored, bool)
+        if censor_at is None:
+            cut = np.full(len(x), x[c].max() if c.any() else np.inf)
+        else:
+            cut = np.asarray(censor_at, dtype=float)
         keep = x > 0  # log(0) is undefined; a censored 0 carries no information anyway
-        x, c = x[keep], c[keep]
+        x, c, cut = x[keep], c[keep], cut[keep]
         if (~c).sum() < 2:
             raise ConfigError(f"a lognormal fit needs at least 2 uncensored positive values, got {(~c).sum()}")
         lx = np.log(x)
@@ -182,14 +195,19 @@ class LogNormalFitter(BaseFitter):
         self.median_ci_ = (math.exp(mu - z * se_mu), math.exp(mu + z * se_mu))
         self.p95_ci_ = (math.exp(mu + Z95 * sigma - z * se_q), math.exp(mu + Z95 * sigma + z * se_q))
         self.mean_ = math.exp(mu + sigma**2 / 2)
-        # Goodness of fit on the uncensored values (KS against the fitted law; approximate with censoring).
-        ks = stats.kstest(np.exp(obs), stats.lognorm(s=sigma, scale=math.exp(mu)).cdf)
-        self.ks_stat_, self.ks_pvalue_ = float(ks.statistic), float(ks.pvalue)
+        # Goodness of fit that holds with the censoring (see _sub_ks).
+        self.ks_stat_, self.ks_pvalue_ = _sub_ks(x, c, cut, self.cdf)
         self._obs = np.sort(np.exp(obs))
         return self
 
     def _estimates(self):
         return [("median", self.median_, self.median_ci_), ("p95", self.p95_, self.p95_ci_)]
+
+    def cdf(self, t):
+        return stats.norm.cdf((np.log(np.maximum(np.asarray(t, float), 1e-300)) - self.mu_) / self.sigma_)
+
+    def capped_mean(self, b: float) -> float:
+        return _lognormal_capped_mean(self.mu_, self.sigma_, b)
 
     def to_dist(self):
         from kimiplan.model.dists import LogNormal
@@ -321,6 +339,174 @@ class RatioFitter(BaseFitter):
         return [("ratio", self.ratio_, self.ci_)]
 
 
+def restricted_mean(values, censored=None, budget: float = math.inf) -> tuple[float, float]:
+    """E[min(X, budget)] and its standard error from right-censored values, distribution-free: the area under
+    the Kaplan-Meier survival curve up to `budget` (the restricted mean), with its Greenwood-type variance
+    (Klein & Moeschberger, eq. 4.5.2). Without censoring below the budget it is the sample mean of min(x, budget)."""
+    y = np.asarray(values, dtype=float)
+    c = np.zeros(len(y), bool) if censored is None else np.asarray(censored, bool)
+    if len(y) == 0:
+        raise ConfigError("a restricted mean needs at least one value")
+    b = float(budget)
+    # What reaches the budget is known to be >= budget: for the capped mean that is as good as observed at it.
+    c = c & (y < b)
+    y = np.minimum(y, b)
+    ev = ~c & (y < b)
+    t, d = np.unique(y[ev], return_counts=True)
+    if len(t) == 0:
+        return b if math.isfinite(b) else float(y.max()), 0.0
+    at_risk = len(y) - np.searchsorted(np.sort(y), t, side="left")
+    surv = np.cumprod(1.0 - d / at_risk)
+    edges = np.concatenate([[0.0], t, [b if math.isfinite(b) else t[-1]]])
+    s_before = np.concatenate([[1.0], surv])  # S on [edges[i], edges[i+1])
+    area = s_before * np.diff(edges)
+    mean = float(area.sum())
+    tail = np.cumsum(area[::-1])[::-1][1:]  # A_j: area from t_j to the budget
+    ok = at_risk > d
+    var = float(np.sum(tail[ok] ** 2 * d[ok] / (at_risk[ok] * (at_risk[ok] - d[ok]))))
+    return mean, math.sqrt(var)
+
+
+def _lognormal_capped_mean(mu: float, sigma: float, b: float) -> float:
+    """E[min(X, b)] for X lognormal(mu, sigma), exactly."""
+    if not math.isfinite(b):
+        return math.exp(mu + sigma**2 / 2)
+    if sigma <= 0:
+        return min(math.exp(mu), b)
+    lb = math.log(b)
+    return math.exp(mu + sigma**2 / 2) * stats.norm.cdf((lb - mu - sigma**2) / sigma) + b * stats.norm.sf(
+        (lb - mu) / sigma
+    )
+
+
+def _sub_ks(values, censored, censor_at, cdf) -> tuple[float, float]:
+    """Kolmogorov-Smirnov distance between the observed and the fitted sub-distribution of uncensored values,
+    P(X <= t and not cut) = mean over calls of F(min(t, cut-off)): a goodness-of-fit test that holds
+    with right-censoring at known (per-call) points. The p-value is the asymptotic KS one: with fitted
+    parameters it is conservative (it rejects less often than stated)."""
+    y = np.asarray(values, float)
+    c = np.asarray(censored, bool)
+    n = len(y)
+    cut = np.where(c, y, np.asarray(censor_at, float))
+    ev = np.sort(y[~c])
+    if len(ev) == 0:
+        return 0.0, 1.0
+    # G(t) = P(X <= t, X < C) = mean over calls of F(min(t, C_i)): cut-offs above t contribute F(t), the others
+    # F(C_i) (every C_i is known: the budget left, or the value itself for a cut call).
+    cut_sorted = np.sort(cut)
+    fin = np.isfinite(cut_sorted)
+    f_cut = np.zeros(len(cut_sorted))
+    f_cut[fin] = cdf(cut_sorted[fin])
+    below = np.searchsorted(cut_sorted, ev, side="right")
+    g = (np.concatenate([[0.0], np.cumsum(f_cut)])[below] + (n - below) * cdf(ev)) / n
+    k = np.arange(1, len(ev) + 1) / n
+    d = float(max(np.max(np.abs(k - g)), np.max(np.abs(k - 1.0 / n - g))))
+    return d, float(stats.kstwo.sf(d, n))
+
+
+def _mixture_em(obs, cen, th, s_lo, s_hi, max_iter: int = 1000, tol: float = 1e-7):
+    """EM for two normals (on log values) with right-censored points: a censored point's responsibilities use
+    each component's survival, and its moments the truncated normal's (E[Y | Y > c] = mu + sigma lambda,
+    E[Y^2 | Y > c] = mu^2 + sigma^2 + sigma (c + mu) lambda). Returns (w, mu1, s1, mu2, s2), log-likelihood
+    (of the log values), converged."""
+    from scipy.special import log_ndtr
+
+    w, m1, s1, m2, s2 = th
+    n = len(obs) + len(cen)
+    prev = -np.inf
+    c0 = 0.5 * math.log(2 * math.pi)
+    for _ in range(max_iter):
+        lw = np.log([max(w, 1e-300), max(1 - w, 1e-300)])
+        ms, ss = (m1, m2), (s1, s2)
+        lo = np.stack([lw[k] - 0.5 * ((obs - ms[k]) / ss[k]) ** 2 - math.log(ss[k]) - c0 for k in range(2)])
+        alpha = np.stack([(cen - ms[k]) / ss[k] for k in range(2)])
+        lsurv = log_ndtr(-alpha)
+        lc = lw[:, None] + lsurv
+        lo_tot, lc_tot = np.logaddexp(lo[0], lo[1]), np.logaddexp(lc[0], lc[1])
+        ll = float(lo_tot.sum() + lc_tot.sum())
+        if ll - prev < tol * n:
+            return (w, m1, s1, m2, s2), ll, True
+        prev = ll
+        ro, rc = np.exp(lo - lo_tot), np.exp(lc - lc_tot)
+        lam = np.exp(-0.5 * alpha**2 - c0 - lsurv)  # phi(alpha) / S(alpha)
+        new = []
+        for k in range(2):
+            ey = ms[k] + ss[k] * lam[k]
+            ey2 = ms[k] ** 2 + ss[k] ** 2 + ss[k] * (cen + ms[k]) * lam[k]
+            r = ro[k].sum() + rc[k].sum()
+            mu = (ro[k] @ obs + rc[k] @ ey) / r
+            var = (ro[k] @ (obs - mu) ** 2 + rc[k] @ (ey2 - 2 * mu * ey + mu * mu)) / r
+            new.append((r, mu, float(np.clip(math.sqrt(max(var, 0.0)), s_lo, s_hi))))
+        w = new[0][0] / n
+        (_, m1, s1), (_, m2, s2) = new
+        if not 1e-6 < w < 1 - 1e-6:
+            break
+    return (w, m1, s1, m2, s2), prev, False
+
+
+class LogNormalMixtureFitter(BaseFitter):
+    """Two lognormals mixed (weight w on the first), by maximum likelihood with right-censoring: the law that
+    calibration falls back to when one lognormal is rejected (a body of short answers and a long tail)."""
+
+    def fit(self, values, censored=None, starts=(0.5, 0.75, 0.9)) -> LogNormalMixtureFitter:
+
+        x = np.asarray(values, dtype=float)
+        c = np.zeros(len(x), bool) if censored is None else np.asarray(censored, bool)
+        keep = x > 0
+        x, c = x[keep], c[keep]
+        if (~c).sum() < 10:
+            raise ConfigError(f"a mixture fit needs at least 10 uncensored positive values, got {(~c).sum()}")
+        lx = np.log(x)
+        obs, cen = lx[~c], lx[c]
+        so = np.sort(obs)
+        s_lo, s_hi = 0.02, MAX_SIGMA
+        best = None
+        for q in starts:
+            k = min(max(int(len(so) * q), 3), len(so) - 3)
+            lo, hi = so[:k], so[k:]
+            th = (q, lo.mean(), max(lo.std(), 0.05), hi.mean(), max(hi.std(), 0.05))
+            th, ll, ok = _mixture_em(obs, cen, th, s_lo, s_hi)
+            if np.all(np.isfinite(th)) and (best is None or ll > best[1]):
+                best = (th, ll, ok)
+        if best is None:
+            raise ConvergenceError("mixture fit did not converge from any start")
+        (w, m1, s1, m2, s2), ll, ok = best
+        comps = sorted([(w, m1, s1), (1 - w, m2, s2)], key=lambda t: t[1])
+        self.converged_ = bool(ok)
+        self.n_, self.n_censored_ = int(len(x)), int(c.sum())
+        self.weights_ = (comps[0][0], comps[1][0])
+        self.mus_ = (comps[0][1], comps[1][1])
+        self.sigmas_ = (comps[0][2], comps[1][2])
+        self.loglik_ = float(ll)
+        return self
+
+    def cdf(self, t):
+        t = np.maximum(np.asarray(t, float), 1e-300)
+        return sum(w * stats.norm.cdf((np.log(t) - m) / s) for w, m, s in zip(self.weights_, self.mus_, self.sigmas_))
+
+    def capped_mean(self, b: float) -> float:
+        return float(
+            sum(w * _lognormal_capped_mean(m, s, b) for w, m, s in zip(self.weights_, self.mus_, self.sigmas_))
+        )
+
+    def _estimates(self):
+        return [
+            (f"{k}{i + 1}", float(v), (float("nan"), float("nan")))
+            for i in range(2)
+            for k, v in (("weight", self.weights_[i]), ("median", math.exp(self.mus_[i])))
+        ]
+
+    def to_dist(self):
+        from kimiplan.model.dists import LogNormal, Mixture
+
+        return Mixture(
+            components=tuple(
+                {"weight": w, "dist": LogNormal.from_mu_sigma(m, s)}
+                for w, m, s in zip(self.weights_, self.mus_, self.sigmas_)
+            )
+        )
+
+
 def _lognormal_fit(f: LogNormalFitter) -> LogNormalFit:
     return LogNormalFit(
         median=f.median_,
@@ -334,24 +520,136 @@ def _lognormal_fit(f: LogNormalFitter) -> LogNormalFit:
     )
 
 
-def _component(values, censored, max_samples: int, alpha: float = 0.05) -> ComponentFit:
-    emp = EmpiricalFitter(alpha).fit(values)
+def fit_component(
+    values,
+    censored=None,
+    *,
+    budget: float | None = None,
+    censor_at=None,
+    alpha: float = 0.05,
+    max_samples: int = 2000,
+) -> ComponentFit:
+    """Fit one token component (output or reasoning) and choose its law by goodness of fit.
+
+    Candidates in order: one lognormal, two lognormals mixed, the empirical law. A parametric law is accepted
+    when its censoring-aware KS test has p >= alpha and its capped mean E[min(X, budget)] lies within the
+    sample's own (1 - alpha) interval; the first accepted one is chosen, and every test is kept in the file.
+    The empirical law is always acceptable (it is the sample), so a rejected law is never used silently."""
+    x = np.asarray(values, dtype=float)
+    c = np.zeros(len(x), bool) if censored is None else np.asarray(censored, bool)
+    b = float(budget) if budget is not None and budget > 0 else math.inf
+    cut = np.asarray(censor_at, float) if censor_at is not None else np.full(len(x), x[c].max() if c.any() else b)
+    z = float(stats.norm.ppf(1 - alpha / 2))
+    emp = EmpiricalFitter(alpha).fit(x)
+    m_np, se_np = restricted_mean(x, c, b)
+    tests: list[LawTest] = []
+
+    def judge(law, ks_stat, ks_p, m_law) -> bool:
+        zz = abs(m_law - m_np) / se_np if se_np > 0 else (0.0 if math.isclose(m_law, m_np, rel_tol=1e-9) else math.inf)
+        why = []
+        if ks_p < alpha:
+            why.append(f"KS p = {ks_p:.3f} < {alpha:g}")
+        if zz > z:
+            why.append(f"capped mean {m_law:,.1f} is {zz:.1f} standard errors from the sample's {m_np:,.1f}")
+        tests.append(
+            LawTest(
+                law=law,
+                ks_stat=ks_stat,
+                ks_pvalue=ks_p,
+                capped_mean=m_law,
+                capped_mean_z=min(zz, 1e9),
+                accepted=not why,
+                reason="; ".join(why),
+            )
+        )
+        return not why
+
+    ln = mix = None
+    chosen: Law | None = None
+    m_chosen = m_np
     try:
-        ln = _lognormal_fit(LogNormalFitter(alpha).fit(values, censored))
-    except (ConfigError, ConvergenceError):
-        ln = None
+        lf = LogNormalFitter(alpha).fit(x, c, censor_at=cut)
+        ln = _lognormal_fit(lf)
+        if _within_limits(lf.to_dist) and judge("lognormal", lf.ks_stat_, lf.ks_pvalue_, lf.capped_mean(b)):
+            chosen, m_chosen = "lognormal", lf.capped_mean(b)
+    except (ConfigError, ConvergenceError, ValueError):
+        pass
+    if chosen is None:
+        try:
+            mf = LogNormalMixtureFitter(alpha).fit(x, c)
+            keep = x > 0
+            ks_d, ks_p = _sub_ks(x[keep], c[keep], cut[keep], mf.cdf)
+            mix = MixtureFit(
+                weights=list(mf.weights_),
+                medians=[math.exp(m) for m in mf.mus_],
+                p95s=[math.exp(m + Z95 * sg) for m, sg in zip(mf.mus_, mf.sigmas_)],
+                n=mf.n_,
+                n_censored=mf.n_censored_,
+                ks_stat=ks_d,
+                ks_pvalue=ks_p,
+            )
+            if _within_limits(mf.to_dist) and judge("mixture", ks_d, ks_p, mf.capped_mean(b)):
+                chosen, m_chosen = "mixture", mf.capped_mean(b)
+        except (ConfigError, ConvergenceError, ValueError):
+            pass
+    reason = ""
+    if chosen is None:
+        chosen = "empirical"
+        m_chosen = float(np.mean(np.minimum(x, b)))
+        rejected = "; ".join(f"{t.law} rejected ({t.reason})" for t in tests if not t.accepted)
+        reason = rejected or "no parametric law could be fitted"
+        tests.append(
+            LawTest(
+                law="empirical",
+                ks_stat=0.0,
+                ks_pvalue=1.0,
+                capped_mean=m_chosen,
+                capped_mean_z=abs(m_chosen - m_np) / se_np if se_np > 0 else 0.0,
+                accepted=True,
+                reason="the sample itself",
+            )
+        )
+    else:
+        reason = "; ".join([f"{t.law} rejected ({t.reason})" for t in tests if not t.accepted] + [f"{chosen} accepted"])
+    lo, hi = min(m_chosen, m_np) - z * se_np, max(m_chosen, m_np) + z * se_np
     rng = np.random.default_rng(0)  # thin deterministically if there are too many samples to store
-    vals = np.asarray(values, dtype=float)
-    if len(vals) > max_samples:
-        vals = rng.choice(vals, max_samples, replace=False)
+    vals = x if len(x) <= max_samples else rng.choice(x, max_samples, replace=False)
     return ComponentFit(
         lognormal=ln,
+        mixture=mix,
+        law=chosen,
+        law_reason=reason,
+        tests=tests,
+        capped_mean=CappedMean(
+            value=float(m_chosen),
+            ci=(max(0.0, float(lo)), float(hi)),
+            confidence=1 - alpha,
+            budget=b if math.isfinite(b) else None,
+            sample_value=float(m_np),
+            sample_se=float(se_np),
+            n=int(len(x)),
+        ),
         empirical=EmpiricalFit(
             mean=emp.mean_,
             quantiles={f"p{int(q * 100)}": v for q, v in emp.quantiles_.items()},
             samples=sorted(int(round(v)) for v in vals),
         ),
     )
+
+
+def _within_limits(make_dist) -> bool:
+    """Whether the law can be written into a scenario (no more than a millionth of its mass past the limit a
+    token field allows); a law with such a tail is not a candidate (the empirical law is)."""
+    from kimiplan.model.scenario import MAX_TOKENS
+
+    try:
+        return float(make_dist().upper()) <= MAX_TOKENS
+    except (ValueError, OverflowError):
+        return False
+
+
+def _component(values, censored, max_samples: int, alpha: float = 0.05, *, budget=None, censor_at=None):
+    return fit_component(values, censored, budget=budget, censor_at=censor_at, alpha=alpha, max_samples=max_samples)
 
 
 def _est(value, ci, n) -> Estimate:
@@ -398,7 +696,9 @@ class CalibrationFitter(BaseFitter):
         c = self.calibration_
         return f"<kimiplan.CalibrationFitter: {c.model}, {c.n_samples} samples, routes {sorted(c.routes)}>"
 
-    def fit(self, df: pd.DataFrame, *, model: str | None = None, notes: str = "") -> CalibrationFitter:
+    def fit(self, df: pd.DataFrame, *, model: str | None = None, notes: str = "", card=None) -> CalibrationFitter:
+        """`card`: the price card for the precision of the cost per request (default: the catalog's card for the
+        model; without one, the routes carry no `precision`)."""
         if df.empty:
             raise ConfigError("no samples to fit")
         models = sorted(m for m in df["model"].dropna().unique())
@@ -409,9 +709,24 @@ class CalibrationFitter(BaseFitter):
         elif models and model not in models:
             raise ConfigError(f"model {model!r} is not among the sampled models {models}")
         df = df[df["model"].isna() | (df["model"] == model)]
+        if card is None:
+            from kimiplan.catalog.cards import load_catalog
+            from kimiplan.errors import CatalogError
+
+            try:
+                card = load_catalog().price(model)
+            except CatalogError:
+                card = None
         routes = {}
         for name, g in df.groupby("route", sort=True):
-            routes[str(name)] = self._route(g)
+            src = sorted(str(x) for x in g["prompt_source"].dropna().unique()) if "prompt_source" in g else []
+            routes[str(name)] = self._route(g).model_copy(
+                update={"precision": route_precision(g, card, self.alpha), "prompt_source": "; ".join(src) or None}
+            )
+        synthetic = sorted(n for n, rc in routes.items() if rc.prompt_source and "synthetic" in rc.prompt_source)
+        if synthetic:
+            note = f"input of routes {', '.join(synthetic)} was synthetic (prompts built from a scenario's sizes)"
+            notes = f"{notes}; {note}" if notes else note
         prov = sorted(df["provenance"].dropna().unique())
         provenance = prov[0] if len(prov) == 1 else ("mixed" if prov else "unknown")
         times = pd.to_datetime(df["time"], utc=True, errors="coerce").dropna()
@@ -434,14 +749,22 @@ class CalibrationFitter(BaseFitter):
         if out.isna().all():  # usage logs without reasoning detail: completion is all we have
             out = g["completion_tokens"].astype(float)
         ok = out.notna().to_numpy()
-        output = _component(out[ok], censored[ok], self.max_stored_samples, self.alpha)
-        reasoning = None
         r = g["reasoning_tokens"].astype(float)
+        # Each call's budget (unknown in usage logs: no cut-off then), and what it left for the visible output.
+        mct_i = g["max_completion_tokens"].astype(float).fillna(np.inf).to_numpy()
+        budget = float(np.nanmax(mct_i)) if np.isfinite(mct_i).any() else None
+        out_cut = mct_i - r.fillna(0).to_numpy()
+        output = _component(
+            out[ok], censored[ok], self.max_stored_samples, self.alpha, budget=budget, censor_at=out_cut[ok]
+        )
+        reasoning = None
         if r.notna().any() and (r.fillna(0) > 0).any():
             # reasoning is cut only when it used the whole budget (no visible output at all)
             r_cens = censored & (out.fillna(0).to_numpy() == 0)
             mask = r.notna().to_numpy()
-            reasoning = _component(r[mask], r_cens[mask], self.max_stored_samples, self.alpha)
+            reasoning = _component(
+                r[mask], r_cens[mask], self.max_stored_samples, self.alpha, budget=budget, censor_at=mct_i[mask]
+            )
         trunc = ProportionFitter(self.alpha).fit((g["first_finish_reason"] == "length").to_numpy())
         hits = ProportionFitter(self.alpha).fit((g["cached_tokens"].fillna(0) > 0).to_numpy())
         has_p = g["prompt_tokens"].notna()
@@ -543,8 +866,62 @@ def _pace(g: pd.DataFrame) -> float | None:
     return float((len(t) - 1) / max(span, 1.0) * 60.0)
 
 
-def fit_calibration(df: pd.DataFrame, *, model: str | None = None, notes: str = "") -> Calibration:
-    return CalibrationFitter().fit(df, model=model, notes=notes).calibration_
+def fit_calibration(df: pd.DataFrame, *, model: str | None = None, notes: str = "", card=None) -> Calibration:
+    return CalibrationFitter().fit(df, model=model, notes=notes, card=card).calibration_
+
+
+def cost_uncertainty(calibration: Calibration) -> dict[str, float]:
+    """Route -> relative standard error of its measured mean cost per request (for `forecast`'s
+    `parameter_uncertainty`: each path draws the route's mean from it)."""
+    return {
+        name: rc.precision.cost_se / rc.precision.cost_per_request.value
+        for name, rc in calibration.routes.items()
+        if rc.precision is not None and rc.precision.cost_per_request.value > 0
+    }
+
+
+def reservation_tokens(df: pd.DataFrame) -> pd.Series:
+    """Tokens each sampled request put on TPM by Kimi's rule: prompt + max_completion_tokens, per call made
+    (a Partial Mode continuation is another call that resends the prefix)."""
+    p = df["prompt_tokens"].fillna(df["local_prompt_tokens"]).astype(float)
+    mct = df["max_completion_tokens"].astype(float).fillna(float(K26_DEFAULT_MAX_COMPLETION))
+    extra = df.get("continuation_prompt_tokens", pd.Series(0, index=df.index)).fillna(0).astype(float)
+    calls = 1 + df.get("continuations", pd.Series(0, index=df.index)).fillna(0).astype(float)
+    return p + extra + calls * mct
+
+
+def route_precision(g: pd.DataFrame, card, alpha: float = 0.05, target: float = 0.05) -> Precision | None:
+    """The Precision of one route's samples on `card` (None without a card or with fewer than 2 calls)."""
+    from kimiplan.calibration.precision import BOOTSTRAP_RESAMPLES, bootstrap_mean, calls_for
+
+    if card is None or len(g) < 2:
+        return None
+    conf = 1 - alpha
+    # Sorted: the bootstrap then depends on the calls, not on the order the store recorded them in.
+    cost = np.sort(call_costs(g, card).to_numpy(dtype=float))
+    res = np.sort(reservation_tokens(g).to_numpy(dtype=float))
+    if not (np.isfinite(cost).all() and np.isfinite(res).all()):
+        return None
+    m, ci, se = bootstrap_mean(cost, conf)
+    rm, rci, rse = bootstrap_mean(res, conf, seed=1)
+    sd = float(cost.std(ddof=1))
+    cv = sd / m if m > 0 else 0.0
+    need = calls_for(cv, target, conf) or len(g)
+    return Precision(
+        confidence=conf,
+        target_rel_error=target,
+        currency=card.currency,
+        method=f"bootstrap percentile, {BOOTSTRAP_RESAMPLES:,} resamples",
+        cost_per_request=_est(m, ci, len(g)),
+        cost_se=se,
+        cost_cv=cv,
+        cost_rel_error=max(m - ci[0], ci[1] - m) / m if m > 0 else 0.0,
+        reservation_tokens=_est(rm, rci, len(g)),
+        reservation_se=rse,
+        reservation_rel_error=max(rm - rci[0], rci[1] - rm) / rm if rm > 0 else 0.0,
+        calls_for_target=need,
+        more_calls_for_target=max(0, need - len(g)),
+    )
 
 
 # --- using a calibration -----------------------------------------------------------------------------------
@@ -552,7 +929,7 @@ def apply_calibration(
     scenario,
     calibration: Calibration | str | Path | None = None,
     *,
-    kind: Literal["lognormal", "empirical"] = "lognormal",
+    kind: Literal["auto", "lognormal", "mixture", "empirical"] = "auto",
     latency: bool = True,
 ):
     """A new scenario with what the calibration measured (input size, cache, output, reasoning, server overhead,
@@ -564,28 +941,26 @@ def apply_calibration(
 
 
 def predicted_vs_observed(
-    calibration: Calibration, df: pd.DataFrame, *, n_sim: int = 20_000, seed: int = 0
+    calibration: Calibration,
+    df: pd.DataFrame,
+    *,
+    n_sim: int = 20_000,
+    seed: int = 0,
+    kind: Literal["auto", "lognormal", "mixture", "empirical"] = "auto",
 ) -> pd.DataFrame:
-    """Posterior-predictive check: simulate the fitted lognormals through each route's budget (reasoning first,
-    content with what is left, as Kimi does) and compare with what was observed."""
+    """Posterior-predictive check: simulate the fitted laws (`auto`: the ones goodness of fit chose) through each
+    route's budget (reasoning first, content with what is left, as Kimi does) and compare with what was observed."""
     rng = np.random.default_rng(seed)
     rows = []
     for name, rc in calibration.routes.items():
         g = df[df["route"] == name]
-        if g.empty or rc.output.lognormal is None:
+        if g.empty or (kind == "lognormal" and rc.output.lognormal is None):
             continue
         budget = rc.max_completion_tokens or K26_DEFAULT_MAX_COMPLETION
-        o = np.round(
-            rng.lognormal(
-                math.log(rc.output.lognormal.median),
-                (math.log(rc.output.lognormal.p95) - math.log(rc.output.lognormal.median)) / Z95,
-                n_sim,
-            )
-        )
+        o = np.round(rc.output.to_dist(kind).sample(rng, n_sim))
         r = np.zeros(n_sim)
-        if rc.reasoning is not None and rc.reasoning.lognormal is not None:
-            ln = rc.reasoning.lognormal
-            r = np.round(rng.lognormal(math.log(ln.median), (math.log(ln.p95) - math.log(ln.median)) / Z95, n_sim))
+        if rc.reasoning is not None and (kind != "lognormal" or rc.reasoning.lognormal is not None):
+            r = np.round(rc.reasoning.to_dist(kind).sample(rng, n_sim))
         r_seen, o_seen, _ = truncate_completion(r, o, budget)
         sims = {"output_tokens": o_seen, "reasoning_tokens": r_seen}
         for col, sim in sims.items():
@@ -631,16 +1006,6 @@ def plot_predicted_vs_observed(table: pd.DataFrame):
     lo, hi = float(t[["predicted", "observed"]].min().min()), float(t[["predicted", "observed"]].max().max())
     fig.add_shape(type="line", x0=lo, y0=lo, x1=hi, y1=hi, line={"dash": "dot"})
     return fig
-
-
-def call_costs(df: pd.DataFrame, card) -> pd.Series:
-    """Per-call cost in the card's currency (float; planning precision), continuation input included."""
-    hit = float(card.input_cache_miss if card.input_cache_hit is None else card.input_cache_hit)
-    miss, out = float(card.input_cache_miss), float(card.output)
-    p = df["prompt_tokens"].fillna(df["local_prompt_tokens"]).astype(float)
-    c = df["cached_tokens"].fillna(0).astype(float)
-    extra = df.get("continuation_prompt_tokens", pd.Series(0, index=df.index)).fillna(0).astype(float)
-    return ((p - c + extra) * miss + c * hit + df["completion_tokens"].astype(float) * out) / 1e6
 
 
 def samples_needed(

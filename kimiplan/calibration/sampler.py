@@ -472,9 +472,11 @@ def run_sampler(
     card=None,
     prompts: Mapping[str, list] | None = None,
     progress: bool = True,
+    prompt_source: str | None = None,
 ) -> SampleRunSummary:
     """Send the planned calls not yet recorded; returns a summary (quota/TPD/auth/spend-cap stops are reported
-    there). A store path is opened (and locked) here; a second run on a locked store is a ConfigError."""
+    there). A store path is opened (and locked) here; a second run on a locked store is a ConfigError.
+    `prompt_source` is recorded with every call (e.g. "synthetic: built from scenario X"), and the fit says so."""
     from tqdm.auto import tqdm
 
     own_store = not isinstance(store, SampleStore)
@@ -597,6 +599,8 @@ def run_sampler(
             finally:
                 flight(-1)
             rec = _record(call, res, config.run_id, config.store_prompts)
+            if prompt_source:
+                rec["prompt_source"] = prompt_source
             rec["base_url"] = client.config.base_url  # the calibration says where it was measured
             if tools:
                 rec["tool_rounds"] = len(more)
@@ -766,3 +770,158 @@ def read_call_log(path: str | Path, *, provenance: str = "usage-log", route: str
             usage_missing=False,
         )
     return rows
+
+
+# --- sampling to a target precision ------------------------------------------------------------------------
+@dataclass
+class RoutePrecision:
+    route: str
+    n: int
+    mean_cost: float
+    cv: float
+    rel_error: float
+    calls_needed: int | None
+    reached: bool
+
+
+@dataclass
+class PrecisionRunSummary:
+    target: float
+    confidence: float
+    rounds: list[SampleRunSummary] = field(default_factory=list)
+    routes: list[RoutePrecision] = field(default_factory=list)
+    stopped_reason: str = ""
+    spent: Decimal = Decimal(0)
+    currency: str = ""
+
+    @property
+    def reached(self) -> bool:
+        return bool(self.routes) and all(r.reached for r in self.routes)
+
+    @property
+    def calls(self) -> int:
+        return sum(r.n for r in self.routes)
+
+    def __str__(self) -> str:
+        lines = [
+            f"{len(self.rounds)} round(s), {self.calls} calls, spent {self.spent:.6f} {self.currency}; "
+            f"target +-{self.target:.1%} at {self.confidence:.0%}: {self.stopped_reason}"
+        ]
+        for r in self.routes:
+            need = f"{r.calls_needed:,}" if r.calls_needed is not None else "?"
+            lines.append(
+                f"  {r.route}: {r.n:,} calls, mean cost {r.mean_cost:.6f} {self.currency} per request "
+                f"+-{r.rel_error:.1%} (CV {r.cv:.2f}; {need} calls for the target){'' if r.reached else ' NOT reached'}"
+            )
+        return "\n".join(lines)
+
+
+def route_cost_status(records, run_id: str, card, target: float, confidence: float) -> dict[str, RoutePrecision]:
+    """Per route, from this run's successful records: calls, mean cost per request, its relative error at
+    `confidence` and the calls the target needs."""
+    import math
+
+    import pandas as pd
+
+    from kimiplan.calibration.precision import MIN_CALLS, call_costs, calls_for, rel_half_width
+
+    ok = [r for r in records if r.get("run_id") == run_id and r.get("status") == "ok"]
+    if not ok:
+        return {}
+    df = pd.DataFrame(ok).drop_duplicates("id", keep="last")
+    for col in ("cached_tokens", "continuation_prompt_tokens"):
+        if col not in df:
+            df[col] = 0
+    cost = call_costs(df, card)
+    out = {}
+    for name, c in cost.groupby(df["route"]):
+        x = c.to_numpy(dtype=float)
+        m = float(x.mean())
+        cv = float(x.std(ddof=1)) / m if len(x) > 1 and m > 0 else (0.0 if len(x) > 1 else math.inf)
+        rel = rel_half_width(x, confidence)
+        need = calls_for(cv, target, confidence) if math.isfinite(cv) else None
+        out[str(name)] = RoutePrecision(
+            str(name), len(x), m, cv, rel, need, bool(len(x) >= MIN_CALLS and rel <= target)
+        )
+    return out
+
+
+def run_until_precision(
+    client: KimiClient,
+    config: SamplerConfig,
+    store: str | Path,
+    *,
+    target: float = 0.05,
+    confidence: float = 0.95,
+    max_calls: int = 5000,
+    card=None,
+    prompts: Mapping[str, list] | None = None,
+    progress: bool = True,
+    prompt_source: str | None = None,
+) -> PrecisionRunSummary:
+    """Sample sequentially until every route's mean cost per request is within +-target at `confidence`.
+
+    Each route's `n` in `config` is its first batch (at least MIN_CALLS). After each batch, a route that has not
+    reached the target gets the calls its measured coefficient of variation says it needs (n = (z CV /
+    target)^2, 5 % more for the estimate's own error, at most 4x its calls so far so a heavy tail seen late is
+    re-measured); a route that has reached it gets none. So the calls go where the variance is. It stops at the
+    target, at `max_calls` calls in all, at the spend cap (held across batches: the store is one run), or on an
+    error no later call can escape."""
+    import math
+
+    from kimiplan.calibration.precision import MIN_CALLS
+
+    if not 0 < target < 1:
+        raise ConfigError(f"--until-precision must be in (0, 1), got {target}")
+    if not 0 < confidence < 1:
+        raise ConfigError(f"confidence must be in (0, 1), got {confidence}")
+    if not (isinstance(max_calls, int) and max_calls >= len(config.routes) * 2):
+        raise ConfigError(f"max_calls must be a whole number >= 2 per route, got {max_calls!r}")
+    if card is None:
+        from kimiplan.catalog.cards import load_catalog
+
+        card = load_catalog().price(client.config.model)
+    n = {r.name: max(r.n, MIN_CALLS) for r in config.routes}
+    total = sum(n.values())
+    if total > max_calls:  # the first batch alone would pass the bound: shrink it evenly
+        n = {k: max(2, v * max_calls // total) for k, v in n.items()}
+    out = PrecisionRunSummary(target=target, confidence=confidence, currency=card.currency)
+    while True:
+        cfg = config.model_copy(update={"routes": [r.model_copy(update={"n": n[r.name]}) for r in config.routes]})
+        summary = run_sampler(
+            client, cfg, store, card=card, prompts=prompts, progress=progress, prompt_source=prompt_source
+        )
+        out.rounds.append(summary)
+        out.spent = summary.spent
+        with SampleStore(store) as st:
+            status = route_cost_status(st.records(), config.run_id, card, target, confidence)
+        out.routes = [status[r.name] for r in config.routes if r.name in status]
+        if out.reached and len(out.routes) == len(config.routes):
+            out.stopped_reason = "target reached on every route"
+            break
+        if summary.stopped_reason:
+            out.stopped_reason = f"stopped before the target: {summary.stopped_reason}"
+            break
+        want = {}
+        for r in config.routes:
+            s = status.get(r.name)
+            if s is not None and s.reached:
+                want[r.name] = n[r.name]
+                continue
+            have = s.n if s is not None else 0
+            need = s.calls_needed if (s is not None and s.calls_needed is not None) else 2 * max(have, MIN_CALLS)
+            grow = int(math.ceil(need * 1.05)) - have
+            want[r.name] = n[r.name] + max(10, min(grow, 3 * max(have, MIN_CALLS)))
+        room = max_calls - sum(n.values())
+        extra = {k: want[k] - n[k] for k in n}
+        if room <= 0 or not any(extra.values()):
+            out.stopped_reason = f"stopped before the target: max calls ({max_calls:,}) reached"
+            break
+        asked = sum(extra.values())
+        if asked > room:  # share what is left in proportion to what each route asked for
+            extra = {k: v * room // asked for k, v in extra.items()}
+            if not any(extra.values()):
+                out.stopped_reason = f"stopped before the target: max calls ({max_calls:,}) reached"
+                break
+        n = {k: n[k] + extra[k] for k in n}
+    return out

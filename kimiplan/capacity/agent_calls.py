@@ -91,7 +91,8 @@ def session_chunks(
     chunk: int,
     provider: str = "moonshot",
 ) -> Iterator[tuple[np.ndarray, ...]]:
-    """Kernel chunks (t, reserved, billed, latency, calls) of a route mix with agent routes: every arrival picks
+    """Kernel chunks (t, reserved, billed, latency, calls, route index) of a route mix with agent routes: every
+    arrival picks
     a route by share; plain routes draw one request (`draw_plain(route_index, n, rng)` -> reserved, billed,
     latency, calls); agent runs become their calls. All arrivals are gathered first, since a run's calls
     spread over its whole duration, then merged in time order and cut to the horizon."""
@@ -105,12 +106,12 @@ def session_chunks(
             continue
         if route.agent is not None:
             s, res, bill, lat = expand_runs(ti, route, ctxs[i], rng, provider)
-            parts.append((s, res, bill, lat, np.ones(s.size)))
+            parts.append((s, res, bill, lat, np.ones(s.size), np.full(s.size, i, dtype=np.int32)))
         else:
-            parts.append((ti, *draw_plain(i, ti.size, rng)))
+            parts.append((ti, *draw_plain(i, ti.size, rng), np.full(ti.size, i, dtype=np.int32)))
     if not parts:
         return
-    cols = [np.concatenate([p[k] for p in parts]) for k in range(5)]
+    cols = [np.concatenate([p[k] for p in parts]) for k in range(6)]
     order = np.argsort(cols[0], kind="stable")
     cols = [c[order] for c in cols]
     keep = cols[0] < horizon_s

@@ -2,7 +2,9 @@
 
 A budget b truncates a request when reasoning + output it wants exceeds b (`finish_reason=length`); reasoning
 comes first and shares the budget. Kimi counts input + b against TPM/TPD whatever is generated, so a large
-budget (or the 32,768 default when it is omitted) reserves TPM that is never used. The truncation probability
+budget (or the 32,768 default when it is omitted) reserves TPM that is never used, once per API call: a
+request with `$web_search` rounds reserves it in every round (`demand.route_reservation`, the same figure the
+demand table counts). The truncation probability
 P(reasoning + output > b) is estimated from fixed-seed draws of the route's specs (sums of arbitrary specs
 have no closed form); the reserved TPM at a budget is exact given the mean input.
 """
@@ -14,6 +16,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from kimiplan.capacity.demand import peak_factors, route_moments, route_reservation
 from kimiplan.catalog.admission import K26_DEFAULT_MAX_COMPLETION
 from kimiplan.catalog.resolve import price_card, rate_tier
 from kimiplan.errors import ConfigError
@@ -40,7 +43,6 @@ def truncation_probability(demand: np.ndarray, budgets) -> np.ndarray:
 
 
 def _context(scenario, catalog, moments: pd.DataFrame | None = None, peaks: dict | None = None):
-    from kimiplan.capacity.demand import peak_factors, route_moments
 
     card = price_card(scenario, catalog)
     default = card.default_max_completion_tokens or K26_DEFAULT_MAX_COMPLETION
@@ -73,8 +75,8 @@ def budget_curve(
     budgets = np.asarray(budgets, dtype=float)
     if np.any(budgets <= 0):
         raise ConfigError("budgets: every max_completion_tokens must be > 0")
-    rps = scenario.traffic.mean_rps * route.share
-    reserved = m["input_mean"] + budgets
+    rps = scenario.traffic.mean_rps * m["share"]  # requests (for an agent route: calls) per second, as demand counts
+    reserved = route_reservation(m, budgets)
     out = pd.DataFrame(
         {
             "route": route_name,
@@ -85,7 +87,7 @@ def budget_curve(
             "tpm_peak_minute": 60 * rps * peaks["peak_minute"] * reserved,
         }
     )
-    out["tpm_freed_vs_default"] = 60 * rps * peaks["peak_minute"] * (default - budgets)
+    out["tpm_freed_vs_default"] = 60 * rps * peaks["peak_minute"] * (route_reservation(m, default) - reserved)
     out["exceeds_context"] = m["input_mean"] + budgets > card.context_window
     return out
 
@@ -123,7 +125,7 @@ def _recommend(scenario, context, target_truncation: float, demands: list[np.nda
         cap = card.context_window - m["input_p99"]
         rec = min(rec, int(cap // ROUND_TO * ROUND_TO))
         current = route.max_completion_tokens or default
-        rps = scenario.traffic.mean_rps * route.share * peaks["peak_minute"]
+        rps = scenario.traffic.mean_rps * m["share"] * peaks["peak_minute"]  # an agent route: its calls
         t_cur, t_rec, t_def = truncation_probability(demand, [current, rec, default])
         rows.append(
             {
@@ -136,10 +138,10 @@ def _recommend(scenario, context, target_truncation: float, demands: list[np.nda
                 "truncation_default": t_def,
                 "demand_p50": float(np.quantile(demand, 0.5)),
                 "demand_p99": float(np.quantile(demand, 0.99)),
-                "tpm_peak_current": 60 * rps * (m["input_mean"] + current),
-                "tpm_peak_recommended": 60 * rps * (m["input_mean"] + rec),
-                "tpm_freed_vs_current": 60 * rps * (current - rec),
-                "tpm_freed_vs_default": 60 * rps * (default - rec),
+                "tpm_peak_current": 60 * rps * route_reservation(m, current),
+                "tpm_peak_recommended": 60 * rps * route_reservation(m, rec),
+                "tpm_freed_vs_current": 60 * rps * (route_reservation(m, current) - route_reservation(m, rec)),
+                "tpm_freed_vs_default": 60 * rps * (route_reservation(m, default) - route_reservation(m, rec)),
             }
         )
     return pd.DataFrame(rows)

@@ -87,6 +87,16 @@ def route_moments(scenario, catalog=None, samples: int = MOMENT_SAMPLES) -> pd.D
     return pd.DataFrame(rows)
 
 
+def route_reservation(row, budget=None):
+    """Mean tokens one request of a route (a `route_moments` row) reserves against TPM/TPD at
+    max_completion_tokens `budget` (default: the route's own): the prompt of every API call it makes plus the
+    budget once per call, so each `$web_search` round counts its own budget. At the route's own budget this is
+    its `reserved_mean`, the demand table's token load; the max_completion_tokens tables use it at other
+    budgets, so the two agree."""
+    b = row["max_completion_tokens"] if budget is None else np.asarray(budget, dtype=float)
+    return row["input_mean"] + row["calls_mean"] * b
+
+
 def peak_factors(scenario) -> dict:
     """Peak-minute and peak-day rate relative to the mean rate, over one week from `as_of`. Days run between
     the TPD resets of the scenario's window settings (midnight UTC+8 unless set)."""

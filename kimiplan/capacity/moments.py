@@ -3,9 +3,9 @@
 The plan needs per route the first three raw moments of the tokens a request reserves (input +
 max_completion_tokens, over all its calls), of its API calls, and the mean latency. Every distribution in
 `kimiplan.model.dists` has exact raw moments (fixed, normal clipped at 0, lognormal, exponential, Poisson,
-uniform, empirical and texts), so the reserved tokens, being sums and products of independent draws, have
-exact moments too (cumulants of independent parts add). Two things have no closed form for arbitrary
-specs and are estimated from fixed-seed draws, with their standard error carried into the plan:
+uniform, empirical, texts and mixtures of the simple ones), so the reserved tokens, being sums and products
+of independent draws, have exact moments too (cumulants of independent parts add). Two things have no closed
+form for arbitrary specs and are estimated from fixed-seed draws, with their standard error carried into the plan:
 
 - budget truncation: completion = min(reasoning + output, budget), which sets the decode time, so the
   mean latency (unless the route gives `latency.total_s`);
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kimiplan.model.dists import Empirical, Exponential, Fixed, LogNormal, Normal, Poisson, Texts, Uniform
+from kimiplan.model.dists import Empirical, Exponential, Fixed, LogNormal, Mixture, Normal, Poisson, Texts, Uniform
 
 SAMPLES = 50_000  # draws per route for the truncated completion (and the fallbacks above)
 
@@ -56,6 +56,12 @@ def raw_moments(dist, k: int = 3) -> tuple[float, ...] | None:
     if isinstance(dist, (Empirical, Texts)):
         arr = np.asarray(dist.samples if isinstance(dist, Empirical) else dist._counts.samples, dtype=float)
         return tuple(float(np.mean(arr**j)) for j in range(1, k + 1))
+    if isinstance(dist, Mixture):
+        # E[X^j] of a mixture is the weighted sum of its components' E[X^j].
+        parts = [raw_moments(c.dist, k) for c in dist.components]
+        if any(p is None for p in parts):
+            return None
+        return tuple(float(sum(w * p[j] for w, p in zip(dist._w, parts))) for j in range(k))
     return None
 
 
@@ -231,6 +237,9 @@ def _recip_mean(dist) -> float | None:
     if isinstance(dist, (Empirical, Texts)):
         arr = np.asarray(dist.samples if isinstance(dist, Empirical) else dist._counts.samples, dtype=float)
         return float(np.mean(1.0 / np.maximum(arr, 1e-3)))
+    if isinstance(dist, Mixture):
+        parts = [_recip_mean(c.dist) for c in dist.components]
+        return None if any(p is None for p in parts) else float(sum(w * p for w, p in zip(dist._w, parts)))
     return None
 
 

@@ -170,6 +170,20 @@ def plan(
 CLIENT_SIM_HOURS = 1.0
 
 
+def sdk_client_effect(scenario, catalog=None, tier=None, peaks: dict | None = None) -> dict | None:
+    """`client_effect` as if the application called Kimi through the OpenAI SDK with its default retries
+    (whatever client the scenario names): the share of requests that raise RateLimitError at the busiest
+    minute. None without a tier or online routes."""
+    from kimiplan.model.settings import ClientPolicy
+
+    sim = scenario.simulation.model_copy(update={"client": ClientPolicy(kind="openai-sdk")})
+    sc = scenario.model_copy(update={"simulation": sim})
+    tier = tier if tier is not None else rate_tier(sc, catalog)
+    if tier is None or all(v is None for v in tier.limits().values()):
+        return None
+    return _client_simulation(sc, catalog, tier, peaks if peaks is not None else peak_factors(sc))
+
+
 def _client_simulation(scenario, catalog, tier, peaks: dict) -> dict | None:
     """For a client that retries its 429s: the share of attempts refused and of requests that fail for good,
     from a short simulation at the busiest minute's rate held constant. No closed form holds here: a retry
@@ -177,7 +191,7 @@ def _client_simulation(scenario, catalog, tier, peaks: dict) -> dict | None:
     attempts are strongly correlated (the independent-retrial fixed point under-states the failures by up
     to 3x against the simulator), hence the simulation, which the plan names as its method."""
     client = scenario.simulation.client
-    if client.kind != "retry" or not any(not r.batch for r in scenario.routes):
+    if client.kind not in ("retry", "openai-sdk") or not any(not r.batch for r in scenario.routes):
         return None
     from kimiplan.capacity.sim.simulate import SimSettings, simulate
 
@@ -198,13 +212,14 @@ def _client_simulation(scenario, catalog, tier, peaks: dict) -> dict | None:
     sc = scenario.model_copy(update={"traffic": flat})
     s = simulate(sc, catalog, SimSettings.for_scenario(sc, hours=CLIENT_SIM_HOURS), tier=tier).summary
     return {
-        "client": "retry",
+        "client": client.kind,
         "max_retries": client.max_retries,
         "method": f"simulation: {CLIENT_SIM_HOURS:g} h at the busiest minute's rate ({rate:.3g} requests/s), "
         f"seed {s['seed']}, {s['requests']:,} requests",
         "attempt_refusal": s["rejected_fraction"]["total"],
         "failed": s["failed_fraction"],
         "attempts_per_request": s["attempts"] / max(s["requests"], 1),
+        "failed_by_route": {k: v["failed_fraction"] for k, v in s["by_route"].items()},
     }
 
 
@@ -269,6 +284,9 @@ def _assumptions(scenario, ctx: _PlanContext, tier, tables: list[dict], headline
             "retry": "refusal figures are first attempts; the retrying client's attempts and failures come from a "
             "short simulation at the busiest minute (client_effect)",
             "pace": "a pacing client turns concurrency refusals into waits (pacing_wait, Erlang C)",
+            "openai-sdk": "refusal figures are first attempts; with the OpenAI SDK's retries (2 by default, after "
+            "about 0.5 s and 1 s) the share of requests that raise RateLimitError in the application comes from a "
+            "short simulation at the busiest minute (client_effect.failed)",
         }[client.kind],
         "arrivals": "Poisson at the busiest minute's rate (hourly profile x weekday x bursts); limits independent",
         "concurrency": "Erlang B on the exact mean latency (M/G/c/c is insensitive to the latency's law)",

@@ -24,6 +24,28 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else percent(x)
 
 
+def client_effect_sentence(ce: dict) -> str:
+    """A retrying client's effect (`CapacityPlan.client_effect`) in words; for the OpenAI SDK, the share of
+    requests that raise RateLimitError in the application."""
+    if ce.get("client") == "openai-sdk":
+        retries = "default retries" if ce["max_retries"] == 2 else f"{ce['max_retries']} retries"
+        worst = ""
+        by = ce.get("failed_by_route") or {}
+        if len(by) > 1 and max(by.values()) > 0:
+            name = max(by, key=by.get)
+            worst = f" Route {name} fails most: {_pct(by[name])} of its requests."
+        return (
+            f"With the OpenAI SDK's {retries}, {_pct(ce['failed'])} of requests fail at the busiest minute: they "
+            f"raise RateLimitError in the application after {_pct(ce['attempt_refusal'])} of attempts are refused, "
+            f"{ce['attempts_per_request']:.2f} attempts per request ({ce['method']}).{worst}"
+        )
+    return (
+        f"With the scenario's client retrying up to {ce['max_retries']} times, at the busiest minute "
+        f"{_pct(ce['attempt_refusal'])} of attempts are refused and {_pct(ce['failed'])} of requests fail "
+        f"for good, {ce['attempts_per_request']:.2f} attempts per request ({ce['method']})."
+    )
+
+
 def _money(amount: float | None, currency: str | None) -> str:
     return "no recharge listed" if amount is None else money(amount, currency, decimals=0)
 
@@ -337,13 +359,8 @@ class CapacityPlan:
                         else "and growth does not exhaust it within 3 years."
                     )
                 )
-        ce = self.client_effect
-        if ce is not None:
-            lines.append(
-                f"With the scenario's client retrying up to {ce['max_retries']} times, at the busiest minute "
-                f"{_pct(ce['attempt_refusal'])} of attempts are refused and {_pct(ce['failed'])} of requests fail "
-                f"for good, {ce['attempts_per_request']:.2f} attempts per request ({ce['method']})."
-            )
+        if self.client_effect is not None:
+            lines.append(client_effect_sentence(self.client_effect))
         if self.pacing_wait is not None:
             w = self.pacing_wait
             wait = (

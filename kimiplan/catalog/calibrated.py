@@ -54,11 +54,9 @@ SPARSE_FACTOR = 10.0  # the scenario's calls/min this many times below the sampl
 _Z = 1.959963984540054
 
 
-def component_dist(comp: ComponentFit, kind: Literal["lognormal", "empirical"] = "lognormal"):
-    """The law a fitted component stands for: the lognormal where one was fitted (and asked), else the sample."""
-    if kind == "lognormal" and comp.lognormal is not None:
-        return LogNormal(median=comp.lognormal.median, p95=comp.lognormal.p95)
-    return Empirical(samples=tuple(float(s) for s in comp.empirical.samples))
+def component_dist(comp: ComponentFit, kind: Literal["auto", "lognormal", "mixture", "empirical"] = "auto"):
+    """The law a fitted component stands for: `auto` is the one goodness of fit chose (`ComponentFit.to_dist`)."""
+    return comp.to_dist(kind)
 
 
 def _mean_ci(comp: ComponentFit) -> tuple[float, tuple[float, float], int]:
@@ -203,7 +201,7 @@ def calibrate_route(
     scenario: Scenario,
     file: str | None,
     *,
-    kind: Literal["lognormal", "empirical"] = "lognormal",
+    kind: Literal["auto", "lognormal", "mixture", "empirical"] = "auto",
     latency: bool = True,
 ) -> Route:
     """`route` with what `rc` measured (see the module docstring); `route.calibrated` says what and from where."""
@@ -393,7 +391,7 @@ def apply_calibration(
     scenario: Scenario,
     calibration: Calibration | str | Path | None = None,
     *,
-    kind: Literal["lognormal", "empirical"] = "lognormal",
+    kind: Literal["auto", "lognormal", "mixture", "empirical"] = "auto",
     latency: bool = True,
     origin: str | None = None,
 ) -> Scenario:

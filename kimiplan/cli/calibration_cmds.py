@@ -51,8 +51,19 @@ def register(sub) -> None:
     cal = sub.add_parser("calibrate", help="sample calls and fit route distributions from them")
     cal_sub = cal.add_subparsers(dest="calibrate_command", metavar="ACTION")
     cal_sub.required = True
-    s = cal_sub.add_parser("sample", help="send the planned calls (resumable) and append them to a store")
-    s.add_argument("config", help="YAML sampler config (run_id, routes with n, max_completion_tokens ...)")
+    s = cal_sub.add_parser(
+        "sample",
+        help="send the planned calls (resumable) and append them to a store",
+        description="Send the planned calls (resumable) and append them to a store. With --until-precision, "
+        "each route's n is a first batch and sampling goes on, route by route, until its mean cost per request "
+        "is within the target at 95 %% (bounded by spend_cap and --max-calls). With --from-scenario and no real "
+        "prompts, prompts are built to the scenario's own component sizes, and the calibration says so.",
+    )
+    s.add_argument(
+        "config",
+        nargs="?",
+        help="YAML sampler config (run_id, routes with n, max_completion_tokens ...); optional with --from-scenario",
+    )
     s.add_argument("--store", required=True, help="JSONL store; re-running resumes it")
     s.add_argument("--model", required=True, help="exact model id, e.g. kimi-k2.6 (never guessed)")
     s.add_argument(
@@ -71,6 +82,22 @@ def register(sub) -> None:
     s.add_argument("--region", default=None, help="catalog region for prices and tiers (intl or cn)")
     s.add_argument("--time-scale", type=float, default=1.0, help="wait multiplier (match the emulator's)")
     s.add_argument("--no-progress", action="store_true")
+    s.add_argument(
+        "--until-precision",
+        type=float,
+        metavar="REL",
+        help="sample until each route's mean cost per request is within +-REL at 95%% (e.g. 0.05)",
+    )
+    s.add_argument(
+        "--max-calls", type=int, default=5000, help="with --until-precision: calls in all at most (default 5000)"
+    )
+    s.add_argument(
+        "--from-scenario",
+        metavar="SCENARIO",
+        help="build synthetic prompts to this scenario's component sizes (file or bundled example) for the routes "
+        "sampled; without a config, sample every route it can (not agent or $web_search routes), 50 calls first",
+    )
+    s.add_argument("--prompts-per-route", type=int, default=100, help="with --from-scenario: distinct prompts")
     s.set_defaults(func=_sample)
     f = cal_sub.add_parser("fit", help="fit a calibration file from stores and usage logs")
     f.add_argument("inputs", nargs="+", help="sampler stores (JSONL), usage logs (JSONL responses or CSV)")
@@ -186,8 +213,14 @@ def _sample(args) -> int:
     from kimiplan.catalog.cards import load_catalog
     from kimiplan.client import ENV_KEY, KimiClient, KimiConfig, RetryPolicy
 
-    config = load_sampler_config(args.config)
+    if args.config is None and args.from_scenario is None:
+        raise ConfigError("give a sampler config, or --from-scenario SCENARIO to sample its routes")
     catalog = load_catalog()
+    prompts, prompt_source = None, None
+    if args.from_scenario:
+        config, prompts, prompt_source = _scenario_sampling(args, catalog)
+    else:
+        config = load_sampler_config(args.config)
     card = catalog.price(args.model, region=args.region)
     if args.tier:
         config = config.with_tier(catalog.tier(args.tier, region=args.region))
@@ -215,8 +248,33 @@ def _sample(args) -> int:
             "for a company gateway pass "
             "--allow-base-url"
         ) from None
+    if args.until_precision is not None:
+        from kimiplan.calibration.sampler import run_until_precision
+
+        with KimiClient(kc) as client:
+            run = run_until_precision(
+                client,
+                config,
+                args.store,
+                target=args.until_precision,
+                max_calls=args.max_calls,
+                card=card,
+                prompts=prompts,
+                progress=not args.no_progress,
+                prompt_source=prompt_source,
+            )
+        print(run)
+        return 0 if run.reached else 2
     with KimiClient(kc) as client:
-        summary = run_sampler(client, config, args.store, card=card, progress=not args.no_progress)
+        summary = run_sampler(
+            client,
+            config,
+            args.store,
+            card=card,
+            progress=not args.no_progress,
+            prompts=prompts,
+            prompt_source=prompt_source,
+        )
     print(summary)
     if summary.completed == 0 and summary.failed > 0:
         import json
@@ -242,6 +300,51 @@ def _sample(args) -> int:
     return 2 if summary.stopped_reason else 0
 
 
+def _scenario_sampling(args, catalog):
+    """(sampler config, prompts per route, prompt source) for --from-scenario."""
+    import re
+
+    from kimiplan.calibration.prompts import route_prompts
+    from kimiplan.calibration.sampler import RouteSampling, SamplerConfig, load_sampler_config
+    from kimiplan.catalog.resolve import load_scenario, max_completion
+
+    scenario = load_scenario(args.from_scenario, catalog)
+    by_name = {r.name: r for r in scenario.routes}
+    if args.config:
+        config = load_sampler_config(args.config)
+        missing = [r.name for r in config.routes if r.name not in by_name]
+        if missing:
+            raise ConfigError(
+                f"sampler config {args.config!r}: routes {missing} are not in scenario {args.from_scenario!r} "
+                f"(has {sorted(by_name)})"
+            )
+    else:
+        usable = [r for r in scenario.routes if r.agent is None and r.tools.web_search_calls.mean() == 0]
+        if not usable:
+            raise ConfigError(f"scenario {args.from_scenario!r} has no route synthetic prompts can stand in for")
+        card = catalog.price(args.model, region=args.region)
+        config = SamplerConfig(
+            run_id=re.sub(r"[^A-Za-z0-9_.-]+", "-", scenario.name) + "-synthetic",
+            routes=[
+                RouteSampling(
+                    name=r.name,
+                    n=50,
+                    max_completion_tokens=max_completion(scenario, r, card),
+                    thinking=r.thinking,
+                )
+                for r in usable
+            ],
+        )
+        skipped = [r.name for r in scenario.routes if r not in usable]
+        if skipped:
+            print(f"not sampled (agent or $web_search routes need real prompts): {', '.join(skipped)}", file=sys.stderr)
+    prompts = {
+        r.name: route_prompts(by_name[r.name], args.prompts_per_route, seed=scenario.seed + i)
+        for i, r in enumerate(config.routes)
+    }
+    return config, prompts, f"synthetic: built from scenario {scenario.name!r} ({args.from_scenario})"
+
+
 def _fit(args) -> int:
     from kimiplan.calibration.fitters import fit_calibration, samples_frame
 
@@ -250,6 +353,18 @@ def _fit(args) -> int:
     path = cal.save(args.output)
     print_table(cal.summary().reset_index() if cal.summary().index.name else cal.summary())
     print(f"wrote {path} ({cal.n_samples} samples, provenance {cal.provenance})")
+    for name, rc in cal.routes.items():
+        p = rc.precision
+        if p is not None:
+            more = (
+                f"{p.more_calls_for_target:,} more calls for +-{p.target_rel_error:.0%}"
+                if p.more_calls_for_target
+                else f"within +-{p.target_rel_error:.0%}"
+            )
+            print(
+                f"{name}: mean cost per request {p.cost_per_request.value:.6f} {p.currency} "
+                f"+-{p.cost_rel_error:.1%} at {p.confidence:.0%} ({rc.n:,} calls); {more}; output law {rc.output.law}"
+            )
     return 0
 
 

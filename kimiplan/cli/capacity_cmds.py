@@ -27,15 +27,15 @@ def cmd_plan(args) -> int:
     scenario = load_scenario(args.scenario, catalog)
     if args.tier_table is not None:
         scenario = scenario.model_copy(update={"tier_table": args.tier_table})
-    if args.window is not None:
-        sim = scenario.simulation
-        scenario = scenario.model_copy(
-            update={
-                "simulation": sim.model_copy(
-                    update={"window": sim.window.model_copy(update={"rate_window": args.window})}
-                )
-            }
+    if args.window is not None or args.client is not None:
+        from kimiplan.model.settings import SimSettings, Simulation
+
+        # Through SimSettings.for_scenario, so a new client kind takes its own defaults (max_retries).
+        st = SimSettings.for_scenario(scenario, client={"kind": args.client}, window={"rate_window": args.window})
+        sim = Simulation(
+            hours=scenario.simulation.hours, start=scenario.simulation.start, client=st.client, window=st.window
         )
+        scenario = scenario.model_copy(update={"simulation": sim})
     p = plan(scenario, catalog, target=target, percentile=percentile)
     sessions = None
     if any(r.agent is not None and not r.batch for r in scenario.routes):
@@ -62,11 +62,15 @@ def cmd_plan(args) -> int:
     print(p.describe())
     print_calibration(scenario)
     print()
+    from kimiplan.io.formats import ColumnFormat
+
+    # One headroom: the growth multiple before refusals pass the target (not a second "1 - use" column).
+    head = {"max_scale": ColumnFormat("multiple", header="Headroom (×)")}
     d = p.demand
-    print_table(d[d["route"] == "total"].drop(columns=["route"]))
+    print_table(d[d["route"] == "total"].drop(columns=["route", "headroom"], errors="ignore"))
     if p.by_tier_table:
         print("\nthe verdict under each tier table (headline marked):")
-        print_table(p.tier_tables[list(TIER_TABLE_COLUMNS)])
+        print_table(p.tier_tables[list(TIER_TABLE_COLUMNS)], formats=head)
     if len(p.ladder):
         print()
         print_table(
@@ -80,11 +84,13 @@ def cmd_plan(args) -> int:
                     "refusal_total",
                     "binding_limit",
                     "holds",
+                    "max_scale",
                     "max_requests_per_second",
                     "recharge",
                     "recharge_currency",
                 ]
-            ]
+            ],
+            formats=head,
         )
     return 0
 
@@ -103,7 +109,7 @@ def cmd_simulate(args) -> int:
         hours=args.hours if args.hours is not None else (0.0 if args.trace else None),
         seed=args.seed,
         start=parse_date(args.start, "--start"),
-        client={"kind": args.client, "max_retries": args.max_retries},
+        client={"kind": args.client, "max_retries": args.max_retries, "retry_after": args.retry_after},
         window={"rate_window": args.window},
         progress=not args.json and sys.stderr.isatty(),
     )
@@ -122,10 +128,23 @@ def cmd_simulate(args) -> int:
     )
     rf = s["rejected_fraction"]
     print("refused (share of attempts): " + ", ".join(f"{k} {percent(v)}" for k, v in rf.items()))
+    failed = percent(s["failed_fraction"])
+    if s["client"] == "openai-sdk":
+        failed += " (raise RateLimitError in the application after the OpenAI SDK's retries)"
     print(
-        f"failed for good: {percent(s['failed_fraction'])}; throughput {number(s['throughput_rps'])} req/s; "
+        f"failed for good: {failed}; throughput {number(s['throughput_rps'])} req/s; "
         f"mean in flight {number(s['mean_in_flight'])}"
     )
+    if len(s["by_route"]) > 1:
+        from kimiplan.capacity.sim.simulate import worst_route
+
+        print(
+            "refused by route (share of its attempts): "
+            + ", ".join(f"{k} {percent(v)}" for k, v in s["rejected_fraction_by_route"].items())
+        )
+        worst = worst_route(s["rejected_fraction_by_route"])
+        if worst:
+            print(f"route refused most: {worst}")
     print(
         "busiest second / minute / day against the limits: "
         + ", ".join(
@@ -157,6 +176,13 @@ def register(sub) -> None:
         default=None,
         help="RPM/TPM window (default: the scenario's simulation.window, sliding unless set)",
     )
+    p.add_argument(
+        "--client",
+        choices=["none", "retry", "pace", "openai-sdk"],
+        default=None,
+        help="client behaviour on 429 (default: the scenario's simulation.client); retry and openai-sdk add the "
+        "share of requests that fail after the client's retries, from a short simulation at the busiest minute",
+    )
     p.add_argument("--catalog", action="append", default=[], metavar="FILE")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plan)
@@ -177,11 +203,21 @@ def register(sub) -> None:
     )
     s.add_argument(
         "--client",
-        choices=["none", "retry", "pace"],
+        choices=["none", "retry", "pace", "openai-sdk"],
         default=None,
-        help="client behaviour on 429 (default: the scenario's simulation.client, none unless set)",
+        help="client behaviour on 429 (default: the scenario's simulation.client, none unless set); openai-sdk: "
+        "the OpenAI SDK's own retries",
     )
-    s.add_argument("--max-retries", type=int, default=None, help="default: the scenario's, 5 unless set")
+    s.add_argument(
+        "--max-retries", type=int, default=None, help="default: the scenario's, else 5 (retry) or 2 (openai-sdk)"
+    )
+    s.add_argument(
+        "--retry-after",
+        choices=["none", "seconds"],
+        default=None,
+        help="what the server's 429 carries for the openai-sdk client: no hint (Kimi's documented reply) or a "
+        "Retry-After in seconds",
+    )
     s.add_argument(
         "--window",
         choices=["sliding", "fixed"],

@@ -131,7 +131,7 @@ def register_days(sub) -> None:
     p.add_argument("--engine", choices=("local", "dask"), default="local")
     p.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
     p.add_argument("--seed", type=_nonneg, help="default: the scenario's")
-    p.add_argument("--client", choices=("none", "retry", "pace"), help="client behaviour on a 429")
+    p.add_argument("--client", choices=("none", "retry", "pace", "openai-sdk"), help="client behaviour on a 429")
     p.add_argument("--top", type=int, default=40, help="days printed")
     p.add_argument("--catalog", action="append", default=[], metavar="FILE")
     p.add_argument("--json", action="store_true")

@@ -13,6 +13,8 @@ from .config import (
     LatencyTruth,
     LimitsTruth,
     LogNormalTruth,
+    MixtureTruth,
+    ParetoTruth,
     RouteTruth,
     load_emulator_config,
 )
@@ -25,6 +27,8 @@ __all__ = [
     "LatencyTruth",
     "LimitsTruth",
     "LogNormalTruth",
+    "MixtureTruth",
+    "ParetoTruth",
     "RouteTruth",
     "load_emulator_config",
     "Engine",

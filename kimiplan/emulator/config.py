@@ -35,6 +35,51 @@ class LogNormalTruth(LogNormal):
         return float(rng.lognormal(self.mu, self.sigma))
 
 
+class ParetoTruth(BaseModel):
+    """A power law (Pareto type I): P(X > x) = (scale / x)^alpha for x >= scale. With alpha <= 2 its variance is
+    infinite, with alpha <= 1 its mean too: only the budget bounds what a call costs."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["pareto"] = "pareto"
+    scale: float = Field(gt=0, le=1e7)
+    alpha: float = Field(gt=0.1, le=100)
+
+    def draw(self, rng: np.random.Generator) -> float:
+        return float(min(self.scale * (1.0 - rng.random()) ** (-1.0 / self.alpha), 1e9))
+
+
+class MixtureTruthComponent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    weight: float = Field(gt=0, le=1)
+    law: LogNormalTruth | ParetoTruth
+
+
+class MixtureTruth(BaseModel):
+    """Hidden laws of a kind the fitters do not assume: e.g. a lognormal body with a power-law tail."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["mixture"] = "mixture"
+    components: list[MixtureTruthComponent] = Field(min_length=1, max_length=8)
+
+    @model_validator(mode="after")
+    def _weights(self):
+        total = sum(c.weight for c in self.components)
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"mixture weights must sum to 1, got {total:.9g}")
+        return self
+
+    def draw(self, rng: np.random.Generator) -> float:
+        u, acc = rng.random(), 0.0
+        for c in self.components:
+            acc += c.weight
+            if u < acc:
+                return c.law.draw(rng)
+        return self.components[-1].law.draw(rng)
+
+
+LengthTruth = LogNormalTruth | MixtureTruth | ParetoTruth
+
+
 class ToolTruth(BaseModel):
     """What the "model" does with the tools a request offers (hidden truth, so tool routes can be calibrated).
 
@@ -58,8 +103,15 @@ class RouteTruth(BaseModel):
     model_config = ConfigDict(extra="forbid")
     #: substring of the first system message that selects this route when no header/metadata names one
     match: str | None = None
-    output: LogNormalTruth = LogNormalTruth(median=300, p95=1200)
+    output: LengthTruth = LogNormalTruth(median=300, p95=1200)
     #: reasoning tokens, drawn only when thinking is enabled (Kimi's default)
+    reasoning: LengthTruth | None = None
+    #: hidden prompt tokens the server adds to this route's calls (on top of `hidden_overhead`)
+    preamble_tokens: int = Field(default=0, ge=0, le=1_000_000)
+    #: None: the prefix cache decides what is cached. A probability: each call (drawn by its call id) is a hit
+    #: with it, and a hit serves everything before the last message (preamble included) from cache, as a
+    #: conversation re-sent while its prefix is warm; a miss caches nothing.
+    cache_hit_probability: float | None = Field(default=None, ge=0, le=1)
     reasoning: LogNormalTruth | None = None
     tools: ToolTruth = Field(default_factory=ToolTruth)
 

@@ -464,8 +464,10 @@ class Engine:
             T.check_empty_assistant(messages)
         keep = (body.get("thinking") or {}).get("keep")
         searched = self._search_tokens(messages)
+        truth = cfg.routes[route]
+        hidden = cfg.hidden_overhead + truth.preamble_tokens
         ids = np.asarray(
-            [_HIDDEN_TOKEN] * cfg.hidden_overhead + render_prompt_ids(messages, body.get("tools"), keep, searched),
+            [_HIDDEN_TOKEN] * hidden + render_prompt_ids(messages, body.get("tools"), keep, searched),
             dtype=np.int64,
         )
         prompt_tokens = len(ids)
@@ -505,6 +507,8 @@ class Engine:
                 )
             self._admit(prompt_tokens + budget)
             cached = self._cache.lookup_and_add(ids)
+            if truth.cache_hit_probability is not None:
+                cached = self._hidden_hit(truth, route, messages, body, headers, hidden, ids)
             self._touch_in_flight(+1)
             self.stats.admitted += 1
             self._counter += 1
@@ -549,6 +553,25 @@ class Engine:
             tool_tokens,
             text,
         )
+
+    def _hidden_hit(self, truth, route, messages, body, headers, hidden: int, ids: np.ndarray) -> int:
+        """A route's hidden cache law: a hit (probability cache_hit_probability, drawn by call id) serves the
+        tokens before the last message from cache; a miss serves none."""
+        key = headers.get("x-kimiplan-call-id") or f"#{self._counter}"
+        if (
+            np.random.default_rng(_seed_of(self.config.seed, "cache", route, key)).random()
+            >= truth.cache_hit_probability
+        ):
+            return 0
+        before = (
+            np.asarray(render_prompt_ids(messages[:-1], body.get("tools")), dtype=np.int64)
+            if len(messages) > 1
+            else np.zeros(0, np.int64)
+        )
+        body_ids = ids[hidden:]
+        m = min(len(before), len(body_ids))
+        neq = np.flatnonzero(before[:m] != body_ids[:m])
+        return hidden + (int(neq[0]) if len(neq) else m)
 
     def _answer_text(self, body, content: int, cut: bool, room: int) -> tuple[str | None, str | None]:
         """The answer's text when it is not plain filler, and its finish_reason when that changes. JSON Mode

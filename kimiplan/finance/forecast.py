@@ -548,6 +548,7 @@ def _simulate_paths(
     daily_cv: float,
     growth_sd: float,
     calibration_samples,
+    param_rel_sd: np.ndarray | None = None,
 ) -> _Paths:
     """Traffic noise per day, a growth level per path, parameter noise per route, then each segment's cost by the
     central limit theorem. `draws` supplies the random numbers (one sequence, or keyed streams)."""
@@ -571,12 +572,18 @@ def _simulate_paths(
     vol_seg = vol_raw * level  # paths x segs, all routes
 
     theta = np.ones((n_paths, n_routes))
+    s_mean = np.zeros(n_routes)
     if calibration_samples is not None:
         ns = _calibration_n(calibration_samples, units.routes)
         ref = next((s for s in range(seg.n) if seg.segs[s]["card"] is not None), 0)
         mu, m2 = sp.mu[ref], sp.m2[ref]
         cv = np.sqrt(np.maximum(m2 - mu**2, 0.0)) / np.where(mu > 0, mu, np.inf)
         s_mean = np.where(np.isfinite(ns), cv / np.sqrt(ns), 0.0)
+    if param_rel_sd is not None:
+        # A measured route: its mean cost per request is known to its calibration's sampling error, drawn
+        # once per path (parameter uncertainty, on top of the traffic noise below); it replaces the guess above.
+        s_mean = np.where(np.isfinite(param_rel_sd), param_rel_sd, s_mean)
+    if calibration_samples is not None or param_rel_sd is not None:
         theta = np.exp(s_mean[None, :] * draws.theta(n_paths, units.routes) - 0.5 * s_mean[None, :] ** 2)
 
     # Segment cost per path and route: Normal(V*mu*theta, V*E[c^2]*theta^2) (CLT over the segment's requests).
@@ -790,6 +797,7 @@ def forecast(
     daily_cv: float = 0.15,
     growth_sd: float = 0.02,
     calibration_samples: int | Mapping[str, int] | None = None,
+    parameter_uncertainty: Mapping[str, float] | None = None,
     currency: str | None = None,
     fx_base: str | None = None,
     unit_samples: int = UNIT_SAMPLES,
@@ -801,6 +809,11 @@ def forecast(
 
     `capacity`: each month's `capacity_status` (ok / near_limit / over_capacity) from the capacity plan of the
     scenario's tier (computed here when True; pass a `CapacityPlan` to reuse one, False to skip).
+
+    `parameter_uncertainty`: route -> relative standard error of its mean cost per request, as a calibration
+    measured it (`kimiplan.calibration.fitters.cost_uncertainty`); each path draws the route's mean from it, so
+    the bands carry the calibration's precision. `calibration_samples` instead guesses it from the scenario's own
+    spread and a number of calls (for routes not given here).
 
     `budget` is per month in the reporting `currency` (default: the card currency on `as_of`). `fx_base` is the
     currency `scenario.exchange_rate` is quoted against (default: the card currency on `as_of`)."""
@@ -834,7 +847,17 @@ def forecast(
     seg = _segments(scenario, cal, cards, status, notes)
     sp = _segment_prices(scenario, seg, units, currency, base_cur)
     draws = _KeyedDraws(seed, dates) if common_random_numbers else _SequentialDraws(np.random.default_rng([seed, 4]))
-    mc = _simulate_paths(draws, seg, sp, units, n_paths, daily_cv, growth_sd, calibration_samples)
+    mc = _simulate_paths(
+        draws,
+        seg,
+        sp,
+        units,
+        n_paths,
+        daily_cv,
+        growth_sd,
+        calibration_samples,
+        _param_rel_sd(parameter_uncertainty, units.routes),
+    )
     d = seg.seg_of_day
     free_credit_day = (
         free_neuron_credit(seg.lam * sp.neurons_per_req[d], sp.free_neurons[d], sp.neuron_rate[d])
@@ -895,6 +918,7 @@ def forecast(
             "calibration_samples": calibration_samples
             if not isinstance(calibration_samples, Mapping)
             else dict(calibration_samples),
+            "parameter_uncertainty": dict(parameter_uncertainty) if parameter_uncertainty else None,
             "currency": currency,
             "fx_base": base_cur,
             "unit_samples": units.samples,
@@ -954,6 +978,19 @@ def _with_capacity(
             f"from {first}: over capacity on {cap.tier} (refusals above {cap.target:.2%} at the busiest minute){move}"
         )
     return out
+
+
+def _param_rel_sd(u: Mapping[str, float] | None, routes: Sequence[str]) -> np.ndarray | None:
+    if not u:
+        return None
+    if not isinstance(u, Mapping):
+        raise ConfigError(f"parameter_uncertainty must map route names to relative errors, got {type(u).__name__}")
+    unknown = set(u) - set(routes)
+    if unknown:
+        raise ConfigError(f"parameter_uncertainty names unknown routes {sorted(unknown)}; routes: {list(routes)}")
+    for r, v in u.items():
+        _check_range(f"parameter_uncertainty[{r!r}]", v, 0, 1)
+    return np.array([float(u[r]) if r in u else np.nan for r in routes])
 
 
 def month_status(monthly: pd.DataFrame, tier: str | None, runs_out: dt.date | None = None) -> pd.DataFrame:

@@ -48,9 +48,94 @@ class EmpiricalFit(_F):
     samples: list[int]
 
 
+class MixtureFit(_F):
+    weights: list[float]
+    medians: list[float]
+    p95s: list[float]
+    n: int
+    n_censored: int
+    ks_stat: float
+    ks_pvalue: float
+
+
+class LawTest(_F):
+    """One candidate law's goodness of fit: the censoring-aware KS test, and whether its capped mean lies within
+    the sample's own interval (z = distance in standard errors of the distribution-free restricted mean)."""
+
+    law: Literal["lognormal", "mixture", "empirical"]
+    ks_stat: float
+    ks_pvalue: float
+    capped_mean: float
+    capped_mean_z: float
+    accepted: bool
+    reason: str = ""
+
+
+class CappedMean(_F):
+    """E[min(X, budget)] under the chosen law, with an interval that covers both the sampling error of the
+    distribution-free restricted mean (`sample_value` +- z `sample_se`) and the law's distance from it."""
+
+    value: float
+    ci: tuple[float, float]
+    confidence: float
+    budget: float | None
+    sample_value: float
+    sample_se: float
+    n: int
+
+
+Law = Literal["lognormal", "mixture", "empirical"]
+
+
 class ComponentFit(_F):
     lognormal: LogNormalFit | None = None
     empirical: EmpiricalFit
+    mixture: MixtureFit | None = None
+    #: the law chosen by goodness of fit (None in files written before it was chosen: lognormal then)
+    law: Law | None = None
+    law_reason: str = ""
+    tests: list[LawTest] = []
+    capped_mean: CappedMean | None = None
+
+    def to_dist(self, kind: Literal["auto", "lognormal", "mixture", "empirical"] = "auto"):
+        """The fitted law as a scenario distribution: `auto` is the one goodness of fit chose."""
+        from kimiplan.model.dists import Empirical, LogNormal, Mixture
+
+        if kind == "auto":
+            kind = self.law or ("lognormal" if self.lognormal is not None else "empirical")
+        if kind == "lognormal" and self.lognormal is not None:
+            return LogNormal(median=self.lognormal.median, p95=self.lognormal.p95)
+        if kind == "mixture" and self.mixture is not None:
+            m = self.mixture
+            return Mixture(
+                components=tuple(
+                    {"weight": w, "dist": {"kind": "lognormal", "median": med, "p95": p}}
+                    for w, med, p in zip(m.weights, m.medians, m.p95s)
+                )
+            )
+        return Empirical(samples=tuple(float(v) for v in self.empirical.samples))
+
+
+class Precision(_F):
+    """The sampling uncertainty of a route's mean cost per request and mean reservation (tokens a request puts
+    on TPM: prompt + max_completion_tokens per call), and the calls that bring the cost within the target."""
+
+    confidence: float
+    target_rel_error: float
+    currency: str
+    method: str
+    #: mean cost per request in `currency`, with its bootstrap interval
+    cost_per_request: Estimate
+    cost_se: float
+    cost_cv: float
+    #: half-width of the cost interval over the mean
+    cost_rel_error: float
+    reservation_tokens: Estimate
+    reservation_se: float
+    reservation_rel_error: float
+    #: calls (in all) for +-target_rel_error at `confidence`, and how many more than were sampled
+    calls_for_target: int
+    more_calls_for_target: int
 
 
 class RouteCalibration(_F):
@@ -65,6 +150,9 @@ class RouteCalibration(_F):
     template_overhead: Estimate | None = None
     ttft_s: LogNormalFit | None = None
     decode_tps: LogNormalFit | None = None
+    precision: Precision | None = None
+    #: where the prompts came from when the sampler recorded it (e.g. "synthetic: built from scenario X")
+    prompt_source: str | None = None
     # Added later (optional: older files lack them and still apply, without what they lack).
     prompt_tokens: Estimate | None = Field(
         default=None, description="Mean prompt_tokens per call as the API counted them (cached ones included)"
@@ -146,6 +234,10 @@ class Calibration(_F):
                     "cache_hit_rate": r.cache_hit_rate.value,
                     "cached_fraction": r.cached_fraction.value if r.cached_fraction else None,
                     "template_overhead": r.template_overhead.value if r.template_overhead else None,
+                    "output_law": r.output.law,
+                    "cost_per_request": r.precision.cost_per_request.value if r.precision else None,
+                    "cost_rel_error": r.precision.cost_rel_error if r.precision else None,
+                    "more_calls_for_5pct": r.precision.more_calls_for_target if r.precision else None,
                 }
             )
         return pd.DataFrame(rows).set_index("route")

@@ -411,6 +411,99 @@ class Texts(_Dist):
         return f"{len(self.texts) + len(self.files)} sample texts"
 
 
+def _component_cdf(d: _Dist, x: np.ndarray) -> np.ndarray:
+    """P(X <= x) of a mixture component (the kinds a Mixture allows)."""
+    st = _stats()
+    if isinstance(d, LogNormal):
+        with np.errstate(divide="ignore"):
+            return st.norm.cdf((np.log(np.maximum(x, 0.0)) - d.mu) / d.sigma) if d.sigma > 0 else (x >= d.median) * 1.0
+    if isinstance(d, Exponential):
+        return 1.0 - np.exp(-np.maximum(x, 0.0) / d.mean_)
+    if isinstance(d, Normal):
+        return np.where(x < 0, 0.0, st.norm.cdf(x, d.mean_, d.sd_) if d.sd_ > 0 else (x >= d.mean_) * 1.0)
+    if isinstance(d, Uniform):
+        return np.clip((x - d.low) / (d.high - d.low), 0.0, 1.0) if d.high > d.low else (x >= d.low) * 1.0
+    return (x >= d.value) * 1.0  # Fixed
+
+
+class MixtureComponent(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    weight: float = Field(gt=0, le=1)
+    dist: Annotated[Fixed | Normal | LogNormal | Exponential | Uniform, Field(discriminator="kind")]
+
+
+class Mixture(_Dist):
+    """A weighted mixture of simple laws (fixed, normal, lognormal, exponential, uniform): a draw takes component
+    i with probability `weight` i. Calibration fits one (two lognormals) where a single lognormal is rejected,
+    e.g. mostly short answers with a long tail. Weights must sum to 1."""
+
+    kind: Literal["mixture"] = "mixture"
+    components: tuple[MixtureComponent, ...] = Field(min_length=1, max_length=8)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers(cls, d):
+        # A component's law may be written as a bare number (fixed), like every other distribution field.
+        if isinstance(d, dict) and isinstance(d.get("components"), (list, tuple)):
+            comps = []
+            for c in d["components"]:
+                if isinstance(c, dict) and "dist" in c:
+                    c = {**c, "dist": _coerce(c["dist"])}
+                comps.append(c)
+            d = {**d, "components": comps}
+        return d
+
+    @model_validator(mode="after")
+    def _weights(self):
+        total = sum(c.weight for c in self.components)
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"mixture weights must sum to 1, got {total:.9g}")
+        return self
+
+    @cached_property
+    def _w(self) -> np.ndarray:
+        w = np.array([c.weight for c in self.components], dtype=float)
+        return w / w.sum()
+
+    def mean(self) -> float:
+        return float(sum(w * c.dist.mean() for w, c in zip(self._w, self.components)))
+
+    def var(self) -> float:
+        second = sum(w * (c.dist.var() + c.dist.mean() ** 2) for w, c in zip(self._w, self.components))
+        return max(float(second) - self.mean() ** 2, 0.0)
+
+    def cdf(self, x):
+        x = np.asarray(x, dtype=float)
+        return sum(w * _component_cdf(c.dist, x) for w, c in zip(self._w, self.components))
+
+    def quantile(self, q):
+        # Bisection on the CDF (monotone), vectorized over q; 200 halvings of [0, upper] reach float precision.
+        qa = np.atleast_1d(np.asarray(q, dtype=float))
+        lo, hi = np.zeros_like(qa), np.full_like(qa, max(self.upper(), 1e-12))
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            below = self.cdf(mid) < qa
+            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+        out = (lo + hi) / 2
+        return out if np.ndim(q) else float(out[0])
+
+    def sample(self, rng, n):
+        which = rng.choice(len(self.components), size=n, p=self._w)
+        out = np.empty(n)
+        for i, c in enumerate(self.components):
+            m = which == i
+            k = int(m.sum())
+            if k:
+                out[m] = c.dist.sample(rng, k)
+        return self._clip(out)
+
+    def upper(self) -> float:
+        return max(float(c.dist.upper()) for c in self.components)
+
+    def describe(self) -> str:
+        return "mixture of " + ", ".join(f"{c.weight:.3g} x {c.dist.describe()}" for c in self.components)
+
+
 def _coerce(v: Any) -> Any:
     # A bare number is a fixed value; {kind: ...} is passed through to the discriminated union.
     if isinstance(v, bool):
@@ -426,7 +519,7 @@ def _coerce(v: Any) -> Any:
 
 
 Dist = Annotated[
-    Fixed | Normal | LogNormal | Exponential | Poisson | Uniform | Empirical | Texts,
+    Fixed | Normal | LogNormal | Exponential | Poisson | Uniform | Empirical | Texts | Mixture,
     Field(discriminator="kind"),
     BeforeValidator(_coerce),
 ]

@@ -506,6 +506,7 @@ _KINDS = {
     "uniform",
     "empirical",
     "texts",
+    "mixture",
     "str",
     "InlineTier",
 }

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kimiplan.errors import validate
 from kimiplan.model.units import Share
@@ -34,6 +34,34 @@ def backoff_s(retry: int, base_s: float, cap_s: float, u: float = 1.0) -> float:
     if d > cap_s:
         d = cap_s
     return d * u
+
+
+# The OpenAI Python SDK's retry policy, read from the installed openai 3.60.0 (openai/_constants.py and
+# `_calculate_retry_timeout` / `_should_retry` in openai/_base_client.py):
+#   DEFAULT_MAX_RETRIES = 2; INITIAL_RETRY_DELAY = 0.5; MAX_RETRY_DELAY = 8.0; MAX_RETRY_AFTER_DELAY = 2 * 60
+#   statuses retried: 408, 409, 429 and >= 500 (unless the server sends `x-should-retry: false`)
+#   delay before retry n (0 first) = min(0.5 * 2**n, 8.0) * (1 - 0.25 * random())   (jitter takes 0-25 % off)
+#   a `retry-after-ms` header (preferred) or `retry-after` (seconds or an HTTP date) with 0 < value <= 120 s is
+#   obeyed exactly, with no jitter; a value over 120 s means the SDK does not retry at all and raises at once.
+# LiteLLM's default is the same schedule: litellm 1.110.2 sends `moonshot` (in `openai_compatible_providers`)
+# through `OpenAIChatCompletion.completion`, an `openai.OpenAI` client built with
+# `max_retries = inference_params.pop("max_retries", 2)` (litellm/llms/openai/openai.py); its own `num_retries`
+# wrapper is off by default (None), so the SDK's 2 retries are the only ones.
+SDK_MAX_RETRIES = 2
+SDK_INITIAL_RETRY_DELAY_S = 0.5
+SDK_MAX_RETRY_DELAY_S = 8.0
+SDK_MAX_RETRY_AFTER_S = 120.0
+SDK_RETRIED_STATUSES = (408, 409, 429)  # and every status >= 500
+
+
+def sdk_backoff_s(retry: int, u: float) -> float:
+    """The OpenAI SDK's wait before retry number `retry` (0 first) without a server hint, u ~ U(0, 1):
+    min(0.5 * 2**retry, 8) * (1 - 0.25 u). Plain arithmetic so the simulator's kernel compiles it."""
+    e = retry if retry < 60 else 60
+    d = SDK_INITIAL_RETRY_DELAY_S * 2.0**e
+    if d > SDK_MAX_RETRY_DELAY_S:
+        d = SDK_MAX_RETRY_DELAY_S
+    return d * (1.0 - 0.25 * u)
 
 
 def check_date(v: dt.date | None) -> dt.date | None:
@@ -72,15 +100,34 @@ class ClientPolicy(BaseModel):
       limit, the way the OpenAI cookbook's parallel processor waits for capacity. Limits are per account, so
       a single client sees the whole load and can mirror the account's own counting; headroom < 1 leaves room
       for other traffic on the same account. Refusals then remain only for requests that can never fit.
+    - `openai-sdk`: the OpenAI Python SDK's own retries (`sdk_backoff_s`: 2 retries by default, 0.5 s doubling
+      to at most 8 s, minus 0-25 % jitter; LiteLLM's default is the same). `retry_after` says what the
+      server's 429 carries: `none` (Kimi's documented 429 has only the text "try again after N seconds",
+      which the SDK does not read) or `seconds`, a `Retry-After` with the seconds of that text, as the
+      emulator sends it when configured to: 1 for concurrency, until the oldest admission leaves the window
+      for RPM, until enough reservations leave it for TPM, none for daily limits. The SDK obeys it up to
+      120 s and does not retry beyond; without one it backs off on its own. `backoff_*` and `jitter`
+      are not used: the SDK has no setting for them. A request that exhausts its retries raises
+      `RateLimitError` in the application: `failed_fraction`.
+
+    `max_retries` left out is the kind's default: 5 for `retry`, the SDK's 2 for `openai-sdk`.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-    kind: Literal["none", "retry", "pace"] = "none"
-    max_retries: int = Field(default=5, ge=0, le=MAX_RETRIES)
+    kind: Literal["none", "retry", "pace", "openai-sdk"] = "none"
+    max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES)
     backoff_base_s: float = Field(default=1.0, gt=0, le=86_400)
     backoff_cap_s: float = Field(default=60.0, gt=0, le=86_400)
     jitter: bool = True
     pace_headroom: Share = Field(default=1.0, gt=0, le=1)
+    retry_after: Literal["none", "seconds"] = "none"
+
+    @model_validator(mode="after")
+    def _kind_defaults(self):
+        if self.max_retries is None:
+            # Not in model_fields_set, so a later change of kind (a CLI flag) takes the new kind's default.
+            object.__setattr__(self, "max_retries", SDK_MAX_RETRIES if self.kind == "openai-sdk" else 5)
+        return self
 
 
 class Simulation(BaseModel):
@@ -136,7 +183,11 @@ class SimSettings(BaseModel):
         sim = getattr(scenario, "simulation", None) or Simulation()
 
         def merged(section: BaseModel, over: dict | None) -> dict:
-            return {**section.model_dump(), **{k: v for k, v in (over or {}).items() if v is not None}}
+            # Only what the section set: a field it left to its default (max_retries) follows the final kind.
+            return {
+                **section.model_dump(exclude_unset=True),
+                **{k: v for k, v in (over or {}).items() if v is not None},
+            }
 
         data = {
             "hours": sim.hours,

@@ -7,7 +7,8 @@ import html
 import pandas as pd
 
 from kimiplan.capacity.budgets import budget_curve, recommend_budgets
-from kimiplan.capacity.plan import peak_factors, plan, tier_headroom
+from kimiplan.capacity.plan import peak_factors, plan, sdk_client_effect, tier_headroom
+from kimiplan.capacity.result import client_effect_sentence
 from kimiplan.catalog.resolve import rate_tier
 from kimiplan.viz.capacity import (
     budget_tradeoff_figure,
@@ -22,7 +23,7 @@ REPORT_SIM_HOURS = 24.0
 
 def capacity_report_sections(scenario, catalog=None) -> list:
     """(title, DataFrame | Figure | HTML) pairs; a scenario without a tier gets demand and budgets only."""
-    from kimiplan.capacity.sim.simulate import SimSettings, simulate
+    from kimiplan.capacity.sim.simulate import SimSettings, route_table, simulate, worst_route
     from kimiplan.catalog.cards import load_catalog
 
     catalog = catalog or load_catalog()
@@ -31,7 +32,13 @@ def capacity_report_sections(scenario, catalog=None) -> list:
     moments, peaks = p.moments, peak_factors(scenario)
     out = []
     if p.tier is not None:
-        paras = "".join(f"<p>{html.escape(line)}</p>" for line in p.describe().splitlines())
+        lines = p.describe().splitlines()
+        if (p.client_effect or {}).get("client") != "openai-sdk":
+            # What production code with default settings sees: the OpenAI SDK's own retries.
+            sdk = sdk_client_effect(scenario, catalog, peaks=peaks)
+            if sdk is not None:
+                lines.append(client_effect_sentence(sdk))
+        paras = "".join(f"<p>{html.escape(line)}</p>" for line in lines)
         out.append(("Capacity summary", paras))
     if p.by_tier_table:
         cols = [
@@ -85,7 +92,12 @@ def capacity_report_sections(scenario, catalog=None) -> list:
             # The scenario's own client and windows (its `simulation:` section), over a fixed report horizon.
             settings = SimSettings.for_scenario(scenario, hours=REPORT_SIM_HOURS)
             sim = simulate(scenario, catalog, settings)
-            client = {"none": "no retries", "retry": "client retries", "pace": "client paces"}[settings.client.kind]
+            client = {
+                "none": "no retries",
+                "retry": "client retries",
+                "pace": "client paces",
+                "openai-sdk": "OpenAI SDK default retries",
+            }[settings.client.kind]
             out.append((f"Simulated {REPORT_SIM_HOURS:g} h against {tier.name} ({client})", utilization_figure(sim)))
             s = sim.summary
             out.append(
@@ -105,4 +117,8 @@ def capacity_report_sections(scenario, catalog=None) -> list:
                     ).round(4),
                 )
             )
+            if len(s["by_route"]) > 1:
+                worst = worst_route(s["rejected_fraction_by_route"])
+                title = "Simulated refusals per route" + (f" (refused most: {worst})" if worst else "")
+                out.append((title, route_table(s).round(4)))
     return out

@@ -44,8 +44,10 @@ def _drawer(scenario, card, routes):
         return d["reserved_tokens"], d["input_tokens"] + d["completion_tokens"], d["latency_s"], d["api_calls"]
 
     def draw(n: int, rng: np.random.Generator):
+        """(reserved, billed, latency, API calls, route index) of n requests."""
         if len(routes) == 1:
-            return tuple(np.asarray(c, dtype=np.float64) for c in columns(draw_route(routes[0], n, rng, ctxs[0])))
+            cols = tuple(np.asarray(c, dtype=np.float64) for c in columns(draw_route(routes[0], n, rng, ctxs[0])))
+            return (*cols, np.zeros(0, dtype=np.int32))  # one route: the kernel needs no route array
         which = rng.choice(len(routes), size=n, p=shares / shares.sum())
         out = tuple(np.empty(n) for _ in range(4))
         for i, route in enumerate(routes):
@@ -53,22 +55,24 @@ def _drawer(scenario, card, routes):
             if idx.size:
                 for dest, c in zip(out, columns(draw_route(route, idx.size, rng, ctxs[i]))):
                     dest[idx] = np.broadcast_to(c, idx.shape)
-        return out
+        return (*out, which.astype(np.int32))
 
     return draw
 
 
 def draw_day(scenario, card, day: int, rate_day: np.ndarray, seed_words: tuple) -> tuple[np.ndarray, ...]:
-    """Day `day`'s requests: (arrival time since the start, reserved tokens, billed tokens, latency, API calls)."""
+    """Day `day`'s requests: (arrival time since the start, reserved tokens, billed tokens, latency, API calls,
+    route index)."""
     from kimiplan.capacity.arrivals import poisson_arrivals
 
     entropy, *key = seed_words
     rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=tuple(key)))
     online = [r for r in scenario.routes if not r.batch]
     t = np.concatenate([np.zeros(0), *poisson_arrivals(rate_day, DAY_S, rng)]) + day * DAY_S
-    res, bill, lat, calls = _drawer(scenario, card, online)(t.size, rng)
+    res, bill, lat, calls, route = _drawer(scenario, card, online)(t.size, rng)
     # Writable float64 copies: numba compiles a separate kernel for read-only arrays (a broadcast view is one).
-    return tuple(np.array(np.broadcast_to(a, t.shape), dtype=np.float64) for a in (t, res, bill, lat, calls))
+    cols = tuple(np.array(np.broadcast_to(a, t.shape), dtype=np.float64) for a in (t, res, bill, lat, calls))
+    return (*cols, np.array(route, dtype=np.int32))
 
 
 def kernel_step(state, arrays, kargs: dict, final: bool):
@@ -98,7 +102,8 @@ def warm_kernel() -> bool:
     lim = np.array([2.0, 10.0, 1e6, -1.0, -1.0])
     state = K.KernelState(lim, 120.0, seed=1)
     a = np.array([0.0, 1.0, 2.0])
-    kernel_step(state, (a, a + 10, a + 10, a + 1, np.ones(3)), kernel_args(lim, SimSettings(hours=1), 120.0), True)
+    arrays = (a, a + 10, a + 10, a + 1, np.ones(3), np.zeros(0, dtype=np.int32))
+    kernel_step(state, arrays, kernel_args(lim, SimSettings(hours=1), 120.0), True)
     return kernel_ready()
 
 
@@ -146,11 +151,12 @@ def simulate_long(
     words = [(k.entropy, *k.spawn_key) for k in kids]
     lim = limits_array(limits)
     kargs = kernel_args(lim, settings, horizon)
+    names = [r.name for r in online]
     if engine == "local":
-        state = K.KernelState(lim, horizon, seed=seed)
+        state = K.KernelState(lim, horizon, seed=seed, n_routes=len(names))
         for d in range(days):
             state = kernel_step(state, draw_day(scenario, card, d, rates[d], words[d]), kargs, d == days - 1)
-        return result_from_state(state, limits, horizon, settings, scenario.traffic.monthly_growth)
+        return result_from_state(state, limits, horizon, settings, scenario.traffic.monthly_growth, names)
     own = None
     if client is None:
         if not scheduler:
@@ -165,11 +171,11 @@ def simulate_long(
         client.run(warm_kernel)  # numba: compile once per worker, before any day arrives
         sc_f, card_f = client.scatter([scenario, card], broadcast=True, hash=False)  # keys of this call only
         drawn = [client.submit(draw_day, sc_f, card_f, d, rates[d], words[d], pure=False) for d in range(days)]
-        state_f = client.submit(K.KernelState, lim, horizon, seed=seed, pure=False)
+        state_f = client.submit(K.KernelState, lim, horizon, seed=seed, n_routes=len(names), pure=False)
         for d in range(days):
             state_f = client.submit(kernel_step, state_f, drawn[d], kargs, d == days - 1, pure=False)
         state = state_f.result()
     finally:
         if own is not None:
             own.close()
-    return result_from_state(state, limits, horizon, settings, scenario.traffic.monthly_growth)
+    return result_from_state(state, limits, horizon, settings, scenario.traffic.monthly_growth, names)

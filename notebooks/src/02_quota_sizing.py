@@ -22,7 +22,7 @@ kp.viz.setup_notebook()
 
 # %% [markdown]
 # ## 1. The plan against the current tier
-# Peak demand at the busiest minute of a week (hourly profile, weekday factor and the 10:00 burst), the 99.9th percentile, utilization and headroom per limit.
+# Peak demand at the busiest minute of a week (hourly profile, weekday factor and the 10:00 burst), the 99.9th percentile and each limit's use; headroom is the one figure the verdict gives: how far traffic can grow before refusals pass the target.
 
 # %%
 p = kp.plan(sc, catalog)
@@ -32,7 +32,7 @@ print(p.describe())
 p.summary()
 
 # %%
-kp.table(p.demand[p.demand.route == 'total'])
+kp.table(p.demand[p.demand.route == 'total'].drop(columns='headroom'))
 
 # %% [markdown]
 # ### The verdict under each tier table
@@ -64,11 +64,12 @@ kp.viz.headroom_figure(kp.tier_headroom(sc, catalog))
 
 # %% [markdown]
 # ## 3. max_completion_tokens per route
-# A smaller budget frees TPM but truncates more answers (`finish_reason=length`). Recommended: the smallest multiple of 256 truncating at most 1 %.
+# A smaller budget frees TPM but truncates more answers (`finish_reason=length`). Recommended: the smallest multiple of 256 truncating at most 1 %. A route with `$web_search` rounds reserves its budget once per API call, so `web_lookup` (2.2 calls a request) frees 2.2 times the budget cut per request; its TPM at the busiest minute is the demand table's.
 
 # %%
 rec = kp.recommend_budgets(sc, catalog, target_truncation=0.01)
-kp.table(rec[['route', 'current_budget', 'recommended_budget', 'truncation_current', 'truncation_recommended', 'tpm_freed_vs_default']])
+tpm = ['tpm_peak_current', 'tpm_freed_vs_current', 'tpm_freed_vs_default']
+kp.table(rec[['route', 'current_budget', 'recommended_budget', 'truncation_current', 'truncation_recommended', *tpm]])
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -77,12 +78,12 @@ kp.viz.budget_tradeoff_figure(kp.budget_curve(sc, r0['route'], catalog), int(r0[
 
 # %% [markdown]
 # ## 4. Simulating a day
-# Per request, against all limits at once, on Tier2: a tier that does refuse at the busy hours (on Tier3, the one the plan picks, almost nothing is refused and the three clients look alike). First the client sends once and takes the 429; then it retries with exponential backoff and full jitter; then it paces itself to the account's limits and waits instead.
+# Per request, against all limits at once, on Tier2: a tier that does refuse at the busy hours (on Tier3, the one the plan picks, almost nothing is refused and the clients look alike). First the client sends once and takes the 429; then it retries with exponential backoff and full jitter; then it paces itself to the account's limits and waits instead; last, the OpenAI SDK's own default retries (2 retries after about 0.5 s and 1 s), what production code gets without any setting: `failed` is then the share of requests that raise `RateLimitError` in the application.
 
 # %%
 tight = sc.with_changes(tier='Tier2')
 rows = []
-for kind in ('none', 'retry', 'pace'):
+for kind in ('none', 'retry', 'pace', 'openai-sdk'):
     s = kp.simulate(tight, catalog, kp.SimSettings(hours=24, client=kp.ClientPolicy(kind=kind))).summary
     rows.append({'client': kind, 'requests': s['requests'], 'attempts': s['attempts'],
                  **{f'429_{k}': round(v, 5) for k, v in s['rejected_fraction'].items() if k in ('concurrency', 'rpm', 'total')},
@@ -95,7 +96,18 @@ day = kp.simulate(tight, catalog, kp.SimSettings(hours=24))
 kp.viz.utilization_figure(day)
 
 # %% [markdown]
-# Reading: with no retry, the refused share is lost. Retrying recovers only part of it: the retries land in the same busy minutes, so the share of attempts that get a 429 rises. Pacing refuses nothing and pays in waiting time instead (`wait_p99_s`).
+# Reading: with no retry, the refused share is lost. Retrying recovers only part of it: the retries land in the same busy minutes, so the share of attempts that get a 429 rises. Pacing refuses nothing and pays in waiting time instead (`wait_p99_s`). The SDK's two retries come within about 1.5 s, while a full 60 s window is still full: they recover only a small part of the refusals.
+
+# %% [markdown]
+# ### Refusals per route
+# The routes share one account but not one fate: a route whose requests reserve more tokens (or make several `$web_search` calls, each counted against RPM) is refused more often when the window is nearly full. The simulator counts every route's attempts and refusals by limit (`by_route`); the table is sorted worst first.
+
+# %%
+from kimiplan.capacity.sim.simulate import route_table, worst_route
+
+s = day.summary  # the day simulated above, client none
+print('route refused most:', worst_route(s['rejected_fraction_by_route']))
+kp.table(route_table(s)[['route', 'requests', 'refused_share', 'refused_concurrency', 'refused_rpm', 'refused_tpm', 'failed_share']])
 
 # %% [markdown]
 # ## 5. Growth and the upgrade date

@@ -20,10 +20,12 @@ import math
 import numpy as np
 from numba import njit
 
-from kimiplan.model.settings import backoff_s
+from kimiplan.model.settings import SDK_MAX_RETRY_AFTER_S, backoff_s, sdk_backoff_s
 
 # The one backoff model (KimiClient.retry_delay calls the same function), compiled for the kernel.
 _backoff = njit(cache=True, inline="always")(backoff_s)
+# The OpenAI SDK's schedule (constants and source quoted in kimiplan.model.settings).
+_sdk_backoff = njit(cache=True, inline="always")(sdk_backoff_s)
 
 # Limit indices, in the order the kernel checks them. The first limit a request breaks is the one recorded.
 CONCURRENCY, RPM, TPM, TPD, RPD = 0, 1, 2, 3, 4
@@ -31,7 +33,9 @@ LIMIT_NAMES = ("concurrency", "rpm", "tpm", "tpd", "rpd")
 N_LIMITS = 5
 
 # Client behaviours.
-MODE_NONE, MODE_RETRY, MODE_PACE = 0, 1, 2
+MODE_NONE, MODE_RETRY, MODE_PACE, MODE_SDK = 0, 1, 2, 3
+# What a 429 tells the client about when to come back: nothing, or a Retry-After in whole seconds.
+HINT_NONE, HINT_SECONDS = 0, 1
 
 # Kernel return status.
 DONE, NEED_RING, NEED_RETRY = 0, 1, 2
@@ -47,6 +51,10 @@ N_FSTATE = 6
 C_FRESH, C_ATTEMPTS, C_ADMITTED, C_GAVE_UP, C_LATE, C_RETRIES = 0, 1, 2, 3, 4, 5
 C_REFUSED0 = 6  # C_REFUSED0 + limit index
 N_COUNTERS = C_REFUSED0 + N_LIMITS
+# Per-route counter columns (route_cnt[route, column]); attempts of a route = admitted + refused.
+R_FRESH, R_ADMITTED, R_GAVE_UP, R_LATE = 0, 1, 2, 3
+R_REFUSED0 = 4  # R_REFUSED0 + limit index
+N_ROUTE_COUNTERS = R_REFUSED0 + N_LIMITS
 # Float sums.
 S_WAIT, S_LATENCY, S_RESERVED, S_BILLED, S_WAIT_ADMITTED = 0, 1, 2, 3, 4
 N_SUMS = 5
@@ -252,6 +260,35 @@ def _next_chance(k, t, lim, fixed, ist, heap, ring_t, day_s, day_offset):
     return (math.floor((t + day_offset) / day_s) + 1.0) * day_s - day_offset
 
 
+@njit(cache=True, inline="always", _nrt=False)
+def _retry_after(k, r, t, lim, fixed, ist, fst, ring_t, ring_tok):
+    """The Retry-After (whole seconds) a server that sends one puts on a refusal by limit k, as the emulator
+    does (the seconds of its "try again after N seconds"): concurrency 1; RPM until the oldest admission leaves
+    the window; TPM until enough reservations leave it for r more tokens; the fixed window's next minute. -1:
+    no header (daily limits, or a request larger than the TPM limit)."""
+    if k == CONCURRENCY:
+        return 1.0
+    if k != RPM and k != TPM:
+        return -1.0
+    if k == TPM and r > lim[TPM]:
+        return -1.0
+    if fixed:
+        return max(1.0, math.ceil((math.floor(t / 60.0) + 1.0) * 60.0 - t))
+    cap = ring_t.shape[0]
+    h = ist[I_RING_HEAD]
+    if k == RPM:
+        return max(1.0, math.ceil(ring_t[h] + 60.0 - t))
+    total = fst[F_RING_TOK]
+    for _j in range(ist[I_RING_N]):
+        total -= ring_tok[h]
+        if total + r <= lim[TPM]:
+            return max(1.0, math.ceil(ring_t[h] + 60.0 - t))
+        h += 1
+        if h == cap:
+            h = 0
+    return 1.0
+
+
 @njit(cache=True, nogil=True, _nrt=False)
 def run_chunk(
     start,
@@ -260,6 +297,7 @@ def run_chunk(
     arr_bill,
     arr_lat,
     arr_calls,
+    arr_route,
     lim,
     pace_lim,
     fixed,
@@ -270,6 +308,7 @@ def run_chunk(
     backoff_base,
     backoff_cap,
     jitter,
+    hint,
     horizon,
     final,
     ist,
@@ -284,6 +323,7 @@ def run_chunk(
     rt_free,
     rng,
     counters,
+    route_cnt,
     sums,
     min_att,
     min_adm,
@@ -301,9 +341,12 @@ def run_chunk(
 
     lim / pace_lim: float64[5] limits (-1 = none); pace_lim are the client's own (headroom-scaled) limits.
     arr_calls: API calls per request (1, or 1 + searches); they all count against RPM/RPD when it starts.
-    rt_p: float64[cap, 6] retry payload rows (arrival, reserved, billed, latency, attempt, calls); rt_free: free rows.
+    arr_route: int32 route index per request (the row of route_cnt it counts in), or empty: all route 0.
+    rt_p: float64[cap, 7] retry payload rows (arrival, reserved, billed, latency, attempt, calls, route);
+    rt_free: free rows.
     """
     n_fresh = arr_t.shape[0]
+    by_route = arr_route.shape[0] > 0  # an empty route array: every request is route 0, nothing more to read
     n_min = min_att.shape[0]
     n_sec = sec_peak.shape[0]
     n_day = day_tok.shape[0]
@@ -336,6 +379,7 @@ def run_chunk(
             lat = rt_p[row, 3]
             attempt = int(rt_p[row, 4])
             calls = rt_p[row, 5]
+            route = int(rt_p[row, 6])
             rt_free[0] -= 1  # release the payload row (stack of free rows)
             rt_free[1 + rt_free[0]] = row
         else:
@@ -345,9 +389,11 @@ def run_chunk(
             bill = arr_bill[i]
             lat = arr_lat[i]
             calls = arr_calls[i]
+            route = arr_route[i] if by_route else 0
             attempt = 0
             i += 1
             counters[C_FRESH] += 1
+            route_cnt[route, R_FRESH] += 1
         if mode == MODE_PACE:
             # The client mirrors the account's own accounting and holds the request until it would fit.
             if t < fst[F_LAST_START]:
@@ -369,6 +415,7 @@ def run_chunk(
                 t = _next_chance(k, t, lim, fixed, ist, heap, ring_t, day_s, day_offset)
             if t >= horizon and not impossible:
                 counters[C_LATE] += 1  # still waiting in the client when the horizon ends
+                route_cnt[route, R_LATE] += 1
                 fst[F_LAST_START] = t
                 continue
         else:
@@ -382,9 +429,20 @@ def run_chunk(
         if k >= 0:
             counters[C_REFUSED0 + k] += 1
             min_ref[m, k] += 1
-            if mode != MODE_NONE and attempt < max_retries:
-                # Exponential backoff with full jitter; the retry is a new request for every limit.
-                d = _backoff(attempt, backoff_base, backoff_cap, _splitmix(rng) if jitter else 1.0)
+            route_cnt[route, R_REFUSED0 + k] += 1
+            retry = mode != MODE_NONE and attempt < max_retries
+            d = 0.0
+            if retry:
+                if mode == MODE_SDK:
+                    d = _retry_after(k, r, t, lim, fixed, ist, fst, ring_t, ring_tok) if hint == HINT_SECONDS else -1.0
+                    if d < 0:  # no Retry-After on this refusal: the SDK's own backoff
+                        d = _sdk_backoff(attempt, _splitmix(rng))
+                    else:
+                        retry = d <= SDK_MAX_RETRY_AFTER_S  # over 120 s the SDK raises at once
+                else:
+                    # Exponential backoff with full jitter; the retry is a new request for every limit.
+                    d = _backoff(attempt, backoff_base, backoff_cap, _splitmix(rng) if jitter else 1.0)
+            if retry:
                 row = rt_free[1 + rt_free[0]]
                 rt_free[0] += 1
                 rt_p[row, 0] = arrival
@@ -393,10 +451,12 @@ def run_chunk(
                 rt_p[row, 3] = lat
                 rt_p[row, 4] = attempt + 1
                 rt_p[row, 5] = calls
+                rt_p[row, 6] = route
                 ist[I_RT_N] = _rt_push(rt_t, rt_i, ist[I_RT_N], t + d, row)
                 counters[C_RETRIES] += 1
             else:
                 counters[C_GAVE_UP] += 1
+                route_cnt[route, R_GAVE_UP] += 1
             continue
         # Admitted: charge every window.
         end = t + lat
@@ -421,6 +481,7 @@ def run_chunk(
         if t > fst[F_LAST_START]:
             fst[F_LAST_START] = t
         counters[C_ADMITTED] += 1
+        route_cnt[route, R_ADMITTED] += 1
         min_adm[m] += 1
         min_calls[m] += calls
         min_tok[m] += r
@@ -491,6 +552,7 @@ class KernelState:
         seed: int = 0,
         ring_cap: int | None = None,
         retry_cap: int = 1024,
+        n_routes: int = 1,
     ):
         self.ist = np.zeros(N_ISTATE, dtype=np.int64)
         self.ist[I_MINUTE] = -(2**62)
@@ -508,6 +570,7 @@ class KernelState:
         self._alloc_retry(retry_cap)
         self.rng = np.array([(int(seed) * 0x2545F4914F6CDD1D + 1) % 2**64], dtype=np.uint64)
         self.counters = np.zeros(N_COUNTERS, dtype=np.int64)
+        self.route_cnt = np.zeros((max(int(n_routes), 1), N_ROUTE_COUNTERS), dtype=np.int64)
         self.sums = np.zeros(N_SUMS, dtype=np.float64)
         n_min = int(np.ceil(horizon_s / 60.0)) + 1
         n_sec = int(np.ceil(horizon_s)) + 1
@@ -527,7 +590,7 @@ class KernelState:
     def _alloc_retry(self, cap: int) -> None:
         self.rt_t = np.zeros(cap, dtype=np.float64)
         self.rt_i = np.zeros(cap, dtype=np.int64)
-        self.rt_p = np.zeros((cap, 6), dtype=np.float64)
+        self.rt_p = np.zeros((cap, 7), dtype=np.float64)
         # rt_free[0] = rows in use; rt_free[1:] = a stack of row ids (in-use ones first).
         self.rt_free = np.concatenate([[0], np.arange(cap)]).astype(np.int64)
 
@@ -565,6 +628,7 @@ class KernelState:
         arr_bill,
         arr_lat,
         arr_calls,
+        arr_route=None,
         *,
         limits,
         pace_limits,
@@ -578,7 +642,9 @@ class KernelState:
         jitter,
         horizon,
         final,
+        hint=HINT_NONE,
     ) -> None:
+        arr_route = np.ascontiguousarray(np.zeros(0) if arr_route is None else arr_route, dtype=np.int32)
         start = 0
         while True:
             status, start = run_chunk(
@@ -588,6 +654,7 @@ class KernelState:
                 arr_bill,
                 arr_lat,
                 arr_calls,
+                arr_route,
                 limits,
                 pace_limits,
                 fixed,
@@ -598,6 +665,7 @@ class KernelState:
                 backoff_base,
                 backoff_cap,
                 jitter,
+                hint,
                 horizon,
                 final,
                 self.ist,
@@ -612,6 +680,7 @@ class KernelState:
                 self.rt_free,
                 self.rng,
                 self.counters,
+                self.route_cnt,
                 self.sums,
                 self.min_att,
                 self.min_adm,

@@ -65,6 +65,8 @@ class SimSummary(Mapping):
     start: str | None
     growth: float
     peak_usage: dict
+    rejected_fraction_by_route: dict
+    by_route: dict
 
     def __getitem__(self, key: str):
         if key not in self._keys():
@@ -119,7 +121,10 @@ class SimSummary(Mapping):
             ("Client, window", f"{self.client}, {self.window}"),
         ]
         notes = ["One seeded run: figures carry sampling noise; a longer horizon or other seeds show its size."]
-        return SummaryTable("Simulation", facts, [("Per limit", pd.DataFrame(rows), None)], notes)
+        tables = [("Per limit", pd.DataFrame(rows), None)]
+        if len(self.by_route) > 1:
+            tables.append(("Per route, worst first", route_table(self), None))
+        return SummaryTable("Simulation", facts, tables, notes)
 
     def __repr__(self) -> str:
         return f"<SimSummary {self.headline()}>"
@@ -128,6 +133,28 @@ class SimSummary(Mapping):
         import html
 
         return f"<p>{html.escape(self.headline())}.</p>" + self()._repr_html_()
+
+
+def route_table(summary) -> pd.DataFrame:
+    """One row per route: requests, attempts, the share of its attempts refused (in total and by limit) and of
+    its requests that failed for good, worst route first (what the CLI, the report and notebook 02 show)."""
+    rows = []
+    for name, r in summary["by_route"].items():
+        row = {"route": name, "requests": r["requests"], "attempts": r["attempts"]}
+        row["refused_share"] = r["rejected_fraction"]["total"]
+        row.update({f"refused_{k}": v for k, v in r["rejected_fraction"].items() if k != "total"})
+        row["failed_share"] = r["failed_fraction"]
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    return df.sort_values("refused_share", ascending=False, kind="stable").reset_index(drop=True) if len(df) else df
+
+
+def worst_route(by_route: Mapping) -> str | None:
+    """The route whose refusal share is highest (None when nothing is refused or there is one route)."""
+    if len(by_route) < 2:
+        return None
+    name, share = max(by_route.items(), key=lambda kv: kv[1])
+    return name if share > 0 else None
 
 
 @dataclass
@@ -169,9 +196,11 @@ def _route_draws(scenario, card, routes):
         return d["reserved_tokens"], d["input_tokens"] + d["completion_tokens"], d["latency_s"], d["api_calls"]
 
     def draw(n: int, rng: np.random.Generator):
-        """(reserved, billed, latency, API calls) for n requests of the route mix, as float64 arrays."""
+        """(reserved, billed, latency, API calls) for n requests of the route mix, as float64 arrays, and the
+        route index of each (int64)."""
         if len(routes) == 1:
-            return tuple(np.asarray(c, dtype=np.float64) for c in columns(draw_route(routes[0], n, rng, ctxs[0])))
+            cols = tuple(np.asarray(c, dtype=np.float64) for c in columns(draw_route(routes[0], n, rng, ctxs[0])))
+            return (*cols, np.zeros(n, dtype=np.int64))
         which = rng.choice(len(routes), size=n, p=shares / shares.sum())
         out = tuple(np.empty(n) for _ in range(4))
         for i, route in enumerate(routes):
@@ -180,7 +209,7 @@ def _route_draws(scenario, card, routes):
                 continue
             for dest, c in zip(out, columns(draw_route(route, idx.size, rng, ctxs[i]))):
                 dest[idx] = c
-        return out
+        return (*out, which.astype(np.int64))
 
     return draw
 
@@ -195,11 +224,12 @@ def _kernel_args(limits: np.ndarray, settings: SimSettings, horizon_s: float) ->
         fixed=settings.window.rate_window == "fixed",
         day_s=86400.0,
         day_offset=settings.window.day_offset_s,
-        mode={"none": K.MODE_NONE, "retry": K.MODE_RETRY, "pace": K.MODE_PACE}[c.kind],
+        mode={"none": K.MODE_NONE, "retry": K.MODE_RETRY, "pace": K.MODE_PACE, "openai-sdk": K.MODE_SDK}[c.kind],
         max_retries=c.max_retries,
         backoff_base=c.backoff_base_s,
         backoff_cap=c.backoff_cap_s,
         jitter=c.jitter,
+        hint={"none": K.HINT_NONE, "seconds": K.HINT_SECONDS}[c.retry_after],
         horizon=horizon_s,
     )
 
@@ -211,15 +241,18 @@ def run_stream(
     settings: SimSettings = SimSettings(),
     expected: float | None = None,
     growth: float = 0.0,
+    routes: list[str] | None = None,
 ) -> SimResult:
-    """Drive the kernel over (t, reserved, billed, latency[, api calls]) chunks (one call per request when the
-    fifth array is absent); the next chunk is produced in a worker thread while the kernel (which releases the
-    GIL) runs the current one."""
+    """Drive the kernel over (t, reserved, billed, latency[, api calls[, route index]]) chunks (one call per
+    request when the fifth array is absent, route 0 when the sixth is); `routes` names the route indices
+    (default: one route, "all"). The next chunk is produced in a worker thread while the kernel (which releases
+    the GIL) runs the current one."""
     if not horizon_s > 0:
         raise ConfigError(f"hours: the horizon must be > 0, got {horizon_s / 3600:g} h")
     lim = limits_array(limits)
     seed = settings.seed if settings.seed is not None else 0
-    state = K.KernelState(lim, horizon_s, seed=seed)
+    routes = list(routes) if routes else ["all"]
+    state = K.KernelState(lim, horizon_s, seed=seed, n_routes=len(routes))
     kargs = _kernel_args(lim, settings, horizon_s)
     bar = _progress(settings.progress, expected)
     it = iter(chunks)
@@ -232,8 +265,15 @@ def run_stream(
             fut = pool.submit(next, it, None)
             t, res, bill, lat = cur[:4]
             calls = cur[4] if len(cur) > 4 else np.ones(t.size)
+            # One route: no route array at all (the kernel then reads nothing more per request).
+            route = np.ascontiguousarray(cur[5] if len(cur) > 5 and len(routes) > 1 else np.zeros(0), dtype=np.int32)
+            if route.size and not 0 <= route.min() <= route.max() < len(routes):
+                raise ConfigError(f"route index outside 0..{len(routes) - 1} in a simulation chunk")
             state.run(
-                *(np.ascontiguousarray(a, dtype=np.float64) for a in (t, res, bill, lat, calls)), final=False, **kargs
+                *(np.ascontiguousarray(a, dtype=np.float64) for a in (t, res, bill, lat, calls)),
+                route,
+                final=False,
+                **kargs,
             )
             if bar is not None:
                 bar.update(t.size)
@@ -241,7 +281,7 @@ def run_stream(
     state.run(empty, empty, empty, empty, empty, final=True, **kargs)  # drain retries due before the horizon
     if bar is not None:
         bar.close()
-    return _result(state, limits, horizon_s, settings, growth)
+    return _result(state, limits, horizon_s, settings, growth, routes)
 
 
 def _progress(enabled: bool, expected: float | None):
@@ -260,10 +300,20 @@ def _progress(enabled: bool, expected: float | None):
 
 
 def simulate_arrays(
-    t, reserved, latency, limits: dict, horizon_s: float, billed=None, settings: SimSettings = SimSettings(), calls=None
+    t,
+    reserved,
+    latency,
+    limits: dict,
+    horizon_s: float,
+    billed=None,
+    settings: SimSettings = SimSettings(),
+    calls=None,
+    route=None,
+    routes: list[str] | None = None,
 ) -> SimResult:
     """Simulate given requests (sorted arrival times, reserved tokens, latency, and API calls per request,
-    1 unless given): for traces and tests."""
+    1 unless given): for traces and tests. `route` (indices into `routes`, the route names) labels each request
+    for the per-route counts."""
     t = np.asarray(t, dtype=np.float64)
     if t.size and np.any(np.diff(t) < 0):
         raise ConfigError("t: arrival times must be sorted")
@@ -274,9 +324,13 @@ def simulate_arrays(
     if np.any(calls < 1):
         raise ConfigError("calls: every request makes at least one API call")
     keep = t < horizon_s
-    return run_stream(
-        iter([(t[keep], reserved[keep], billed[keep], latency[keep], calls[keep])]), limits, horizon_s, settings
-    )
+    cols = [t[keep], reserved[keep], billed[keep], latency[keep], calls[keep]]
+    if route is not None:
+        route = np.broadcast_to(np.asarray(route), t.shape)
+        if not routes or (route.size and not 0 <= route.min() <= route.max() < len(routes)):
+            raise ConfigError("route: every request's route index must name one of `routes`")
+        cols.append(route[keep])
+    return run_stream(iter([tuple(cols)]), limits, horizon_s, settings, routes=routes)
 
 
 def simulate_poisson(
@@ -357,7 +411,15 @@ def simulate(scenario, catalog=None, settings: SimSettings | None = None, tier=N
             yield (t, *drawn)
 
     expected = float(np.sum(rate * np.diff(np.minimum(np.arange(rate.size + 1) * 60.0, horizon_s))))
-    return run_stream(chunks(), limits, horizon_s, settings, expected=expected, growth=scenario.traffic.monthly_growth)
+    return run_stream(
+        chunks(),
+        limits,
+        horizon_s,
+        settings,
+        expected=expected,
+        growth=scenario.traffic.monthly_growth,
+        routes=[r.name for r in online],
+    )
 
 
 def _simulate_sessions(scenario, card, online, rate, horizon_s, rng, settings, limits) -> SimResult:
@@ -374,7 +436,8 @@ def _simulate_sessions(scenario, card, online, rate, horizon_s, rng, settings, l
 
     arrivals = poisson_arrivals(rate, horizon_s, rng, settings.chunk)
     chunks = session_chunks(arrivals, online, ctxs, draw_plain, rng, horizon_s, settings.chunk, scenario.provider)
-    return run_stream(chunks, limits, horizon_s, settings, growth=scenario.traffic.monthly_growth)
+    names = [r.name for r in online]  # an agent route's refusals are its calls'
+    return run_stream(chunks, limits, horizon_s, settings, growth=scenario.traffic.monthly_growth, routes=names)
 
 
 # ---------------------------------------------------------------- traces
@@ -463,7 +526,12 @@ def replay_trace(
 
 
 def _result(
-    state: K.KernelState, limits: dict, horizon_s: float, settings: SimSettings, growth: float = 0.0
+    state: K.KernelState,
+    limits: dict,
+    horizon_s: float,
+    settings: SimSettings,
+    growth: float = 0.0,
+    routes: list[str] | None = None,
 ) -> SimResult:
     c = state.counters
     attempts = int(c[K.C_ATTEMPTS])
@@ -523,7 +591,30 @@ def _result(
         {"day": np.arange(n_day), "reserved_tokens": state.day_tok[:n_day], "billed_tokens": state.day_bill[:n_day]}
     )
     summary["peak_usage"] = _peak_usage(pm, ps, pd_, limits)
+    summary["by_route"] = _by_route(state.route_cnt, routes)
+    summary["rejected_fraction_by_route"] = {k: v["rejected_fraction"]["total"] for k, v in summary["by_route"].items()}
     return SimResult(SimSummary(**summary), pm, ps, pd_, limits, state.wait_hist.copy(), state.e2e_hist.copy())
+
+
+def _by_route(cnt: np.ndarray, routes: list[str] | None) -> dict:
+    """Per route: requests, attempts, refusals by limit and their share of the route's attempts, and the share
+    of its requests that failed for good (refused and not retried, or still waiting in the client at the end)."""
+    names = list(routes) if routes else ["all"]
+    out = {}
+    for i, name in enumerate(names[: cnt.shape[0]]):
+        c = cnt[i]
+        refused = {k: int(c[K.R_REFUSED0 + j]) for j, k in enumerate(K.LIMIT_NAMES)}
+        attempts = int(c[K.R_ADMITTED]) + sum(refused.values())
+        share = {k: v / max(attempts, 1) for k, v in refused.items()}
+        share["total"] = sum(refused.values()) / max(attempts, 1)
+        out[name] = {
+            "requests": int(c[K.R_FRESH]),
+            "attempts": attempts,
+            "refused": refused,
+            "rejected_fraction": share,
+            "failed_fraction": (int(c[K.R_GAVE_UP]) + int(c[K.R_LATE])) / max(int(c[K.R_FRESH]), 1),
+        }
+    return out
 
 
 def _peak_usage(pm: pd.DataFrame, ps: pd.DataFrame, pd_: pd.DataFrame, limits: dict) -> dict:
