@@ -168,3 +168,86 @@ def test_cost_cli_cache_write(capsys):
     assert json.loads(capsys.readouterr().out)["total"] == 2.0
     assert main([*argv, "--completion-tokens", "0", "--cache-retention", "1h", "--on", "2026-11-29", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["total"] == 4.0
+
+
+# --- the catalog current to December 2026 (issue 22) -------------------------------------------------------------
+@pytest.mark.parametrize(
+    "provider, model, hit, miss, out",
+    [
+        ("moonshot", "kimi-k2.7-code", "0.19", "0.95", "4.00"),
+        ("moonshot", "kimi-k2.7-code-highspeed", "0.38", "1.90", "8.00"),
+        ("openrouter", "moonshotai/kimi-k2.7-code", "0.19", "0.95", "4.00"),
+    ],
+)
+def test_k27_code_rows(cat, provider, model, hit, miss, out):
+    c = cat.price(model, provider, on=D(2026, 12, 3))
+    assert (c.input_cache_hit, c.input_cache_miss, c.output) == (Decimal(hit), Decimal(miss), Decimal(out))
+    assert c.context_window == 262_144 and c.reasoning == "always" and not c.paid_cache_writes
+    assert c.official is False and "PR #" in c.source and c.effective_from is not None and c.verified_on
+    # Moonshot's Batch API takes only K2.6 and K2.5: no batch price is invented for K2.7 Code.
+    assert c.batch_multiplier is None
+
+
+def test_k27_highspeed_is_twice_the_standard_rates(cat):
+    std, fast = (cat.price(m, on=D(2026, 12, 3)) for m in ("kimi-k2.7-code", "kimi-k2.7-code-highspeed"))
+    assert (fast.input_cache_hit, fast.input_cache_miss, fast.output) == tuple(
+        2 * v for v in (std.input_cache_hit, std.input_cache_miss, std.output)
+    )
+    with pytest.raises(CatalogError, match="no price in force"):
+        cat.price("kimi-k2.7-code", on=D(2026, 6, 11))
+
+
+def test_k3_max_output_on_moonshot_against_host_caps(cat):
+    k3 = cat.price("kimi-k3", on=D(2026, 12, 3))
+    assert k3.max_output_tokens == 1_048_576 and k3.default_max_completion_tokens == 131_072
+    assert "1048576" in k3.max_output_source and "131,072" in k3.max_output_source
+    assert "official OpenAPI" in k3.max_output_source
+
+
+def test_reasoning_effort_values_by_model_and_date(cat):
+    on = D(2026, 12, 3)
+    assert cat.price("kimi-k3", on=D(2026, 7, 16)).reasoning_effort == ("max",)
+    assert cat.price("kimi-k3", on=on).reasoning_effort == ("low", "high", "max")
+    # The two K3 cards differ only in what reasoning_effort accepts: prices are the same on both days.
+    a, b = cat.price("kimi-k3", on=D(2026, 7, 16)), cat.price("kimi-k3", on=on)
+    assert (a.input_cache_hit, a.input_cache_miss, a.output, a.input_cache_write_1h) == (
+        b.input_cache_hit,
+        b.input_cache_miss,
+        b.output,
+        b.input_cache_write_1h,
+    )
+    assert cat.price("kimi-k3.1-pro", on=on).reasoning_effort == ()  # accepted, values not documented
+    assert cat.price("kimi-k2.6", on=on).reasoning_effort is None  # K2.6 rejects it
+    assert cat.price("@cf/moonshotai/kimi-k2.6", "cloudflare", on=on).reasoning_effort == ("low", "medium", "high")
+    for c in cat.cards:
+        if c.reasoning_effort is not None or (c.provider, c.region, c.model) == ("moonshot", "intl", "kimi-k2.6"):
+            assert c.reasoning_effort_source, c.model
+
+
+def test_route_budget_above_max_output_is_an_error(cat):
+    from types import SimpleNamespace
+
+    from kimiplan.catalog.resolve import max_completion
+    from kimiplan.errors import ScenarioError
+
+    card = cat.price("kimi-k3", on=D(2026, 12, 1))
+    big = SimpleNamespace(name="big", max_completion_tokens=2_000_000)
+    with pytest.raises(ScenarioError, match="2,000,000 is above the 1,048,576"):
+        max_completion(None, big, card)
+    assert max_completion(None, SimpleNamespace(name="ok", max_completion_tokens=1_048_576), card) == 1_048_576
+    assert max_completion(None, SimpleNamespace(name="default", max_completion_tokens=None), card) == 131_072
+
+
+def test_prices_json_carries_notes_and_reported_retirement(capsys):
+    assert main(["prices", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    by = {(r["provider"], r["region"], r["model"], r["effective_from"]): r for r in rows}
+    k25 = next(r for (p, reg, m, _), r in by.items() if (p, reg, m) == ("moonshot", "intl", "kimi-k2.5"))
+    assert k25["retired_on"] is None and k25["reported_retired_on"] == "2026-08-31"
+    assert "not confirmed officially" in k25["notes"].lower() or "Not confirmed officially" in k25["notes"]
+    k27 = next(r for (p, reg, m, _), r in by.items() if m == "kimi-k2.7-code" and p == "moonshot")
+    assert k27["notes"] and k27["source"] and k27["official"] is False and k27["verified_on"] == "2026-08-27"
+    k3 = [r for (p, reg, m, _), r in by.items() if m == "kimi-k3"]
+    assert {r["max_output_tokens"] for r in k3} == {1_048_576} and all(r["max_output_source"] for r in k3)
+    for r in rows:  # every row names its source and date
+        assert r["source"] and r["verified_on"] and isinstance(r["official"], bool), r["model"]

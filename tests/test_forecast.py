@@ -387,3 +387,19 @@ def test_report_sections(catalog):
     titles = [t for t, _ in sections]
     assert titles[0].startswith("Monthly spend forecast") and any("drivers" in t for t in titles)
     assert all(isinstance(t, str) for t in titles)
+
+
+def test_over_capacity_warning_reads_as_money_and_a_spaced_percent(catalog):
+    """The warning a reader meets under the forecast table: the recharge as money ($3,000, not '3,000 USD') and the
+    target as the report writes percentages ('0.1 %', not '0.10%')."""
+    import re
+
+    from kimiplan.capacity.plan import plan
+    from kimiplan.io.formats import money
+
+    sc = load_scenario("support_chat")
+    fc = forecast(sc, 12, catalog=catalog, paths=50)  # Tier3 runs out within the horizon
+    up = plan(sc, catalog).upgrade
+    (w,) = [w for w in fc.warnings if "over capacity" in w]
+    assert f"cumulative recharge {money(up['recharge'], up['recharge_currency'], 0)})" in w
+    assert "refusals above 0.1 % at" in w and not re.search(r"\d%", w)

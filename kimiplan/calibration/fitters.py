@@ -866,8 +866,41 @@ def _pace(g: pd.DataFrame) -> float | None:
     return float((len(t) - 1) / max(span, 1.0) * 60.0)
 
 
-def fit_calibration(df: pd.DataFrame, *, model: str | None = None, notes: str = "", card=None) -> Calibration:
-    return CalibrationFitter().fit(df, model=model, notes=notes, card=card).calibration_
+def fit_calibration(
+    df: pd.DataFrame,
+    *,
+    model: str | None = None,
+    notes: str = "",
+    card=None,
+    sessions: pd.DataFrame | None = None,
+) -> Calibration:
+    """Fit every route of `df` (samples). `sessions` (`LogSummary.sessions`: per route runs, steps per run,
+    conversations, turns, growth per turn) adds steps per run and history growth to the routes it names."""
+    cal = CalibrationFitter().fit(df, model=model, notes=notes, card=card).calibration_
+    if sessions is None or sessions.empty:
+        return cal
+    routes = dict(cal.routes)
+    for r in sessions.to_dict(orient="records"):
+        name = str(r["route"])
+        if name not in routes:
+            continue
+        extra = {}
+        if r["runs"]:
+            extra["steps_per_run"] = _mean_estimate(r["steps_per_run"], r["steps_sd"], int(r["runs"]))
+        if r["conversations"]:
+            extra["turns_per_conversation"] = _mean_estimate(
+                r["turns_per_conversation"], r["turns_sd"], int(r["conversations"])
+            )
+        if r["growth_n"]:
+            extra["history_growth_tokens"] = _mean_estimate(r["growth_per_turn"], r["growth_sd"], int(r["growth_n"]))
+        routes[name] = routes[name].model_copy(update=extra)
+    return cal.model_copy(update={"routes": routes})
+
+
+def _mean_estimate(mean: float, sd: float | None, n: int) -> Estimate:
+    """A mean with its 95 % normal confidence interval (a single value: the interval is the point)."""
+    half = 0.0 if n < 2 or sd is None or sd != sd else Z95 * float(sd) / math.sqrt(n)
+    return Estimate(value=float(mean), ci=(float(mean) - half, float(mean) + half), n=n)
 
 
 def cost_uncertainty(calibration: Calibration) -> dict[str, float]:

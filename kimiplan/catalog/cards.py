@@ -85,12 +85,15 @@ class PriceCard(_Provenance):
     batch_source: str = ""
     context_window: int = Field(gt=0)
     default_max_completion_tokens: int | None = Field(default=None, gt=0)
+    # The most a request may ask for (max_completion_tokens) on this route; hosts of the same weights differ.
     max_output_tokens: int | None = Field(default=None, gt=0)
+    max_output_source: str = ""
     # "optional": thinking can be switched on and off (K2.6); "always": reasoning always on (K3 family).
     reasoning: Literal["optional", "always"] | None = None
     # None: the model takes no reasoning_effort (K2.6 rejects it); a list: accepted, with these values (empty:
     # accepted, values not documented).
     reasoning_effort: tuple[str, ...] | None = None
+    reasoning_effort_source: str = ""
     # True: the source says prices exclude taxes (add the scenario's tax_rate); None: the source does not say.
     prices_exclude_tax: bool | None = None
     retired_on: dt.date | None = None
@@ -501,16 +504,21 @@ class Catalog:
                     "max_output_tokens": c.max_output_tokens,
                     "reasoning": c.reasoning,
                     "reasoning_effort": None if c.reasoning_effort is None else list(c.reasoning_effort),
+                    "reasoning_effort_source": c.reasoning_effort_source,
                     "prices_exclude_tax": c.prices_exclude_tax,
                     "effective_from": c.effective_from,
                     "effective_to": c.effective_to,
                     "retired_on": c.retired_on,
+                    # A third party's retirement date, not confirmed officially (retired_on stays empty then).
+                    "reported_retired_on": c.reported_retired_on,
                     "verified_on": c.verified_on,
                     "official": c.official,
                     "source": c.source,
+                    "max_output_source": c.max_output_source,
                     "cache_write_source": c.cache_write_source,
                     "web_search_source": c.web_search_source,
                     "batch_source": c.batch_source,
+                    "notes": c.notes,
                 }
             )
         return pd.DataFrame(rows)

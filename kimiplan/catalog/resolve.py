@@ -47,10 +47,18 @@ def rate_tier(scenario: Scenario, catalog: Catalog | None = None, on: dt.date | 
 
 
 def max_completion(scenario: Scenario, route: Route, card: PriceCard | None = None) -> int:
-    """The budget a request of `route` carries: its own, else the model default."""
-    if route.max_completion_tokens is not None:
-        return route.max_completion_tokens
+    """The budget a request of `route` carries: its own, else the model default. A budget above what the
+    route's provider lets a request ask for (`max_output_tokens`, e.g. K3: 1,048,576 on Moonshot's own API)
+    is an error naming both."""
     card = card or price_card(scenario)
+    if route.max_completion_tokens is not None:
+        cap = card.max_output_tokens
+        if cap is not None and route.max_completion_tokens > cap:
+            raise ScenarioError(
+                f"route {route.name!r}: max_completion_tokens {route.max_completion_tokens:,} is above the "
+                f"{cap:,} that {card.model!r} ({card.provider}) accepts ({card.max_output_source or card.source})"
+            )
+        return route.max_completion_tokens
     if card.default_max_completion_tokens is None:
         raise ScenarioError(
             f"route {route.name!r}: max_completion_tokens is not set and model {scenario.model!r} "

@@ -27,12 +27,29 @@ def _filter(df, args):
     return df
 
 
+_COUNTS = ("context_window", "default_max_completion_tokens", "max_output_tokens", "concurrency", "rpm", "tpm")
+_COUNTS += ("tpd", "rpd", "neurons_input_per_m", "free_neurons_per_day")
+
+
+def _records(df) -> list[dict]:
+    """Rows as plain values: dates as YYYY-MM-DD (facts are dated by day), counts as integers, missing as null."""
+
+    def plain(k, v):
+        if v is None or (isinstance(v, float) and v != v):
+            return None
+        if k in _COUNTS and isinstance(v, float):
+            return int(v)
+        return v
+
+    return [{k: plain(k, v) for k, v in r.items()} for r in df.to_dict(orient="records")]
+
+
 def cmd_prices(args) -> int:
     from kimiplan.catalog.cards import load_catalog
 
     df = _filter(load_catalog(args.catalog).prices_frame(parse_date(args.on)), args)
     if args.json:
-        print_json(df)
+        print_json(_records(df))
     else:
         print_table(
             df[
@@ -69,7 +86,7 @@ def cmd_tiers(args) -> int:
 
     df = _filter(load_catalog(args.catalog).tiers_frame(parse_date(args.on)), args)
     if args.json:
-        print_json(df)
+        print_json(_records(df))
     else:
         print_table(
             df[

@@ -32,6 +32,7 @@ def cmd_forecast(args) -> int:
         calibration_samples=args.calibration_samples,
         currency=args.currency,
     )
+    focus = _write_focus(fc, args.focus) if args.focus else None
     ex = None
     topup = None
     topups = _topups(args.topup)
@@ -64,6 +65,8 @@ def cmd_forecast(args) -> int:
             }
         )
         return 0
+    if focus is not None:
+        print(f"wrote {args.focus}: {len(focus):,} FOCUS 1.3 rows (route x meter x month x quantile; list prices)")
     print(
         f"{scenario.name}: {scenario.provider}/{scenario.resolved_region} {scenario.model}, "
         f"{len(fc.months)} months from {fc.months[0]}, {fc.settings['paths']:,} paths, seed {fc.settings['seed']}, "
@@ -275,6 +278,11 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--xlsx", metavar="OUT.xlsx", help="Excel workbook: one sheet per view plus assumptions")
     p.add_argument("--csv", metavar="OUT.csv", help="CSV of the monthly view")
+    p.add_argument(
+        "--focus",
+        metavar="OUT.csv|OUT.parquet",
+        help="the forecast as FOCUS 1.3 Cost and Usage rows (route x meter x month x quantile; x_Forecast=true)",
+    )
     p.add_argument("--catalog", action="append", default=[], metavar="FILE")
     p.set_defaults(func=cmd_forecast)
 
@@ -319,3 +327,13 @@ def register(sub) -> None:
     b.add_argument("--json", action="store_true")
     b.add_argument("--catalog", action="append", default=[], metavar="FILE")
     b.set_defaults(func=cmd_backtest)
+
+
+def _write_focus(fc, path):
+    """The forecast as FOCUS 1.3 Cost and Usage rows, written to `path` (.csv or .parquet)."""
+    from kimiplan.finance.focus import focus_frame
+    from kimiplan.io.export import to_focus
+
+    rows = focus_frame(fc)
+    to_focus(rows, path)
+    return rows

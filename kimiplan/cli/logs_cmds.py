@@ -55,7 +55,9 @@ def cmd_calibrate(args) -> int:
 
     args.by = "route"
     s = _summarize(args, samples=args.samples)
-    cal = fit_calibration(s.samples, model=args.fit_model, notes=f"from call log {args.path} ({s.mapping})")
+    cal = fit_calibration(
+        s.samples, model=args.fit_model, notes=f"from call log {args.path} ({s.mapping})", sessions=s.sessions
+    )
     out = cal.save(args.output)
     print(s.headline())
     print(f"wrote {out}: {len(cal.routes)} route(s) from {cal.n_samples:,} sampled calls")
@@ -79,11 +81,15 @@ def cmd_mappings(args) -> int:
 
 
 def _common(p) -> None:
-    p.add_argument("path", help="a log file, a glob ('logs/*.parquet') or a folder: Parquet, CSV or JSONL, .gz ok")
+    p.add_argument(
+        "path",
+        help="a log file, a glob ('logs/*.parquet') or a folder: Parquet, CSV or JSONL (.gz, .zst ok), or "
+        "OpenTelemetry spans (OTLP JSON lines, or Parquet converted from them)",
+    )
     p.add_argument(
         "--mapping",
-        help="column mapping: openai, litellm, kimiplan-calls, kimiplan-samples, kimiplan-usage or a YAML file "
-        "(default: guessed from the columns)",
+        help="column mapping: openai, litellm, kimiplan-calls, kimiplan-samples, kimiplan-usage, otel-genai or a "
+        "YAML file (default: guessed from the columns)",
     )
     p.add_argument("--model", help="model of rows that name none (e.g. a daily usage log), exact ID")
     p.add_argument("--provider", default="moonshot")

@@ -83,13 +83,42 @@ def synthetic_usage_log(
     return out
 
 
-def read_daily_usage(path: str | Path) -> pd.DataFrame:
-    """A daily usage log (CSV: one row per day and route with requests and token sums; see LOG_COLUMNS)."""
+def read_daily_usage(
+    path: str | Path, scenario: Scenario | None = None, catalog: Catalog | None = None
+) -> pd.DataFrame:
+    """A daily usage log (CSV: one row per day and route with requests and token sums; see LOG_COLUMNS), or
+    actuals in FOCUS shape (CSV or Parquet with FOCUS columns; `kimiplan.finance.focus.usage_from_focus`).
+    FOCUS has no request count: without an `x_Requests` column, requests are estimated from the scenario's
+    expected prompt tokens per request of each route (pass `scenario`)."""
     try:
-        df = pd.read_csv(path)
-    except (OSError, pd.errors.ParserError) as exc:
+        df = pd.read_parquet(path) if str(path).lower().endswith(".parquet") else pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise ConfigError(f"cannot read usage log {str(path)!r}: {exc}") from None
+    if "ChargePeriodStart" in df.columns:
+        from kimiplan.finance.focus import usage_from_focus
+
+        df = usage_from_focus(df, str(path))
+        if not df.pop("requests_known").all():
+            df = _estimate_requests(df, scenario, catalog, str(path))
     return _check_log(df, str(path))
+
+
+def _estimate_requests(df: pd.DataFrame, scenario, catalog, origin: str) -> pd.DataFrame:
+    if scenario is None:
+        raise ConfigError(f"{origin}: FOCUS rows carry no request count (x_Requests); pass the scenario to estimate it")
+    from kimiplan.workload.draws import expected_tokens
+
+    card = price_card(scenario, catalog)
+    exp = expected_tokens(scenario, card)
+    per_req = dict(zip([r.name for r in scenario.routes], exp["input_tokens"]))
+    df = df.copy()
+    est = [
+        max(1, round(p / per_req[r])) if r in per_req and per_req[r] > 0 else 0
+        for r, p in zip(df["route"], df["prompt_tokens"])
+    ]
+    df["requests"] = [n if n > 0 else e for n, e in zip(df["requests"], est)]
+    df["source"] = df["source"] + ": requests estimated from the scenario's prompt tokens per request"
+    return df
 
 
 def _check_log(df: pd.DataFrame, origin: str = "usage log") -> pd.DataFrame:
@@ -199,7 +228,9 @@ def backtest(
     _check_range("token_window", token_window, 1, 120, integer=True)
     _check_range("level", level, 0.01, 0.999)
     catalog = catalog or load_catalog()
-    log = read_daily_usage(usage_log) if isinstance(usage_log, (str, Path)) else _check_log(usage_log)
+    log = (
+        read_daily_usage(usage_log, scenario, catalog) if isinstance(usage_log, (str, Path)) else _check_log(usage_log)
+    )
     routes = {r.name: r for r in scenario.routes}
     unknown = sorted(set(log["route"]) - set(routes))
     if unknown:

@@ -49,7 +49,7 @@ from kimiplan.finance.cost import (
     neurons_per_token,
     price_multiplier,
 )
-from kimiplan.io.formats import percent
+from kimiplan.io.formats import money, percent
 from kimiplan.model.scenario import COMPONENTS, Scenario
 from kimiplan.workload.draws import cached_means, draw_route, route_context
 
@@ -313,8 +313,6 @@ class Forecast:
         return "every month ok" if bad.empty else f"from {bad['month'].iloc[0]}: {bad['status'].iloc[0]}"
 
     def __repr__(self) -> str:
-        from kimiplan.io.formats import money
-
         m = self.monthly
         return (
             f"<Forecast {self.scenario.name}: {len(self.months)} months from {self.months[0]}, "
@@ -324,7 +322,6 @@ class Forecast:
 
     def summary(self):
         """The forecast at a glance: totals and the monthly table (expected, band, budget, status)."""
-        from kimiplan.io.formats import money
         from kimiplan.io.tables import SummaryTable
 
         m = self.monthly
@@ -970,12 +967,13 @@ def _with_capacity(
     if over.any():
         first = out.loc[over, "month"].iloc[0]
         move = (
-            f"; move to {up['to']} (cumulative recharge {up['recharge']:,.0f} {up['recharge_currency']})"
+            f"; move to {up['to']} (cumulative recharge {money(up['recharge'], up['recharge_currency'], 0)})"
             if (up is not None and up.get("to") is not None and up.get("recharge") is not None)
             else ""
         )
+        target = percent(cap.target, trim=True)
         warnings_.append(
-            f"from {first}: over capacity on {cap.tier} (refusals above {cap.target:.2%} at the busiest minute){move}"
+            f"from {first}: over capacity on {cap.tier} (refusals above {target} at the busiest minute){move}"
         )
     return out
 

@@ -109,6 +109,23 @@ def to_csv(df: pd.DataFrame, path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False), ".csv")
 
 
+def to_focus(df: pd.DataFrame, path: str | Path) -> Path:
+    """FOCUS-shaped rows (`kimiplan.finance.focus.focus_frame`) as CSV or Parquet, by the file's extension.
+    Times are ISO 8601 UTC strings (FOCUS DateTimeFormat); numbers are written in full, never in e-notation."""
+    path = Path(path)
+    kind = path.suffix.lower()
+    if kind not in (".csv", ".parquet"):
+        raise ConfigError(f"FOCUS file {str(path)!r}: use a .csv or .parquet name")
+    if kind == ".csv":
+        nums = df.select_dtypes("number").columns
+        shown = df.copy()
+        for c in nums:  # fixed notation: 1.2e-05 would not read back as a FOCUS decimal everywhere
+            shown[c] = [None if v != v else format(float(v), ".12f").rstrip("0").rstrip(".") for v in df[c]]
+        shown["x_Forecast"] = shown["x_Forecast"].map({True: "true", False: "false"})
+        return atomic_write(path, lambda tmp: shown.to_csv(tmp, index=False), ".csv", what="FOCUS file")
+    return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False), ".parquet", what="FOCUS file")
+
+
 def assumptions_frame(fc) -> pd.DataFrame:
     """Scenario settings, forecast settings and every price card used, with its source and verified_on date."""
     sc = fc.scenario

@@ -28,6 +28,7 @@ FIELDS: dict[str, tuple[str, bool]] = {
     "model": ("VARCHAR", False),
     "prompt_tokens": ("BIGINT", True),
     "cached_tokens": ("BIGINT", False),
+    "cache_write_tokens": ("BIGINT", False),
     "completion_tokens": ("BIGINT", True),
     "reasoning_tokens": ("BIGINT", False),
     "web_search_calls": ("BIGINT", False),
@@ -38,6 +39,8 @@ FIELDS: dict[str, tuple[str, bool]] = {
     "finish_reason": ("VARCHAR", False),
     "max_completion_tokens": ("BIGINT", False),
     "batch": ("BOOLEAN", False),
+    "conversation_id": ("VARCHAR", False),
+    "run_id": ("VARCHAR", False),
 }
 
 FIELD_DOCS = {
@@ -46,6 +49,8 @@ FIELD_DOCS = {
     "model": "exact model ID as priced in the catalog (default: the mapping's or the caller's model)",
     "prompt_tokens": "usage.prompt_tokens, cached tokens included (Kimi semantics)",
     "cached_tokens": "usage.cached_tokens (default 0)",
+    "cache_write_tokens": "prompt tokens written to a paid prompt cache (K3 family; priced at the 5-minute write "
+    "price; K2.x writes are ordinary input). Default 0",
     "completion_tokens": "usage.completion_tokens, reasoning included",
     "reasoning_tokens": "reasoning part of completion_tokens (default unknown: counted as 0 reasoning)",
     "web_search_calls": "$web_search calls billed (default 0)",
@@ -56,6 +61,8 @@ FIELD_DOCS = {
     "finish_reason": "stop, length, tool_calls ... (length marks truncated, censored outputs for calibration)",
     "max_completion_tokens": "the call's budget",
     "batch": "billed at the Batch API price (default false)",
+    "conversation_id": "the conversation a call belongs to: turns per conversation and history growth per turn",
+    "run_id": "the agent run a call is a step of: steps per run",
 }
 
 
@@ -77,12 +84,17 @@ class LogMapping(BaseModel):
 
     name: str = Field(min_length=1)
     description: str = ""
-    #: csv, json (one object per line) or parquet; None: from the file extension
-    format: Literal["csv", "json", "parquet"] | None = None
+    #: csv, json (one object per line), parquet, or otlp (OpenTelemetry spans: OTLP JSON lines, or Parquet
+    #: converted from them); None: from the file extension (and, for JSON and Parquet, the columns)
+    format: Literal["csv", "json", "parquet", "otlp"] | None = None
     #: how numeric times are written: seconds, milliseconds or microseconds since 1970 (strings are ISO 8601)
     time_unit: Literal["s", "ms", "us"] = "s"
     #: rows stand for several requests each (daily sums): token and latency percentiles are not computed
     aggregated: bool = False
+    #: whether prompt_tokens include cached_tokens and cache_write_tokens: "inclusive" (Kimi's usage, the
+    #: OpenTelemetry conventions), "exclusive" (prompt = input + cache read + cache write), or "auto" (OTLP only:
+    #: per instrumentation scope, exclusive when a span shows cached > input, which inclusive counting cannot)
+    input_counting: Literal["inclusive", "exclusive", "auto"] = "inclusive"
     columns: dict[str, tuple[Source, ...]]
 
     @field_validator("columns", mode="before")
@@ -129,8 +141,8 @@ def builtin_mappings() -> dict[str, Path]:
 
 
 def load_mapping(spec: str | Path | LogMapping | dict) -> LogMapping:
-    """A shipped mapping by name (`openai`, `litellm`, `kimiplan-calls`, `kimiplan-samples`, `kimiplan-usage`),
-    a YAML file, a dict or a LogMapping."""
+    """A shipped mapping by name (`openai`, `litellm`, `kimiplan-calls`, `kimiplan-samples`, `kimiplan-usage`,
+    `otel-genai`), a YAML file, a dict or a LogMapping."""
     if isinstance(spec, LogMapping):
         return spec
     origin = "mapping"
@@ -157,6 +169,10 @@ def load_mapping(spec: str | Path | LogMapping | dict) -> LogMapping:
 def guess_mapping(columns: list[str]) -> str:
     """The shipped mapping whose required columns a log has (its top-level column names)."""
     cols = set(columns)
+    from kimiplan.logs.otel import is_otlp_columns
+
+    if is_otlp_columns(columns):
+        return "otel-genai"
     if {"run_id", "status"} <= cols:
         return "kimiplan-samples"
     if {"date", "route", "requests", "prompt_tokens"} <= cols:

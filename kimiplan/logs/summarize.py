@@ -19,6 +19,7 @@ import decimal
 import glob as _glob
 import gzip
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,11 +27,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from kimiplan.catalog.cards import Catalog, load_catalog
 from kimiplan.errors import CatalogError, ConfigError
 from kimiplan.logs.mapping import FIELDS, LogMapping, Source, guess_mapping, load_mapping
+from kimiplan.logs.otel import DERIVED, build_views, detect_exclusive_scopes, is_otlp_columns, materialize
 
 MILLION = Decimal(1_000_000)
 PRICE_SCALE = Decimal("1e-12")
@@ -97,6 +100,8 @@ def _ident(s: str) -> str:
 
 def _reader(files: list[str], fmt: str, text: bool = False) -> str:
     lst = "[" + ", ".join(_q(f) for f in files) + "]"
+    if fmt == "otlp":  # spans read once into a temp table (kimiplan.logs.otel)
+        return "kp_otlp"
     if fmt == "parquet":
         return f"read_parquet({lst}, filename=true, file_row_number=true, union_by_name=true)"
     if fmt == "csv":
@@ -116,16 +121,28 @@ def _reader(files: list[str], fmt: str, text: bool = False) -> str:
     )
 
 
-def _json_keys(path: str) -> list[str]:
-    opener = gzip.open if path.lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError:
-                    return []
-                return list(obj) if isinstance(obj, dict) else []
+def _json_keys(path: str, con=None) -> list[str]:
+    """The top-level keys of the first non-blank line (zstd files are read through DuckDB)."""
+    if path.lower().endswith(".zst") and con is not None:
+        row = con.execute(
+            f"SELECT line FROM read_csv({_q(path)}, columns={{'line': 'VARCHAR'}}, header=false, delim='\\x1f', "
+            "quote='', escape='', auto_detect=false) WHERE line IS NOT NULL LIMIT 1"
+        ).fetchone()
+        lines = [row[0]] if row else []
+    else:
+        opener = gzip.open if path.lower().endswith(".gz") else open
+        fh = opener(path, "rt", encoding="utf-8")
+        lines = (line for line in fh if line.strip())
+    for line in lines:
+        # Only the first line is read: a first line cut mid-way (one request of a crashed collector) still shows
+        # its first key.
+        if line.lstrip().startswith('{"resourceSpans"'):
+            return ["resourceSpans"]
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            return []
+        return list(obj) if isinstance(obj, dict) else []
     return []
 
 
@@ -146,6 +163,7 @@ class _Plan:
     columns: dict[str, str]  # source column -> DuckDB type ('' when unknown: JSON)
     fields: dict[str, str | None]  # kimiplan field -> SQL expression (None: absent)
     origin: str
+    known_models: list[str] | None = None  # set: a call of another model is a bad row (OTLP)
 
 
 def _path_expr(path: str, plan_fmt: str, columns: dict[str, str]) -> str | None:
@@ -211,6 +229,7 @@ def _literal(v: Any) -> str:
 _DEFAULTS = {
     "route": "'default'",
     "cached_tokens": "0::BIGINT",
+    "cache_write_tokens": "0::BIGINT",
     "web_search_calls": "0::BIGINT",
     "requests": "1::BIGINT",
     "batch": "false",
@@ -247,14 +266,21 @@ def _canon_sql(p: _Plan, model: str | None, with_rownum: bool = False, text: boo
         ok_json = "_json_ok"
     else:
         src = _reader(p.files, p.fmt, text=text)
-        ok_json = "true"
+        ok_json = "_json_ok" if p.fmt == "otlp" else "true"
         if with_rownum:
-            rn = "file_row_number + 1" if p.fmt == "parquet" else "row_number() OVER (PARTITION BY filename)"
+            rn = {"parquet": "file_row_number + 1", "otlp": "_line"}.get(
+                p.fmt, "row_number() OVER (PARTITION BY filename)"
+            )
             src = f"(SELECT *, {rn} AS _rn FROM {src})"
     # The reason is a small integer (cheap to carry and count); REASONS holds the words.
     reason = "CASE " + " ".join(f"WHEN {c} THEN {i}" for i, (c, _) in enumerate(_reasons(ok_json))) + " END"
     extra = ", _rn" if with_rownum else ""
     canon = f"SELECT filename AS _file{extra}, {ok_json} AS _json_ok, {', '.join(sel)} FROM {src}"
+    unknown = "false"
+    if p.known_models is not None:
+        names = "[" + ", ".join(_q(n) for n in sorted(p.known_models)) + "]::VARCHAR[]"
+        unknown = f"(model IS NULL OR NOT list_contains({names}, model))"
+    canon = f"SELECT *, {unknown} AS _unknown_model FROM ({canon})"
     # The UTC day as a day number: far cheaper per row than a time-zone-aware cast to DATE.
     return f"SELECT *, {reason} AS _reason, epoch_us(time) // 86400000000 AS _day FROM ({canon})"
 
@@ -273,11 +299,17 @@ def _reasons(ok_json: str = "true") -> list[tuple[str, str]]:
             (f"{ok_call} AND ({name} IS NULL OR {name} < 0)", f"{name}: missing, negative or not a whole number")
         )
     out += [
+        (f"{ok_call} AND cache_write_tokens < 0", "cache_write_tokens: negative or not a whole number"),
         (f"{ok_call} AND cached_tokens > prompt_tokens", "cached_tokens: above prompt_tokens (which include them)"),
+        (
+            f"{ok_call} AND cached_tokens + coalesce(cache_write_tokens, 0) > prompt_tokens",
+            "cache_write_tokens: cache read + cache write above prompt_tokens (which include both)",
+        ),
         (f"{ok_call} AND reasoning_tokens < 0", "reasoning_tokens: negative"),
         (f"{ok_call} AND reasoning_tokens > completion_tokens", "reasoning_tokens: above completion_tokens"),
         ("ttft_s < 0 OR NOT isfinite(ttft_s)", "ttft_s: negative or not finite"),
         ("latency_s < 0 OR NOT isfinite(latency_s)", "latency_s: negative or not finite"),
+        (f"{ok_call} AND _unknown_model", "model: missing or not in the catalog (provider and region)"),
     ]
     return out
 
@@ -321,6 +353,9 @@ def price_table(catalog: Catalog, provider: str, region: str | None) -> pd.DataF
                     "p_miss": card.input_cache_miss * m,
                     "p_out": card.output * m,
                     "p_web": card.web_search_per_call,  # a per-call fee: no batch discount
+                    # A paid cache write (K3 family) at its 5-minute price (spans do not say the retention);
+                    # K2.x: the cache-miss price, a written prefix being ordinary input.
+                    "p_write": card.cache_write_price("5m") * m,
                 }
                 for k, v in prices.items():
                     if v != v.quantize(PRICE_SCALE):
@@ -365,6 +400,10 @@ class LogSummary:
     provider: str = "moonshot"
     region: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: OpenTelemetry spans that are not Kimi calls with usage (agent and tool spans, other providers ...), by reason
+    skipped: dict[str, int] = field(default_factory=dict)
+    #: per route: agent runs and steps per run, conversations, turns and prompt growth per turn (None: no ids)
+    sessions: pd.DataFrame | None = None
 
     @property
     def rejected_rows(self) -> int:
@@ -413,6 +452,10 @@ class LogSummary:
                 )
             ),
             "notes": self.notes,
+            "skipped_spans": self.skipped,
+            "sessions": None
+            if self.sessions is None
+            else json.loads(self.sessions.to_json(orient="records", double_precision=10)),
         }
 
     def headline(self) -> str:
@@ -438,6 +481,18 @@ class LogSummary:
                 "not priced (no card in force on the call's day, or no Batch price): "
                 + ", ".join(f"{k} {v:,} requests" for k, v in sorted(self.unpriced.items()))
             )
+        if self.sessions is not None:
+            for r in self.sessions.itertuples():
+                parts = []
+                if r.runs:
+                    parts.append(
+                        f"{r.runs:,} agent runs, {r.steps_per_run:,.2f} steps per run (p90 {r.steps_p90:,.0f})"
+                    )
+                if r.conversations:
+                    g = "" if r.growth_n == 0 else f", prompt +{r.growth_per_turn:,.0f} tokens per turn"
+                    parts.append(f"{r.conversations:,} conversations, {r.turns_per_conversation:,.2f} turns each{g}")
+                if parts:
+                    lines.append(f"route {r.route}: " + "; ".join(parts))
         lines += self.notes
         return "\n".join(lines)
 
@@ -506,7 +561,7 @@ def summarize_log(
             con.execute(f"SET temp_directory = {_q(temp_directory)}")
         con.execute(_MACROS)
         if fmt == "json":
-            columns = {k: "" for k in _json_keys(files[0])}
+            columns = {k: "" for k in _json_keys(files[0], con)}
         else:
             try:
                 desc = con.execute(f"DESCRIBE SELECT * FROM {_reader(files, fmt)}").fetchall()
@@ -514,10 +569,27 @@ def summarize_log(
                 raise ConfigError(f"log {origin}: cannot be read as {fmt}: {exc}") from None
             columns = {r[0]: r[1] for r in desc if r[0] not in ("filename", "file_row_number")}
         m = load_mapping(mapping if mapping is not None else guess_mapping(list(columns)))
+        prices = price_table(catalog, provider, region)
+        otlp = None
+        if m.format == "otlp" or (m.format is None and is_otlp_columns(list(columns))):
+            # OpenTelemetry spans: read once into a temp table of calls (the other spans counted by reason).
+            keys = [c for c in m.source_columns() if c not in DERIVED]
+            materialize(con, files, fmt, columns, keys)
+            otlp = build_views(con, list(prices["name"]))
+            fmt = "otlp"
+            desc = con.execute("DESCRIBE SELECT * FROM kp_otlp").fetchall()
+            columns = {r[0]: r[1] for r in desc}
         if m.format and m.format != fmt:
             raise ConfigError(f"log {origin}: mapping {m.name!r} reads {m.format} files, these are {fmt}")
+        if m.input_counting == "auto" and fmt != "otlp":
+            raise ConfigError(
+                f"mapping {m.name!r}: input_counting 'auto' is decided per instrumentation scope, which only "
+                "OpenTelemetry spans have; say 'inclusive' or 'exclusive'"
+            )
         div = {"s": 1, "ms": 1000, "us": 1_000_000}[m.time_unit]
         fields = {name: _field_expr(name, srcs, fmt, columns, div) for name, srcs in m.columns.items()}
+        if m.input_counting != "inclusive" and fields.get("prompt_tokens"):
+            fields["prompt_tokens"] = _exclusive_prompt(con, m, fields, otlp)
         for name, (_, required) in FIELDS.items():
             if required and fields.get(name) is None:
                 wanted = [s.column or s.sql for s in m.columns.get(name, ())]
@@ -525,14 +597,14 @@ def summarize_log(
                     f"log {origin}: column {' or '.join(map(repr, wanted))} (field {name} of mapping {m.name!r}) "
                     f"not found; the log's columns: {', '.join(sorted(columns)[:30])}"
                 )
-        plan = _Plan(files, fmt, m, columns, fields, origin)
-        prices = price_table(catalog, provider, region)
+        plan = _Plan(files, fmt, m, columns, fields, origin, list(prices["name"]) if otlp else None)
         con.register("kp_prices_df", prices)
         con.execute(
             "CREATE TEMP TABLE kp_prices AS SELECT name, "
             "epoch(valid_from::DATE)::BIGINT // 86400 AS day_from, epoch(valid_to::DATE)::BIGINT // 86400 AS day_to, "
             "batch, p_hit::DECIMAL(18,12) AS p_hit, p_miss::DECIMAL(18,12) AS p_miss, "
-            "p_out::DECIMAL(18,12) AS p_out, p_web::DECIMAL(18,12) AS p_web FROM kp_prices_df"
+            "p_out::DECIMAL(18,12) AS p_out, p_web::DECIMAL(18,12) AS p_web, p_write::DECIMAL(18,12) AS p_write "
+            "FROM kp_prices_df"
         )
         con.unregister("kp_prices_df")
         result = _aggregate(con, plan, model, by, qs, approx_percentiles)
@@ -555,6 +627,7 @@ def summarize_log(
                 )
         _check_whole_columns(plan, totals, first)
         samples = _samples(con, plan, model, table, by, samples_per_route) if samples_per_route else None
+        sessions = _sessions(con, plan, model)
     except duckdb.Error as exc:
         raise ConfigError(f"log {origin} (mapping {m.name if 'm' in locals() else '?'}): {exc}") from None
     finally:
@@ -562,6 +635,8 @@ def summarize_log(
     notes = []
     if m.aggregated:
         notes.append("rows are daily sums: no per-request percentiles")
+    if otlp is not None:
+        notes += otlp.notes()
     return LogSummary(
         table=table,
         by=by,
@@ -580,7 +655,80 @@ def summarize_log(
         provider=provider,
         region=region,
         notes=notes,
+        skipped=dict(otlp.skipped) if otlp else {},
+        sessions=sessions,
     )
+
+
+def _exclusive_prompt(con, m: LogMapping, fields: dict, otlp) -> str:
+    """prompt_tokens when input tokens exclude cached ones: input + cache read + cache write, for every row
+    (`exclusive`) or for the instrumentation scopes whose spans prove it (`auto`)."""
+    p = fields["prompt_tokens"]
+    c = fields.get("cached_tokens") or "0"
+    w = fields.get("cache_write_tokens") or "0"
+    total = f"({p}) + coalesce({c}, 0) + coalesce({w}, 0)"
+    if m.input_counting == "exclusive":
+        return total
+    exclusive, inclusive = detect_exclusive_scopes(con, p, c)
+    otlp.exclusive_scopes, otlp.inclusive_scopes = exclusive, inclusive
+    if not exclusive:
+        return p
+    scopes = "[" + ", ".join(_q(x) for x in exclusive) + "]"
+    return f"CASE WHEN list_contains({scopes}, coalesce(_scope, '')) THEN {total} ELSE {p} END"
+
+
+def _sessions(con, plan: _Plan, model) -> pd.DataFrame | None:
+    """Per route: agent runs and their steps (calls per run), conversations, their turns and the prompt's growth
+    per turn (the history a conversation accumulates). None when the log names neither runs nor conversations."""
+    if plan.fields.get("run_id") is None and plan.fields.get("conversation_id") is None:
+        return None
+    canon = _canon_sql(plan, model)
+    ok = "_reason IS NULL AND error_type IS NULL"
+    # One row per run and per conversation comes back (not per call); the means are taken with math.fsum, so
+    # they do not depend on the order DuckDB's threads add in.
+    runs = con.execute(
+        f"SELECT route, count(*) AS steps FROM ({canon}) WHERE {ok} AND run_id IS NOT NULL GROUP BY route, run_id"
+    ).df()
+    convs = con.execute(
+        f"""SELECT route, count(*) AS turns,
+               (arg_max(prompt_tokens, time) - arg_min(prompt_tokens, time)) / greatest(count(*) - 1, 1) AS growth
+        FROM ({canon}) WHERE {ok} AND conversation_id IS NOT NULL GROUP BY route, conversation_id"""
+    ).df()
+    if runs.empty and convs.empty:
+        return None
+    rows = []
+    for route in sorted(set(runs["route"]) | set(convs["route"])):
+        r = runs.loc[runs["route"] == route, "steps"].to_numpy(dtype=float)
+        c = convs[convs["route"] == route]
+        g = c.loc[c["turns"] > 1, "growth"].to_numpy(dtype=float)
+        rows.append(
+            {
+                "route": route,
+                "runs": len(r),
+                "steps_per_run": _fmean(r),
+                "steps_sd": _fsd(r),
+                "steps_p50": float(np.quantile(r, 0.5)) if len(r) else float("nan"),
+                "steps_p90": float(np.quantile(r, 0.9)) if len(r) else float("nan"),
+                "conversations": len(c),
+                "turns_per_conversation": _fmean(c["turns"].to_numpy(dtype=float)),
+                "turns_sd": _fsd(c["turns"].to_numpy(dtype=float)),
+                "growth_per_turn": _fmean(g),
+                "growth_sd": _fsd(g),
+                "growth_n": len(g),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _fmean(x) -> float:
+    return math.fsum(x) / len(x) if len(x) else float("nan")
+
+
+def _fsd(x) -> float:
+    if len(x) < 2:
+        return float("nan")
+    m = _fmean(x)
+    return math.sqrt(math.fsum((v - m) ** 2 for v in x) / (len(x) - 1))
 
 
 def _check_whole_columns(plan: _Plan, totals: dict, first: dict | None) -> None:
@@ -615,12 +763,14 @@ def _aggregate(con, plan: _Plan, model, by, qs, approx) -> tuple[pd.DataFrame, d
       coalesce(sum(requests) FILTER (WHERE _reason IS NULL AND error_type IS NOT NULL), 0) AS refused,
       histogram(error_type) FILTER (WHERE _reason IS NULL AND error_type IS NOT NULL) AS _refusals,
       coalesce(sum(cached_tokens) FILTER (WHERE {good}), 0) AS cache_hit_tokens,
-      coalesce(sum(prompt_tokens - cached_tokens) FILTER (WHERE {good}), 0) AS cache_miss_tokens,
+      coalesce(sum(prompt_tokens - cached_tokens - cache_write_tokens) FILTER (WHERE {good}), 0) AS cache_miss_tokens,
+      coalesce(sum(cache_write_tokens) FILTER (WHERE {good}), 0) AS cache_write_tokens,
       coalesce(sum(completion_tokens - coalesce(reasoning_tokens, 0)) FILTER (WHERE {good}), 0) AS output_tokens,
       coalesce(sum(coalesce(reasoning_tokens, 0)) FILTER (WHERE {good}), 0) AS reasoning_tokens,
       coalesce(sum(web_search_calls) FILTER (WHERE {good}), 0) AS web_search_calls,
       sum(cached_tokens * p.p_hit) FILTER (WHERE {priced}) AS _c_hit,
-      sum((prompt_tokens - cached_tokens) * p.p_miss) FILTER (WHERE {priced}) AS _c_miss,
+      sum((prompt_tokens - cached_tokens - cache_write_tokens) * p.p_miss) FILTER (WHERE {priced}) AS _c_miss,
+      sum(cache_write_tokens * p.p_write) FILTER (WHERE {priced}) AS _c_write,
       sum((completion_tokens - coalesce(reasoning_tokens, 0)) * p.p_out) FILTER (WHERE {priced}) AS _c_out,
       sum(coalesce(reasoning_tokens, 0) * p.p_out) FILTER (WHERE {priced}) AS _c_reason,
       sum(web_search_calls * p.p_web) FILTER (WHERE {priced}) AS _c_web,
@@ -638,6 +788,7 @@ def _aggregate(con, plan: _Plan, model, by, qs, approx) -> tuple[pd.DataFrame, d
     raw = pd.DataFrame(cur.fetchall(), columns=names)
     ctx = decimal.Context(prec=60)
     money = {"_c_hit": "cache_hit", "_c_miss": "cache_miss", "_c_out": "output", "_c_reason": "reasoning"}
+    money["_c_write"] = "cache_write"
 
     def dec(v) -> Decimal:
         return Decimal(0) if v is None or (isinstance(v, float) and v != v) else ctx.divide(Decimal(v), MILLION)
@@ -647,7 +798,14 @@ def _aggregate(con, plan: _Plan, model, by, qs, approx) -> tuple[pd.DataFrame, d
 
     exact = {k: [dec(v) for v in raw[k]] for k in money}
     web = [Decimal(0) if v is None or (isinstance(v, float) and v != v) else Decimal(v) for v in raw["_c_web"]]
-    totals_exact = [ctx.add(ctx.add(ctx.add(ctx.add(a, b), c), d), w) for a, b, c, d, w in zip(*exact.values(), web)]
+
+    def exact_sum(values) -> Decimal:
+        out = Decimal(0)
+        for v in values:
+            out = ctx.add(out, v)
+        return out
+
+    totals_exact = [exact_sum((*parts, w)) for *parts, w in zip(*exact.values(), web)]
 
     # Totals over every row, rejected ones and those without a group key included.
     def merge(col) -> dict[str, int]:
@@ -683,10 +841,14 @@ def _aggregate(con, plan: _Plan, model, by, qs, approx) -> tuple[pd.DataFrame, d
     kinds = sorted(totals["refusals"])
     for k in kinds:
         t[f"refused_{k}"] = [int((d or {}).get(k, 0)) for d in raw["_refusals"]]
-    for col in ("cache_hit_tokens", "cache_miss_tokens", "output_tokens", "reasoning_tokens", "web_search_calls"):
-        t[col] = raw[col].astype("int64")
+    writes = plan.fields.get("cache_write_tokens") is not None  # the columns show only when the log has them
+    for col in ("cache_hit_tokens", "cache_miss_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens"):
+        if col != "cache_write_tokens" or writes:
+            t[col] = raw[col].astype("int64")
+    t["web_search_calls"] = raw["web_search_calls"].astype("int64")
     for k, cls in money.items():
-        t[f"cost_{cls}"] = [float(v) for v in exact[k]]
+        if cls != "cache_write" or writes:
+            t[f"cost_{cls}"] = [float(v) for v in exact[k]]
     t["cost_web_search"] = [float(v) for v in web]
     t["cost"] = [float(v) for v in totals_exact]
     t["cost_exact"] = [tidy(v) for v in totals_exact]

@@ -170,6 +170,11 @@ class RouteCalibration(_F):
     context_growth_tokens: Estimate | None = Field(
         default=None, description="Input tokens an agent run's context grows per step, when the log has runs"
     )
+    # From the ids in a call log (all its calls, not the sample): calls per agent run, turns per conversation
+    # and the prompt tokens a conversation adds per turn (its history growth).
+    steps_per_run: Estimate | None = None
+    turns_per_conversation: Estimate | None = None
+    history_growth_tokens: Estimate | None = None
 
 
 class Calibration(_F):

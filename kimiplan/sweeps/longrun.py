@@ -161,7 +161,9 @@ def simulate_long(
     if client is None:
         if not scheduler:
             raise ConfigError("engine='dask' needs client= (a distributed.Client) or scheduler= (an address)")
-        from distributed import Client
+        from kimiplan.sweeps.run import dask_client_class
+
+        Client = dask_client_class()
 
         try:
             own = client = Client(scheduler, timeout="10s")

@@ -379,11 +379,20 @@ def _chunks(items: list, size: int) -> list[list]:
     return out
 
 
-def _run_dask(bases, items, catalog, cfg, client, scheduler, chunk_size) -> list[dict]:
+DASK_EXTRA_MESSAGE = "engine='dask' needs Dask, an optional extra: pip install 'kimiplan[dask]'"
+
+
+def dask_client_class():
+    """`distributed.Client`, or a one-line error naming the extra that installs it (Dask is optional)."""
     try:
         from distributed import Client
-    except ImportError as exc:  # pragma: no cover - a dependency
-        raise ConfigError(f"engine='dask' needs dask[distributed] installed: {exc}") from None
+    except ImportError:
+        raise ConfigError(DASK_EXTRA_MESSAGE) from None
+    return Client
+
+
+def _run_dask(bases, items, catalog, cfg, client, scheduler, chunk_size) -> list[dict]:
+    Client = dask_client_class()
     own = None
     if client is None:
         if not scheduler:
