@@ -35,6 +35,8 @@ _EXPORTS: dict[str, str] = {
     "diff": "kimiplan.review.diff",
     "check": "kimiplan.review.policy",
     "CalibrationFitter": "kimiplan.calibration.fitters",
+    "apply_calibration": "kimiplan.catalog.calibrated",
+    "load_calibration": "kimiplan.model.calibration",
     "KimiClient": "kimiplan.client",
     "write_report": "kimiplan.report.html",
     "price_card": "kimiplan.catalog.resolve",
@@ -79,6 +81,7 @@ __all__ = [  # pinned name by name in tests/test_public_api.py
     "__version__",
     "agent_capacity",
     "agent_stats",
+    "apply_calibration",
     "backtest",
     "budget_curve",
     "CalibrationFitter",
@@ -105,6 +108,7 @@ __all__ = [  # pinned name by name in tests/test_public_api.py
     "generate_call_log",
     "growth_exhaustion",
     "KimiClient",
+    "load_calibration",
     "load_catalog",
     "load_scenario",
     "model_variant",
@@ -140,6 +144,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from kimiplan.capacity.budgets import budget_curve, recommend_budgets
     from kimiplan.capacity.plan import erlang_b, growth_exhaustion, plan, tier_headroom
     from kimiplan.capacity.sim.simulate import ClientPolicy, SimSettings, simulate
+    from kimiplan.catalog.calibrated import apply_calibration
     from kimiplan.catalog.cards import load_catalog
     from kimiplan.catalog.resolve import load_scenario, price_card, rate_tier
     from kimiplan.client import KimiClient
@@ -161,6 +166,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from kimiplan.io.paths import data_path
     from kimiplan.io.tables import table
     from kimiplan.logs import generate_call_log, summarize_log
+    from kimiplan.model.calibration import load_calibration
     from kimiplan.model.scenario import parse_scenario
     from kimiplan.report.html import write_report
     from kimiplan.review.diff import diff

@@ -179,18 +179,25 @@ def test_calibration_file_round_trip_and_schema_check(recovered, tmp_path):
         load_calibration(p)
 
 
+def df_prompt_mean(df, route):
+    return float(df.loc[df["route"] == route, "prompt_tokens"].mean())
+
+
 def test_apply_calibration_replaces_route_distributions(recovered):
     _, cal = recovered
     scen = load_scenario(example_path("support_chat"))
     new = apply_calibration(scen, cal)
     ans = next(r for r in new.routes if r.name == "answer")
     assert ans.output.median == pytest.approx(cal.routes["answer"].output.lognormal.median)
-    # The emulator's hidden per-request tokens come through: every request's prompt grows by exactly that many.
+    # The emulator's hidden per-request tokens come through, and the input as sent is the measured one: the
+    # route's own draws (not the code that scaled it) average the prompt_tokens the emulator reported.
     assert ans.server_overhead_tokens == OVERHEAD
     old_ans = next(r for r in scen.routes if r.name == "answer")
     ctx = route_context(scen, old_ans)
-    grown = draw_route(ans, 100, np.random.default_rng(3), ctx)["input_tokens"]
-    assert (grown - draw_route(old_ans, 100, np.random.default_rng(3), ctx)["input_tokens"] == OVERHEAD).all()
+    d = draw_route(ans, 200_000, np.random.default_rng(3), ctx)
+    measured = df_prompt_mean(recovered[0], "answer")
+    assert d["input_tokens"].mean() == pytest.approx(measured, rel=0.01)
+    assert ans.calibrated.calls == cal.routes["answer"].n and "input" in ans.calibrated.applied
     old = next(r for r in scen.routes if r.name == "web_lookup")
     assert next(r for r in new.routes if r.name == "web_lookup") == old  # not calibrated: unchanged
     emp = apply_calibration(scen, cal, kind="empirical")

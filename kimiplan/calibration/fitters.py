@@ -17,16 +17,27 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
 from scipy import optimize, stats
 
 from kimiplan.calibration.precision import call_costs  # noqa: F401  (its home is precision; imported from here too)
 from kimiplan.catalog.providers import K26_DEFAULT_MAX_COMPLETION, truncate_completion
-from kimiplan.errors import ConfigError, ConvergenceError, validate
-from kimiplan.io.atomic import atomic_write
+from kimiplan.errors import ConfigError, ConvergenceError
+from kimiplan.model.calibration import (  # noqa: F401  (the file format; re-exported for older imports)
+    SCHEMA_VERSION,
+    Calibration,
+    CappedMean,
+    ComponentFit,
+    EmpiricalFit,
+    Estimate,
+    Law,
+    LawTest,
+    LogNormalFit,
+    MixtureFit,
+    Precision,
+    RouteCalibration,
+    load_calibration,
+)
 from kimiplan.model.dists import MAX_SIGMA, Z95
-
-SCHEMA_VERSION = 1
 
 
 # --- loading samples ---------------------------------------------------------------------------------------
@@ -496,229 +507,6 @@ class LogNormalMixtureFitter(BaseFitter):
         )
 
 
-# --- the calibration file ----------------------------------------------------------------------------------
-class _F(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Estimate(_F):
-    value: float
-    ci: tuple[float, float]
-    n: int
-
-
-class LogNormalFit(_F):
-    median: float
-    p95: float
-    median_ci: tuple[float, float]
-    p95_ci: tuple[float, float]
-    n: int
-    n_censored: int
-    ks_stat: float
-    ks_pvalue: float
-
-
-class EmpiricalFit(_F):
-    mean: float
-    quantiles: dict[str, float]
-    samples: list[int]
-
-
-class MixtureFit(_F):
-    weights: list[float]
-    medians: list[float]
-    p95s: list[float]
-    n: int
-    n_censored: int
-    ks_stat: float
-    ks_pvalue: float
-
-
-class LawTest(_F):
-    """One candidate law's goodness of fit: the censoring-aware KS test, and whether its capped mean lies within
-    the sample's own interval (z = distance in standard errors of the distribution-free restricted mean)."""
-
-    law: Literal["lognormal", "mixture", "empirical"]
-    ks_stat: float
-    ks_pvalue: float
-    capped_mean: float
-    capped_mean_z: float
-    accepted: bool
-    reason: str = ""
-
-
-class CappedMean(_F):
-    """E[min(X, budget)] under the chosen law, with an interval that covers both the sampling error of the
-    distribution-free restricted mean (`sample_value` +- z `sample_se`) and the law's distance from it."""
-
-    value: float
-    ci: tuple[float, float]
-    confidence: float
-    budget: float | None
-    sample_value: float
-    sample_se: float
-    n: int
-
-
-Law = Literal["lognormal", "mixture", "empirical"]
-
-
-class ComponentFit(_F):
-    lognormal: LogNormalFit | None = None
-    empirical: EmpiricalFit
-    mixture: MixtureFit | None = None
-    #: the law chosen by goodness of fit (None in files written before it was chosen: lognormal then)
-    law: Law | None = None
-    law_reason: str = ""
-    tests: list[LawTest] = []
-    capped_mean: CappedMean | None = None
-
-    def to_dist(self, kind: Literal["auto", "lognormal", "mixture", "empirical"] = "auto"):
-        """The fitted law as a scenario distribution: `auto` is the one goodness of fit chose."""
-        from kimiplan.model.dists import Empirical, LogNormal, Mixture
-
-        if kind == "auto":
-            kind = self.law or ("lognormal" if self.lognormal is not None else "empirical")
-        if kind == "lognormal" and self.lognormal is not None:
-            return LogNormal(median=self.lognormal.median, p95=self.lognormal.p95)
-        if kind == "mixture" and self.mixture is not None:
-            m = self.mixture
-            return Mixture(
-                components=tuple(
-                    {"weight": w, "dist": {"kind": "lognormal", "median": med, "p95": p}}
-                    for w, med, p in zip(m.weights, m.medians, m.p95s)
-                )
-            )
-        return Empirical(samples=tuple(float(v) for v in self.empirical.samples))
-
-
-class Precision(_F):
-    """The sampling uncertainty of a route's mean cost per request and mean reservation (tokens a request puts
-    on TPM: prompt + max_completion_tokens per call), and the calls that bring the cost within the target."""
-
-    confidence: float
-    target_rel_error: float
-    currency: str
-    method: str
-    #: mean cost per request in `currency`, with its bootstrap interval
-    cost_per_request: Estimate
-    cost_se: float
-    cost_cv: float
-    #: half-width of the cost interval over the mean
-    cost_rel_error: float
-    reservation_tokens: Estimate
-    reservation_se: float
-    reservation_rel_error: float
-    #: calls (in all) for +-target_rel_error at `confidence`, and how many more than were sampled
-    calls_for_target: int
-    more_calls_for_target: int
-
-
-class RouteCalibration(_F):
-    n: int
-    thinking: bool | None = None
-    max_completion_tokens: int | None = None
-    output: ComponentFit
-    reasoning: ComponentFit | None = None
-    truncation_rate: Estimate
-    cache_hit_rate: Estimate
-    cached_fraction: Estimate | None = None
-    template_overhead: Estimate | None = None
-    ttft_s: LogNormalFit | None = None
-    decode_tps: LogNormalFit | None = None
-    precision: Precision | None = None
-    #: where the prompts came from when the sampler recorded it (e.g. "synthetic: built from scenario X")
-    prompt_source: str | None = None
-    # From the ids in a call log (all its calls, not the sample): calls per agent run, turns per conversation
-    # and the prompt tokens a conversation adds per turn (its history growth).
-    steps_per_run: Estimate | None = None
-    turns_per_conversation: Estimate | None = None
-    history_growth_tokens: Estimate | None = None
-
-
-class Calibration(_F):
-    schema_version: Literal[1] = SCHEMA_VERSION
-    kind: Literal["kimiplan.calibration"] = "kimiplan.calibration"
-    model: str
-    provenance: Literal["live", "emulator", "usage-log", "mixed", "unknown"]
-    created: dt.datetime
-    samples_from: dt.datetime | None = None
-    samples_to: dt.datetime | None = None
-    n_samples: int
-    notes: str = ""
-    routes: dict[str, RouteCalibration]
-
-    def save(self, path: str | Path) -> Path:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(p, self.model_dump_json(indent=2) + "\n", what="calibration file")
-        return p
-
-    def __repr__(self) -> str:
-        return (
-            f"<Calibration of {self.model}: {len(self.routes)} routes, {self.n_samples:,} samples "
-            f"({self.provenance}); summary() for the table>"
-        )
-
-    def _repr_html_(self) -> str:
-        return self.summary()._repr_html_()
-
-    def summary(self):
-        """One row per route (fitted medians, p95, rates), as a `SummaryTable` that also reads like the frame."""
-        from kimiplan.io.tables import SummaryTable
-
-        facts = [
-            ("Model", self.model),
-            ("Samples", f"{self.n_samples:,} ({self.provenance})"),
-            ("Created", f"{self.created:%Y-%m-%d %H:%M}"),
-        ]
-        notes = ["Medians and p95 are of fitted log-normals (tokens); rates are shares of calls."]
-        if self.provenance == "emulator":
-            notes.append("Fitted from the local emulator, not from live Kimi calls.")
-        return SummaryTable(f"Calibration: {self.model}", facts, [("By route", self._frame(), None)], notes)
-
-    def _frame(self) -> pd.DataFrame:
-        rows = []
-        for name, r in self.routes.items():
-            lo = r.output.lognormal
-            re_ = r.reasoning.lognormal if r.reasoning else None
-            rows.append(
-                {
-                    "route": name,
-                    "n": r.n,
-                    "output_median": lo.median if lo else None,
-                    "output_p95": lo.p95 if lo else None,
-                    "reasoning_median": re_.median if re_ else None,
-                    "reasoning_p95": re_.p95 if re_ else None,
-                    "truncation_rate": r.truncation_rate.value,
-                    "cache_hit_rate": r.cache_hit_rate.value,
-                    "cached_fraction": r.cached_fraction.value if r.cached_fraction else None,
-                    "template_overhead": r.template_overhead.value if r.template_overhead else None,
-                    "output_law": r.output.law,
-                    "cost_per_request": r.precision.cost_per_request.value if r.precision else None,
-                    "cost_rel_error": r.precision.cost_rel_error if r.precision else None,
-                    "more_calls_for_5pct": r.precision.more_calls_for_target if r.precision else None,
-                }
-            )
-        return pd.DataFrame(rows).set_index("route")
-
-
-def load_calibration(path: str | Path) -> Calibration:
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"calibration file {str(p)!r} cannot be read: {exc.strerror}") from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"calibration file {str(p)!r} is not JSON: {exc.msg}") from exc
-    if data.get("schema_version") != SCHEMA_VERSION:
-        raise ConfigError(
-            f"calibration file {str(p)!r}: schema_version {data.get('schema_version')!r} is not supported "
-            f"(expected {SCHEMA_VERSION})"
-        )
-    return validate(Calibration, data, f"calibration file {str(p)!r}")
-
-
 def _lognormal_fit(f: LogNormalFitter) -> LogNormalFit:
     return LogNormalFit(
         median=f.median_,
@@ -951,6 +739,7 @@ class CalibrationFitter(BaseFitter):
             n_samples=int(len(df)),
             notes=notes,
             routes=routes,
+            base_url=_one_base_url(df),
         )
         return self
 
@@ -983,6 +772,10 @@ class CalibrationFitter(BaseFitter):
         if has_p.any():
             rf = RatioFitter(self.alpha).fit(g.loc[has_p, "cached_tokens"].fillna(0), g.loc[has_p, "prompt_tokens"])
             cached = _est(rf.ratio_, rf.ci_, rf.n_)
+        prompt = None
+        if has_p.any():
+            pf = MeanFitter(self.alpha).fit(g.loc[has_p, "prompt_tokens"].astype(float))
+            prompt = _est(pf.mean_, pf.ci_ if pf.n_ > 1 else (pf.mean_, pf.mean_), pf.n_)
         both = has_p & g["local_prompt_tokens"].notna()
         overhead = None
         if both.any():
@@ -1015,7 +808,62 @@ class CalibrationFitter(BaseFitter):
             template_overhead=overhead,
             ttft_s=ttft,
             decode_tps=decode,
+            prompt_tokens=prompt,
+            calls_per_minute=_pace(g),
+            # Tool routes: a sampler that sends tools records per request `tool_rounds` (further API calls) and
+            # `tool_result_tokens` (tokens one result adds to the next call); a log may carry them too.
+            tool_rounds=_mean_of(g, "tool_rounds", self.alpha),
+            tool_result_tokens=_mean_of(
+                g.assign(tool_result_tokens=_search_result_tokens(g)), "tool_result_tokens", self.alpha
+            ),
+            # Agent runs, when a log groups its calls into runs: steps per run, context tokens added per step.
+            agent_steps=_mean_of(g, "agent_steps", self.alpha),
+            context_growth_tokens=_mean_of(g, "context_growth_tokens", self.alpha),
         )
+
+
+def _mean_of(g: pd.DataFrame, col: str, alpha: float) -> Estimate | None:
+    if col not in g:
+        return None
+    x = pd.to_numeric(g[col], errors="coerce").dropna()
+    if x.empty:
+        return None
+    mf = MeanFitter(alpha).fit(x.to_numpy(dtype=float))
+    return _est(mf.mean_, mf.ci_ if mf.n_ > 1 else (mf.mean_, mf.mean_), mf.n_)
+
+
+def _search_result_tokens(g: pd.DataFrame) -> pd.Series:
+    """Tokens one $web_search result adds to the next call, per request that searched: from the sampler's
+    per-call `rounds` (or a `tool_result_tokens` column a log carries); NaN where a request did not search."""
+    if "tool_result_tokens" in g:
+        return pd.to_numeric(g["tool_result_tokens"], errors="coerce")
+    if "rounds" not in g:
+        return pd.Series(np.nan, index=g.index)
+
+    def one(rounds) -> float:
+        if not isinstance(rounds, list):
+            return np.nan
+        n = sum(int(r.get("web_search_calls") or 0) for r in rounds if isinstance(r, dict))
+        tok = sum(int(r.get("web_search_result_tokens") or 0) for r in rounds if isinstance(r, dict))
+        return tok / n if n else np.nan
+
+    return g["rounds"].map(one)
+
+
+def _one_base_url(df: pd.DataFrame) -> str | None:
+    urls = sorted(df["base_url"].dropna().unique()) if "base_url" in df else []
+    return urls[0] if len(urls) == 1 else (", ".join(urls) if urls else None)
+
+
+def _pace(g: pd.DataFrame) -> float | None:
+    """Calls per minute the sampler sent on a route: (n - 1) over its first-to-last call time, so a burst of
+    calls shows as the warm cache it met. None without two distinct times (a log without times)."""
+    t = pd.to_datetime(g["time"], utc=True, errors="coerce").dropna()
+    if len(t) < 2:
+        return None
+    span = (t.max() - t.min()).total_seconds()
+    # Times are whole seconds: a burst inside one second counts as one second.
+    return float((len(t) - 1) / max(span, 1.0) * 60.0)
 
 
 def fit_calibration(
@@ -1110,10 +958,6 @@ def route_precision(g: pd.DataFrame, card, alpha: float = 0.05, target: float = 
 
 
 # --- using a calibration -----------------------------------------------------------------------------------
-def _dist_of(comp: ComponentFit, kind: str):
-    return comp.to_dist(kind)
-
-
 def apply_calibration(
     scenario,
     calibration: Calibration | str | Path | None = None,
@@ -1121,59 +965,12 @@ def apply_calibration(
     kind: Literal["auto", "lognormal", "mixture", "empirical"] = "auto",
     latency: bool = True,
 ):
-    """A new scenario whose routes' output/reasoning (and latency) distributions are the fitted ones.
+    """A new scenario with what the calibration measured (input size, cache, output, reasoning, server overhead,
+    latency; see `kimiplan.catalog.calibrated`). With `calibration=None`, each route uses the file its own
+    `calibration:` field (or the scenario's) names. `load_scenario` does this for every file it reads."""
+    from kimiplan.catalog.calibrated import apply_calibration as _apply
 
-    `kind="auto"` uses the law goodness of fit chose for each component (lognormal, a mixture of two, or the
-    empirical law); another kind forces that law (the fit's tests say whether it was rejected).
-
-    With `calibration=None`, each route uses the file its own `calibration:` field names. Routes absent from
-    the calibration are left unchanged. A calibration for another model is an error."""
-    from kimiplan.model.scenario import Latency
-
-    cache: dict[str, Calibration] = {}
-
-    def get(ref) -> Calibration:
-        if isinstance(ref, Calibration):
-            return ref
-        key = str(ref)
-        if key not in cache:
-            cache[key] = load_calibration(ref)
-        return cache[key]
-
-    new_routes = []
-    for route in scenario.routes:
-        ref = calibration if calibration is not None else route.calibration
-        if ref is None:
-            new_routes.append(route)
-            continue
-        cal = get(ref)
-        if cal.model != scenario.model:
-            raise ConfigError(
-                f"calibration for model {cal.model!r} cannot be applied to scenario model {scenario.model!r}"
-            )
-        rc = cal.routes.get(route.name)
-        if rc is None:
-            if calibration is None:
-                raise ConfigError(
-                    f"route {route.name!r}: its calibration file has no route of that name (has {sorted(cal.routes)})"
-                )
-            new_routes.append(route)
-            continue
-        upd: dict[str, Any] = {"output": _dist_of(rc.output, kind)}
-        if rc.template_overhead is not None:
-            # What the server adds beyond the rendered chat; the route's own template markers stay per request.
-            upd["server_overhead_tokens"] = max(0, int(round(rc.template_overhead.value)))
-        if rc.reasoning is not None and route.thinking:
-            upd["reasoning"] = _dist_of(rc.reasoning, kind)
-        if latency and rc.ttft_s is not None and rc.decode_tps is not None:
-            from kimiplan.model.dists import LogNormal
-
-            upd["latency"] = Latency(
-                ttft_s=LogNormal(median=rc.ttft_s.median, p95=rc.ttft_s.p95),
-                decode_tps=LogNormal(median=rc.decode_tps.median, p95=rc.decode_tps.p95),
-            )
-        new_routes.append(route.model_copy(update=upd))
-    return scenario.model_copy(update={"routes": tuple(new_routes)})
+    return _apply(scenario, calibration, kind=kind, latency=latency)
 
 
 def predicted_vs_observed(

@@ -601,6 +601,7 @@ def run_sampler(
             rec = _record(call, res, config.run_id, config.store_prompts)
             if prompt_source:
                 rec["prompt_source"] = prompt_source
+            rec["base_url"] = client.config.base_url  # the calibration says where it was measured
             if tools:
                 rec["tool_rounds"] = len(more)
                 rec["rounds"] = rounds

@@ -95,6 +95,28 @@ EQUIVALENT_MODELS: dict[str, dict[str, str]] = {
 }
 
 
+# API hosts per provider (the docs' base URLs), so a calibration can tell whom it measured. Moonshot: .ai is the
+# international platform, .cn the China one (client.OFFICIAL_BASE_URLS).
+PROVIDER_HOSTS: dict[str, tuple[str, ...]] = {
+    "moonshot": ("api.moonshot.ai", "api.moonshot.cn"),
+    "cloudflare": ("api.cloudflare.com",),
+    "openrouter": ("openrouter.ai",),
+    "siliconflow": ("api.siliconflow.cn", "api.siliconflow.com"),
+}
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def provider_of_host(host: str) -> str | None:
+    """The provider whose API lives at `host`; "emulator" for a loopback address; None when unknown."""
+    host = (host or "").lower()
+    if host in LOOPBACK_HOSTS:
+        return "emulator"
+    for provider, hosts in PROVIDER_HOSTS.items():
+        if host in hosts:
+            return provider
+    return None
+
+
 def canonical_model(model: str) -> str:
     for canon, per_provider in EQUIVALENT_MODELS.items():
         if model == canon or model in per_provider.values():

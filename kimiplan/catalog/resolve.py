@@ -80,10 +80,18 @@ def check_against_catalog(scenario: Scenario, catalog: Catalog | None = None, or
         raise ScenarioError(f"{origin}: field tier: {exc}") from None
 
 
-def load_scenario(path: str | Path, catalog: Catalog | None = None, check_catalog: bool = True) -> Scenario:
+def load_scenario(
+    path: str | Path, catalog: Catalog | None = None, check_catalog: bool = True, calibrate: bool = True
+) -> Scenario:
     """Read and validate a scenario file (YAML or JSON) or a bundled example's name (`"support_chat"`);
-    with `check_catalog`, the model and tier must exist in the catalog on the scenario's `as_of`."""
+    with `check_catalog`, the model and tier must exist in the catalog on the scenario's `as_of`. With
+    `calibrate` (the default, so every command sees the same figures), the calibration files the scenario names
+    are applied (`kimiplan.catalog.calibrated`); `calibrate=False` reads the assumptions as written."""
     scenario = read_scenario(path)
     if check_catalog:
         check_against_catalog(scenario, catalog, origin=str(path))
+    if calibrate and (scenario.calibration or any(r.calibration for r in scenario.routes)):
+        from kimiplan.catalog.calibrated import apply_calibration
+
+        scenario = apply_calibration(scenario, origin=str(path))
     return scenario

@@ -92,3 +92,32 @@ def parse_date(value: str | None, field: str = "--on") -> dt.date | None:
         return dt.date.fromisoformat(value)
     except ValueError:
         raise ConfigError(f"{field} must be a date YYYY-MM-DD, got {value!r}") from None
+
+
+def calibration_json(scenario) -> list[dict]:
+    """Per route: calibrated from what (or assumed), what it changed, and its warnings, for --json output."""
+    out = []
+    for r in scenario.routes:
+        c = r.calibrated
+        out.append(
+            {
+                "route": r.name,
+                "status": c.describe() if c else "assumed",
+                "calibrated": c.model_dump(mode="json") if c else None,
+            }
+        )
+    return out
+
+
+def print_calibration(scenario, file=None) -> None:
+    """One line per route ("calibrated from N calls on DATE" or "assumed") and the calibration's warnings,
+    measured against assumed side by side; nothing for a scenario no calibration touched."""
+    from kimiplan.model.calibration import calibration_status, calibration_warnings
+
+    if all(r.calibrated is None for r in scenario.routes):
+        return
+    file = file or sys.stdout
+    for name, status in calibration_status(scenario):
+        print(f"route {name!r}: {status}", file=file)
+    for w in calibration_warnings(scenario):
+        print(f"calibration: {w}", file=file)

@@ -104,6 +104,20 @@ def register(sub) -> None:
     f.add_argument("-o", "--output", required=True, help="calibration JSON to write, e.g. data/calibrations/X.json")
     f.add_argument("--model", help="model id when the inputs mix several")
     f.set_defaults(func=_fit)
+    a = cal_sub.add_parser(
+        "apply",
+        help="write the scenario with a calibration's fitted laws inline (and their provenance as comments)",
+        description="Apply CALIBRATION to SCENARIO and write the result as a scenario file that validates: measured "
+        "input size, cache share, output/reasoning laws, server overhead and latency replace the assumptions "
+        "(except what a route pins), each route says where its laws come from (calibrated:, and comments with "
+        "calls, dates, model and base URL). An existing output is kept unless --force.",
+    )
+    a.add_argument("scenario", help="scenario file or bundled example name")
+    a.add_argument("calibration", help="calibration JSON (kimiplan calibrate fit / kimiplan logs calibrate)")
+    a.add_argument("-o", "--output", required=True, help="calibrated scenario YAML to write")
+    a.add_argument("--force", action="store_true", help="overwrite an existing output")
+    a.add_argument("--catalog", action="append", default=[], metavar="FILE")
+    a.set_defaults(func=_apply)
 
 
 def emulator_config_for_scenario(scenario, catalog=None):
@@ -351,4 +365,18 @@ def _fit(args) -> int:
                 f"{name}: mean cost per request {p.cost_per_request.value:.6f} {p.currency} "
                 f"+-{p.cost_rel_error:.1%} at {p.confidence:.0%} ({rc.n:,} calls); {more}; output law {rc.output.law}"
             )
+    return 0
+
+
+def _apply(args) -> int:
+    from kimiplan.catalog.calibrated_file import write_calibrated_scenario
+    from kimiplan.catalog.cards import load_catalog
+
+    from ._util import print_calibration
+
+    path, scenario = write_calibrated_scenario(
+        args.scenario, args.calibration, args.output, force=args.force, catalog=load_catalog(args.catalog)
+    )
+    print_calibration(scenario)
+    print(f"wrote {path} (validates; kimiplan report {path} -o report.html)")
     return 0

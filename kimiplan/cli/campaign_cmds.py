@@ -36,6 +36,7 @@ def cmd_campaign(args) -> int:
         as_of=parse_date(args.on),
         samples=args.samples,
         variants=not args.no_variants,
+        calibration=args.calibration,
     )
     if args.json:
         print_json(est.to_dict())
@@ -68,6 +69,9 @@ def cmd_campaign(args) -> int:
         }
     )
     print_table(table)
+    for model, status in c.groupby("model", sort=False)["token_sizes"].first().items():
+        if status != "assumed":
+            print(f"token sizes on {model}: {status}; the other models' rows are assumed")
     print(
         "\nCost band: P05-P95 of the sum of the runs (sampling); the rows 'tasks take half/twice the steps' give the"
         " band of the assumptions. Duration: the slowest of total reserved tokens / TPM (each step reserves its"
@@ -96,6 +100,12 @@ def register(sub) -> None:
     p.add_argument("--on", metavar="YYYY-MM-DD", help="prices and tiers as of this date (default today)")
     p.add_argument("--samples", type=int, default=2000, help="runs sampled per model (default 2000)")
     p.add_argument("--no-variants", action="store_true", help="skip reasoning-dropped / no cache / step variants")
+    p.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="calibration JSON with a route named like the preset: its measured per-step laws replace the assumed "
+        "ones on the rows of its model",
+    )
     p.add_argument("--catalog", action="append", default=[], metavar="FILE")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_campaign)

@@ -6,7 +6,7 @@ import sys
 
 from kimiplan.errors import ConfigError
 
-from ._util import parse_date, print_json, print_table
+from ._util import calibration_json, parse_date, print_calibration, print_json, print_table
 
 
 def _fraction_flag(value: float, flag: str, example: str) -> float:
@@ -46,6 +46,7 @@ def cmd_plan(args) -> int:
         out = p.to_dict()
         if sessions is not None:  # agent routes: the demand rows count calls; the session view per route
             out["agent_sessions"] = sessions
+        out["calibration"] = calibration_json(scenario)
         print_json(out)
         return 0
     print(f"{scenario.traffic.per_day:,.0f} requests/day on {scenario.provider}")
@@ -67,6 +68,7 @@ def cmd_plan(args) -> int:
             "refused at the busiest minute, by route (share of its requests): "
             + ", ".join(f"{k} {percent(v)}" for k, v in sorted(by.items(), key=lambda kv: -kv[1]))
         )
+    print_calibration(scenario)
     print()
     from kimiplan.io.formats import ColumnFormat
 
@@ -125,7 +127,7 @@ def cmd_simulate(args) -> int:
         result = simulate(scenario, catalog, settings)
     s = result.summary
     if args.json:
-        print_json(s.to_dict())
+        print_json({**s.to_dict(), "calibration": calibration_json(scenario)})
         return 0
     print(
         f"{s['requests']:,} requests in {s['hours']:g} h from {s['start'] or 'the trace start'} "
@@ -160,6 +162,7 @@ def cmd_simulate(args) -> int:
     )
     print("wait: " + ", ".join(f"{k} {seconds(v)}" for k, v in s["wait_s"].items()))
     print("end to end: " + ", ".join(f"{k} {seconds(v)}" for k, v in s["end_to_end_s"].items()))
+    print_calibration(scenario)
     return 0
 
 

@@ -6,7 +6,7 @@ import argparse
 
 from kimiplan.errors import ConfigError
 
-from ._util import parse_date, print_json, print_table
+from ._util import calibration_json, parse_date, print_calibration, print_json, print_table
 
 
 def cmd_forecast(args) -> int:
@@ -59,6 +59,7 @@ def cmd_forecast(args) -> int:
                 "monthly": fc.monthly,
                 "by_route": fc.by_route,
                 "warnings": fc.warnings,
+                "calibration": calibration_json(scenario),
                 "balance": ex,
                 "topup_needed": topup,
             }
@@ -79,6 +80,7 @@ def cmd_forecast(args) -> int:
     )
     for w in fc.warnings:
         print(f"warning: {w}")
+    print_calibration(scenario)
     if ex is not None:
         planned = "".join(f", +{money(a, fc.currency)} on {d}" for d, a in sorted(topups.items()))
         print(
@@ -127,7 +129,7 @@ def cmd_backtest(args) -> int:
         level=args.level,
     )
     if args.json:
-        print_json({"scenario": scenario.name, **result.to_dict()})
+        print_json({"scenario": scenario.name, **result.to_dict(), "calibration": calibration_json(scenario)})
         return 0
     bt = result.table
     print(
@@ -151,6 +153,7 @@ def cmd_backtest(args) -> int:
         currency=bt["currency"].iloc[0],
     )
     print(f"actual inside the {result.level:.0%} band in {result.coverage:.0%} of {result.months_judged} months")
+    print_calibration(scenario)
     return 0
 
 
@@ -191,7 +194,15 @@ def cmd_compare(args) -> int:
     table = compare(fcs)
     drivers = None if args.drivers is None else waterfall(fcs["base"], fcs[args.drivers])
     if args.json:
-        print_json({"scenario": base.name, "months": args.months, "variants": table, "drivers": drivers})
+        print_json(
+            {
+                "scenario": base.name,
+                "months": args.months,
+                "variants": table,
+                "drivers": drivers,
+                "calibration": calibration_json(base),
+            }
+        )
         return 0
     print(
         f"{base.name}: {args.months} months from {fcs['base'].months[0]}, {args.paths:,} paths per variant, "
@@ -213,6 +224,7 @@ def cmd_compare(args) -> int:
         ],
         currency=table["currency"].iloc[0],
     )
+    print_calibration(base)
     flagged = table[table["status"] != "ok"]
     for _, row in flagged.iterrows():
         print(f"note: {row['variant']}: {row['status']}")

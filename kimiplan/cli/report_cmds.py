@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from ._util import print_calibration
+
 
 def cmd_report(args) -> int:
     from kimiplan.catalog.resolve import load_scenario
@@ -16,6 +18,7 @@ def cmd_report(args) -> int:
     print(f"verdict: {summary.verdict}")
     for w in summary.warnings:
         print(f"warning: {w}")
+    print_calibration(scenario)
     opener = "open" if sys.platform == "darwin" else "start" if sys.platform == "win32" else "xdg-open"
     print(f"open it in a browser: {opener} {path}   (or file://{path})")
     return 0

@@ -41,6 +41,8 @@ def cmd_sweep(args) -> int:
     shown = f[[c for c in dict.fromkeys(cols) if c in f.columns]].rename(
         columns={"cost_per_month": f"cost_per_month_{cur}"}
     )
+    for note in res.notes:  # which routes are calibrated
+        print(note)
     print(f"\ncost/refusal frontier ({len(f)} points):")
     print_table(shown.head(args.top), floatfmt="{:,.4g}")
     if args.out:

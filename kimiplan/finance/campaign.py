@@ -284,6 +284,7 @@ def _estimate_one(sc: Scenario, card, n_runs: int, samples: int, limits: dict | 
         "completion_tokens_per_run": float(c["completion_tokens"].mean()),
         "steps_per_run": float(c["steps"].mean()),
         "unresolved_share": float(1 - c["resolved"].mean()),
+        "token_sizes": route.calibrated.describe() if route.calibrated else "assumed",
     }
     if batch:
         row.update(duration_h=None, binding="batch (completion window)", longest_run_h=None)
@@ -304,13 +305,30 @@ def estimate_campaign(
     variants: bool = True,
     overrides: dict | None = None,
     agent_overrides: dict | None = None,
+    calibration=None,
 ) -> CampaignEstimate:
     """Cost band per model/provider and duration at `tier` of `tasks` tasks x `runs_per_task` runs.
 
     With `variants`, K2.6 on Moonshot is also priced with earlier reasoning dropped (a harness that strips it;
     Kimi refuses that with thinking on), with caching off, with tasks that
-    take half and twice the steps (the assumption band) and, for single-turn presets, on the Batch API."""
+    take half and twice the steps (the assumption band) and, for single-turn presets, on the Batch API.
+    `calibration` (a file or a `Calibration` with a route named like the preset) replaces the per-step laws it
+    measured on the rows of its model (`kimiplan.catalog.calibrated`); the `token_sizes` column says which."""
+    from kimiplan.catalog.calibrated import apply_calibration, same_model
+    from kimiplan.model.calibration import Calibration, load_calibration
+
     p = preset(name)
+    cal = calibration if calibration is None or isinstance(calibration, Calibration) else load_calibration(calibration)
+    if cal is not None and p.name not in cal.routes:
+        raise ConfigError(
+            f"calibration {calibration if not isinstance(calibration, Calibration) else '(in memory)'} has no route "
+            f"{p.name!r} (it has {', '.join(sorted(cal.routes))}): sample the preset's steps under that route name"
+        )
+
+    def build(*args, **kwargs) -> Scenario:
+        sc = campaign_scenario(*args, **kwargs)
+        return apply_calibration(sc, cal) if cal is not None and same_model(cal.model, sc.model) else sc
+
     if not isinstance(tasks, int) or tasks <= 0:
         raise ConfigError(f"tasks must be a whole number > 0, got {tasks!r}")
     runs_per_task = p.runs_per_task if runs_per_task is None else runs_per_task
@@ -323,7 +341,7 @@ def estimate_campaign(
     n_runs = tasks * runs_per_task
     limits = None
     if tier is not None:
-        t = rate_tier(campaign_scenario(p, as_of=as_of, tier=tier), catalog)
+        t = rate_tier(build(p, as_of=as_of, tier=tier), catalog)
         limits = t.limits()
     rows = []
     for provider, model in models or DEFAULT_MODELS:
@@ -331,7 +349,7 @@ def estimate_campaign(
             card = catalog.price(model, provider, on=as_of)
         except CatalogError:
             continue
-        sc = campaign_scenario(p, model, provider, as_of, overrides=overrides, agent_overrides=agent_overrides)
+        sc = build(p, model, provider, as_of, overrides=overrides, agent_overrides=agent_overrides)
         # Moonshot's tiers are per account and shared across models; other providers' limits are not in the catalog.
         row = _estimate_one(sc, card, n_runs, samples, limits if provider == "moonshot" else None)
         rows.append({"variant": "as assumed", **row})
@@ -356,7 +374,7 @@ def estimate_campaign(
                 ("tasks take twice the steps", {}, {"steps": double}),
             ]
         for label, ov, aov in tries:
-            sc = campaign_scenario(
+            sc = build(
                 p,
                 "kimi-k2.6",
                 "moonshot",
@@ -366,9 +384,7 @@ def estimate_campaign(
             )
             rows.append({"variant": label, **_estimate_one(sc, card, n_runs, samples, limits)})
         if single_turn and card.batch_multiplier is not None:
-            sc = campaign_scenario(
-                p, "kimi-k2.6", "moonshot", as_of, overrides=overrides, agent_overrides=agent_overrides
-            )
+            sc = build(p, "kimi-k2.6", "moonshot", as_of, overrides=overrides, agent_overrides=agent_overrides)
             rows.append({"variant": "Batch API", **_estimate_one(sc, card, n_runs, samples, None, batch=True)})
     return CampaignEstimate(
         p.name, tasks, runs_per_task, tier, pd.DataFrame(rows), dict(p.assumptions), dict(p.official)

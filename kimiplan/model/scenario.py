@@ -22,6 +22,7 @@ from pydantic import (
 from kimiplan.errors import ScenarioError
 from kimiplan.io.paths import data_path
 from kimiplan.model.agent import Agent
+from kimiplan.model.calibration import CalibratedFrom
 from kimiplan.model.dists import Fixed, LogNormal, bounded
 from kimiplan.model.loader import load_file
 from kimiplan.model.settings import FIRST_DATE, LAST_DATE, Simulation, check_date
@@ -173,7 +174,23 @@ class Route(_M):
     cache: Cache = Cache()
     latency: Latency = Latency()
     batch: bool = Field(default=False, description="Sent through the Batch API (60% of price; no rate-limit load)")
-    calibration: str | None = Field(default=None, description="Path of a calibration file fitted from live calls")
+    calibration: str | None = Field(
+        default=None,
+        description="Path of a calibration file (kimiplan calibrate fit), relative to the scenario file; "
+        "load_scenario applies it: what it measured replaces what the route assumes, except what `pin` keeps",
+    )
+    pin: tuple[Literal["input", "cache", "output", "reasoning", "server_overhead", "latency", "tools", "all"], ...] = (
+        Field(
+            default=(),
+            description="Measured quantities this route keeps as written (e.g. [input]): the assumption wins over "
+            "the calibration; `all` keeps every one (a route no calibration needs to cover)",
+        )
+    )
+    calibrated: CalibratedFrom | None = Field(
+        default=None,
+        description="Set when a calibration was applied (by load_scenario, or inline by kimiplan calibrate apply): "
+        "the calls, dates, model and base URL behind this route's laws",
+    )
     agent: Agent | None = Field(
         default=None,
         description="Set: a request of this route is an agent run of steps (see kimiplan.model.agent); its "
@@ -351,6 +368,11 @@ class Scenario(_M):
         default_factory=dict, description="Extra currencies: 'CNY' -> units per card currency unit"
     )
     traffic: Traffic
+    calibration: str | None = Field(
+        default=None,
+        description="Path of a calibration file for every route (relative to the scenario file); a route's own "
+        "`calibration` wins; a route the file lacks is an error unless it pins all",
+    )
     routes: tuple[Route, ...] = Field(min_length=1)
     simulation: Simulation = Field(
         default_factory=Simulation,
@@ -493,11 +515,27 @@ _KINDS = {
 }
 
 
+def _calibration_paths(data: dict, base: str) -> dict:
+    # A calibration file is named relative to the scenario file, as texts files are.
+    def rel(v):
+        return str(Path(base) / v) if isinstance(v, str) and v and not Path(v).is_absolute() else v
+
+    data = dict(data)
+    if "calibration" in data:
+        data["calibration"] = rel(data["calibration"])
+    if isinstance(data.get("routes"), list):
+        data["routes"] = [
+            {**r, "calibration": rel(r["calibration"])} if isinstance(r, dict) and "calibration" in r else r
+            for r in data["routes"]
+        ]
+    return data
+
+
 def parse_scenario(data: dict, origin: str = "<scenario>", base_dir: str | None = None) -> Scenario:
     if not isinstance(data, dict):
         raise ScenarioError(f"{origin}: a scenario must be a mapping at the top level, got {type(data).__name__}")
     if base_dir:
-        data = _set_base_dir(data, base_dir)
+        data = _calibration_paths(_set_base_dir(data, base_dir), base_dir)
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:

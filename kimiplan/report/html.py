@@ -23,6 +23,7 @@ from kimiplan.catalog.resolve import price_card, rate_tier
 from kimiplan.finance.cost import cost_summary, expected_cost
 from kimiplan.io.atomic import atomic_write
 from kimiplan.io.formats import money, percent
+from kimiplan.model.calibration import assumed_routes
 from kimiplan.model.scenario import COMPONENTS, Scenario
 from kimiplan.report.forecast import report_forecast
 from kimiplan.report.summary import AVERAGE_MONTH_DAYS, LIMIT_NAMES, decision_summary
@@ -114,7 +115,33 @@ def scenario_sections(scenario: Scenario, catalog: Catalog) -> list[Section]:
             {"item": "as of", "value": scenario.as_of.isoformat()},
         ]
     )
-    return [("Scenario, prices and sources", Table(overview))]
+    cal, note = calibration_table(scenario)
+    return [("Scenario, prices and sources", Table(overview)), ("Calibration", Table(cal, note=note))]
+
+
+def calibration_table(scenario: Scenario) -> tuple[pd.DataFrame, str]:
+    """Per route: calibrated from what (or assumed), and what the measurement changed, side by side."""
+    rows = []
+    for r in scenario.routes:
+        c = r.calibrated
+        lines = [d.describe() for d in c.differences] if c else []
+        lines += list(c.warnings) if c else []
+        rows.append(
+            {
+                "route": r.name,
+                "token sizes": c.describe() if c else "assumed",
+                "measured": ", ".join(c.applied) if c else "",
+                "pinned": ", ".join(c.pinned) if c else "",
+                "measured against assumed, warnings": "; ".join(lines),
+            }
+        )
+    n = len(assumed_routes(scenario))
+    note = (
+        "Every route's laws come from a calibration (kimiplan calibrate apply, or the scenario's calibration: field)."
+        if n == 0
+        else f"{n} of {len(scenario.routes)} routes still use the scenario's assumed token sizes."
+    )
+    return pd.DataFrame(rows), note
 
 
 def collect_sections(

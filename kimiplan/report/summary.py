@@ -22,6 +22,7 @@ from kimiplan.finance.cost import cost_summary, expected_cost
 from kimiplan.finance.forecast import Forecast
 from kimiplan.io.formats import money
 from kimiplan.io.formats import percent as _percent
+from kimiplan.model.calibration import assumed_routes
 from kimiplan.model.scenario import Scenario
 
 LIMIT_NAMES = {"concurrency": "concurrency", "rpm": "RPM", "tpm": "TPM", "tpd": "TPD", "rpd": "RPD"}
@@ -327,7 +328,7 @@ def _risks(scenario: Scenario, catalog: Catalog, fc: Forecast | None) -> list[st
             f"The {tier.provider} tier table is not from an official copy ({tier.source}; verified "
             f"{tier.verified_on}). Check your console's limits page."
         )
-    uncal = [r.name for r in scenario.routes if not r.calibration]
+    uncal = assumed_routes(scenario)
     if uncal:
         out.append(
             f"Token sizes are assumptions, not measurements, on {len(uncal)} of {len(scenario.routes)} routes "

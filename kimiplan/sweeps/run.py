@@ -456,5 +456,17 @@ def _result(rows: list[dict], bases: dict, points: list[dict], cfg: _Settings, e
         np.isfinite(body["max_requests_per_second"].to_numpy(dtype=float))
     )
     out = pd.concat([front, grid_cols, body], axis=1)
-    res = SweepResult(out, [f"set:{p}" for p in paths], engine, seed, cfg.target, h)
+    res = SweepResult(out, [f"set:{p}" for p in paths], engine, seed, cfg.target, h, _calibration_notes(bases))
     return res
+
+
+def _calibration_notes(bases) -> list[str]:
+    """Which routes of the swept scenarios are calibrated (and from what), so the table says what it rests on."""
+    from kimiplan.model.calibration import calibration_status
+
+    return [
+        f"{sc.name}: route {name!r}: {status}"
+        for sc in bases.values()
+        if any(r.calibrated for r in sc.routes)
+        for name, status in calibration_status(sc)
+    ]

@@ -8,7 +8,8 @@
 #    truncation rate, cache hits, the hidden chat-template overhead, time to first token and decode speed — each with a
 #    95 % confidence interval;
 # 3. check the fit (KS test, QQ plot, predicted vs observed), ask how many samples a ±5 % monthly-cost estimate needs;
-# 4. write a versioned calibration file and apply it to a scenario.
+# 4. write a versioned calibration file and apply it to a scenario with the command line's path (`calibrate fit`,
+#    `calibrate apply`, `report`), then read what the measurement changed against what the scenario assumed.
 #
 # **Live or emulated.** With `MOONSHOT_API_KEY` set, the calls go to Kimi (`https://api.moonshot.ai/v1`) and the records are
 # labelled provenance `live`. Without it (as in CI) they go to kimiplan's local emulator, which has a *known* ground truth,
@@ -24,7 +25,6 @@ import pandas as pd
 
 from kimiplan.calibration.fitters import (
     LogNormalFitter,
-    apply_calibration,
     fit_calibration,
     plot_predicted_vs_observed,
     predicted_vs_observed,
@@ -36,9 +36,9 @@ from kimiplan.catalog.cards import load_catalog
 from kimiplan.catalog.resolve import load_scenario
 from kimiplan.client import KimiClient, KimiConfig, RetryPolicy
 from kimiplan.emulator import EmulatorConfig, LogNormalTruth, RouteTruth, emulator
-from kimiplan.model.scenario import example_path
 
 pd.set_option("display.width", 140)
+ROOT_DIR = os.getcwd()
 LIVE = bool(os.environ.get("MOONSHOT_API_KEY"))
 catalog = load_catalog()
 MODEL = "kimi-k2.6"  # an exact ID from the catalog, never guessed
@@ -243,21 +243,88 @@ plot_predicted_vs_observed(table)
 samples_needed(df, card, rel_error=0.05, shares={"answer": 0.5, "summarize_ticket": 0.3, "agent_step": 0.2}).round(4)
 
 # %% [markdown]
-# ## Save and apply
+# ## The same path from the command line: fit → apply → report
 #
-# The calibration file is versioned (`schema_version`), names the model, the sample window, the count and the provenance.
-# A scenario route can reference it (`calibration: path`), or you apply it directly:
+# The README's path is four commands: `calibrate sample`, `calibrate fit`, `calibrate apply`, `report`. The sample above
+# is what `calibrate sample` sends (the same `run_sampler`); the next three run here as the command line runs them.
+# `calibrate apply` writes the scenario with the fitted laws inline and each route's provenance (calls, dates, model,
+# base URL) as comments, and it never overwrites a file without `--force`.
 
 # %%
-out_path = cal.save(os.path.join(workdir, "support_chat.json"))
-scenario = load_scenario(example_path("support_chat"))
-calibrated = apply_calibration(scenario, cal)
+from kimiplan.cli import main
+
+os.chdir(workdir)  # the commands print the paths they write: relative ones read the same on every machine
+main(["calibrate", "fit", "samples.jsonl", "-o", "support_chat_calibration.json"])
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+main(["calibrate", "apply", "support_chat", "support_chat_calibration.json", "-o", "support_chat_calibrated.yaml"])
+
+# %% [markdown]
+# Above each route of the written file, its provenance and what the measurement changed (here the `answer` route's lines
+# that set an assumption against a measurement):
+
+# %%
+with open("support_chat_calibrated.yaml") as fh:
+    print("".join(line for line in fh if line.startswith("  #   assumed")))
+
+# %% [markdown]
+# ## Measured against assumed
+#
+# The scenario guessed its routes' sizes; the calls measured them. Where the assumption lies outside the measurement's
+# 95 % interval, both are kept side by side, and the forecast uses the measurement unless the route pins the assumption
+# (`pin: [input]`). Any command that reads the calibrated file (or a scenario whose `calibration:` names the JSON) sees
+# the same figures: plan, simulate, forecast, report, compare, sweep.
+
+# %%
+scenario = load_scenario("support_chat")
+calibrated = load_scenario("support_chat_calibrated.yaml")
 pd.DataFrame(
     [
-        {"route": a.name, "before": a.output.describe(), "after": b.output.describe()}
-        for a, b in zip(scenario.routes, calibrated.routes)
+        {
+            "route": r.name,
+            "what": d.what,
+            "assumed": round(d.assumed, 3),
+            "measured": round(d.measured, 3),
+            "95% CI": tuple(round(v, 3) for v in d.ci),
+            "calls": d.n,
+            "forecast uses": d.used,
+        }
+        for r in calibrated.routes
+        if r.calibrated
+        for d in r.calibrated.differences
     ]
 )
 
 # %%
+from kimiplan.finance.cost import cost_summary, expected_cost
+
+before = cost_summary(expected_cost(scenario, catalog)).set_index("route")
+after = cost_summary(expected_cost(calibrated, catalog)).set_index("route")
+pd.DataFrame(
+    {
+        "token sizes": {
+            r.name: f"{r.calibrated.calls} calls" if r.calibrated else "assumed" for r in calibrated.routes
+        },
+        "cost/month assumed": before["cost_per_month"].round(0),
+        "cost/month calibrated": after["cost_per_month"].round(0),
+    }
+).fillna("")
+
+# %% [markdown]
+# The report's Calibration table says the same per route, with the warnings: measured on the emulator (not Kimi), a
+# sampler far faster than the route's traffic (Kimi's prefix cache is warm only for prefixes seen recently), routes the
+# scenario lacks (`agent_step`). `kimiplan report support_chat_calibrated.yaml -o report.html` writes it.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# (it names the sampling date and the sampler's pace, which differ from run to run)
+from kimiplan.report.html import calibration_table
+
+table, note = calibration_table(calibrated)
+print(note)
+table
+
+# %%
+os.chdir(ROOT_DIR)
 stack.close()  # stops the emulator and removes the temporary store
