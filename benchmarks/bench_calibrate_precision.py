@@ -25,6 +25,7 @@ from kimiplan.calibration.sampler import RouteSampling, SamplerConfig, run_sampl
 from kimiplan.catalog.cards import load_catalog
 from kimiplan.client import KimiClient, KimiConfig, RetryPolicy
 from kimiplan.emulator import EmulatorConfig, LogNormalTruth, MixtureTruth, RouteTruth, emulator
+from kimiplan.emulator.config import TEST_API_KEY
 from kimiplan.tokens.tokenizer import count_messages
 
 BUDGET = 4096
@@ -98,7 +99,7 @@ def main() -> None:
             KimiConfig(
                 model="kimi-k2.6",
                 base_url=em.base_url,
-                api_key="kimiplan-emulator-test-key",
+                api_key=TEST_API_KEY,
                 retry=RetryPolicy(time_scale=0.001),
             )
         )

@@ -18,6 +18,7 @@ from kimiplan.calibration.sampler import RouteSampling, SamplerConfig, run_sampl
 from kimiplan.catalog.cards import load_catalog
 from kimiplan.client import KimiClient, KimiConfig, RetryPolicy
 from kimiplan.emulator import EmulatorConfig, LatencyTruth, LimitsTruth, LogNormalTruth, RouteTruth, emulator
+from kimiplan.emulator.config import TEST_API_KEY
 
 
 def main() -> None:
@@ -57,7 +58,7 @@ def main() -> None:
             KimiConfig(
                 model="kimi-k2.6",
                 base_url=em.base_url,
-                api_key="kimiplan-emulator-test-key",
+                api_key=TEST_API_KEY,
                 retry=RetryPolicy(time_scale=args.time_scale),
             )
         )

@@ -8,6 +8,7 @@ from kimiplan.catalog.cards import load_catalog
 from kimiplan.catalog.resolve import load_scenario
 from kimiplan.client import KimiClient, KimiConfig, RetryPolicy
 from kimiplan.emulator import EmulatorConfig, emulator
+from kimiplan.emulator.config import TEST_API_KEY
 from kimiplan.model.scenario import example_path
 
 
@@ -49,9 +50,7 @@ def make_client():
     def factory(em, **fields):
         retry = fields.pop("retry", RetryPolicy(time_scale=0.001, base_delay_s=1.0))
         sleeps: list[float] = []
-        cfg = KimiConfig(
-            model=em.config.models[0], base_url=em.base_url, api_key="kimiplan-emulator-test-key", retry=retry, **fields
-        )
+        cfg = KimiConfig(model=em.config.models[0], base_url=em.base_url, api_key=TEST_API_KEY, retry=retry, **fields)
         client = KimiClient(cfg, sleep=lambda s: (sleeps.append(s), __import__("time").sleep(s)), seed=0)
         client.sleeps = sleeps
         return client

@@ -21,6 +21,7 @@ from kimiplan.calibration.sampler import RouteSampling, SamplerConfig, load_prom
 from kimiplan.catalog.cards import load_catalog
 from kimiplan.catalog.resolve import load_scenario
 from kimiplan.emulator import EmulatorConfig, LogNormalTruth, RouteTruth
+from kimiplan.emulator.config import TEST_API_KEY
 from kimiplan.emulator.engine import _HIDDEN_TOKEN, render_prompt_ids
 from kimiplan.errors import ConfigError
 from kimiplan.model.scenario import example_path
@@ -77,7 +78,7 @@ def recovered(tmp_path_factory):
             KimiConfig(
                 model="kimi-k2.6",
                 base_url=em.base_url,
-                api_key="kimiplan-emulator-test-key",
+                api_key=TEST_API_KEY,
                 retry=RetryPolicy(time_scale=0.001),
             )
         )

@@ -19,6 +19,7 @@ from kimiplan.calibration.sampler import RouteSampling, SamplerConfig, run_until
 from kimiplan.catalog.cards import load_catalog
 from kimiplan.client import KimiClient, KimiConfig, RetryPolicy
 from kimiplan.emulator import EmulatorConfig, LogNormalTruth, MixtureTruth, RouteTruth, emulator
+from kimiplan.emulator.config import TEST_API_KEY
 from kimiplan.finance.forecast import forecast
 from kimiplan.model.scenario import parse_scenario
 from kimiplan.tokens.tokenizer import DEFAULT_TEMPLATE as T
@@ -138,7 +139,7 @@ def calibrated(tmp_path_factory):
             KimiConfig(
                 model="kimi-k2.6",
                 base_url=em.base_url,
-                api_key="kimiplan-emulator-test-key",
+                api_key=TEST_API_KEY,
                 retry=RetryPolicy(time_scale=0.001),
             )
         )

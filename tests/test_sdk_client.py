@@ -26,7 +26,7 @@ from kimiplan.model.settings import SDK_INITIAL_RETRY_DELAY_S, SDK_MAX_RETRIES, 
 
 LATENCY_S = 0.9
 MSG = [{"role": "user", "content": "hi"}]
-KEY = getattr(emulator_config, "TEST_API_KEY", "kimiplan-emulator-test-key")
+KEY = emulator_config.TEST_API_KEY
 
 
 def test_sdk_constants_are_the_installed_sdks():
