@@ -158,6 +158,7 @@ def test_the_retired_min_headroom_says_what_to_write(tmp_path):
         ("max_monthly_cost: 5000\n", "max_monthly_cost"),
         ("name: cap\nmax_monthly_cost: 5000\nlevel: warn\n", "max_monthly_cost"),
         ("policies:\n  name: cap\n  max_monthly_cost: 5000\n", "policies"),
+        ("max_monthly_cost: 5000\nmin_headroom: 0.2\n", "max_monthly_cost"),
     ],
 )
 def test_a_flat_policy_file_names_file_field_and_the_line_to_write(tmp_path, body, field):
@@ -172,6 +173,8 @@ def test_a_flat_policy_file_names_file_field_and_the_line_to_write(tmp_path, bod
     f.write_text(line + "\n", encoding="utf-8")
     pf, _ = load_policy(f)
     assert pf.policies[0].max_monthly_cost.value == 5000
+    if "min_headroom" in body:  # the retired key comes back as its replacement
+        assert pf.policies[0].min_growth_headroom == 1.25
 
 
 def test_max_monthly_cost_caps_the_report_month_or_each_of_the_horizon(support, catalog):

@@ -245,6 +245,20 @@ def _flow(fields: dict[str, Any]) -> str:
     return "{" + ", ".join(f"{k}: {_yaml_value(v)}" for k, v in fields.items()) + "}"
 
 
+def _share_or_none(v: Any) -> float | None:
+    try:
+        return _as_share(v)
+    except ValueError:
+        return None
+
+
+def _growth_for_share(v: Any) -> float:
+    """The growth multiple to write for a retired `min_headroom` share h: 1 / (1 - h), the traffic at which the
+    busiest minute would fill the limit (1.2 when h does not read as a share)."""
+    share = _share_or_none(v)
+    return round(1 / (1 - share), 2) if share is not None and share < 1 else 1.2
+
+
 def _check_shape(data: Any, origin: str) -> None:
     """A file that is not `policies:` -> a list of mappings (thresholds at the top level, a mapping instead of a
     list, a retired key) -> one line naming the file, the field and what to write instead."""
@@ -258,6 +272,8 @@ def _check_shape(data: Any, origin: str) -> None:
         flat = {k: v for k, v in data.items() if k in policy_keys}
         if flat:
             example = {"name": data.get("name", "my-policy"), **{k: v for k, v in flat.items() if k != "name"}}
+            if "min_headroom" in example:  # the retired key: the example gives its replacement
+                example["min_growth_headroom"] = _growth_for_share(example.pop("min_headroom"))
             k = next(k for k in flat if k != "name") if len(flat) > 1 or "name" not in flat else "name"
             raise ConfigError(
                 f"{origin}: field {k} ({_yaml_value(flat[k])}) is at the top level; policies go in a `policies:` "
@@ -277,14 +293,10 @@ def _check_shape(data: Any, origin: str) -> None:
         if not isinstance(p, dict) or "min_headroom" not in p:
             continue
         v, name = p["min_headroom"], p.get("name", f"#{i + 1}")
-        try:
-            share = _as_share(v)
-        except ValueError:
-            share = None
-        instead = "min_growth_headroom: 1.2"
+        instead = f"min_growth_headroom: {_growth_for_share(v):g}"
+        share = _share_or_none(v)
         if share is not None and share < 1:
-            fills = f"the traffic that fills the limit at the busiest minute: 1 / (1 − {share:g})"
-            instead = f"min_growth_headroom: {round(1 / (1 - share), 2):g} ({fills})"
+            instead += f" (the traffic that fills the limit at the busiest minute: 1 / (1 − {share:g}))"
         raise ConfigError(
             f"{origin}: policy {name!r} field min_headroom: {_yaml_value(v)} is no longer read: headroom is the "
             f"growth multiple the report states (traffic can grow 1.37× before refusals pass the target), not a "
