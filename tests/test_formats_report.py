@@ -156,3 +156,20 @@ def test_report_leads_with_the_decision_and_tables_have_no_e_notation(support_ch
     assert len(cells.cells) > 200
     bad = [c for c in cells.cells if E_NOTATION.search(c) or c in ("True", "False", "None", "nan")]
     assert not bad, bad[:10]
+
+
+def test_columns_named_after_a_money_column_share_its_currency_and_lists_read_as_lists():
+    """An upgrade path as a table: `recharge_from` takes `recharge_currency` as `recharge` does (never a bare
+    100.00), and the tiers it skips read "Tier4", not "['Tier4']"."""
+    import pandas as pd
+
+    from kimiplan.io.tables import table_text
+
+    df = pd.DataFrame(
+        [{"to": "Tier5", "skipped": ["Tier4"], "recharge": 3000.0, "recharge_from": 100.0, "recharge_currency": "USD"}]
+    )
+    text = table_text(df)
+    assert "Recharge ($)" in text and "Recharge from ($)" in text and "$100.00" in text and "$3,000.00" in text
+    assert "Recharge currency" not in text and "['Tier4']" not in text and "Tier4" in text
+    mixed = pd.concat([df, df.assign(recharge_currency="CNY")])  # two currencies: the column stays, as it says
+    assert "Recharge currency" in table_text(mixed)

@@ -214,6 +214,8 @@ def format_value(v: Any, fmt: ColumnFormat) -> str:
         return "yes" if v else "no"
     if isinstance(v, str):
         return v
+    if isinstance(v, (list, tuple)):  # e.g. the tiers an upgrade skips: "Tier4, Tier5", not "['Tier4', 'Tier5']"
+        return ", ".join(format_value(x, fmt) for x in v) if v else ""
     if isinstance(v, (dt.datetime, pd.Timestamp)):
         return (
             f"{v:%Y-%m}"
@@ -359,16 +361,27 @@ def display_frame(
     if drop_currency and "currency" in df.columns and cur is not None and frame_currency(df) == cur:
         df = df.drop(columns="currency")
     fmts = infer_formats(df, cur, overrides)
-    # "recharge" + "recharge_currency": a single-valued companion column becomes the money column's unit.
+
+    # "recharge" + "recharge_currency": a single-valued companion column becomes the money column's unit, and
+    # that of the columns named after it ("recharge_from").
+    def companion(c) -> str | None:
+        parts = str(c).split("_")
+        names = [f"{'_'.join(parts[:i])}_currency" for i in range(len(parts), 0, -1)]
+        return next((n for n in names if n in df.columns), None)
+
+    comps = set()
     for c in list(df.columns):
-        comp = f"{c}_currency"
-        if str(c) in fmts and fmts[str(c)].kind == "money" and comp in df.columns:
+        comp = companion(c)
+        if comp is not None and str(c) in fmts and fmts[str(c)].kind == "money":
+            comps.add(comp)
             vals = pd.Series(df[comp]).dropna().unique()
             if len(vals) == 1 and (overrides is None or c not in overrides):
                 fmts[str(c)] = replace(fmts[str(c)], currency=str(vals[0]))
-                if drop_currency:
-                    df = df.drop(columns=comp)
-                    fmts.pop(comp, None)
+    if drop_currency:
+        for comp in comps:
+            if len(pd.Series(df[comp]).dropna().unique()) == 1:
+                df = df.drop(columns=comp)
+                fmts.pop(comp, None)
     return df, fmts
 
 

@@ -84,7 +84,7 @@ print(b)
 
 # %%
 cal = kp.fit_calibration(s.samples, notes="from the synthetic call log of notebook 06")
-cal.summary().round(3)
+cal.summary()
 
 # %% [markdown]
 # `usage_frame()` is the per day and route usage in the backtest's columns (`kimiplan.finance.backtest.backtest`
