@@ -75,6 +75,7 @@ def objects(fitted):
         "SimResult": kp.simulate(sc, catalog, SimSettings.for_scenario(sc, hours=0.5)),
         "Calibration": load_calibration(data_path("calibrations", "support_chat_emulator.json")),
         "Calibration (fitted now)": fitted,
+        "AgentStats": kp.agent_stats(kp.load_scenario("coding_agent", catalog), "fix_issue", catalog, runs=300),
         "Backtest": kp.backtest(data_path("usage", "past_months_synthetic.csv"), sc, catalog=catalog),
         "ComparisonTable": kp.compare(
             {"base": sc, "cache hit rate 50 %": sc.with_route_changes(cache={"mode": "prefix_rule", "hit_rate": 0.5})},
@@ -95,6 +96,7 @@ def objects(fitted):
         "SimResult",
         "Calibration",
         "Calibration (fitted now)",
+        "AgentStats",
         "Backtest",
         "ComparisonTable",
     ],
