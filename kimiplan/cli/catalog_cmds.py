@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from kimiplan.io.formats import ColumnFormat, header, symbol
-
 from ._util import parse_date, print_json, print_table
 
 _PRICE_COLUMNS = ("input_cache_hit", "input_cache_miss", "input_cache_write_5m", "input_cache_write_1h", "output")
@@ -67,6 +65,7 @@ def _records(df) -> list[dict]:
 
 def cmd_prices(args) -> int:
     from kimiplan.catalog.cards import load_catalog
+    from kimiplan.io.formats import ColumnFormat, header, symbol  # pandas: loaded when the command runs
 
     df = _filter(load_catalog(args.catalog).prices_frame(parse_date(args.on)), args)
     if args.json:
