@@ -1022,25 +1022,6 @@ def predicted_vs_observed(
     return out
 
 
-def plot_predicted_vs_observed(table: pd.DataFrame):
-    import plotly.express as px
-
-    t = table[table["metric"] != "truncation rate"]
-    fig = px.scatter(
-        t,
-        x="predicted",
-        y="observed",
-        color="route",
-        hover_data=["metric"],
-        log_x=True,
-        log_y=True,
-        title="Calibration: predicted vs observed token statistics",
-    )
-    lo, hi = float(t[["predicted", "observed"]].min().min()), float(t[["predicted", "observed"]].max().max())
-    fig.add_shape(type="line", x0=lo, y0=lo, x1=hi, y1=hi, line={"dash": "dot"})
-    return fig
-
-
 def samples_needed(
     df: pd.DataFrame,
     card,

@@ -355,11 +355,16 @@ class SampleRunSummary:
     errors: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
     mean_in_flight: float = 0.0
+    #: the price card's currency (what `spent` is counted in)
+    currency: str | None = None
 
     def __str__(self) -> str:
+        from kimiplan.io.formats import money
+
+        spent = money(self.spent, self.currency, 4 if abs(self.spent) < 1 else 2)
         s = (
             f"planned {self.planned}, already recorded {self.skipped}, completed {self.completed}, "
-            f"failed {self.failed}, not sent {self.not_sent}, retries {self.retries or 0}, spent {self.spent:.6f}"
+            f"failed {self.failed}, not sent {self.not_sent}, retries {self.retries or 0}, spent {spent}"
         )
         if self.errors:
             s += f", errors {self.errors}"
@@ -506,7 +511,9 @@ def run_sampler(
             )
             guard.spent += amount
         todo = [c for c in plan if c.id not in done]
-        summary = SampleRunSummary(planned=len(plan), skipped=len(plan) - len(todo), lost_in_flight=len(unsettled))
+        summary = SampleRunSummary(
+            planned=len(plan), skipped=len(plan) - len(todo), lost_in_flight=len(unsettled), currency=card.currency
+        )
         scale = client.config.retry.time_scale
         continuations = client.config.max_continuations
         pacer = Pacer(config.rpm, config.tpm, scale)

@@ -35,6 +35,7 @@ from pydantic import ValidationError
 
 from kimiplan.catalog.providers import canonical_model_or_none, provider_of_host
 from kimiplan.errors import ConfigError
+from kimiplan.io.formats import number, percent
 from kimiplan.model.calibration import (
     PIN_QUANTITIES,
     CalibratedFrom,
@@ -278,15 +279,15 @@ def calibrate_route(
                 applied.append("cache")
             elif prefix <= 0:
                 warns.append(
-                    f"measured cached share {share:.1%} not applied: the route has no cacheable prefix "
+                    f"measured cached share {percent(share)} not applied: the route has no cacheable prefix "
                     f"({', '.join(current.cache.prefix)} are empty)"
                 )
             else:
                 rate = want / prefix
                 if rate > 1:
                     warns.append(
-                        f"measured cached share {share:.1%} exceeds the route's prefix share "
-                        f"{prefix / input_mean(current):.1%}: hit rate set to 1 (the cached prefix is larger than "
+                        f"measured cached share {percent(share)} exceeds the route's prefix share "
+                        f"{percent(prefix / input_mean(current))}: hit rate set to 1 (the cached prefix is larger than "
                         "the scenario's system and history)"
                     )
                     rate = 1.0
@@ -297,9 +298,9 @@ def calibrate_route(
                 route_cpm = scenario.traffic.mean_rps * 60.0 * route.share
                 if route_cpm * SPARSE_FACTOR < rc.calls_per_minute:
                     warns.append(
-                        f"the sampler sent {rc.calls_per_minute:,.1f} calls/min, the scenario's traffic averages "
-                        f"{route_cpm:,.2f}: Kimi's prefix cache stays warm only for prefixes seen recently, so the "
-                        f"measured cache hits ({share:.0%} of input) may overstate this route's"
+                        f"the sampler sent {number(rc.calls_per_minute)} calls/min, the scenario's traffic averages "
+                        f"{number(route_cpm)}: Kimi's prefix cache stays warm only for prefixes seen recently, so the "
+                        f"measured cache hits ({percent(share)} of input) may overstate this route's"
                     )
 
     note("output", "output tokens per call", route.output.mean(), _mean_ci(rc.output))
@@ -320,7 +321,7 @@ def calibrate_route(
     if rc.max_completion_tokens is not None and budget is not None and rc.max_completion_tokens != budget:
         warns.append(
             f"sampled with max_completion_tokens {rc.max_completion_tokens:,}, the route sends {budget:,}: the "
-            f"measured truncation ({rc.truncation_rate.value:.1%}) was at the sampler's budget"
+            f"measured truncation ({percent(rc.truncation_rate.value)}) was at the sampler's budget"
         )
 
     if latency and rc.ttft_s is not None and rc.decode_tps is not None and take("latency"):

@@ -32,6 +32,7 @@ import pandas as pd
 
 from kimiplan.catalog.cards import Catalog, load_catalog
 from kimiplan.errors import CatalogError, ConfigError
+from kimiplan.io.formats import money
 from kimiplan.logs.mapping import FIELDS, LogMapping, Source, guess_mapping, load_mapping
 from kimiplan.logs.otel import DERIVED, build_views, detect_exclusive_scopes, is_otlp_columns, materialize
 
@@ -461,8 +462,8 @@ class LogSummary:
     def headline(self) -> str:
         lines = [
             f"{self.rows:,} rows in {len(self.files)} file(s) read as {self.mapping!r}: {self.requests:,} requests, "
-            f"cost {self.cost.quantize(Decimal('0.01'), rounding=decimal.ROUND_HALF_UP):,} {self.currency} "
-            f"(exact {self.cost.normalize():f})"
+            f"cost {money(self.cost.quantize(Decimal('0.01'), rounding=decimal.ROUND_HALF_UP), self.currency)} "
+            f"(exact {self.cost.normalize():f} {self.currency})"
         ]
         if self.refusals:
             lines.append("refused: " + ", ".join(f"{k} {v:,}" for k, v in sorted(self.refusals.items())))
@@ -502,9 +503,12 @@ class LogSummary:
     def _repr_html_(self) -> str:
         import html
 
+        from kimiplan.io.tables import table_html
+
         head = "<br>".join(html.escape(x) for x in self.headline().splitlines())
-        show = self.table.drop(columns=["cost_exact"])
-        return f"<div><p>{head}</p>{show.to_html(index=False, max_rows=40, float_format=lambda v: f'{v:,.4g}')}</div>"
+        show = self.table.drop(columns=["cost_exact"]).head(40)
+        more = f"first 40 of {len(self.table):,} rows" if len(self.table) > 40 else ""
+        return f"<div><p>{head}</p>{table_html(show, self.currency, note=more)}</div>"
 
 
 # --- the entry point -----------------------------------------------------------------------------------------
