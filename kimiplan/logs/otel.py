@@ -347,7 +347,7 @@ def detect_exclusive_scopes(con, prompt_expr: str, cached_expr: str) -> tuple[di
 
 # --- the compiled scanner (kimiplan.logs.otlp_scan): the same rows as the SQL above, several times faster ------
 #: bytes of a file scanned at once (whole lines; a longer line is read whole): bounds the reader's memory
-CHUNK_BYTES = 32 << 20
+CHUNK_BYTES = 8 << 20
 
 
 def _open_binary(path: str):
@@ -413,9 +413,10 @@ def _scan_chunk(buf, length: int, k: _Keys):
     cap = max(1024, length // 800)
     while True:
         rows = np.empty((cap, 4), dtype=np.int32)
-        fix = np.empty((cap, sc.NF, 3), dtype=np.int32)
-        kv = np.empty((cap, k.n, 3), dtype=np.int32)
-        res = np.empty((cap // 2 + 16, k.n, 3), dtype=np.int32)
+        # column-major (one block per column): the gather after the scan reads each column in order
+        fix = np.empty((sc.NF, cap, 3), dtype=np.int32)
+        kv = np.empty((k.n, cap, 3), dtype=np.int32)
+        res = np.empty((k.n, cap // 2 + 16, 3), dtype=np.int32)
         state = np.zeros(4, dtype=np.int64)
         invalid = np.zeros(16, dtype=np.int64)
         rc = sc.scan(a, k.keys, k.off, k.order, k.by_len, rows, fix, kv, res, state, invalid)
@@ -425,7 +426,7 @@ def _scan_chunk(buf, length: int, k: _Keys):
         if rc != sc.OK:
             return None
         n = int(state[0])
-        return a, rows[:n], fix[:n], kv[:n], res[: int(state[1])], int(state[2]), invalid[: int(state[3])]
+        return a, rows[:n], fix[:, :n], kv[:, :n], res[:, : int(state[1])], int(state[2]), invalid[: int(state[3])]
 
 
 class _Fallback(Exception):

@@ -570,7 +570,7 @@ def _match_key(buf, s, e, keys, key_off, order, by_len):
 
 @njit(cache=True)
 def _attributes(buf, p, end, keys, key_off, order, by_len, dest, row):
-    """An attribute list (or null) -> dest[row, j] = [kind, start, end] of the first attribute of each key."""
+    """An attribute list (or null) -> dest[j, row] = [kind, start, end] of the first attribute of each key."""
     p, st = _open(buf, p, end, 91)
     if p < 0:
         return p
@@ -616,11 +616,11 @@ def _attributes(buf, p, end, keys, key_off, order, by_len, dest, row):
                 break
         if ks_ >= 0:
             j = _match_key(buf, ks_, ke_, keys, key_off, order, by_len)
-            if j >= 0 and dest[row, j, 0] == K_UNSEEN:
+            if j >= 0 and dest[j, row, 0] == K_UNSEEN:
                 if have_value:
-                    dest[row, j, 0], dest[row, j, 1], dest[row, j, 2] = vk, vs, ve
+                    dest[j, row, 0], dest[j, row, 1], dest[j, row, 2] = vk, vs, ve
                 else:
-                    dest[row, j, 0] = K_SEENNULL
+                    dest[j, row, 0] = K_SEENNULL
         p, done = _after_element(buf, p, end)
         if p < 0:
             return p
@@ -637,9 +637,9 @@ def _new_row(rows, fix, kv, state, line, rs):
     state[0] = r + 1
     rows[r, 0], rows[r, 1], rows[r, 2], rows[r, 3] = line, 1, rs, 0
     for f in range(NF):
-        fix[r, f, 0] = K_UNSEEN
-    for j in range(kv.shape[1]):
-        kv[r, j, 0] = K_UNSEEN
+        fix[f, r, 0] = K_UNSEEN
+    for j in range(kv.shape[0]):
+        kv[j, r, 0] = K_UNSEEN
     return r
 
 
@@ -693,7 +693,7 @@ def _span(buf, p, end, keys, key_off, order, by_len, rows, fix, kv, state, line,
                     seen2 = True
                     p, k, s, e = _text(buf, p, end, True)
                     if p >= 0:
-                        fix[r, F_STATUS, 0], fix[r, F_STATUS, 1], fix[r, F_STATUS, 2] = k, s, e
+                        fix[F_STATUS, r, 0], fix[F_STATUS, r, 1], fix[F_STATUS, r, 2] = k, s, e
                 else:
                     p = _skip(buf, p, end)
                 if p < 0:
@@ -706,7 +706,7 @@ def _span(buf, p, end, keys, key_off, order, by_len, rows, fix, kv, state, line,
         elif f >= 0:
             p, k, s, e = _text(buf, p, end, f == F_START or f == F_END)
             if p >= 0:
-                fix[r, f, 0], fix[r, f, 1], fix[r, f, 2] = k, s, e
+                fix[f, r, 0], fix[f, r, 1], fix[f, r, 2] = k, s, e
         else:
             p = _skip(buf, p, end)
         if p < 0:
@@ -782,20 +782,20 @@ def _scope_spans(buf, p, end, keys, key_off, order, by_len, rows, fix, kv, state
     if state[0] == first and _new_row(rows, fix, kv, state, line, rs) < 0:
         return FULL
     for r in range(first, state[0]):
-        fix[r, F_SCOPE, 0], fix[r, F_SCOPE, 1], fix[r, F_SCOPE, 2] = scope_k, scope_s, scope_e
+        fix[F_SCOPE, r, 0], fix[F_SCOPE, r, 1], fix[F_SCOPE, r, 2] = scope_k, scope_s, scope_e
     return p
 
 
 @njit(cache=True)
 def _resource_spans(buf, p, end, keys, key_off, order, by_len, rows, fix, kv, res, state, line):
-    """A resourceSpans element (or null) -> its rows; its resource's attribute values go to res[rs]."""
+    """A resourceSpans element (or null) -> its rows; its resource's attribute values go to res[:, rs]."""
     first = state[0]
     rs = state[1]
-    if rs >= res.shape[0]:
+    if rs >= res.shape[1]:
         return FULL
     state[1] = rs + 1
-    for j in range(res.shape[1]):
-        res[rs, j, 0] = K_UNSEEN
+    for j in range(res.shape[0]):
+        res[j, rs, 0] = K_UNSEEN
     p, st = _open(buf, p, end, 123)
     if p < 0:
         return p
@@ -915,7 +915,7 @@ def _request(buf, p, end, keys, key_off, order, by_len, rows, fix, kv, res, stat
 @njit(cache=True, nogil=True)
 def scan(buf, keys, key_off, order, by_len, rows, fix, kv, res, state, invalid):
     """Scan the whole lines of `buf`. rows[r] = [line index in buf, parsed (1) or not (0), resource index or
-    -1, blank (1)]; fix[r, f] and kv[r, j] = [kind, start, end]; res[rs, j] likewise for resource attributes.
+    -1, blank (1)]; fix[f, r] and kv[j, r] = [kind, start, end]; res[j, rs] likewise for resource attributes.
     state = [rows, resources, lines, invalid lines]; invalid[i] = index of an unparsable line. Returns OK,
     FALLBACK or FULL."""
     n = buf.shape[0]
@@ -963,7 +963,7 @@ def gather(buf, rows, fix, kv, res, from_resource):
     `from_resource` falls back to the resource's value when the span has none). Returns offsets[c] (n + 1
     offsets into the one shared data buffer), valid[c], kinds[c] (K_TEXT, K_ESCAPED, K_DOUBLE) and data."""
     n = rows.shape[0]
-    nk = kv.shape[1]
+    nk = kv.shape[0]
     nc = NF + nk
     offsets = np.zeros((nc, n + 1), dtype=np.int64)
     valid = np.zeros((nc, n), dtype=np.bool_)
@@ -973,13 +973,13 @@ def gather(buf, rows, fix, kv, res, from_resource):
         offsets[c, 0] = total
         for i in range(n):
             if c < NF:
-                k, s, e = fix[i, c, 0], fix[i, c, 1], fix[i, c, 2]
+                k, s, e = fix[c, i, 0], fix[c, i, 1], fix[c, i, 2]
             else:
                 j = c - NF
-                k, s, e = kv[i, j, 0], kv[i, j, 1], kv[i, j, 2]
+                k, s, e = kv[j, i, 0], kv[j, i, 1], kv[j, i, 2]
                 if not (k == K_TEXT or k == K_ESCAPED or k == K_DOUBLE) and from_resource[j] and rows[i, 2] >= 0:
                     r = rows[i, 2]
-                    k, s, e = res[r, j, 0], res[r, j, 1], res[r, j, 2]
+                    k, s, e = res[j, r, 0], res[j, r, 1], res[j, r, 2]
             if k == K_TEXT or k == K_ESCAPED or k == K_DOUBLE:
                 total += e - s
                 valid[c, i] = True
@@ -991,14 +991,14 @@ def gather(buf, rows, fix, kv, res, from_resource):
         for i in range(n):
             if valid[c, i]:
                 if c < NF:
-                    s, e = fix[i, c, 1], fix[i, c, 2]
+                    s, e = fix[c, i, 1], fix[c, i, 2]
                 else:
                     j = c - NF
-                    s, e = kv[i, j, 1], kv[i, j, 2]
-                    k = kv[i, j, 0]
+                    s, e = kv[j, i, 1], kv[j, i, 2]
+                    k = kv[j, i, 0]
                     if not (k == K_TEXT or k == K_ESCAPED or k == K_DOUBLE):
                         r = rows[i, 2]
-                        s, e = res[r, j, 1], res[r, j, 2]
+                        s, e = res[j, r, 1], res[j, r, 2]
                 for t in range(e - s):
                     data[o + t] = buf[s + t]
                 o += e - s
