@@ -111,10 +111,10 @@ class OtlpRead:
         out = []
         for f, line in self.cut:
             out.append(f"{f}: the last line (line {line:,}) is cut mid-line (a crash?); read up to line {line - 1:,}")
-        if self.skipped:
+        if self.skipped:  # most first, ties by reason (the GROUP BY that counted them has no fixed order)
             out.append(
                 f"{sum(self.skipped.values()):,} of {self.spans:,} spans are not Kimi calls with usage, skipped: "
-                + ", ".join(f"{k} ({v:,})" for k, v in sorted(self.skipped.items(), key=lambda kv: -kv[1]))
+                + ", ".join(f"{k} ({v:,})" for k, v in sorted(self.skipped.items(), key=lambda kv: (-kv[1], kv[0])))
             )
         for scope, n in sorted(self.exclusive_scopes.items()):
             out.append(
