@@ -329,9 +329,10 @@ def _json_path(col: str) -> str:
 
 
 # --- prices --------------------------------------------------------------------------------------------------
-def price_table(catalog: Catalog, provider: str, region: str | None) -> pd.DataFrame:
+def price_table(catalog: Catalog, provider: str, region: str | None, cache_retention: str = "5m") -> pd.DataFrame:
     """Every model name's price per million tokens over dated intervals that do not overlap, as the catalog
-    prices it on each day (`Catalog.price`), for interactive and Batch calls."""
+    prices it on each day (`Catalog.price`), for interactive and Batch calls; cache writes at the price of
+    `cache_retention` ("5m" or "1h")."""
     region = region or ("intl" if provider == "moonshot" else "global")
     cards = [c for c in catalog.cards if c.provider == provider and c.region == region]
     if not cards:
@@ -354,9 +355,9 @@ def price_table(catalog: Catalog, provider: str, region: str | None) -> pd.DataF
                     "p_miss": card.input_cache_miss * m,
                     "p_out": card.output * m,
                     "p_web": card.web_search_per_call,  # a per-call fee: no batch discount
-                    # A paid cache write (K3 family) at its 5-minute price (spans do not say the retention);
-                    # K2.x: the cache-miss price, a written prefix being ordinary input.
-                    "p_write": card.cache_write_price("5m") * m,
+                    # A paid cache write (K3 family) at the retention the mapping says (logs and spans do not
+                    # record it; 5 minutes by default); K2.x: the cache-miss price, a written prefix being input.
+                    "p_write": card.cache_write_price(cache_retention) * m,
                 }
                 for k, v in prices.items():
                     if v != v.quantize(PRICE_SCALE):
@@ -573,7 +574,7 @@ def summarize_log(
                 raise ConfigError(f"log {origin}: cannot be read as {fmt}: {exc}") from None
             columns = {r[0]: r[1] for r in desc if r[0] not in ("filename", "file_row_number")}
         m = load_mapping(mapping if mapping is not None else guess_mapping(list(columns)))
-        prices = price_table(catalog, provider, region)
+        prices = price_table(catalog, provider, region, m.cache_write_retention)
         otlp = None
         if m.format == "otlp" or (m.format is None and is_otlp_columns(list(columns))):
             # OpenTelemetry spans: read once into a temp table of calls (the other spans counted by reason).
