@@ -166,6 +166,24 @@ class RouteCalibration(_F):
     tool_result_tokens: Estimate | None = Field(
         default=None, description="Tokens one tool result adds to the next call's input, when recorded"
     )
+    function_rounds: Estimate | None = Field(
+        default=None,
+        description="Function-tool rounds per request (replies with function calls that were answered)",
+    )
+    function_round_counts: dict[int, int] | None = Field(
+        default=None, description="Requests by their number of function rounds (the law of tools.function_calls)"
+    )
+    function_call_tokens: ComponentFit | None = Field(
+        default=None, description="Tokens of one function round's tool-call message (the reply's visible output)"
+    )
+    function_result_tokens: ComponentFit | None = Field(
+        default=None, description="Tokens of the function results sent back in one round (counted by the sampler)"
+    )
+    tool_rounds_cut: int | None = Field(
+        default=None,
+        description="Requests whose last recorded reply still called tools (the sampler's max_tool_rounds, its "
+        "spend cap or an error stopped them): their rounds are a lower bound",
+    )
     agent_steps: Estimate | None = Field(default=None, description="Steps per agent run, when the log has runs")
     context_growth_tokens: Estimate | None = Field(
         default=None, description="Input tokens an agent run's context grows per step, when the log has runs"
