@@ -195,6 +195,8 @@ def test_calibrated_cost_per_request_holds_the_hidden_truth(sampled):
     fitted = apply_calibration(scenario, cal)
     route = fitted.routes[0]
     assert "tools" in route.calibrated.applied
+    said = " | ".join(d.describe() for d in route.calibrated.differences)
+    assert f"{rc.n:,} requests measured" in said and "rounds measured" in said, said
     assert route.tools.function_calls.mean() == pytest.approx(rc.function_rounds.value)
     model = expected_cost(fitted)["cost_per_request"].sum()
     before = expected_cost(scenario)["cost_per_request"].sum()

@@ -227,12 +227,19 @@ def calibrate_route(
     warns: list[str] = _where(cal, scenario)
     agent = route.agent is not None
 
-    def note(quantity: str, what: str, assumed: float, est) -> None:
+    def note(quantity: str, what: str, assumed: float, est, of: str = "calls") -> None:
         if _disagrees(assumed, est):
             used = "assumed" if quantity in pins else "measured"
             diffs.append(
                 Difference(
-                    quantity=quantity, what=what, assumed=assumed, measured=est[0], ci=est[1], n=est[2], used=used
+                    quantity=quantity,
+                    what=what,
+                    assumed=assumed,
+                    measured=est[0],
+                    ci=est[1],
+                    n=est[2],
+                    used=used,
+                    of=of,
                 )
             )
 
@@ -355,7 +362,13 @@ def calibrate_route(
     tools_upd: dict[str, Any] = {}
     if not agent and functions:
         t = route.tools
-        note("tools", "function rounds per request", t.function_calls.mean(), _from_estimate(rc.function_rounds))
+        note(
+            "tools",
+            "function rounds per request",
+            t.function_calls.mean(),
+            _from_estimate(rc.function_rounds),
+            "requests",
+        )
         # The observed law when the sampler counted rounds per request; a log gives the mean only.
         counts = rc.function_round_counts
         law = _count_law(counts) if counts else Poisson(mean=rc.function_rounds.value)
@@ -366,6 +379,7 @@ def calibrate_route(
                 "tokens per function call message",
                 t.function_call_tokens.mean(),
                 _mean_ci(rc.function_call_tokens),
+                "rounds",
             )
             tools_upd["function_call_tokens"] = component_dist(rc.function_call_tokens, kind)
         if rc.function_result_tokens is not None:
@@ -374,6 +388,7 @@ def calibrate_route(
                 "tokens of function results per round",
                 t.function_result_tokens.mean(),
                 _mean_ci(rc.function_result_tokens),
+                "rounds",
             )
             tools_upd["function_result_tokens"] = component_dist(rc.function_result_tokens, kind)
         if rc.tool_rounds_cut:

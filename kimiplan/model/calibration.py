@@ -309,13 +309,14 @@ class Difference(_Frozen):
     ci: tuple[float, float]
     n: int
     used: Literal["measured", "assumed"] = Field(description="'assumed' when the route pins the quantity")
+    of: Literal["calls", "requests", "rounds"] = Field(default="calls", description="what `n` counts")
 
     def describe(self) -> str:
         half = max(self.measured - self.ci[0], self.ci[1] - self.measured)
         fmt = _fmt_for(self.measured, half)
         pinned = "pinned: the forecast keeps the assumption" if self.used == "assumed" else "the forecast uses it"
         return (
-            f"assumed {fmt(self.assumed)} {self.what}; {self.n:,} calls measured {fmt(self.measured)} ± "
+            f"assumed {fmt(self.assumed)} {self.what}; {self.n:,} {self.of} measured {fmt(self.measured)} ± "
             f"{fmt(half)} ({pinned})"
         )
 
