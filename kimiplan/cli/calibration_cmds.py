@@ -342,6 +342,14 @@ def _scenario_sampling(args, catalog):
         skipped = [r.name for r in scenario.routes if r not in usable]
         if skipped:
             print(f"not sampled (agent or $web_search routes need real prompts): {', '.join(skipped)}", file=sys.stderr)
+        functions = [r.name for r in usable if r.tools.function_calls.mean() > 0]
+        if functions:
+            # Without the application's tool definitions and results no call is a tool call: the rounds stay assumed.
+            print(
+                f"sampled without tools, so their function rounds stay assumed: {', '.join(functions)} (give each "
+                "route's tools and tool_results in a sampler --config to measure them)",
+                file=sys.stderr,
+            )
     prompts = {
         r.name: route_prompts(by_name[r.name], args.prompts_per_route, seed=scenario.seed + i)
         for i, r in enumerate(config.routes)

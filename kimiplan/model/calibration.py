@@ -166,6 +166,24 @@ class RouteCalibration(_F):
     tool_result_tokens: Estimate | None = Field(
         default=None, description="Tokens one tool result adds to the next call's input, when recorded"
     )
+    function_rounds: Estimate | None = Field(
+        default=None,
+        description="Function-tool rounds per request (replies with function calls that were answered)",
+    )
+    function_round_counts: dict[int, int] | None = Field(
+        default=None, description="Requests by their number of function rounds (the law of tools.function_calls)"
+    )
+    function_call_tokens: ComponentFit | None = Field(
+        default=None, description="Tokens of one function round's tool-call message (the reply's visible output)"
+    )
+    function_result_tokens: ComponentFit | None = Field(
+        default=None, description="Tokens of the function results sent back in one round (counted by the sampler)"
+    )
+    tool_rounds_cut: int | None = Field(
+        default=None,
+        description="Requests whose last recorded reply still called tools (the sampler's max_tool_rounds, its "
+        "spend cap or an error stopped them): their rounds are a lower bound",
+    )
     agent_steps: Estimate | None = Field(default=None, description="Steps per agent run, when the log has runs")
     context_growth_tokens: Estimate | None = Field(
         default=None, description="Input tokens an agent run's context grows per step, when the log has runs"
@@ -392,13 +410,14 @@ class Difference(_Frozen):
     ci: tuple[float, float]
     n: int
     used: Literal["measured", "assumed"] = Field(description="'assumed' when the route pins the quantity")
+    of: Literal["calls", "requests", "rounds"] = Field(default="calls", description="what `n` counts")
 
     def describe(self) -> str:
         half = max(self.measured - self.ci[0], self.ci[1] - self.measured)
         fmt = _fmt_for(self.measured, half)
         pinned = "pinned: the forecast keeps the assumption" if self.used == "assumed" else "the forecast uses it"
         return (
-            f"assumed {fmt(self.assumed)} {self.what}; {self.n:,} calls measured {fmt(self.measured)} ± "
+            f"assumed {fmt(self.assumed)} {self.what}; {self.n:,} {self.of} measured {fmt(self.measured)} ± "
             f"{fmt(half)} ({pinned})"
         )
 
