@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
+from pydantic import ValidationError
+
 from kimiplan.catalog.providers import canonical_model_or_none, provider_of_host
 from kimiplan.errors import ConfigError
 from kimiplan.model.calibration import (
@@ -322,11 +324,20 @@ def calibrate_route(
         )
 
     if latency and rc.ttft_s is not None and rc.decode_tps is not None and take("latency"):
-        upd["latency"] = Latency(
-            ttft_s=LogNormal(median=rc.ttft_s.median, p95=rc.ttft_s.p95),
-            decode_tps=LogNormal(median=rc.decode_tps.median, p95=rc.decode_tps.p95),
-        )
-        applied.append("latency")
+        try:
+            upd["latency"] = Latency(
+                ttft_s=LogNormal(median=rc.ttft_s.median, p95=rc.ttft_s.p95),
+                decode_tps=LogNormal(median=rc.decode_tps.median, p95=rc.decode_tps.p95),
+            )
+            applied.append("latency")
+        except (ValueError, ValidationError):
+            # Timings of calls a loaded client measured in milliseconds (a sped-up emulator) can give a law no
+            # route can hold (decode speeds past 1e9 tokens/s): said, and the assumption kept.
+            warns.append(
+                f"the measured latency (time to first token median {rc.ttft_s.median:,.3g} s, decode median "
+                f"{rc.decode_tps.median:,.3g} tokens/s, p95 {rc.decode_tps.p95:,.3g}) is outside what a route "
+                "can hold: its latency stays assumed"
+            )
 
     searches = route.tools.web_search_calls.mean() > 0
     if not agent and not searches and rc.tool_rounds is not None and rc.tool_rounds.value > 0:
