@@ -217,8 +217,10 @@ NOT_JUDGED_BY_12 = {"ServiceProviderName", "HostProviderName", "CommitmentDiscou
 def _official_validator(data: Path, tmp_path: Path) -> tuple[dict[str, str], dict]:
     """Runs focus-validator on `data` against the FOCUS 1.2 rules it ships, offline, declaring the applicability
     criteria a Kimi forecast meets; returns each rule's status (pass, fail, skip) and the rule model."""
-    shebang = Path(VALIDATOR).read_text(errors="replace").splitlines()[0]
-    python = shebang[2:].strip() if shebang.startswith("#!") else sys.executable
+    python = Path(VALIDATOR).parent / "python"  # its venv's; else the script's interpreter line
+    if not python.is_file():
+        shebang = Path(VALIDATOR).read_text(errors="replace").splitlines()[0]
+        python = shebang[2:].strip() if shebang.startswith("#!") else sys.executable
     where = "import focus_validator, os; print(os.path.dirname(focus_validator.__file__))"
     pkg = Path(subprocess.run([python, "-c", where], capture_output=True, text=True, check=True).stdout.strip())
     # 2.2.1 reads its ISO 4217 list through the relative path focus_validator/rules/currency_codes.csv, so it
