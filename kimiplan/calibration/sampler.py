@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kimiplan.client import KimiAPIError, KimiClient, scrub
 from kimiplan.errors import ConfigError, validate
 from kimiplan.finance.cost import Usage, cost_of_usage
+from kimiplan.io.formats import money, percent
 from kimiplan.io.paths import data_path
 from kimiplan.tokens.tokenizer import count_messages
 
@@ -355,11 +356,14 @@ class SampleRunSummary:
     errors: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
     mean_in_flight: float = 0.0
+    #: the price card's currency, which `spent` is in
+    currency: str = ""
 
     def __str__(self) -> str:
         s = (
             f"planned {self.planned}, already recorded {self.skipped}, completed {self.completed}, "
-            f"failed {self.failed}, not sent {self.not_sent}, retries {self.retries or 0}, spent {self.spent:.6f}"
+            f"failed {self.failed}, not sent {self.not_sent}, retries {self.retries or 0}, "
+            f"spent {money(self.spent, self.currency or None)}"
         )
         if self.errors:
             s += f", errors {self.errors}"
@@ -506,7 +510,9 @@ def run_sampler(
             )
             guard.spent += amount
         todo = [c for c in plan if c.id not in done]
-        summary = SampleRunSummary(planned=len(plan), skipped=len(plan) - len(todo), lost_in_flight=len(unsettled))
+        summary = SampleRunSummary(
+            planned=len(plan), skipped=len(plan) - len(todo), lost_in_flight=len(unsettled), currency=card.currency
+        )
         scale = client.config.retry.time_scale
         continuations = client.config.max_continuations
         pacer = Pacer(config.rpm, config.tpm, scale)
@@ -804,14 +810,15 @@ class PrecisionRunSummary:
 
     def __str__(self) -> str:
         lines = [
-            f"{len(self.rounds)} round(s), {self.calls} calls, spent {self.spent:.6f} {self.currency}; "
-            f"target +-{self.target:.1%} at {self.confidence:.0%}: {self.stopped_reason}"
+            f"{len(self.rounds)} round(s), {self.calls:,} calls, spent {money(self.spent, self.currency or None)}; "
+            f"target ±{percent(self.target, trim=True)} at {percent(self.confidence, trim=True)}: {self.stopped_reason}"
         ]
         for r in self.routes:
             need = f"{r.calls_needed:,}" if r.calls_needed is not None else "?"
             lines.append(
-                f"  {r.route}: {r.n:,} calls, mean cost {r.mean_cost:.6f} {self.currency} per request "
-                f"+-{r.rel_error:.1%} (CV {r.cv:.2f}; {need} calls for the target){'' if r.reached else ' NOT reached'}"
+                f"  {r.route}: {r.n:,} calls, mean cost {money(r.mean_cost, self.currency or None)} per request "
+                f"±{percent(r.rel_error, 1)} (CV {r.cv:.2f}; {need} calls for the target)"
+                + ("" if r.reached else " NOT reached")
             )
         return "\n".join(lines)
 
@@ -823,7 +830,7 @@ def route_cost_status(records, run_id: str, card, target: float, confidence: flo
 
     import pandas as pd
 
-    from kimiplan.calibration.precision import MIN_CALLS, call_costs, calls_for, rel_half_width
+    from kimiplan.calibration.precision import MIN_CALLS, call_costs, calls_for_target, mean_precision
 
     ok = [r for r in records if r.get("run_id") == run_id and r.get("status") == "ok"]
     if not ok:
@@ -838,8 +845,9 @@ def route_cost_status(records, run_id: str, card, target: float, confidence: flo
         x = c.to_numpy(dtype=float)
         m = float(x.mean())
         cv = float(x.std(ddof=1)) / m if len(x) > 1 and m > 0 else (0.0 if len(x) > 1 else math.inf)
-        rel = rel_half_width(x, confidence)
-        need = calls_for(cv, target, confidence) if math.isfinite(cv) else None
+        # The calibration file's own figure and calls (route_precision calls the same functions on the same calls).
+        p = mean_precision(x, confidence)
+        rel, need = p.rel_error, calls_for_target(p, len(x), target)
         out[str(name)] = RoutePrecision(
             str(name), len(x), m, cv, rel, need, bool(len(x) >= MIN_CALLS and rel <= target)
         )

@@ -16,6 +16,9 @@ calibrated routes. Per route, unless the route pins the quantity (`pin: [input, 
   measured truncation follows (a calibration taken at another budget is warned about).
 - **server_overhead**: prompt tokens the server adds unseen. **latency**: time to first token and decode speed.
 - **tools**: searches per request and their result size, when the samples recorded tool rounds.
+- **precision**: the sampling error of the measured mean cost per request and mean reservation (relative
+  standard errors and interval half-widths, `CalibratedFrom.cost_rel_se` ...), carried whenever a quantity the
+  cost rests on was applied; `forecast` widens its bands by the cost's by default.
 
 Agent routes take the per-step laws (output, reasoning, latency, server overhead); steps per run and context
 growth are applied only when the calibration measured them.
@@ -40,6 +43,8 @@ from kimiplan.model.calibration import (
     ComponentFit,
     Difference,
     Estimate,
+    FixedFit,
+    LogNormalFit,
     RouteCalibration,
     load_calibration,
 )
@@ -52,6 +57,8 @@ if TYPE_CHECKING:
 STALE_DAYS = 90  # older than this (against the scenario's as_of) is a warning
 SPARSE_FACTOR = 10.0  # the scenario's calls/min this many times below the sampler's: the cache may be colder
 _Z = 1.959963984540054
+#: the measured quantities a request's cost rests on (its sampling error goes with the route when one is applied)
+COST_QUANTITIES = {"input", "cache", "output", "reasoning", "server_overhead", "tools"}
 
 
 def component_dist(comp: ComponentFit, kind: Literal["auto", "lognormal", "mixture", "empirical"] = "auto"):
@@ -322,10 +329,7 @@ def calibrate_route(
         )
 
     if latency and rc.ttft_s is not None and rc.decode_tps is not None and take("latency"):
-        upd["latency"] = Latency(
-            ttft_s=LogNormal(median=rc.ttft_s.median, p95=rc.ttft_s.p95),
-            decode_tps=LogNormal(median=rc.decode_tps.median, p95=rc.decode_tps.p95),
-        )
+        upd["latency"] = Latency(ttft_s=_latency_law(rc.ttft_s), decode_tps=_latency_law(rc.decode_tps))
         applied.append("latency")
 
     searches = route.tools.web_search_calls.mean() > 0
@@ -366,6 +370,19 @@ def calibrate_route(
         if rc.agent_steps is None:
             warns.append("agent route: steps per run and context growth were not measured and stay assumed")
 
+    # The precision of the measured mean cost travels with the route, so every forecast of it carries it; a
+    # route that pins every quantity its cost rests on keeps its assumptions, and no sampling error with them.
+    prec: dict[str, Any] = {}
+    p = rc.precision
+    if p is not None and set(applied) & COST_QUANTITIES:
+        m, rm = p.cost_per_request.value, p.reservation_tokens.value
+        prec = {
+            "confidence": p.confidence,
+            "cost_rel_se": p.cost_se / m if m > 0 else 0.0,
+            "cost_rel_error": p.cost_rel_error,
+            "reservation_rel_se": p.reservation_se / rm if rm > 0 else 0.0,
+            "reservation_rel_error": p.reservation_rel_error,
+        }
     extra = sorted(set(cal.routes) - {r.name for r in scenario.routes})
     if extra:
         warns.append(
@@ -383,8 +400,13 @@ def calibrate_route(
         pinned=tuple(q for q in PIN_QUANTITIES if q in pins),
         differences=tuple(diffs),
         warnings=tuple(dict.fromkeys(warns)),
+        **prec,
     )
     return route.model_copy(update=upd)
+
+
+def _latency_law(fit: LogNormalFit | FixedFit):
+    return Fixed(value=fit.value) if isinstance(fit, FixedFit) else LogNormal(median=fit.median, p95=fit.p95)
 
 
 def apply_calibration(

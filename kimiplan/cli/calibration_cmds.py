@@ -347,23 +347,26 @@ def _scenario_sampling(args, catalog):
 
 def _fit(args) -> int:
     from kimiplan.calibration.fitters import fit_calibration, samples_frame
+    from kimiplan.io.formats import money, percent
 
     df = samples_frame(*args.inputs)
     cal = fit_calibration(df, model=args.model)
     path = cal.save(args.output)
-    print_table(cal.summary().reset_index() if cal.summary().index.name else cal.summary())
+    table = cal.summary()
+    print_table(table.frame.reset_index(), formats=table.overrides)
     print(f"wrote {path} ({cal.n_samples} samples, provenance {cal.provenance})")
     for name, rc in cal.routes.items():
         p = rc.precision
         if p is not None:
             more = (
-                f"{p.more_calls_for_target:,} more calls for +-{p.target_rel_error:.0%}"
+                f"{p.more_calls_for_target:,} more calls for ±{percent(p.target_rel_error, trim=True)}"
                 if p.more_calls_for_target
-                else f"within +-{p.target_rel_error:.0%}"
+                else f"within ±{percent(p.target_rel_error, trim=True)}"
             )
             print(
-                f"{name}: mean cost per request {p.cost_per_request.value:.6f} {p.currency} "
-                f"+-{p.cost_rel_error:.1%} at {p.confidence:.0%} ({rc.n:,} calls); {more}; output law {rc.output.law}"
+                f"{name}: mean cost per request {money(p.cost_per_request.value, p.currency)} "
+                f"±{percent(p.cost_rel_error, 1)} at {percent(p.confidence, trim=True)} ({rc.n:,} calls); {more}; "
+                f"output law {rc.output.law}"
             )
     return 0
 

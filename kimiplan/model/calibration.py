@@ -42,6 +42,14 @@ class LogNormalFit(_F):
     ks_pvalue: float
 
 
+class FixedFit(_F):
+    """A quantity that did not vary in the sample (e.g. a constant decode speed): the law is the constant."""
+
+    kind: Literal["fixed"] = "fixed"
+    value: float
+    n: int
+
+
 class EmpiricalFit(_F):
     mean: float
     quantiles: dict[str, float]
@@ -148,8 +156,8 @@ class RouteCalibration(_F):
     cache_hit_rate: Estimate
     cached_fraction: Estimate | None = None
     template_overhead: Estimate | None = None
-    ttft_s: LogNormalFit | None = None
-    decode_tps: LogNormalFit | None = None
+    ttft_s: LogNormalFit | FixedFit | None = None
+    decode_tps: LogNormalFit | FixedFit | None = None
     precision: Precision | None = None
     #: where the prompts came from when the sampler recorded it (e.g. "synthetic: built from scenario X")
     prompt_source: str | None = None
@@ -217,7 +225,29 @@ class Calibration(_F):
         notes = ["Medians and p95 are of fitted log-normals (tokens); rates are shares of calls."]
         if self.provenance == "emulator":
             notes.append("Fitted from the local emulator, not from live Kimi calls.")
-        return SummaryTable(f"Calibration: {self.model}", facts, [("By route", self._frame(), None)], notes)
+        return SummaryTable(
+            f"Calibration: {self.model}", facts, [("By route", self._frame(), None)], notes, self.frame_formats()
+        )
+
+    def frame_formats(self) -> dict:
+        """How the summary's columns read: token counts say "(tokens)", the cost its currency."""
+        from kimiplan.io.formats import ColumnFormat
+
+        cur = next((r.precision.currency for r in self.routes.values() if r.precision is not None), None)
+        tokens = {
+            "prompt_tokens": "Prompt",
+            "output_median": "Output median",
+            "output_p95": "Output P95",
+            "reasoning_median": "Reasoning median",
+            "reasoning_p95": "Reasoning P95",
+            "template_overhead": "Server overhead",
+        }
+        out: dict = {k: ColumnFormat("count", header=f"{v} (tokens)") for k, v in tokens.items()}
+        out["n"] = ColumnFormat("count", header="Calls")
+        out["cost_per_request"] = ColumnFormat("money", currency=cur)
+        out["cost_rel_error"] = ColumnFormat("percent", header="Cost ± (95 %)")
+        out["more_calls_for_5pct"] = ColumnFormat("count", header="More calls for ±5 %")
+        return out
 
     def _frame(self):
         import pandas as pd
@@ -326,6 +356,21 @@ class CalibratedFrom(_Frozen):
     pinned: tuple[str, ...] = Field(default=(), description="Measured quantities the route keeps as assumed")
     differences: tuple[Difference, ...] = ()
     warnings: tuple[str, ...] = ()
+    # The sampling uncertainty of what was measured (from the calibration's `precision`; None when it has none
+    # or the route pins every quantity its cost rests on). The forecast widens its bands by the cost's.
+    confidence: float | None = Field(default=None, description="Confidence of the relative errors below")
+    cost_rel_se: float | None = Field(
+        default=None, ge=0, description="Standard error of the measured mean cost per request, over the mean"
+    )
+    cost_rel_error: float | None = Field(
+        default=None, ge=0, description="Half-width of the mean cost's interval at `confidence`, over the mean"
+    )
+    reservation_rel_se: float | None = Field(
+        default=None, ge=0, description="Standard error of the mean TPM reservation per request, over the mean"
+    )
+    reservation_rel_error: float | None = Field(
+        default=None, ge=0, description="Half-width of the mean reservation's interval at `confidence`, over it"
+    )
 
     @property
     def date(self) -> dt.date | None:
