@@ -10,8 +10,12 @@ calibrated routes. Per route, unless the route pins the quantity (`pin: [input, 
   mean. Scaling keeps what the cache prefix is (system, history) and what the breakdown shows; the measured
   total is the calibration's. (Counts such as history turns or RAG chunks are not changed, their sizes are.)
 - **cache**: the prefix hit rate is set so that the expected cached tokens per call are the measured cached
-  share of the measured prompt (prompts over `min_prompt_tokens` are assumed; a route with no cacheable prefix
-  but measured hits is warned about).
+  share of the measured prompt. Only prompts over `cache.min_prompt_tokens` can hit (Kimi: "a new request can
+  hit the prefix cache only when the previous request's prompt tokens exceed 256"), so the rate is the measured
+  cached tokens over the prefix tokens that sit on such prompts, drawn from the route's own laws; with short
+  prompts in the mix it is above the plain share. A route with no cacheable prefix, or whose prompts never
+  exceed the threshold, but measured hits is warned about. (Kimi counts cached tokens in 256-token blocks, a
+  third party measured; the measured share already holds that, and the rate reproduces the measured tokens.)
 - **output**, **reasoning** (thinking routes): the fitted laws, cut at the route's budget as Kimi does, so the
   measured truncation follows (a calibration taken at another budget is warned about).
 - **server_overhead**: prompt tokens the server adds unseen. **latency**: time to first token and decode speed.
@@ -49,6 +53,7 @@ from kimiplan.model.calibration import (
     load_calibration,
 )
 from kimiplan.model.dists import Empirical, Exponential, Fixed, LogNormal, Normal, Poisson, Uniform
+from kimiplan.model.inputs import eligible_prefix_share
 from kimiplan.tokens.tokenizer import template_tokens
 
 if TYPE_CHECKING:
@@ -137,12 +142,20 @@ def _prefix_mean(route: Route) -> float:
     return sum(parts[p] for p in route.cache.prefix)
 
 
+def _hittable_prefix_mean(route: Route) -> float:
+    """Mean prefix tokens per call on prompts long enough for the cache (over `cache.min_prompt_tokens`; Kimi:
+    256): the prefix mean itself when every prompt is, less when some are shorter (drawn from the route's laws)."""
+    prefix = _prefix_mean(route)
+    return prefix * eligible_prefix_share(route) if prefix > 0 else 0.0
+
+
 def cached_share(route: Route) -> float:
-    """The share of a route's input the scenario expects from cache (prompts over `min_prompt_tokens`)."""
+    """The share of a route's input the scenario expects from cache (hits only on prompts over
+    `min_prompt_tokens`, as the workload draws them)."""
     if route.cache.mode != "prefix_rule":
         return 0.0
     m = input_mean(route)
-    return route.cache.hit_rate * _prefix_mean(route) / m if m > 0 else 0.0
+    return route.cache.hit_rate * _hittable_prefix_mean(route) / m if m > 0 else 0.0
 
 
 def _scale_input(route: Route, f: float) -> dict[str, Any]:
@@ -272,11 +285,12 @@ def calibrate_route(
     if share is not None and not agent:
         note("cache", "share of input from cache", cached_share(route), _from_estimate(rc.cached_fraction))
         if take("cache"):
-            prefix = (
-                _prefix_mean(current)
-                if current.cache.mode == "prefix_rule"
-                else _prefix_mean(current.model_copy(update={"cache": Cache()}))
-            )
+            cache = current.cache if current.cache.mode == "prefix_rule" else Cache()
+            with_cache = current.model_copy(update={"cache": cache})
+            # Only prompts over min_prompt_tokens can hit (Kimi: 256 tokens), so the hit rate is what gives the
+            # measured cached tokens on the prompts that can: with short prompts in the mix it is above the share.
+            prefix = _prefix_mean(with_cache)
+            hittable = _hittable_prefix_mean(with_cache)
             want = share * input_mean(current)
             if want <= 0:
                 upd["cache"] = current.cache.model_copy(update={"hit_rate": 0.0})
@@ -286,16 +300,25 @@ def calibrate_route(
                     f"measured cached share {share:.1%} not applied: the route has no cacheable prefix "
                     f"({', '.join(current.cache.prefix)} are empty)"
                 )
+            elif hittable <= 0:
+                warns.append(
+                    f"measured cached share {share:.1%} not applied: none of the route's prompts (mean "
+                    f"{input_mean(current):,.0f} tokens) exceeds cache.min_prompt_tokens "
+                    f"({cache.min_prompt_tokens:,}), the least Kimi's prefix cache serves; the calls that hit were "
+                    "longer than the scenario's input laws allow"
+                )
             else:
-                rate = want / prefix
+                rate = want / hittable
                 if rate > 1:
+                    short = (
+                        f" on prompts over {cache.min_prompt_tokens:,} tokens" if hittable < prefix * (1 - 1e-9) else ""
+                    )
                     warns.append(
-                        f"measured cached share {share:.1%} exceeds the route's prefix share "
-                        f"{prefix / input_mean(current):.1%}: hit rate set to 1 (the cached prefix is larger than "
+                        f"measured cached share {share:.1%} exceeds the route's prefix share{short} "
+                        f"{hittable / input_mean(current):.1%}: hit rate set to 1 (the cached prefix is larger than "
                         "the scenario's system and history)"
                     )
                     rate = 1.0
-                cache = current.cache if current.cache.mode == "prefix_rule" else Cache()
                 upd["cache"] = cache.model_copy(update={"hit_rate": rate})
                 applied.append("cache")
             if rc.calls_per_minute and share > 0:
