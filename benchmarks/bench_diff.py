@@ -74,8 +74,8 @@ def band_ratio(paths: int = 4000) -> None:
         crn = d.band["P90"] - d.band["P10"]
         widths, wrong = [], []
         for k in range(1, 6):
-            other = kp.forecast(head, 1, paths=paths, seed=base.seed + k, capacity=False, common_random_numbers=True)
-            ind = other.paths[:, 0] - d.base.paths
+            other = kp.forecast(head, 2, paths=paths, seed=base.seed + k, capacity=False, common_random_numbers=True)
+            ind = other.paths[:, other.next_full_month()] - d.base.paths  # the diff's month: the next full one
             widths.append(float(np.quantile(ind, 0.9) - np.quantile(ind, 0.1)))
             wrong.append(float(np.mean(np.sign(ind) != np.sign(d.cost_delta))))
         ind_w = statistics.median(widths)

@@ -93,7 +93,8 @@ def test_github_workflow(pr_repo, capsys):
     code, _ = run_kimiplan(cmds[0], capsys)
     assert code == 0
     comment = (pr_repo / "kimiplan-diff.md").read_text(encoding="utf-8")
-    assert comment.startswith(MARKER) and "monthly cost +$400" in comment and "(+10 %)" in comment
+    # +10 % of December 2026 (the next full month from as_of 2026-11-26), $4,516
+    assert comment.startswith(MARKER) and "monthly cost +$452" in comment and "(+10 %)" in comment
     code, out = run_kimiplan(cmds[1], capsys)
     assert code == 0, out  # +10 %: under the cap, within the jump, the tier holds
     assert "0 failed" in out and "monthly-cap" in out

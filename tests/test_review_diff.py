@@ -252,8 +252,8 @@ def test_other_region_and_currency_compare_and_say_so(support, catalog):
     assert any("different currencies" in n and "7.1 CNY per USD" in n for n in d.notes)
     assert any("different region" in n for n in d.notes)
     # the head in CNY converted at 7.1: its figures equal a forecast of the head in USD at the same rate
-    fc = kp.forecast(edit(support, {"region": "cn"}), 1, catalog=catalog, paths=10, capacity=False)
-    assert d.cost_after == pytest.approx(float(fc.monthly["expected"].iloc[0]) / 7.1, rel=1e-3)
+    fc = kp.forecast(edit(support, {"region": "cn"}), 2, catalog=catalog, paths=10, capacity=False)
+    assert d.cost_after == pytest.approx(float(fc.monthly["expected"].iloc[fc.next_full_month()]) / 7.1, rel=1e-3)
 
 
 def test_markdown_is_a_github_comment(raised, support, catalog):

@@ -49,7 +49,8 @@ def test_the_simplest_form_parses_and_decides(tmp_path, snap, catalog):
     res = kp.check(snap, f, catalog=catalog)
     (v,) = res.verdicts
     assert v.status == "pass" and v.policy == "monthly-cap" and v.threshold == 5000
-    assert v.value == snap.account.cost_per_month and "$5,000" in v.message and "2026-11" in v.message
+    # the next full month (as_of 2026-11-26: December), the month the report's cost card quotes
+    assert v.value == snap.account.cost_per_month and "$5,000" in v.message and "Dec 2026" in v.message
     f.write_text(SIMPLEST.replace("5000", "3000"), encoding="utf-8")
     with pytest.raises(PolicyViolation) as exc:
         kp.check(snap, f, catalog=catalog)
@@ -68,7 +69,12 @@ def test_the_simplest_form_parses_and_decides(tmp_path, snap, catalog):
         ("    max_monthly_cost: 10 %\n", ["max_monthly_cost", "not a percentage", "10 %"]),
         ("    max_increase_percent: 300 USD\n", ["max_increase_percent", "not an amount of money", "300 USD"]),
         ("    max_refusal: 5\n", ["max_refusal", "share in [0, 1]", "'5 %'"]),
-        ("    min_headroom: -0.1\n", ["min_headroom", "-0.1"]),
+        ("    min_growth_headroom: -0.1\n", ["min_growth_headroom", "-0.1", "at least 1"]),
+        ("    min_growth_headroom: 0.2\n", ["min_growth_headroom", "0.2", "reads as a share", "write 1.2"]),
+        ("    min_growth_headroom: 20 %\n", ["min_growth_headroom", "20 %", "not a percentage", "write 1.2"]),
+        ("    min_headroom: 0.2\n", ["'p' field min_headroom: 0.2", "no longer read", "min_growth_headroom: 1.25"]),
+        ("    min_headroom: 10 %\n", ["'p' field min_headroom: 10 %", "min_growth_headroom: 1.11"]),
+        ("    horizon_months: 12\n    tier_must_hold: true\n", ["horizon_months applies to max_monthly_cost"]),
         ("    level: fatal\n    max_monthly_cost: 1\n", ["level", "fatal"]),
         ("    balance: 100\n", ["min_balance_months and balance go together"]),
     ],
@@ -117,7 +123,7 @@ def test_capacity_policies_name_route_and_figures(support, catalog, snap):
         "policies": [
             {"name": "hold", "tier_must_hold": True},
             {"name": "refusal", "max_refusal": "0.1 %", "routes": ["answer"]},
-            {"name": "headroom", "min_headroom": 0.15},
+            {"name": "headroom", "min_growth_headroom": 1.2},
         ]
     }
     res = kp.check(snap, pol, catalog=catalog)
@@ -213,13 +219,13 @@ def test_a_capacity_plan_alone_answers_capacity_policies(support, catalog):
     plan = kp.plan(support, catalog)
     pol = {
         "policies": [
-            {"name": "hold", "tier_must_hold": True, "min_headroom": "10 %"},
+            {"name": "hold", "tier_must_hold": True, "min_growth_headroom": "1.1x"},
             {"name": "cap", "max_monthly_cost": 1},
         ]
     }
     res = kp.check(plan, pol, catalog=catalog)
     by = {(v.policy, v.check): v for v in res.verdicts}
-    assert by[("hold", "tier_must_hold")].status == "pass" and by[("hold", "min_headroom")].status == "pass"
+    assert by[("hold", "tier_must_hold")].status == "pass" and by[("hold", "min_growth_headroom")].status == "pass"
     assert (
         by[("cap", "max_monthly_cost")].status == "error"
         and "needs the scenario" in by[("cap", "max_monthly_cost")].message

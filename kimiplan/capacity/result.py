@@ -103,13 +103,20 @@ class Headroom:
     @property
     def short(self) -> str:
         """The headroom as one figure: "1.37×" (or "none", "unbounded")."""
-        if self.scale is None:
-            return "n/a"
-        if math.isinf(self.scale):
-            return "unbounded"
-        if self.scale <= 1.0:
-            return "none"
-        return f"{self.scale:.2f}×"
+        return growth_multiple(self.scale)
+
+
+def growth_multiple(scale: float | None, missing: str = "n/a") -> str:
+    """Headroom as one figure, the one formatting every view uses (report cards, CLI, notebook, Excel, diff,
+    check): "1.37×" (traffic can grow 1.37× before refusals pass the target), "none" at or under 1×,
+    "unbounded" when no limit is ever reached; `missing` when there is no headroom to compute (no tier)."""
+    if scale is None or (isinstance(scale, float) and math.isnan(scale)):
+        return missing
+    if math.isinf(scale):
+        return "unbounded"
+    if scale <= 1.0:
+        return "none"
+    return f"{scale:.2f}×"
 
 
 def headroom_sentence(

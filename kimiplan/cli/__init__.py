@@ -64,8 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kimiplan {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    parser.usage_exit_codes = {}
     for name in _COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+        mod = importlib.import_module(name)
+        mod.register(sub)
+        # A command whose own exit codes include argparse's 2 (check: 2 = warnings) names another for usage errors.
+        parser.usage_exit_codes.update(getattr(mod, "USAGE_EXIT_CODES", {}))
     for p in _walk(parser):
         p.formatter_class = _HelpFormatter
         for action in p._actions:
@@ -76,9 +80,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
+    """The sub-command named in `argv` (the first word that is one), for its usage-error exit code."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return next((w for w in argv if w in sub.choices), None)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        code = parser.usage_exit_codes.get(_command(parser, sys.argv[1:] if argv is None else argv))
+        if exc.code == 2 and code is not None:
+            raise SystemExit(code) from None
+        raise
     try:
         return int(args.func(args) or 0)
     except KimiplanError as exc:

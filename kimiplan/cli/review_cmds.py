@@ -1,9 +1,10 @@
 """`kimiplan diff` (the cost and capacity change between two scenarios, or one file at two git revisions) and
 `kimiplan check` (guardrails on a plan or a diff, with exit codes CI can act on).
 
-Exit codes: 0 pass; 1 a fail-level policy failed; 2 only warnings, when `--warn-exit 2`; 3 could not evaluate
-(a bad file, a revision that does not exist, a policy that does not parse). Heavy modules load inside the
-command functions, so `kimiplan --help` stays fast."""
+Exit codes of `check`: 0 pass; 1 a fail-level policy failed; 2 only warnings, when `--warn-exit 2`; 3 could not
+evaluate (a bad file, a revision that does not exist, a policy that does not parse); 4 a usage error (an unknown
+option, a missing argument: argparse's own 2 would read as warnings). Heavy modules load inside the command
+functions, so `kimiplan --help` stays fast."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import sys
 from kimiplan.errors import KimiplanError
 
 EXIT_ERROR = 3
+EXIT_USAGE = 4
+USAGE_EXIT_CODES = {"check": EXIT_USAGE}  # read by kimiplan.cli.main for argparse's usage errors
 
 
 def _error(exc: Exception) -> int:
@@ -111,14 +114,18 @@ def cmd_diff(args) -> int:
 
 
 def cmd_check(args) -> int:
+    # Usage errors (as argparse's own, exit 4 rather than 2, which means warnings here).
+    if args.policy is None:
+        print("kimiplan check: error: --policy FILE is required (a YAML file with a `policies:` list; see docs/CI.md)",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    if args.warn_exit not in (0, 2):
+        print(f"kimiplan check: error: --warn-exit must be 0 or 2, got {args.warn_exit}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         from kimiplan.errors import ConfigError
         from kimiplan.review.policy import check, load_policy
 
-        if args.policy is None:
-            raise ConfigError("check needs --policy FILE (a YAML file with a `policies:` list; see docs/CI.md)")
-        if args.warn_exit not in (0, 2):
-            raise ConfigError(f"--warn-exit must be 0 or 2, got {args.warn_exit}")
         policy, origin = load_policy(args.policy)
         if args.base is None and args.head is not None:
             raise ConfigError("--head REV needs --base REV")
@@ -199,12 +206,15 @@ def register(sub) -> None:
 
     c = sub.add_parser(
         "check",
-        help="guardrails on plans and diffs: exit 0 pass, 1 fail, 2 warnings (with --warn-exit 2), 3 not evaluated",
+        help="guardrails on plans and diffs: exit 0 pass, 1 fail, 2 warnings (with --warn-exit 2), 3 not evaluated, "
+        "4 usage error",
         description="Apply the policies of --policy FILE to each SCENARIO (with --base REV: to its diff against "
         "that revision): maximum monthly cost or its P90, maximum increase (currency or percent), maximum refusal "
-        "per route at the busiest minute, minimum headroom, the tier must hold, the balance must last N months, "
-        "calibrations no older than N days. Each verdict names the policy, the route and the figures. Exit codes: "
-        "0 pass, 1 a fail-level policy failed, 2 only warnings when --warn-exit 2, 3 could not evaluate.",
+        "per route at the busiest minute, minimum headroom (the growth multiple, as the report states it), the tier "
+        "must hold, the balance must last N months, calibrations no older than N days. Monthly costs are the next "
+        "full month's (the report's cost card). Each verdict names the policy, the route and the figures. Exit "
+        "codes: 0 pass, 1 a fail-level policy failed, 2 only warnings when --warn-exit 2, 3 could not evaluate (a "
+        "bad file or policy, an unknown revision), 4 usage error (an unknown option, a missing argument).",
     )
     c.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="scenario files (or bundled example names)")
     c.add_argument("--policy", metavar="FILE", help="the policy file (YAML/JSON), required")

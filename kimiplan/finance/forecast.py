@@ -308,6 +308,16 @@ class Forecast:
         """ "bands include the calibration's sampling uncertainty ...: ±x % on route R (...)", or "" without."""
         return self.settings.get("parameter_uncertainty_note") or ""
 
+    def next_full_month(self) -> int:
+        """The row of `monthly` (and column of `paths`) of the first month that starts on or after the
+        scenario's `as_of`: a month already under way on that date is partly history. The month the report's
+        cost card quotes and `kimiplan diff` / `check` compare; the first row when no later month is forecast."""
+        as_of = self.scenario.as_of
+        for i, m in enumerate(self.monthly["month"]):
+            if dt.date.fromisoformat(f"{m}-01") >= as_of:
+                return i
+        return 0
+
     def frames(self) -> dict[str, pd.DataFrame]:
         """The views an export writes, one per sheet."""
         return {"monthly": self.monthly, "by_route": self.by_route, "expected": self.expected, "daily": self.daily}

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from kimiplan.capacity.plan import growth_exhaustion
+from kimiplan.capacity.result import growth_multiple
 from kimiplan.catalog.cards import Catalog
 from kimiplan.catalog.resolve import price_card, rate_tier
 from kimiplan.finance.balance import exhaustion
@@ -342,15 +343,6 @@ def _risks(scenario: Scenario, catalog: Catalog, fc: Forecast | None) -> list[st
     return out[:3]
 
 
-def _next_full_month(fc: Forecast, as_of: dt.date) -> int:
-    """The row of the first forecast month that starts on or after the scenario's date (a month already under
-    way on that date is partly history), else the first."""
-    for i, m in enumerate(fc.monthly["month"]):
-        if dt.date.fromisoformat(f"{m}-01") >= as_of:
-            return i
-    return 0
-
-
 def _label(month: str) -> str:
     return f"{dt.date.fromisoformat(month + '-01'):%b %Y}"
 
@@ -367,7 +359,7 @@ def decision_summary(
     cap = _capacity_lines(scenario, plan)
     m = fc.monthly
     cur = fc.currency
-    i = _next_full_month(fc, scenario.as_of)
+    i = fc.next_full_month()
     nxt = m.iloc[i]
     label = _label(nxt["month"])
     cost_month = money(nxt["expected"], cur, 0)
@@ -393,7 +385,7 @@ def decision_summary(
     if current is not None and cap["current_holds"] is False:
         reasons.append(f"{current} does not hold today" + (f" (buy {buy})" if buy else " and no tier does"))
     elif current is not None and current == buy and cap["headroom_scale"] is not None:
-        reasons.append(f"{current} holds today (headroom {cap['headroom_scale']:.2f}×)")
+        reasons.append(f"{current} holds today (headroom {growth_multiple(cap['headroom_scale'])})")
     elif buy is None and cap["runs_out_month"] == "now":
         reasons.append("no tier holds today's traffic")
     cap_month = cap["runs_out_month"]
@@ -484,11 +476,7 @@ def decision_summary(
     cards.append(
         Card(
             f"Headroom on {buy}" if buy else "Headroom",
-            "none"
-            if head_scale is None or head_scale <= 1
-            else "unbounded"
-            if head_scale == float("inf")
-            else f"{head_scale:.2f}×",
+            growth_multiple(head_scale, missing="none"),
             cap["headroom"],
         )
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kimiplan.capacity.result import growth_multiple
 from kimiplan.review.snapshot import TOKEN_PARTS, Snapshot
 
 # Top-level fields, by what they act on. Anything else (the name, the description, the seed) moves no figure.
@@ -30,7 +31,8 @@ class FieldChange:
 
 @dataclass(frozen=True)
 class Effect:
-    figure: str  # tpm_reservation, cost_per_month, tokens.output, requests_per_day, binding_limit, holds ...
+    figure: str  # tpm_reservation, cost_per_month, tokens.output, requests_per_day, binding_limit, holds,
+    # growth_headroom (the multiple; inf: unbounded) ...
     before: Any
     after: Any
     route: str | None = None
@@ -135,7 +137,9 @@ def _capacity_effects(base: Snapshot, head: Snapshot) -> list[Effect]:
         out.append(Effect("binding_limit", a.binding_limit, b.binding_limit))
     if a.holds != b.holds:
         out.append(Effect("holds", a.holds, b.holds))
-    out += _num_effect("headroom", a.headroom, b.headroom, eps=5e-4)
+    # A headroom move shows when it moves the figure a reader sees (two decimals of the multiple, the report's).
+    if growth_multiple(a.growth_headroom) != growth_multiple(b.growth_headroom):
+        out.append(Effect("growth_headroom", a.growth_headroom, b.growth_headroom))
     return out
 
 

@@ -7,7 +7,10 @@ scenarios share draws the same numbers and the band of the difference is the spr
 quantiles are taken on the per-path differences (not the difference of two bands) and mirrored, so that
 `diff(b, a)` is exactly `-diff(a, b)` in every figure, and `diff(a, a)` exactly zero.
 
-The monthly figures are those of the first forecast month (the month of each scenario's `as_of`).
+The monthly figures are those of each side's next full month (the first month that starts on or after its
+`as_of`, `Forecast.next_full_month`): the month the report's cost card quotes. Headroom is the report's one
+definition, the growth multiple on the scenario's tier (`CapacityPlan.headroom()`), written by the same function
+(`capacity.result.growth_multiple`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from kimiplan.model.scenario import Scenario
 from kimiplan.review.causes import Cause, causes
 from kimiplan.review.snapshot import DEFAULT_MONTHS, DEFAULT_PATHS, RouteFigures, Snapshot, evaluate
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: headroom is the growth multiple (`growth_headroom`), the month the next full one
 BAND = (0.1, 0.5, 0.9)
 
 
@@ -55,7 +58,19 @@ def _same(a: RouteFigures, b: RouteFigures) -> bool:
     """The route's own figures are equal. A refusal moved by another route does not count: the limits are
     shared, so an account-wide refusal, and a route's own one (`refusal_by_route`), move with every route's
     traffic; a change to the route itself shows in its other figures."""
-    return replace(a, refusal=None, refusal_scope=None) == replace(b, refusal=None, refusal_scope=None)
+    x, y = asdict(replace(a, refusal=None, refusal_scope=None)), asdict(replace(b, refusal=None, refusal_scope=None))
+    return all(_close(x[k], y[k]) for k in x)
+
+
+def _close(u, v) -> bool:
+    """Equal, floats to 12 significant digits: an unchanged route's month can differ in the last bit when other
+    routes changed (support_chat's web_lookup in Dec 2026: 506.19273537448305 against ...831), not in any
+    figure a person reads."""
+    if isinstance(u, dict) and isinstance(v, dict):
+        return u.keys() == v.keys() and all(_close(u[k], v[k]) for k in u)
+    if isinstance(u, float) and isinstance(v, float):
+        return u == v or math.isclose(u, v, rel_tol=1e-12, abs_tol=0.0) or (math.isnan(u) and math.isnan(v))
+    return u == v
 
 
 @dataclass(frozen=True)
@@ -70,7 +85,7 @@ class RouteDiff:
 class PlanDiff:
     """The change from `base` to `head`. `routes`: one row per route (head's order, then removed ones);
     `causes`: the changed fields and what they moved; `notes`: what differs in kind (provider, currency,
-    model, dates) and still compares; `delta_paths`: head minus base spend of the first month, per path."""
+    model, dates) and still compares; `delta_paths`: head minus base spend of the next full month, per path."""
 
     base: Snapshot = field(repr=False)
     head: Snapshot = field(repr=False)
@@ -103,6 +118,10 @@ class PlanDiff:
         return self.cost_delta == 0 and all(v == 0 for v in self.band.values()) and not self.causes
 
     # -- renderings (kimiplan.review.render)
+    def __repr__(self) -> str:
+        name = self.head.account.name or self.base.account.name
+        return f"<PlanDiff {name} ({self.base.account.label} → {self.head.account.label}): {self.lead()}>"
+
     def lead(self) -> str:
         from kimiplan.review.render import lead
 
@@ -313,8 +332,14 @@ def _side(s: Snapshot) -> dict:
     return d
 
 
+def _headroom_text(a) -> str | None:
+    from kimiplan.capacity.result import growth_multiple
+
+    return growth_multiple(a.growth_headroom) if a.exists and a.tier is not None else None
+
+
 def to_document(d: PlanDiff) -> dict:
-    """The `diff --format json` document (schema: docs/diff.schema.json, `schema_version` 1)."""
+    """The `diff --format json` document (schema: docs/diff.schema.json, `schema_version` 2)."""
     a, b = d.base.account, d.head.account
     doc = {
         "schema_version": SCHEMA_VERSION,
@@ -333,7 +358,12 @@ def to_document(d: PlanDiff) -> dict:
             "tier": {"before": a.tier, "after": b.tier},
             "holds": {"before": a.holds, "after": b.holds},
             "binding_limit": {"before": a.binding_limit, "after": b.binding_limit},
-            "headroom": _change(a.headroom, b.headroom, False),
+            # The growth multiple (1.37: traffic can grow 1.37x before refusals pass the target; null without
+            # a tier, and when unbounded: `headroom_text` says which), written as the report writes it.
+            "growth_headroom": _change(a.growth_headroom, b.growth_headroom, False),
+            "headroom_text": {"before": _headroom_text(a), "after": _headroom_text(b)},
+            "headroom_sentence": {"before": a.headroom_sentence, "after": b.headroom_sentence},
+            "busiest_minute_use": _change(a.busiest_minute_use, b.busiest_minute_use, False),
             "refusal": _change(a.refusal, b.refusal, False),
             "smallest_tier": {"before": a.smallest_tier, "after": b.smallest_tier},
         },

@@ -9,12 +9,14 @@ The simplest file::
         level: fail              # or warn
 
 Thresholds carry their unit: money is a number in the scenario's currency or a string with it ("5000 USD",
-"$5,000"); a percentage is a number of percent or "10 %"; a share (refusal, headroom) is a fraction in [0, 1]
-or "0.1 %". A threshold in another unit than its key's (a currency for a percentage, a share above 1, "5000 CNY"
-on a scenario billed in USD) is an error naming the file, the key and the value.
+"$5,000"); a percentage is a number of percent or "10 %"; a share (refusal) is a fraction in [0, 1] or "0.1 %";
+a growth multiple (`min_growth_headroom`, the report's one definition of headroom) is a number of at least 1 or
+"1.2x". A threshold in another unit than its key's (a currency for a percentage, a share above 1, "5000 CNY" on
+a scenario billed in USD) is an error naming the file, the key and the value.
 
-Monthly figures are the first forecast month's (as in `diff`); "the balance must last N months" forecasts N
-months and passes when at most 10 % of the Monte Carlo paths run out within them.
+Monthly figures are the next full month's (the month the report's cost card quotes, as in `diff`); with
+`horizon_months: N` the monthly cost caps hold for each of the N months from it. "The balance must last N
+months" forecasts N months and passes when at most 10 % of the Monte Carlo paths run out within them.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from kimiplan.capacity.result import LIMIT_LABELS, growth_multiple
 from kimiplan.errors import ConfigError, KimiplanError, validate
 from kimiplan.io.formats import CURRENCY_SYMBOLS, money, percent
 
@@ -147,13 +150,39 @@ def _whole_months(v: Any) -> float:
 
 Months = Annotated[float, BeforeValidator(_whole_months)]
 
+
+def _as_multiple(v: Any) -> float:
+    """A growth multiple (1.2, "1.2x", "1.2×"): traffic can grow to that many times today's before refusals
+    pass the target. A percentage or a number under 1 reads as a share of room: the message says what to write."""
+    hint = "a growth multiple of at least 1, e.g. 1.2 (traffic can grow 1.2× before refusals pass the target)"
+    if isinstance(v, bool) or v is None:
+        raise ValueError(hint)
+    if isinstance(v, str):
+        t = v.strip()
+        m = re.fullmatch(rf"({_NUM})\s*%", t)
+        if m:
+            x = _number(m.group(1)) / 100.0
+            raise ValueError(f"{hint}, not a percentage: for {percent(x, trim=True)} more traffic write {1 + x:g}")
+        m = re.fullmatch(rf"({_NUM})\s*[x×]?", t, flags=re.I)
+        if not m:
+            raise ValueError(hint)
+        v = _number(m.group(1))
+    if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        raise ValueError(hint)
+    if v < 1:
+        raise ValueError(f"{hint}; {v:g} reads as a share: for {percent(v, trim=True)} more traffic write {1 + v:g}")
+    return float(v)
+
+
+Multiple = Annotated[float, BeforeValidator(_as_multiple)]
+
 THRESHOLDS = (
     "max_monthly_cost",
     "max_monthly_cost_p90",
     "max_increase",
     "max_increase_percent",
     "max_refusal",
-    "min_headroom",
+    "min_growth_headroom",
     "tier_must_hold",
     "min_balance_months",
     "max_calibration_age_days",
@@ -168,21 +197,30 @@ class Policy(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     level: Literal["fail", "warn"] = "fail"
     routes: tuple[str, ...] | None = Field(default=None, description="per-route thresholds on these routes only")
-    max_monthly_cost: Money | None = Field(default=None, description="expected spend of the month")
-    max_monthly_cost_p90: Money | None = Field(default=None, description="P90 of the month's spend")
+    max_monthly_cost: Money | None = Field(default=None, description="expected spend of the next full month")
+    max_monthly_cost_p90: Money | None = Field(default=None, description="P90 of the next full month's spend")
     max_increase: Money | None = Field(default=None, description="monthly cost increase against the base")
     max_increase_percent: Percent | None = Field(default=None, description="the same, relative to the base")
     max_refusal: Share | None = Field(default=None, description="per route, refused at the busiest minute")
-    min_headroom: Share | None = Field(default=None, description="of the binding limit at the busiest minute")
+    min_growth_headroom: Multiple | None = Field(
+        default=None, description="headroom on the scenario's tier: traffic can grow this many times today's"
+    )
     tier_must_hold: bool | None = None
     balance: Money | None = Field(default=None, description="prepaid balance today (with min_balance_months)")
     min_balance_months: Months | None = None
     max_calibration_age_days: Days | None = None
+    horizon_months: Months | None = Field(
+        default=None, description="the monthly cost caps hold for each of N months from the next full month"
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> Policy:
         if (self.min_balance_months is None) != (self.balance is None):
             raise ValueError(f"policy {self.name!r}: min_balance_months and balance go together")
+        if self.horizon_months is not None and self.max_monthly_cost is None and self.max_monthly_cost_p90 is None:
+            raise ValueError(
+                f"policy {self.name!r}: horizon_months applies to max_monthly_cost or max_monthly_cost_p90; add one"
+            )
         if not any(getattr(self, k) is not None for k in THRESHOLDS):
             raise ValueError(f"policy {self.name!r} sets no threshold; give one of {', '.join(THRESHOLDS)}")
         return self
@@ -194,6 +232,78 @@ class PolicyFile(BaseModel):
     policies: tuple[Policy, ...] = Field(min_length=1)
 
 
+def _yaml_value(v: Any) -> str:
+    """A value as it would be written back in the YAML file."""
+    if isinstance(v, str):
+        return repr(v) if any(c in v for c in ":#{}[],") else v
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _flow(fields: dict[str, Any]) -> str:
+    return "{" + ", ".join(f"{k}: {_yaml_value(v)}" for k, v in fields.items()) + "}"
+
+
+def _share_or_none(v: Any) -> float | None:
+    try:
+        return _as_share(v)
+    except ValueError:
+        return None
+
+
+def _growth_for_share(v: Any) -> float:
+    """The growth multiple to write for a retired `min_headroom` share h: 1 / (1 - h), the traffic at which the
+    busiest minute would fill the limit (1.2 when h does not read as a share)."""
+    share = _share_or_none(v)
+    return round(1 / (1 - share), 2) if share is not None and share < 1 else 1.2
+
+
+def _check_shape(data: Any, origin: str) -> None:
+    """A file that is not `policies:` -> a list of mappings (thresholds at the top level, a mapping instead of a
+    list, a retired key) -> one line naming the file, the field and what to write instead."""
+    policy_keys = set(Policy.model_fields) | {"min_headroom"}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{origin}: a policy file is a mapping with a `policies:` list, got {type(data).__name__}; write e.g. "
+            "policies: [{name: monthly-cap, max_monthly_cost: 5000}]"
+        )
+    if "policies" not in data:
+        flat = {k: v for k, v in data.items() if k in policy_keys}
+        if flat:
+            example = {"name": data.get("name", "my-policy"), **{k: v for k, v in flat.items() if k != "name"}}
+            if "min_headroom" in example:  # the retired key: the example gives its replacement
+                example["min_growth_headroom"] = _growth_for_share(example.pop("min_headroom"))
+            k = next(k for k in flat if k != "name") if len(flat) > 1 or "name" not in flat else "name"
+            raise ConfigError(
+                f"{origin}: field {k} ({_yaml_value(flat[k])}) is at the top level; policies go in a `policies:` "
+                f"list, one mapping per policy with a name: write policies: [{_flow(example)}]"
+            )
+        return
+    pol = data["policies"]
+    if isinstance(pol, dict):
+        example = {"name": "my-policy", **pol} if "name" not in pol else pol
+        raise ConfigError(
+            f"{origin}: field policies is a mapping; it is a list, one item (`- name: ...`) per policy: write "
+            f"policies: [{_flow(example)}]"
+        )
+    if not isinstance(pol, list):
+        return
+    for i, p in enumerate(pol):
+        if not isinstance(p, dict) or "min_headroom" not in p:
+            continue
+        v, name = p["min_headroom"], p.get("name", f"#{i + 1}")
+        instead = f"min_growth_headroom: {_growth_for_share(v):g}"
+        share = _share_or_none(v)
+        if share is not None and share < 1:
+            instead += f" (the traffic that fills the limit at the busiest minute: 1 / (1 − {share:g}))"
+        raise ConfigError(
+            f"{origin}: policy {name!r} field min_headroom: {_yaml_value(v)} is no longer read: headroom is the "
+            f"growth multiple the report states (traffic can grow 1.37× before refusals pass the target), not a "
+            f"share of the binding limit; write {instead}"
+        )
+
+
 def load_policy(source: str | Path | dict | PolicyFile | Policy) -> tuple[PolicyFile, str]:
     """A policy file (YAML/JSON path), a mapping or a model -> (PolicyFile, origin for messages)."""
     if isinstance(source, PolicyFile):
@@ -201,13 +311,13 @@ def load_policy(source: str | Path | dict | PolicyFile | Policy) -> tuple[Policy
     if isinstance(source, Policy):
         return PolicyFile(policies=(source,)), "<policy>"
     if isinstance(source, dict):
+        _check_shape(source, "<policy>")
         return validate(PolicyFile, source, "<policy>"), "<policy>"
     from kimiplan.model.loader import load_file
 
     origin = str(source)
     data = load_file(source, "policy file")
-    if not isinstance(data, dict):
-        raise ConfigError(f"{origin}: a policy file is a mapping with a `policies:` list")
+    _check_shape(data, origin)
     pf = validate(PolicyFile, data, origin)
     names = [p.name for p in pf.policies]
     dup = sorted({n for n in names if names.count(n) > 1})
@@ -269,6 +379,10 @@ class CheckResult:
         if self.warned:
             return warn_exit
         return 0
+
+    def __repr__(self) -> str:
+        head = self.summary().splitlines()[0]
+        return f"<CheckResult {'passed' if self.passed else 'failed'}: {head}; summary() for the verdicts>"
 
     def summary(self) -> str:
         if not self.verdicts:
@@ -403,26 +517,8 @@ def _evaluate_policy(p: Policy, s: _Subject, origin: str, today: dt.date, catalo
         ]
         for k in keys:
             verdict(k, True, f"{k}: the scenario was removed, nothing to hold")
-    if acct.exists and p.max_monthly_cost is not None:
-        lim = _amount(p.max_monthly_cost, cur, origin, p, "max_monthly_cost")
-        v = acct.cost_per_month
-        verdict(
-            "max_monthly_cost",
-            v <= lim,
-            f"monthly cost {fmt(v)} ({acct.month}) {'within' if v <= lim else 'over'} the cap {fmt(lim)}",
-            value=v,
-            threshold=lim,
-        )
-    if acct.exists and p.max_monthly_cost_p90 is not None:
-        lim = _amount(p.max_monthly_cost_p90, cur, origin, p, "max_monthly_cost_p90")
-        v = float(np.quantile(snap.paths, 0.9))
-        verdict(
-            "max_monthly_cost_p90",
-            v <= lim,
-            f"P90 of the monthly cost {fmt(v)} ({acct.month}) {'within' if v <= lim else 'over'} the cap {fmt(lim)}",
-            value=v,
-            threshold=lim,
-        )
+    if acct.exists and (p.max_monthly_cost is not None or p.max_monthly_cost_p90 is not None):
+        out += _monthly_cost_verdicts(p, s, origin, cur, catalog, verdict, fmt)
     for key in ("max_increase", "max_increase_percent"):
         lim_raw = getattr(p, key)
         if lim_raw is None:
@@ -481,19 +577,19 @@ def _evaluate_policy(p: Policy, s: _Subject, origin: str, today: dt.date, catalo
                 r.refusal,
                 p.max_refusal,
             )
-    if acct.exists and p.min_headroom is not None:
-        if acct.headroom is None:
-            error("min_headroom", "no headroom without a tier (set `tier:` in the scenario)")
+    if acct.exists and p.min_growth_headroom is not None:
+        if acct.tier is None or acct.growth_headroom is None:
+            error("min_growth_headroom", "no headroom without a tier (set `tier:` in the scenario)")
         else:
-            ok = acct.headroom >= p.min_headroom
+            ok = acct.growth_headroom >= p.min_growth_headroom
             verdict(
-                "min_headroom",
+                "min_growth_headroom",
                 ok,
-                f"headroom of {acct.binding_limit.upper() if acct.binding_limit else 'the binding limit'} "
-                f"{percent(acct.headroom)} at the busiest minute on {acct.tier}, "
-                f"{'at least' if ok else 'under'} {percent(p.min_headroom)}",
-                value=acct.headroom,
-                threshold=p.min_headroom,
+                f"headroom on {acct.tier} {growth_multiple(acct.growth_headroom)} "
+                f"({LIMIT_LABELS.get(acct.binding_limit or '', 'no limit')} binds), "
+                f"{'at least' if ok else 'under'} {p.min_growth_headroom:.2f}×: {acct.headroom_sentence}",
+                value=acct.growth_headroom,
+                threshold=p.min_growth_headroom,
             )
     if acct.exists and p.tier_must_hold:
         if acct.holds is None:
@@ -538,24 +634,55 @@ def _evaluate_policy(p: Policy, s: _Subject, origin: str, today: dt.date, catalo
     return out
 
 
+def _monthly_cost_verdicts(p: Policy, s: _Subject, origin: str, cur: str, catalog, verdict, fmt) -> list[Verdict]:
+    """`max_monthly_cost` (expected spend) and `max_monthly_cost_p90` on the next full month, the month the
+    report's cost card quotes; with `horizon_months: N` on each of the N months from it (the worst one named)."""
+    snap = s.snap
+    fc = snap.forecast
+    i = fc.next_full_month()
+    n = int(p.horizon_months or 1)
+    if i + n > len(fc.months):
+        from kimiplan.review.snapshot import reforecast
+
+        fc = reforecast(snap, i + n, catalog)
+    rows = range(i, i + n)
+    label = lambda j: _month_label(fc.months[j])  # noqa: E731
+    span = "the next full month" if n == 1 else f"the worst of {n} months from {label(i)}"
+    for key, what, values in (
+        ("max_monthly_cost", "monthly cost", [float(fc.monthly["expected"].iloc[j]) for j in rows]),
+        ("max_monthly_cost_p90", "P90 of the monthly cost", [float(np.quantile(fc.paths[:, j], 0.9)) for j in rows]),
+    ):
+        raw = getattr(p, key)
+        if raw is None:
+            continue
+        lim = _amount(raw, cur, origin, p, key)
+        k = int(np.argmax(values))
+        v = values[k]
+        over = [label(j) for j, x in zip(rows, values, strict=True) if x > lim]
+        tail = f"; over in {len(over)} of {n} months from {over[0]}" if over and n > 1 else ""
+        verdict(
+            key,
+            v <= lim,
+            f"{what} {fmt(v)} in {label(i + k)} ({span}) {'within' if v <= lim else 'over'} the cap {fmt(lim)}{tail}",
+            value=v,
+            threshold=lim,
+        )
+    return []
+
+
+def _month_label(month: str) -> str:
+    return f"{dt.date.fromisoformat(month + '-01'):%b %Y}"
+
+
 def _balance_verdict(p: Policy, s: _Subject, origin: str, cur: str, catalog, verdict) -> list[Verdict]:
     from kimiplan.finance.balance import runway
-    from kimiplan.finance.forecast import forecast
+    from kimiplan.review.snapshot import reforecast
 
     snap = s.snap
     bal = _amount(p.balance, cur, origin, p, "balance")
     months = int(p.min_balance_months)
-    st = snap.settings
-    fc = forecast(
-        snap.scenario,
-        months + 1,  # from the month of as_of: N whole months after as_of end inside the horizon
-        catalog=catalog,
-        paths=st.get("paths", 4000),
-        seed=st.get("seed"),
-        currency=st.get("currency"),
-        capacity=False,
-        common_random_numbers=True,
-    )
+    # From the month of as_of: N whole months after as_of end inside the horizon.
+    fc = reforecast(snap, months + 1, catalog)
     rw = runway(fc, bal)
     start = rw["date"].iloc[0]  # the scenario's as_of: the balance is today's
     k = start.month - 1 + months

@@ -13,6 +13,7 @@ import html
 from typing import TYPE_CHECKING, Any
 
 from kimiplan import __version__
+from kimiplan.capacity.result import growth_multiple
 from kimiplan.io.formats import money, number, percent
 from kimiplan.review.causes import Effect, FieldChange
 from kimiplan.review.snapshot import TOKEN_PARTS
@@ -57,6 +58,24 @@ def _limit(name: str | None) -> str:
 
 def _share(v: float | None) -> str:
     return DASH if v is None else percent(v, trim=True)
+
+
+def _headroom(acct) -> str:
+    """The account's headroom as the report's cards write it ("1.37×", "none", "unbounded")."""
+    return growth_multiple(acct.growth_headroom)
+
+
+def _headroom_change(a, b) -> str:
+    """Headroom before -> after; each side names its tier when the tier changed."""
+    if a.tier == b.tier or a.tier is None:
+        return _arrow(_headroom(a), _headroom(b))
+    return f"on {a.tier} {_headroom(a)} {ARROW} on {b.tier} {_headroom(b)}"
+
+
+def _month_label(month: str) -> str:
+    import datetime as dt
+
+    return f"{dt.date.fromisoformat(month + '-01'):%b %Y}"
 
 
 def _holds(tier: str | None, holds: bool | None, smallest: str | None = None) -> str:
@@ -107,9 +126,9 @@ def _capacity_phrase(d: PlanDiff) -> str:
     s = f"capacity: {_arrow(left, right)}"
     if b.tier is None:
         return s
-    hr = "" if b.headroom is None else f" (headroom {_share(b.headroom)})"
-    if a.headroom is not None and b.headroom is not None:
-        hr = f" (headroom {_arrow(_share(a.headroom), _share(b.headroom))})"
+    hr = "" if b.growth_headroom is None else f" (headroom {_headroom(b)})"
+    if a.growth_headroom is not None and b.growth_headroom is not None:
+        hr = f" (headroom {_headroom_change(a, b)})"
     if a.binding_limit is not None and a.binding_limit != b.binding_limit and b.binding_limit is not None:
         s += f", {_limit(b.binding_limit)} now binds{hr}"
     elif b.binding_limit is not None:
@@ -155,8 +174,8 @@ def effect_text(d: PlanDiff, e: Effect) -> str:
         return f"binding limit {_limit(e.before)} {ARROW} {_limit(e.after)}"
     if f == "holds":
         return f"tier {'holds' if e.before else 'does not hold'} {ARROW} {'holds' if e.after else 'does not hold'}"
-    if f == "headroom":
-        return f"headroom {_share(e.before)} {ARROW} {_share(e.after)}"
+    if f == "growth_headroom":
+        return f"headroom {growth_multiple(e.before)} {ARROW} {growth_multiple(e.after)}"
     if f == "requests_per_day":
         return f"requests/day {number(e.before)} {ARROW} {number(e.after)}"
     return f"{f} {_value(e.before)} {ARROW} {_value(e.after)}"
@@ -188,7 +207,7 @@ def _cell_cost(d: PlanDiff, r: RouteDiff) -> str:
         return f"new: {_cur(d, a)}"
     if a is None:
         return f"removed: {_cur(d, b)}"
-    if a == b:
+    if a == b or r.status == "unchanged":
         return _cur(d, a)
     return f"{_cur(d, b)} {ARROW} {_cur(d, a)} ({_signed_money(d, a - b)})"
 
@@ -257,8 +276,8 @@ ROUTE_HEADERS = [
 def account_row(d: PlanDiff) -> list[str]:
     a, b = d.base.account, d.head.account
     binding = _arrow(
-        f"{_limit(a.binding_limit)}, headroom {_share(a.headroom)}" if a.exists else DASH,
-        f"{_limit(b.binding_limit)}, headroom {_share(b.headroom)}" if b.exists else DASH,
+        f"{_limit(a.binding_limit)}, headroom {_headroom(a)}" if a.exists else DASH,
+        f"{_limit(b.binding_limit)}, headroom {_headroom(b)}" if b.exists else DASH,
     )
     cost = f"{_cur(d, d.cost_before)} {ARROW} {_cur(d, d.cost_after)} ({_signed_money(d, d.cost_delta)})"
     refusal = _arrow(
@@ -319,12 +338,25 @@ def md_table(headers: list[str], rows: list[list[str]], right: set[int] | None =
 
 def _footer(d: PlanDiff) -> str:
     s = d.settings
-    months = {m for m in (d.base.account.month, d.head.account.month) if m}
+    months = sorted({m for m in (d.base.account.month, d.head.account.month) if m})
     return (
-        f"kimiplan {__version__} · figures for the first forecast month ({', '.join(sorted(months))}) · "
+        f"kimiplan {__version__} · figures for the next full month ({', '.join(map(_month_label, months))}), "
+        "the month the report's cost card quotes · "
         f"P10–P90 of the difference from {s['paths']:,} paths with common random numbers (seed {s['seed']}) · "
         "refusals at the busiest minute of a typical week"
     )
+
+
+def headroom_lines(d: PlanDiff) -> list[str]:
+    """Headroom in words, the report's sentence (`CapacityPlan.headroom().sentence`), per side; one line when
+    both sides say the same."""
+    a, b = d.base.account, d.head.account
+    said = [(x.label, x.headroom_sentence) for x in (a, b) if x.exists and x.headroom_sentence]
+    if not said:
+        return []
+    if len(said) == 2 and said[0][1] == said[1][1]:
+        return [f"Headroom ({a.label} and {b.label}): {said[0][1]}"]
+    return [f"Headroom ({label}): {text}" for label, text in said]
 
 
 def to_markdown(d: PlanDiff, *, title: str | None = None, marker: bool = True) -> str:
@@ -332,6 +364,9 @@ def to_markdown(d: PlanDiff, *, title: str | None = None, marker: bool = True) -
     lines = [MARKER] if marker else []
     title = title or f"kimiplan diff: {b.name or a.name} ({a.label} {ARROW} {b.label})"
     lines += [f"### {title}", "", f"**{lead(d)}**", ""]
+    hl = headroom_lines(d)
+    if hl:
+        lines += [f"- {x}" for x in hl] + [""]
     if d.notes:
         lines += ["> **Compared across a difference in kind:**", ">"]
         lines += [f"> - {n}" for n in d.notes]
@@ -389,6 +424,7 @@ def _text_table(headers: list[str], rows: list[list[str]]) -> list[str]:
 def to_text(d: PlanDiff) -> str:
     lines = [lead(d)]
     lines += [f"note: {n}" for n in d.notes]
+    lines += [x[:1].lower() + x[1:] for x in headroom_lines(d)]
     lines.append("")
     lines += _text_table(ROUTE_HEADERS, [route_row(d, r) for r in d.routes] + [account_row(d)])
     causes = cause_lines(d, code=False)

@@ -22,12 +22,14 @@ from kimiplan.model.scenario import COMPONENTS, Scenario
 # Tokens per request, in the order a reader meets them: the prompt's parts, then what the model writes.
 TOKEN_PARTS = (*COMPONENTS, "reasoning", "output")
 DEFAULT_PATHS = 4000
-DEFAULT_MONTHS = 1  # the figures are the first month's; a longer horizon only for a balance policy
+# The figures are those of the next full month (`Forecast.next_full_month`, the month the report's cost card
+# quotes): the month of `as_of` is partly history unless `as_of` is its first day, so two months are forecast.
+DEFAULT_MONTHS = 2
 
 
 @dataclass(frozen=True)
 class RouteFigures:
-    """One route in the first forecast month. Token counts are means per request; `tpm_reservation` is what a
+    """One route in the next full month. Token counts are means per request; `tpm_reservation` is what a
     request puts on TPM (input + `max_completion_tokens`, over all its API calls)."""
 
     name: str
@@ -64,7 +66,12 @@ class AccountFigures:
     cost_per_month: float
     holds: bool | None  # None: no tier set (or no scenario)
     binding_limit: str | None
-    headroom: float | None  # of the binding limit at the busiest minute (plan's headline tier table)
+    # Headroom in the one definition (`CapacityPlan.headroom()` on the scenario's tier, as the report states it):
+    # traffic can grow to `growth_headroom` x today's before refusals pass the target (inf: no limit is ever
+    # reached), the busiest minute using `busiest_minute_use` of the binding limit; `headroom_sentence` in words.
+    growth_headroom: float | None
+    busiest_minute_use: float | None
+    headroom_sentence: str | None
     refusal: float | None  # total refused at the busiest minute
     smallest_tier: str | None
     exhausted_on: dt.date | None
@@ -74,7 +81,8 @@ class AccountFigures:
 @dataclass(frozen=True)
 class Snapshot:
     """A scenario evaluated for review: `plan` and `forecast` are the library's own result objects (None for
-    an absent scenario); `paths` the Monte Carlo spend of the first month, one value per path."""
+    an absent scenario); `paths` the Monte Carlo spend of the next full month (`account.month`), one value per
+    path."""
 
     account: AccountFigures
     routes: dict[str, RouteFigures]
@@ -91,6 +99,16 @@ def _fin(x) -> float | None:
         return None
     x = float(x)
     return x if math.isfinite(x) else None
+
+
+def _headroom(cap) -> dict:
+    """The account's headroom on the scenario's tier, in the one definition (`CapacityPlan.headroom()`); none
+    without a tier."""
+    h = cap.headroom() if cap.tier is not None else None
+    if h is None:
+        return {"growth_headroom": None, "busiest_minute_use": None, "headroom_sentence": None}
+    scale = None if h.scale is None else float(h.scale)  # inf stays: no limit is ever reached
+    return {"growth_headroom": scale, "busiest_minute_use": _fin(h.utilization), "headroom_sentence": h.sentence}
 
 
 def _route_refusals(plan) -> dict[str, float]:
@@ -126,6 +144,40 @@ def _route_capacity(plan, name: str) -> tuple[str | None, float | None]:
     return str(rows["limit"].iloc[i]), float(use[i])
 
 
+def _forecast(scenario: Scenario, months: int, catalog: Catalog, paths: int, seed: int, currency, capacity):
+    from kimiplan.finance.forecast import forecast
+
+    return forecast(
+        scenario,
+        months,
+        catalog=catalog,
+        paths=paths,
+        seed=seed,
+        currency=currency,
+        # Converting to the other side's currency: a rate for that currency in exchange_rate is quoted
+        # against this scenario's card currency (the default); without one, this side's rates are taken
+        # as quoted against the other side's currency (a file copied from it, its region changed).
+        fx_base=currency if currency is not None and currency not in scenario.exchange_rate else None,
+        capacity=capacity,
+        common_random_numbers=True,
+    )
+
+
+def reforecast(snap: Snapshot, months: int, catalog: Catalog | None = None):
+    """The snapshot's forecast over `months` months (its seed, paths and currency, common random numbers: the
+    months it shares with the snapshot's forecast draw the same numbers), for policies over a longer horizon."""
+    st = snap.settings
+    return _forecast(
+        snap.scenario,
+        months,
+        catalog or load_catalog(),
+        st.get("paths", DEFAULT_PATHS),
+        st.get("seed"),
+        st.get("currency"),
+        False,
+    )
+
+
 def evaluate(
     scenario: Scenario | None,
     label: str,
@@ -144,7 +196,6 @@ def evaluate(
     if not (isinstance(paths, int) and 2 <= paths <= 1_000_000):
         raise ConfigError(f"paths must be an integer in [2, 1,000,000], got {paths!r}")
     from kimiplan.capacity.plan import plan as capacity_plan
-    from kimiplan.finance.forecast import forecast
 
     catalog = catalog or load_catalog()
     seed = scenario.seed if seed is None else seed
@@ -154,27 +205,15 @@ def evaluate(
         raise ConfigError(f"{origin or label}: {exc}") from None
     cap = capacity_plan(scenario, catalog)
     try:
-        fc = forecast(
-            scenario,
-            months,
-            catalog=catalog,
-            paths=paths,
-            seed=seed,
-            currency=currency,
-            # Converting to the other side's currency: a rate for that currency in exchange_rate is quoted
-            # against this scenario's card currency (the default); without one, this side's rates are taken
-            # as quoted against the other side's currency (a file copied from it, its region changed).
-            fx_base=currency if currency is not None and currency not in scenario.exchange_rate else None,
-            capacity=cap,
-            common_random_numbers=True,
-        )
+        fc = _forecast(scenario, months, catalog, paths, seed, currency, cap)
     except KimiplanError as exc:
         raise type(exc)(f"{origin or label}: {exc}") from None
-    month = fc.months[0]
+    i = fc.next_full_month()
+    month = fc.months[i]
     exp = fc.expected[fc.expected["month"] == month]
     cost_by_route = exp.groupby("route")["cost"].sum(min_count=1)
-    month_requests = float(fc.monthly["requests"].iloc[0])
-    days = int(fc.monthly["days"].iloc[0])
+    month_requests = float(fc.monthly["requests"].iloc[i])
+    days = int(fc.monthly["days"].iloc[i])
     units = fc.units.expected.set_index("route")
     moments = cap.moments.set_index("route") if cap.moments is not None else None
     by_route = _route_refusals(cap)
@@ -227,17 +266,17 @@ def evaluate(
         seed=seed,
         month=month,
         requests_per_day=month_requests / days if days else 0.0,
-        cost_per_month=float(fc.monthly["expected"].iloc[0]),
+        cost_per_month=float(fc.monthly["expected"].iloc[i]),
         holds=holds,
         binding_limit=cap.binding_limit,
-        headroom=_fin(head.get("headroom")) if cap.tier is not None else None,  # no tier: no headroom of one
+        **_headroom(cap),
         refusal=_fin(cap.refusal_total),
         smallest_tier=cap.smallest_tier,
         exhausted_on=head.get("exhausted_on") if head else (cap.exhaustion or {}).get("date"),
         target=cap.target,
     )
     settings = {"seed": seed, "paths": paths, "months": months, "currency": currency}
-    return Snapshot(acct, routes, scenario, cap, fc, np.asarray(fc.paths[:, 0], dtype=float), origin, settings)
+    return Snapshot(acct, routes, scenario, cap, fc, np.asarray(fc.paths[:, i], dtype=float), origin, settings)
 
 
 def from_plan(cap, label: str = "plan") -> Snapshot:
@@ -278,7 +317,7 @@ def from_plan(cap, label: str = "plan") -> Snapshot:
         cost_per_month=float("nan"),
         holds=holds,
         binding_limit=cap.binding_limit,
-        headroom=_fin(head.get("headroom")) if cap.tier is not None else None,
+        **_headroom(cap),
         refusal=_fin(cap.refusal_total),
         smallest_tier=cap.smallest_tier,
         target=cap.target,
@@ -304,7 +343,9 @@ def empty_snapshot(label: str, origin: str | None = None) -> Snapshot:
         cost_per_month=0.0,
         holds=None,
         binding_limit=None,
-        headroom=None,
+        growth_headroom=None,
+        busiest_minute_use=None,
+        headroom_sentence=None,
         refusal=None,
         smallest_tier=None,
         exhausted_on=None,

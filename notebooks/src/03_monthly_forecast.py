@@ -138,6 +138,41 @@ kp.table(wf)
 kp.viz.waterfall_chart(wf, "thinking on", "thinking off")
 
 # %% [markdown]
+# ## A guardrail on a change: `kp.check` as a gate
+# A pull request raises `answer`'s `max_completion_tokens` from 2,048 to 16,384 and retrieves two more chunks.
+# `kp.diff` plans and forecasts both sides with common random numbers: the figures are the next full month's
+# (the month the report's cost card quotes) and headroom is the report's growth multiple. `kp.check` applies the
+# team's guardrails and raises on a failed fail-level policy, so a cell like the second one below is a CI gate:
+# under nbval the notebook fails with it.
+
+# %%
+data = scenario.model_dump(mode="python", by_alias=True)
+for r in data["routes"]:
+    if r["name"] == "answer":
+        r["max_completion_tokens"] = 16_384
+        r["rag"]["top_k"] = 7
+change = kp.parse_scenario(data)
+d = kp.diff(scenario, change, catalog=catalog, paths=2000)
+d
+
+# %%
+guardrails = {
+    "policies": [
+        {"name": "monthly-cap", "max_monthly_cost": 6000, "horizon_months": 3},
+        {"name": "no-big-jumps", "max_increase_percent": 25},
+        {"name": "room-to-grow", "min_growth_headroom": 1.1, "level": "warn"},
+    ]
+}
+kp.check(d, guardrails, catalog=catalog)
+
+# %% [markdown]
+# The same gate with a cap the change breaks, `raise_on_fail=False` to show the verdict CI would print instead of
+# stopping the notebook here.
+
+# %%
+kp.check(d, {"policies": [{"name": "tight-cap", "max_monthly_cost": 4800}]}, catalog=catalog, raise_on_fail=False)
+
+# %% [markdown]
 # ## A price change and a retirement inside the horizon
 # A hypothetical example (not a real announcement): the K2.6 card ends on 2027-02-15 and the model is retired.
 # The forecast splits February on that date, prices nothing after it, and flags the months.
