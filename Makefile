@@ -6,7 +6,7 @@ SCENARIO ?= data/scenarios/support_chat.yaml
 # A monthly budget and a prepaid balance (the scenario's currency) so the report shows P(over budget) and run-out.
 DEMO_ARGS ?= --budget 5000 --balance 20000
 
-.PHONY: demo test lint install install-test bench notebooks clean
+.PHONY: demo test lint install install-test focus-validator bench notebooks clean
 
 # setuptools announces every editable install with an "Editable installation" notice (information, not a
 # problem); it is silenced so that a first `make demo` reads as what it is, a success.
@@ -35,8 +35,12 @@ demo: install
 	@echo "writing the report for $(SCENARIO) (about 20 s)"
 	@$(BIN)/kimiplan report $(SCENARIO) -o report.html $(DEMO_ARGS)
 
+## focus-validator: the official FOCUS validator in .venv-focus (Python 3.12+ from PATH or pyenv; none: a notice)
+focus-validator:
+	@tools/focus_validator_env.sh
+
 ## test: the whole suite, notebooks included (nbval compares their outputs)
-test: install-test lint
+test: install-test lint focus-validator
 	$(BIN)/python -m pytest tests notebooks --nbval -q
 
 ## lint: ruff (lint and format check, line length 120); the layer order is a test (tests/test_architecture.py)
@@ -57,4 +61,4 @@ notebooks/%.ipynb: notebooks/src/%.py install-test
 	$(BIN)/python tools/build_notebook.py $<
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info report.html
+	rm -rf $(VENV) .venv-focus build dist *.egg-info report.html

@@ -400,3 +400,18 @@ def test_tool_rounds_the_sampler_records_reach_a_search_route():
     # A route without $web_search is told, not silently given searches.
     ans = apply_calibration(sc, cal.model_copy(update={"routes": {"answer": rc}})).route("answer")
     assert "tools" not in ans.calibrated.applied and any("tool rounds" in w for w in ans.calibrated.warnings)
+
+
+def test_a_latency_law_no_route_can_hold_is_told_and_not_applied():
+    # Millisecond timings from a sped-up emulator on a loaded machine can fit decode speeds past the limit.
+    cal = fit_calibration(
+        samples_frame(records("answer", 60, prompt=900, cached_share=0.0, hit=0.5, out_median=200, seed=3))
+    )
+    rc = cal.routes["answer"]
+    wild = rc.decode_tps.model_copy(update={"median": 2e5, "p95": 4e8})
+    cal = cal.model_copy(update={"routes": {"answer": rc.model_copy(update={"decode_tps": wild})}})
+    sc = load_scenario("support_chat")
+    r = apply_calibration(sc, cal).route("answer")
+    assert "latency" not in r.calibrated.applied and "output" in r.calibrated.applied
+    assert r.latency == sc.route("answer").latency
+    assert any("latency stays assumed" in w for w in r.calibrated.warnings)

@@ -24,7 +24,8 @@ from kimiplan.model.scenario import parse_scenario
 HOURS = 3.0
 
 # Token and latency laws of every kind the plan has exact moments for, plus budget truncation (decode time)
-# and `$web_search` round trips (several API calls and reservations per request).
+# and tool round trips, `$web_search` and function tools with thinking on (several API calls and reservations
+# per request; each function round reasons, calls and reads its result).
 ROUTES = {
     "fixed-exponential": {
         "system": 1000,
@@ -70,6 +71,20 @@ ROUTES = {
             "result_tokens": {"kind": "lognormal", "median": 1500, "p95": 4000},
         },
         "latency": {"total_s": {"kind": "exponential", "mean": 3.0}},
+    },
+    "function-tools": {
+        "system": 900,
+        "user": {"kind": "lognormal", "median": 40, "p95": 160},
+        "output": 200,
+        "thinking": True,
+        "reasoning": {"kind": "lognormal", "median": 300, "p95": 1200},
+        "max_completion_tokens": 2048,
+        "tools": {
+            "function_calls": {"kind": "poisson", "mean": 1.5},
+            "function_call_tokens": {"kind": "exponential", "mean": 40},
+            "function_result_tokens": {"kind": "lognormal", "median": 1000, "p95": 4000},
+        },
+        "latency": {"total_s": {"kind": "exponential", "mean": 5.0}},
     },
 }
 
@@ -133,7 +148,7 @@ def test_each_limit_alone_agrees_with_the_simulator(name, window):
 
 
 @pytest.mark.parametrize("window", ["sliding", "fixed"])
-@pytest.mark.parametrize("name", ["lognormal-lognormal", "web-search"])
+@pytest.mark.parametrize("name", ["lognormal-lognormal", "web-search", "function-tools"])
 def test_several_limits_at_once(name, window):
     # Concurrency refuses ~10 %, RPM and TPM sit just above their load. The total and the binding limit agree
     # within the simulation error; a secondary limit is never under-stated (the reduced-load fixed point treats

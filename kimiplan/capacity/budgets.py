@@ -3,8 +3,8 @@
 A budget b truncates a request when reasoning + output it wants exceeds b (`finish_reason=length`); reasoning
 comes first and shares the budget. Kimi counts input + b against TPM/TPD whatever is generated, so a large
 budget (or the 32,768 default when it is omitted) reserves TPM that is never used, once per API call: a
-request with `$web_search` rounds reserves it in every round (`demand.route_reservation`, the same figure the
-demand table counts). The truncation probability
+request with tool rounds (`$web_search`, function tools) reserves it in every round (`demand.route_reservation`,
+the same figure the demand table counts). The truncation probability
 P(reasoning + output > b) is estimated from fixed-seed draws of the route's specs (sums of arbitrary specs
 have no closed form); the reserved TPM at a budget is exact given the mean input.
 """

@@ -30,7 +30,7 @@ from kimiplan.capacity.loss import (
     sliding_window_refusal,
 )
 from kimiplan.capacity.moments import SAMPLES as MOMENT_SAMPLES
-from kimiplan.capacity.moments import count_pmf, latency_mean, reserved_and_calls
+from kimiplan.capacity.moments import latency_mean, reserved_and_calls, rounds_pmf
 from kimiplan.catalog.admission import LIMITS
 from kimiplan.catalog.resolve import price_card
 
@@ -61,7 +61,7 @@ def route_moments(scenario, catalog=None, samples: int = MOMENT_SAMPLES) -> pd.D
         budget = int(d["max_completion_tokens"][0]) if samples else ctx.max_completion_tokens
         res, calls = reserved_and_calls(route, budget, d)
         lat, lat_se, lat_method = latency_mean(route, budget, np.random.default_rng([_SEED, i, 1]), samples)
-        pmf = count_pmf(route.tools.web_search_calls)
+        pmf = rounds_pmf(route)
         rows.append(
             {
                 "route": route.name,
@@ -77,7 +77,7 @@ def route_moments(scenario, catalog=None, samples: int = MOMENT_SAMPLES) -> pd.D
                 "input_mean": res.m1 - calls.m1 * budget,
                 "input_p99": float(np.quantile(d["input_tokens"], 0.99)),
                 "completion_mean": float(d["completion_tokens"].mean()),
-                # API calls per request: 1, or 1 + searches for `$web_search` round trips (each counts against RPM)
+                # API calls per request: 1 + tool rounds ($web_search and function tools; each counts against RPM)
                 "calls_mean": calls.m1,
                 "calls_m2": calls.m2,
                 "calls_m3": calls.m3,
@@ -94,8 +94,8 @@ def route_moments(scenario, catalog=None, samples: int = MOMENT_SAMPLES) -> pd.D
 def route_reservation(row, budget=None):
     """Mean tokens one request of a route (a `route_moments` row) reserves against TPM/TPD at
     max_completion_tokens `budget` (default: the route's own): the prompt of every API call it makes plus the
-    budget once per call, so each `$web_search` round counts its own budget. At the route's own budget this is
-    its `reserved_mean`, the demand table's token load; the max_completion_tokens tables use it at other
+    budget once per call, so each tool round ($web_search or function) counts its own budget. At the route's own
+    budget this is its `reserved_mean`, the demand table's token load; the max_completion_tokens tables use it at other
     budgets, so the two agree."""
     b = row["max_completion_tokens"] if budget is None else np.asarray(budget, dtype=float)
     return row["input_mean"] + row["calls_mean"] * b

@@ -9,8 +9,10 @@ form for arbitrary specs and are estimated from fixed-seed draws, with their sta
 
 - budget truncation: completion = min(reasoning + output, budget), which sets the decode time, so the
   mean latency (unless the route gives `latency.total_s`);
-- the number of `$web_search` round trips when it is neither fixed nor Poisson (the exact path needs its
-  probability mass function); and 1/decode speed when its law has no closed-form reciprocal mean.
+- the number of tool round trips (`$web_search`, function tools) when it is neither fixed nor Poisson (the
+  exact path needs its probability mass function), a route mixing searches and function rounds, and function
+  rounds with thinking on (each tool-call reply's reasoning is cut by the budget); and 1/decode speed when its
+  law has no closed-form reciprocal mean.
 
 Token draws are whole numbers (`rint`), the spec moments are of the continuous law: the difference is under
 half a token per component (and 1/12 token^2 of variance), far below every limit. The chat template's
@@ -138,7 +140,30 @@ def count_pmf(dist) -> tuple[np.ndarray, np.ndarray] | None:
         hi = int(stats.poisson.ppf(1 - 1e-15, dist.mean_)) + 2 if dist.mean_ > 0 else 0
         k = np.arange(hi + 1)
         return k.astype(float), stats.poisson.pmf(k, dist.mean_)
+    if isinstance(dist, Empirical):  # a measured law of counts (calibration): its values as drawn, whole
+        k, c = np.unique(np.rint(np.maximum(np.asarray(dist.samples, dtype=float), 0.0)), return_counts=True)
+        return k, c / c.sum()
     return None
+
+
+def rounds_pmf(route) -> tuple[np.ndarray, np.ndarray] | None:
+    """(values, probabilities) of a request's tool rounds (searches plus function rounds, independent): the
+    API calls beyond the first; None when either count has no closed-form law."""
+    a, b = count_pmf(route.tools.web_search_calls), count_pmf(route.tools.function_calls)
+    if a is None or b is None:
+        return None
+    if b[0].size == 1 and b[0][0] == 0:
+        return a
+    if a[0].size == 1 and a[0][0] == 0:
+        return b
+    # Both counts are whole numbers from 0: the law of the sum is the convolution of the two mass functions.
+    pa = np.zeros(int(a[0].max()) + 1)
+    pa[a[0].astype(int)] = a[1]
+    pb = np.zeros(int(b[0].max()) + 1)
+    pb[b[0].astype(int)] = b[1]
+    p = np.convolve(pa, pb)
+    k = np.flatnonzero(p > 0)
+    return k.astype(float), p[k]
 
 
 def first_call_input(route, overhead_system: int, overhead_turn: int, overhead_fixed: int, p_system: float):
@@ -200,15 +225,24 @@ def reserved_and_calls(route, budget: int, sample: dict) -> tuple[Moments, Momen
         else float(round(route.system.value) > 0)
     )
     p0 = first_call_input(route, o_sys, o_turn, o_fix, p_system)
-    searches = route.tools.web_search_calls
-    pmf = count_pmf(searches)
-    no_tools = pmf is not None and pmf[0].size == 1 and pmf[0][0] == 0
-    if p0 is None or pmf is None:
+    t = route.tools
+    pmf = count_pmf(t.web_search_calls)
+    fn_pmf = count_pmf(t.function_calls)
+    no_fn = fn_pmf is not None and fn_pmf[0].size == 1 and fn_pmf[0][0] == 0
+    no_search = pmf is not None and pmf[0].size == 1 and pmf[0][0] == 0
+    if p0 is None or pmf is None or fn_pmf is None:
         return _sample_moments(sample["reserved_tokens"], "sampled"), _sample_moments(sample["api_calls"], "sampled")
-    if no_tools:
+    if no_search and no_fn:
         return Moments(*_shift(p0, budget)), Moments(1.0, 1.0, 1.0)
     markers = 0 if route.overhead_tokens is not None else T.message_overhead("assistant") + T.message_overhead("tool")
-    call, res = raw_moments(route.tools.tool_call_tokens), raw_moments(route.tools.result_tokens)
+    if no_fn:
+        call, res = raw_moments(t.tool_call_tokens), raw_moments(t.result_tokens)
+    elif no_search and not route.thinking:
+        # Function rounds alone, without reasoning: the same sum with the function laws.
+        pmf = fn_pmf
+        call, res = raw_moments(t.function_call_tokens), raw_moments(t.function_result_tokens)
+    else:  # two kinds of rounds, or reasoning cut by the budget in every round: no closed form here
+        call = res = None
     if call is None or res is None:
         return _sample_moments(sample["reserved_tokens"], "sampled"), _sample_moments(sample["api_calls"], "sampled")
     kp = _cumulants(_shift(p0, budget))
@@ -244,12 +278,15 @@ def _recip_mean(dist) -> float | None:
 
 
 def latency_mean(route, budget: int, rng: np.random.Generator, n: int = SAMPLES) -> tuple[float, float, str]:
-    """(mean latency in s, its standard error, method) of one request including its search round trips.
+    """(mean latency in s, its standard error, method) of one request including its tool round trips.
 
-    latency = TTFT (1 + k) + (completion + sum of tool-call tokens) / decode speed, or `total_s` when given.
+    latency = TTFT (1 + k + m) + (completion + tool-call tokens of k searches and of m function rounds, with
+    their reasoning) / decode speed, or `total_s` when given (the client's own tool time is not modelled).
     Only the truncated completion (and a reciprocal speed without closed form) is sampled."""
     searches = route.tools.web_search_calls
     k_mean = searches.mean() if count_pmf(searches) is not None else None
+    functions = route.tools.function_calls
+    f_mean = functions.mean() if count_pmf(functions) is not None else None
     if route.latency.total_s is not None:
         return float(route.latency.total_s.mean()), 0.0, "exact"
     lat = route.latency
@@ -278,8 +315,23 @@ def latency_mean(route, budget: int, rng: np.random.Generator, n: int = SAMPLES)
         k_mean = float(k.mean())
         method = "sampled"
     call = route.tools.tool_call_tokens.mean()
-    mean = ttft * (1 + k_mean) + (comp + k_mean * call) * recip
-    se = math.hypot(se_comp * recip, (comp + k_mean * call) * se_recip)
+    f_comp, se_f = 0.0, 0.0
+    if f_mean is None:
+        f_mean = float(_rounded(functions, rng, n).mean())
+        method = "sampled"
+    if f_mean > 0:
+        # A function round decodes its tool-call message, after its reasoning with thinking on; the two share the
+        # budget (reasoning + call <= budget).
+        fc = _rounded(route.tools.function_call_tokens, rng, n)
+        if route.thinking:
+            fc = np.minimum(fc + _rounded(route.reasoning, rng, n), budget)
+        if isinstance(route.tools.function_call_tokens, Fixed) and not route.thinking:
+            f_comp = float(fc[0]) if fc.size else 0.0
+        else:
+            f_comp, se_f, method = float(fc.mean()), float(fc.std(ddof=1) / math.sqrt(n)), "sampled"
+    decoded = comp + k_mean * call + f_mean * f_comp
+    mean = ttft * (1 + k_mean + f_mean) + decoded * recip
+    se = math.hypot(math.hypot(se_comp, f_mean * se_f) * recip, decoded * se_recip)
     return float(mean), float(se), method
 
 

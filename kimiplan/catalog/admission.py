@@ -55,7 +55,8 @@ class AccountState:
 
     Call `offer(t, reserved, latency, calls=1)` with non-decreasing t; it returns None when admitted, else the
     name of the first limit the request breaks, checked in the order concurrency, rpm, tpm, tpd, rpd. A request
-    that makes several API calls (`$web_search` round trips) counts them all against RPM/RPD when it starts.
+    that makes several API calls (tool round trips: `$web_search`, function tools) counts them all against RPM/RPD
+    when it starts.
     """
 
     def __init__(self, limits: dict[str, float | None], window: WindowSettings = WindowSettings()):

@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
+from pydantic import ValidationError
+
 from kimiplan.catalog.providers import canonical_model_or_none, provider_of_host
 from kimiplan.errors import ConfigError
 from kimiplan.model.calibration import (
@@ -352,8 +354,17 @@ def calibrate_route(
         )
 
     if latency and rc.ttft_s is not None and rc.decode_tps is not None and take("latency"):
-        upd["latency"] = Latency(ttft_s=_latency_law(rc.ttft_s), decode_tps=_latency_law(rc.decode_tps))
-        applied.append("latency")
+        try:
+            upd["latency"] = Latency(ttft_s=_latency_law(rc.ttft_s), decode_tps=_latency_law(rc.decode_tps))
+            applied.append("latency")
+        except (ValueError, ValidationError):
+            # Timings of calls a loaded client measured in milliseconds (a sped-up emulator) can give a law no
+            # route can hold (decode speeds past 1e9 tokens/s): said, and the assumption kept.
+            warns.append(
+                f"the measured latency (time to first token {_latency_text(rc.ttft_s, 's')}, decode "
+                f"{_latency_text(rc.decode_tps, 'tokens/s')}) is outside what a route can hold: its latency stays "
+                "assumed"
+            )
 
     searches = route.tools.web_search_calls.mean() > 0
     if not agent and not searches and rc.tool_rounds is not None and rc.tool_rounds.value > 0:
@@ -430,6 +441,12 @@ def calibrate_route(
 
 def _latency_law(fit: LogNormalFit | FixedFit):
     return Fixed(value=fit.value) if isinstance(fit, FixedFit) else LogNormal(median=fit.median, p95=fit.p95)
+
+
+def _latency_text(fit: LogNormalFit | FixedFit, unit: str) -> str:
+    if isinstance(fit, FixedFit):
+        return f"always {fit.value:,.3g} {unit}"
+    return f"median {fit.median:,.3g} {unit}, p95 {fit.p95:,.3g}"
 
 
 def apply_calibration(

@@ -41,6 +41,8 @@ _ROUTE = {
     cache: {mode: prefix_rule, prefix: [system, history], hit_rate: 0.9}
     # With Kimi's builtin $web_search (thinking must be off), each search is one more round trip:
     # tools: {web_search_calls: {kind: poisson, mean: 1.0}, result_tokens: 3000}
+    # Your own function tools (thinking may stay on), rounds per request and what each round adds:
+    # tools: {function_calls: {kind: poisson, mean: 1.0}, function_call_tokens: 40, function_result_tokens: 800}
 """,
     "agent": """  - name: agent_step
     share: 1.0

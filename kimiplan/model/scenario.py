@@ -34,6 +34,7 @@ from kimiplan.model.units import Growth, Share, fraction_input, parse_fraction  
 MAX_TOKENS = 10_000_000  # tokens in one component of one request (context windows are ~256K)
 MAX_COUNT = 100_000  # history turns, RAG chunks, pages per request
 MAX_SEARCHES = 100  # $web_search round trips per request
+MAX_ROUNDS = 100  # function-tool round trips per request
 MAX_SECONDS = 86_400.0  # latency of one call
 MAX_TPS = 1e9  # decode speed, tokens/s (fits against a zero-delay emulator reach 1e6)
 MAX_RPS = 1_000_000.0  # requests per second of one application (86.4 billion a day)
@@ -49,11 +50,13 @@ MAX_GROWTH = 10.0  # +1000 % a month
 Tokens = bounded(MAX_TOKENS, "tokens")
 Count = bounded(MAX_COUNT)
 Searches = bounded(MAX_SEARCHES, "searches")
+Rounds = bounded(MAX_ROUNDS, "rounds")
 Seconds = bounded(MAX_SECONDS, "s")
 Speed = bounded(MAX_TPS, "tokens/s")
 
 # Input components: the text of each part in prompt order, then the overhead (template markers and what the
-# server adds), which is spread over the prompt, then the input of the further calls a `$web_search` makes.
+# server adds), which is spread over the prompt, then the input of the further calls tool rounds make
+# (`$web_search` and function tools).
 COMPONENTS = ("system", "history", "rag", "documents", "user", "overhead", "tool_rounds")
 
 
@@ -84,11 +87,15 @@ class Documents(_M):
 
 
 class Tools(_M):
-    """Moonshot's builtin `$web_search`, per request.
+    """Tool rounds per request: Moonshot's builtin `$web_search`, and the application's own function tools.
 
-    Each search is a round trip: the model answers `finish_reason=tool_calls`, the client sends the tool call
-    back, and the next call carries the whole prompt again plus the search results, which Moonshot bills as
-    input (plus the per-call fee). A request with k searches is k + 1 API calls."""
+    Each round is a round trip: the model answers `finish_reason=tool_calls`, the client sends the tool call
+    back with the tool's result, and the next call carries the whole prompt again plus the tool-call message
+    and the result, which Kimi bills as input. A request with k searches and m function rounds is k + m + 1 API
+    calls (searches first); each counts against RPM and reserves its prompt plus max_completion_tokens against
+    TPM. `$web_search` has a per-call fee and needs thinking off; function tools have no fee and work with
+    thinking on, where each tool-call reply also reasons, and that reasoning is sent back (Kimi requires it
+    within a turn) and read as input by the later calls of the request."""
 
     web_search_calls: Searches = Field(default=Fixed(value=0), description="Searches per request (each a round trip)")
     result_tokens: Tokens = Field(
@@ -100,6 +107,26 @@ class Tools(_M):
         default=Fixed(value=0),
         description="Output tokens of the model's tool-call message, echoed back as input in later calls",
     )
+    function_calls: Rounds = Field(
+        default=Fixed(value=0),
+        description="Function-tool rounds per request: replies with finish_reason=tool_calls the client answers "
+        "with its own tools' results (each round one more API call; no per-call fee)",
+    )
+    function_call_tokens: Tokens = Field(
+        default=Fixed(value=0),
+        description="Output tokens of one round's tool-call message (function names and JSON arguments), echoed "
+        "back as input in later calls",
+    )
+    function_result_tokens: Tokens = Field(
+        default=Fixed(value=0),
+        description="Tokens of the tool results the client sends back in one round (all its tool messages), "
+        "input of every later call of the request",
+    )
+
+    @property
+    def rounds_mean(self) -> float:
+        """Mean tool rounds per request (searches and function rounds): the API calls beyond the first."""
+        return self.web_search_calls.mean() + self.function_calls.mean()
 
 
 class Cache(_M):
@@ -202,6 +229,8 @@ class Route(_M):
         if self.thinking and self.tools.web_search_calls.mean() > 0:
             # K2.6 quickstart (official, 2026-08-13): $web_search must be used with thinking disabled.
             raise ValueError("tools.web_search_calls needs thinking off ($web_search requires thinking disabled)")
+        # Function tools with thinking on are allowed (K2.6 quickstart: tool_choice auto/none only, and each
+        # tool-call reply's reasoning_content sent back within the turn; kimi-platform-facts.md §3).
         if self.agent is None:
             return self
         if self.thinking and self.agent.web_search_per_step.mean() > 0:
@@ -209,6 +238,12 @@ class Route(_M):
             raise ValueError("agent.web_search_per_step needs thinking off ($web_search requires thinking disabled)")
         if self.tools.web_search_calls.mean() > 0:
             raise ValueError("an agent route counts searches in agent.web_search_per_step, not tools.web_search_calls")
+        if self.tools.function_calls.mean() > 0:
+            # An agent run's steps are its tool rounds: counting them again here would count every call twice.
+            raise ValueError(
+                "an agent route counts its tool rounds as steps (agent.steps, agent.tool_result_tokens), "
+                "not tools.function_calls"
+            )
         return self
 
 
@@ -402,6 +437,7 @@ class Scenario(_M):
             ("As of", self.as_of.isoformat()),
             ("Tax", f"{self.tax_rate * 100:g} %"),
         ]
+        functions = any(r.tools.function_calls.mean() > 0 for r in self.routes)
         rows = [
             {
                 "route": r.name,
@@ -410,6 +446,8 @@ class Scenario(_M):
                 "batch": r.batch,
                 "max_completion_tokens": r.max_completion_tokens,
                 "web_searches": r.tools.web_search_calls.mean(),
+                # only when some route has them, so scenarios without function tools read as before
+                **({"function_rounds": r.tools.function_calls.mean()} if functions else {}),
                 "calibrated": bool(r.calibration),
             }
             for r in self.routes

@@ -227,7 +227,7 @@ def evaluate(
         m = moments.loc[r.name] if moments is not None and r.name in moments.index else None
         budget = int(m["max_completion_tokens"]) if m is not None else int(r.max_completion_tokens or 0)
         reserved = float(m["reserved_mean"]) if m is not None else float(sum(tokens[c] for c in COMPONENTS) + budget)
-        calls = float(m["calls_mean"]) if m is not None else 1.0 + float(u["web_search_calls"])
+        calls = float(m["calls_mean"]) if m is not None else float(u["api_calls"])
         cost = float(cost_by_route.get(r.name, np.nan))
         req = month_requests * r.share
         binding, use = _route_capacity(cap, r.name) if not r.batch else (None, None)

@@ -314,6 +314,7 @@ def draw_agent(
         "max_completion_tokens": np.full(n, budget, dtype=np.int64),
         "reserved_tokens": tot["reserved"],
         "web_search_calls": searches,
+        "function_calls": np.zeros(n, dtype=np.int64),  # an agent's tool rounds are its steps (api_calls)
         "api_calls": calls,
         "ttft_s": ttft_first,
         "latency_s": duration,

@@ -40,6 +40,7 @@ COLUMNS = (
     "max_completion_tokens",
     "reserved_tokens",
     "web_search_calls",
+    "function_calls",
     "api_calls",
     "ttft_s",
     "latency_s",
@@ -85,6 +86,7 @@ def draw_route(route: Route, n: int, rng: np.random.Generator, ctx: RouteContext
     completion = reasoning + output
 
     tools = _column(_tokens(route.tools.web_search_calls, rng, n), n)
+    functions = _column(_tokens(route.tools.function_calls, rng, n), n)  # a fixed 0 draws nothing
     if route.latency.total_s is not None:
         ttft = np.zeros(n)
         latency = _column(route.latency.total_s.sample(rng, n), n, np.float64)
@@ -95,12 +97,13 @@ def draw_route(route: Route, n: int, rng: np.random.Generator, ctx: RouteContext
         latency = ttft + completion / tps
     reserved = input_tokens + budget
     rounds = {"input": np.zeros(n, dtype=np.int64), "cached": np.zeros(n, dtype=np.int64)}
-    if tools.any():  # most routes never search: skip the passes over n requests
-        rounds = _tool_rounds(route, tools, input_tokens, budget, rng, ttft, tps)
+    if tools.any() or functions.any():  # most routes make no tool rounds: skip the passes over n requests
+        rounds = _tool_rounds(route, tools, functions, input_tokens, budget, rng, ttft, tps)
         input_tokens = input_tokens + rounds["input"]
         cached = cached + rounds["cached"]
         output = output + rounds["output"]
-        completion = completion + rounds["output"]
+        reasoning = reasoning + rounds["reasoning"]
+        completion = completion + rounds["output"] + rounds["reasoning"]
         reserved = reserved + rounds["reserved"]
         latency = latency + rounds["latency"]
     return {
@@ -122,7 +125,8 @@ def draw_route(route: Route, n: int, rng: np.random.Generator, ctx: RouteContext
         "max_completion_tokens": np.full(n, budget, dtype=np.int64),
         "reserved_tokens": reserved,
         "web_search_calls": tools,
-        "api_calls": tools + 1,
+        "function_calls": functions,
+        "api_calls": tools + functions + 1,
         "ttft_s": ttft,
         "latency_s": latency,
     }
@@ -131,35 +135,58 @@ def draw_route(route: Route, n: int, rng: np.random.Generator, ctx: RouteContext
 def _tool_rounds(
     route: Route,
     searches: np.ndarray,
+    functions: np.ndarray,
     first_prompt: np.ndarray,
     budget: int,
     rng: np.random.Generator,
     ttft: np.ndarray,
     tps: np.ndarray | None,
 ) -> dict[str, np.ndarray]:
-    """The further calls of requests that search: call j resends call j-1's prompt plus the tool-call message,
-    the search results and (template on) the markers of the assistant and tool messages. It reserves its prompt
-    plus the budget against TPM, hits the cache on the previous prompt as the first call does on its prefix,
-    and takes another time to first token plus the tool call's decode time."""
+    """The further calls of requests with tool rounds (searches first, then function rounds): call j resends
+    call j-1's prompt plus its tool-call message, the tool results and (template on) the markers of the
+    assistant and tool messages; a function round with thinking on also reasons first, and that reasoning is
+    sent back and read by the later calls (the current turn's, Kimi's `thinking.keep` default). Each call
+    reserves its prompt plus the budget against TPM, hits the cache on the previous prompt as the first call
+    does on its prefix, and takes another time to first token plus its decode time. The final answer (the
+    route's reasoning and output) is the last call's."""
     n = searches.size
-    out = {k: np.zeros(n, dtype=np.int64) for k in ("input", "cached", "output", "reserved")}
+    out = {k: np.zeros(n, dtype=np.int64) for k in ("input", "cached", "output", "reasoning", "reserved")}
     out["latency"] = np.zeros(n)
     markers = 0
     if route.overhead_tokens is None:  # the same template that counts the first call's markers
         markers = DEFAULT_TEMPLATE.message_overhead("assistant") + DEFAULT_TEMPLATE.message_overhead("tool")
+    t = route.tools
+    total = searches + functions
+    last_search = int(searches.max(initial=0))
     prompt = first_prompt.astype(np.int64)
-    for j in range(1, int(searches.max(initial=0)) + 1):
-        active = searches >= j
-        call = _column(_tokens(route.tools.tool_call_tokens, rng, n), n)
-        nxt = prompt + call + _tokens(route.tools.result_tokens, rng, n) + markers
+    for j in range(1, int(total.max(initial=0)) + 1):
+        active = total >= j
+        search = searches >= j
+        call = np.zeros(n, dtype=np.int64)
+        result = np.zeros(n, dtype=np.int64)
+        think = np.zeros(n, dtype=np.int64)
+        # Draw only the laws some request uses at round j: a route without function rounds keeps its stream.
+        if j <= last_search:
+            call = np.where(search, _column(_tokens(t.tool_call_tokens, rng, n), n), 0)
+            result = np.where(search, _tokens(t.result_tokens, rng, n), 0)
+        fn = active & ~search
+        if fn.any():
+            f_call = _column(_tokens(t.function_call_tokens, rng, n), n)
+            f_think = _column(_tokens(route.reasoning, rng, n) if route.thinking else 0, n)
+            f_think, f_call, _ = truncate_completion(f_think, f_call, budget)  # reasoning first, as on the answer
+            call = np.where(fn, f_call, call)
+            think = np.where(fn, f_think, 0)
+            result = np.where(fn, _tokens(t.function_result_tokens, rng, n), result)
+        nxt = prompt + think + call + result + markers
         out["input"] += np.where(active, nxt, 0)
         out["reserved"] += np.where(active, nxt + budget, 0)
         out["output"] += np.where(active, call, 0)
+        out["reasoning"] += think
         if route.cache.mode == "prefix_rule":
             hit = (rng.random(n) < route.cache.hit_rate) & (prompt > route.cache.min_prompt_tokens)
             out["cached"] += np.where(active & hit, prompt, 0)
-        out["latency"] += np.where(active, ttft + (call / tps if tps is not None else 0.0), 0.0)
-        prompt = nxt
+        out["latency"] += np.where(active, ttft + ((think + call) / tps if tps is not None else 0.0), 0.0)
+        prompt = np.where(active, nxt, prompt)
     return out
 
 
@@ -258,6 +285,7 @@ def expected_tokens(scenario: Scenario, card=None, samples: int = EXPECTATION_SA
             "completion_tokens",
             "reserved_tokens",
             "web_search_calls",
+            "function_calls",
             "api_calls",
             "latency_s",
         ):

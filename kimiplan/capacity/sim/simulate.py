@@ -6,8 +6,8 @@ Poisson process (exponential gaps, cumulative sum, inverse of the cumulative int
 constant rates and needs no sort. A usage-log trace can be replayed instead. Every request draws its tokens
 and latency from its route (`kimiplan.workload.draws.draw_route`) and is admitted against all limits at once by the
 compiled kernel (`kimiplan.capacity.sim.kernel`), chunk by chunk, so long runs stream in bounded memory. A request
-that makes several API calls (`$web_search` round trips) is admitted once, when it starts, with all its calls
-counted against RPM/RPD and all their reservations against TPM/TPD.
+that makes several API calls (tool round trips: `$web_search`, function tools) is admitted once, when it starts,
+with all its calls counted against RPM/RPD and all their reservations against TPM/TPD.
 
 Monthly growth is simulated in calendar-month steps from the scenario's `as_of` month (the month of `as_of`
 runs at today's volume, each later month (1 + growth) times the one before), so a 90-day run shows refusals
