@@ -13,6 +13,7 @@
 
 Each engine runs in its own subprocess so its peak RSS is its own. Generation uses DuckDB itself.
 Run: .venv/bin/python benchmarks/bench_logs.py [--rows 10000000] [--big-rows 100000000] [--memory-limit 1GB]
+(--rows 0 runs only the Parquet part, --big-rows 0 only the CSV part)
 """
 
 from __future__ import annotations
@@ -86,63 +87,71 @@ def run(engine: str, path: Path, **extra) -> dict:
 
 
 def main() -> None:
-    from kimiplan.logs import generate_call_log
-
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--rows", type=int, default=10_000_000, help="0 skips the CSV part")
     ap.add_argument("--big-rows", type=int, default=100_000_000, help="0 skips the Parquet part")
     ap.add_argument("--memory-limit", default="1GB")
     ap.add_argument("--dir", help="where to write the generated logs (default: a temporary folder)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        csv = Path(tmp) / "calls.csv"
-        t0 = time.perf_counter()
-        generate_call_log(csv, args.rows, seed=1, days=30, refusal_rate=0.02)
-        print(
-            f"generated {args.rows:,} rows of CSV ({csv.stat().st_size / 1e9:.2f} GB) "
-            f"in {time.perf_counter() - t0:.1f} s"
-        )
-        pd_res = run("pandas", csv)
-        pa_res = run("pandas-pyarrow", csv)
-        sql_res = run("duckdb-sql", csv)
-        dk_res = run("duckdb", csv)
-        print(
-            f"pandas read_csv + groupby : {pd_res['seconds']:7.2f} s, peak RSS {pd_res['peak_mb']:8,.0f} MB "
-            f"({pd_res['groups']} groups)"
-        )
-        print(
-            f"pandas, pyarrow engine    : {pa_res['seconds']:7.2f} s, peak RSS {pa_res['peak_mb']:8,.0f} MB "
-            f"({pa_res['groups']} groups)"
-        )
-        print(
-            f"DuckDB, the same query    : {sql_res['seconds']:7.2f} s, peak RSS {sql_res['peak_mb']:8,.0f} MB "
-            f"({sql_res['groups']} groups)"
-        )
-        print(
-            f"DuckDB summarize_log      : {dk_res['seconds']:7.2f} s, peak RSS {dk_res['peak_mb']:8,.0f} MB "
-            f"({dk_res['groups']} groups; also validates and prices every row)"
-        )
-        for ref_name, ref in (("pandas", pd_res), ("pandas+pyarrow", pa_res)):
-            for name, r in (("same query", sql_res), ("summarize_log", dk_res)):
-                print(
-                    f"{ref_name:14s} / DuckDB {name:13s}: speed {ref['seconds'] / r['seconds']:.1f}x (goal >= 5x "
-                    f"against pandas), peak memory {ref['peak_mb'] / r['peak_mb']:.1f}x"
-                )
-        csv.unlink()
+        if args.rows:
+            csv_part(tmp, args.rows)
         if args.big_rows:
-            pq = Path(tmp) / "calls.parquet"
-            t0 = time.perf_counter()
-            generate_call_log(pq, args.big_rows, seed=2, days=90)
+            parquet_part(tmp, args.big_rows, args.memory_limit)
+
+
+def csv_part(tmp: str, rows: int) -> None:
+    from kimiplan.logs import generate_call_log
+
+    csv = Path(tmp) / "calls.csv"
+    t0 = time.perf_counter()
+    generate_call_log(csv, rows, seed=1, days=30, refusal_rate=0.02)
+    print(f"generated {rows:,} rows of CSV ({csv.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - t0:.1f} s")
+    pd_res = run("pandas", csv)
+    pa_res = run("pandas-pyarrow", csv)
+    sql_res = run("duckdb-sql", csv)
+    dk_res = run("duckdb", csv)
+    print(
+        f"pandas read_csv + groupby : {pd_res['seconds']:7.2f} s, peak RSS {pd_res['peak_mb']:8,.0f} MB "
+        f"({pd_res['groups']} groups)"
+    )
+    print(
+        f"pandas, pyarrow engine    : {pa_res['seconds']:7.2f} s, peak RSS {pa_res['peak_mb']:8,.0f} MB "
+        f"({pa_res['groups']} groups)"
+    )
+    print(
+        f"DuckDB, the same query    : {sql_res['seconds']:7.2f} s, peak RSS {sql_res['peak_mb']:8,.0f} MB "
+        f"({sql_res['groups']} groups)"
+    )
+    print(
+        f"DuckDB summarize_log      : {dk_res['seconds']:7.2f} s, peak RSS {dk_res['peak_mb']:8,.0f} MB "
+        f"({dk_res['groups']} groups; also validates and prices every row)"
+    )
+    for ref_name, ref in (("pandas", pd_res), ("pandas+pyarrow", pa_res)):
+        for name, r in (("same query", sql_res), ("summarize_log", dk_res)):
             print(
-                f"\ngenerated {args.big_rows:,} rows of Parquet ({pq.stat().st_size / 1e9:.2f} GB) "
-                f"in {time.perf_counter() - t0:.1f} s"
+                f"{ref_name:14s} / DuckDB {name:13s}: speed {ref['seconds'] / r['seconds']:.1f}x (goal >= 5x "
+                f"against pandas), peak memory {ref['peak_mb'] / r['peak_mb']:.1f}x"
             )
-            big = run("duckdb", pq, memory_limit=args.memory_limit, approx_percentiles=True, temp_directory=str(tmp))
-            print(
-                f"DuckDB summarize_log, memory_limit={args.memory_limit}, t-digest percentiles: "
-                f"{big['seconds']:.1f} s, peak RSS {big['peak_mb']:,.0f} MB ({big['groups']} route-day groups, "
-                f"{args.big_rows / big['seconds'] / 1e6:.1f} M rows/s)"
-            )
+    csv.unlink()
+
+
+def parquet_part(tmp: str, big_rows: int, memory_limit: str) -> None:
+    from kimiplan.logs import generate_call_log
+
+    pq = Path(tmp) / "calls.parquet"
+    t0 = time.perf_counter()
+    generate_call_log(pq, big_rows, seed=2, days=90)
+    print(
+        f"\ngenerated {big_rows:,} rows of Parquet ({pq.stat().st_size / 1e9:.2f} GB) "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
+    big = run("duckdb", pq, memory_limit=memory_limit, approx_percentiles=True, temp_directory=str(tmp))
+    print(
+        f"DuckDB summarize_log, memory_limit={memory_limit}, t-digest percentiles: "
+        f"{big['seconds']:.1f} s, peak RSS {big['peak_mb']:,.0f} MB ({big['groups']} route-day groups, "
+        f"{big_rows / big['seconds'] / 1e6:.1f} M rows/s)"
+    )
 
 
 if __name__ == "__main__":

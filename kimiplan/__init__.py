@@ -74,8 +74,17 @@ _EXPORTS: dict[str, str] = {
     "estimate_campaign": "kimiplan.finance.campaign",
     "model_variant": "kimiplan.finance.variants",
     "steps_frame": "kimiplan.workload.agent",
+    "KimiConfig": "kimiplan.client",
+    "RetryPolicy": "kimiplan.client",
+    "run_sampler": "kimiplan.calibration.sampler",
+    "SamplerConfig": "kimiplan.calibration.sampler",
+    "RouteSampling": "kimiplan.calibration.sampler",
+    "samples_frame": "kimiplan.calibration.fitters",
+    "samples_needed": "kimiplan.calibration.fitters",
+    "predicted_vs_observed": "kimiplan.calibration.fitters",
+    "LogNormalFitter": "kimiplan.calibration.fitters",
 }
-_SUBMODULES = ("viz",)
+_SUBMODULES = ("viz", "emulator", "cli")  # curated namespaces: kp.viz.*, kp.emulator.*, kp.cli.main
 
 __all__ = [  # pinned name by name in tests/test_public_api.py
     "__version__",
@@ -86,6 +95,7 @@ __all__ = [  # pinned name by name in tests/test_public_api.py
     "budget_curve",
     "CalibrationFitter",
     "check",
+    "cli",
     "ClientPolicy",
     "compare",
     "compare_monthly",
@@ -97,6 +107,7 @@ __all__ = [  # pinned name by name in tests/test_public_api.py
     "count_tokens",
     "data_path",
     "diff",
+    "emulator",
     "erlang_b",
     "estimate_campaign",
     "exhaustion",
@@ -108,18 +119,27 @@ __all__ = [  # pinned name by name in tests/test_public_api.py
     "generate_call_log",
     "growth_exhaustion",
     "KimiClient",
+    "KimiConfig",
     "load_calibration",
     "load_catalog",
     "load_scenario",
+    "LogNormalFitter",
     "model_variant",
     "monthly_by",
     "parse_scenario",
     "plan",
+    "predicted_vs_observed",
     "price_card",
     "rate_tier",
     "recommend_budgets",
+    "RetryPolicy",
+    "RouteSampling",
+    "run_sampler",
     "run_variants",
     "runway",
+    "SamplerConfig",
+    "samples_frame",
+    "samples_needed",
     "SimSettings",
     "simulate",
     "standard_variants",
@@ -138,8 +158,16 @@ __all__ = [  # pinned name by name in tests/test_public_api.py
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily
-    from kimiplan import viz
-    from kimiplan.calibration.fitters import CalibrationFitter, fit_calibration
+    from kimiplan import cli, emulator, viz
+    from kimiplan.calibration.fitters import (
+        CalibrationFitter,
+        LogNormalFitter,
+        fit_calibration,
+        predicted_vs_observed,
+        samples_frame,
+        samples_needed,
+    )
+    from kimiplan.calibration.sampler import RouteSampling, SamplerConfig, run_sampler
     from kimiplan.capacity.agent_steps import agent_capacity
     from kimiplan.capacity.budgets import budget_curve, recommend_budgets
     from kimiplan.capacity.plan import erlang_b, growth_exhaustion, plan, tier_headroom
@@ -147,7 +175,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from kimiplan.catalog.calibrated import apply_calibration
     from kimiplan.catalog.cards import load_catalog
     from kimiplan.catalog.resolve import load_scenario, price_card, rate_tier
-    from kimiplan.client import KimiClient
+    from kimiplan.client import KimiClient, KimiConfig, RetryPolicy
     from kimiplan.finance.agents import agent_stats
     from kimiplan.finance.backtest import backtest
     from kimiplan.finance.balance import exhaustion, runway, tier_recharge, topup_needed

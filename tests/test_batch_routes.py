@@ -38,4 +38,4 @@ def test_all_batch_report_and_variants(support, catalog):
     titles = [t for t, _ in collect_sections(sc, catalog)]
     assert "Capacity summary" in titles and not any(t.startswith("Simulated") for t in titles)
     # Providers without a Batch API are not offered as like-for-like variants of batch routes.
-    assert set(standard_variants(sc, catalog)) <= {"base", "kimi-k2.5", "cache hit rate 50%"}
+    assert set(standard_variants(sc, catalog)) <= {"base", "kimi-k2.5", "prefix cached on 50 % of requests"}

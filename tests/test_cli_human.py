@@ -128,3 +128,22 @@ def test_a_wide_table_on_a_160_column_terminal_keeps_identifiers_whole(monkeypat
     for m in models:
         assert m in text, (m, text)
     assert "$69,879.12" in text
+
+
+def test_prices_and_tiers_carry_their_currency(capsys):
+    """Every money column names its currency: one table per currency, the symbol in each cell and the unit in the
+    header ($/1M tokens, $/call), never a bare 0.160 beside a Currency column."""
+    code, out, _ = run(capsys, "prices", "--provider", "moonshot")
+    assert code == 0 and "Prices in USD" in out and "Prices in CNY" in out
+    usd, cny = out.split("Prices in CNY")
+    assert "Input cache hit ($/1M)" in usd and "Output ($/1M)" in usd and "Web search ($/call)" in usd
+    assert "Input cache hit (¥/1M)" in cny and "Output (¥/1M)" in cny
+    k26 = next(line for line in usd.splitlines() if " kimi-k2.6 " in line)
+    assert "$0.16" in k26 and "$0.95" in k26 and "$4.00" in k26 and "$0.005" in k26 and "0.60×" in k26
+    k26_cn = next(line for line in cny.splitlines() if " kimi-k2.6 " in line)
+    assert "¥1.10" in k26_cn and "¥6.50" in k26_cn and "¥27.00" in k26_cn
+    code, out, _ = run(capsys, "tiers", "--provider", "moonshot")
+    assert code == 0 and "Recharge ($)" in out and "Recharge (¥)" in out and "Recharge currency" not in out
+    assert "$3,000.00" in out and "¥20,000.00" in out
+    for line in out.splitlines():
+        assert not re.search(r"(?<![\d$¥.,])\d+\.\d\d(?!×)\b", line) or "$" in line or "¥" in line, line

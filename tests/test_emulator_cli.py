@@ -126,3 +126,27 @@ def test_serve_reports_a_busy_port_and_leaves_signal_handlers_as_they_were(capsy
         assert main(["emulator", "serve", "--port", str(port)]) == 2
     assert f"--port {port}: cannot listen" in capsys.readouterr().err
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_a_terminal_reads_the_url_once_and_a_pipe_gets_it_alone(monkeypatch, capsys):
+    """`kimiplan emulator serve` at a terminal prints one line naming the URL (not the URL, then a banner with it
+    again); piped, stdout carries the URL alone for the script that reads the port, the banner goes to stderr."""
+    import io
+
+    from kimiplan.cli import calibration_cmds
+
+    url = "http://127.0.0.1:8765/v1"
+    calibration_cmds._announce(url)  # capsys: both streams are pipes
+    out, err = capsys.readouterr()
+    assert out == url + "\n" and url in err and "not the real service" in err
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    out_tty, err_tty = Tty(), Tty()
+    monkeypatch.setattr(calibration_cmds.sys, "stdout", out_tty)
+    monkeypatch.setattr(calibration_cmds.sys, "stderr", err_tty)
+    calibration_cmds._announce(url)
+    both = out_tty.getvalue() + err_tty.getvalue()
+    assert both.count(url) == 1 and "not the real service" in both and "Ctrl-C" in both

@@ -156,3 +156,44 @@ def test_report_leads_with_the_decision_and_tables_have_no_e_notation(support_ch
     assert len(cells.cells) > 200
     bad = [c for c in cells.cells if E_NOTATION.search(c) or c in ("True", "False", "None", "nan")]
     assert not bad, bad[:10]
+
+
+def test_columns_named_after_a_money_column_share_its_currency_and_lists_read_as_lists():
+    """An upgrade path as a table: `recharge_from` takes `recharge_currency` as `recharge` does (never a bare
+    100.00), and the tiers it skips read "Tier4", not "['Tier4']"."""
+    import pandas as pd
+
+    from kimiplan.io.tables import table_text
+
+    df = pd.DataFrame(
+        [{"to": "Tier5", "skipped": ["Tier4"], "recharge": 3000.0, "recharge_from": 100.0, "recharge_currency": "USD"}]
+    )
+    text = table_text(df)
+    assert "Recharge ($)" in text and "Recharge from ($)" in text and "$100.00" in text and "$3,000.00" in text
+    assert "Recharge currency" not in text and "['Tier4']" not in text and "Tier4" in text
+    mixed = pd.concat([df, df.assign(recharge_currency="CNY")])  # two currencies: the column stays, as it says
+    assert "Recharge currency" in table_text(mixed)
+
+
+def test_a_count_of_refusals_is_a_count_and_a_latency_quantile_is_in_seconds():
+    """A call log's `refused` column counts requests (2,500, not "2,500.0 %"); `latency_s_p99` is seconds and says
+    so in its header; a duration of thousands of seconds has no decimals; `share_of_spend` is a share, not money."""
+    import pandas as pd
+
+    from kimiplan.io.tables import table_text
+
+    df = pd.DataFrame(
+        {
+            "refused": [2500, 2000],
+            "refused_share": [0.01, 0.2],
+            "latency_s_p99": [91.7, 90.1],
+            "run_duration_s": [2196.36, 3000.0],
+            "share_of_spend": [0.76, 0.24],
+        }
+    )
+    lines = table_text(df, currency="USD").splitlines()
+    assert lines[0].split("  ")[0] == "Refused" and "Latency P99 (s)" in lines[0] and "Share of spend" in lines[0]
+    assert "Share of spend ($)" not in lines[0]
+    row = lines[2]
+    assert "2,500 " in row and "1.00 %" in row and "91.7 s" in row and "2,196 s" in row and "76.0 %" in row
+    assert "2,500.0" not in row

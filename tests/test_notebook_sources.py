@@ -43,3 +43,40 @@ def test_every_data_folder_ships_as_a_listed_package():
     listed = {p.split(".", 2)[2] for p in cfg["packages"] if p.startswith("kimiplan.data.")}
     assert folders <= listed, f"add {sorted(folders - listed)} to [tool.setuptools] packages and package-data"
     assert folders <= {p.split(".", 2)[2] for p in cfg["package-data"] if p.startswith("kimiplan.data.")}
+
+
+def _kimiplan_uses(src: Path) -> tuple[list[str], set[str]]:
+    """(imports of kimiplan other than `import kimiplan as kp`, the attribute names read off `kp`), from the AST."""
+    import ast
+
+    tree = ast.parse(src.read_text(encoding="utf-8"), str(src))
+    internal, names = [], set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "kimiplan":
+            internal.append(f"line {node.lineno}: from {node.module} import ...")
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] == "kimiplan" and (a.name != "kimiplan" or a.asname != "kp"):
+                    internal.append(f"line {node.lineno}: import {a.name}" + (f" as {a.asname}" if a.asname else ""))
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "kp":
+            names.add(node.attr)
+    return internal, names
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)
+def test_notebooks_use_only_the_public_names(src):
+    """A notebook is what a new user copies: it reaches kimiplan through `kp.` names only (the curated `__all__`),
+    never through `from kimiplan.<submodule> import ...`, which is free to move."""
+    import kimiplan as kp
+
+    internal, names = _kimiplan_uses(src)
+    assert not internal, f"{src.name} imports kimiplan's internals: {internal}"
+    assert names <= set(kp.__all__), f"{src.name} uses kp names outside __all__: {sorted(names - set(kp.__all__))}"
+
+
+def test_the_public_names_check_sees_an_internal_import(tmp_path):
+    bad = tmp_path / "nb.py"
+    bad.write_text("import kimiplan as kp\nfrom kimiplan.capacity.plan import plan\nimport kimiplan.viz\nkp._EXPORTS\n")
+    internal, names = _kimiplan_uses(bad)
+    assert internal == ["line 2: from kimiplan.capacity.plan import ...", "line 3: import kimiplan.viz"]
+    assert names == {"_EXPORTS"}

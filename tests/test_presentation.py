@@ -54,7 +54,16 @@ def visible(html: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def objects():
+def fitted(tmp_path_factory):
+    """A calibration with every field a fit now writes (cost precision per route), fitted from a small synthetic call
+    log; the base URL is set as the sampler records it for calls to an emulator."""
+    log = kp.generate_call_log(tmp_path_factory.mktemp("log") / "calls.parquet", 3000, seed=6, days=2)
+    cal = kp.fit_calibration(kp.summarize_log(log, samples_per_route=300).samples)
+    return cal.model_copy(update={"base_url": "http://127.0.0.1:8765/v1"})
+
+
+@pytest.fixture(scope="module")
+def objects(fitted):
     catalog = kp.load_catalog()
     sc = kp.load_scenario("support_chat", catalog)
     tier2 = sc.model_copy(update={"tier": "Tier2"})
@@ -65,6 +74,8 @@ def objects():
         "Forecast": kp.forecast(sc, 12, catalog=catalog, paths=300, budget=5000),
         "SimResult": kp.simulate(sc, catalog, SimSettings.for_scenario(sc, hours=0.5)),
         "Calibration": load_calibration(data_path("calibrations", "support_chat_emulator.json")),
+        "Calibration (fitted now)": fitted,
+        "AgentStats": kp.agent_stats(kp.load_scenario("coding_agent", catalog), "fix_issue", catalog, runs=300),
         "Backtest": kp.backtest(data_path("usage", "past_months_synthetic.csv"), sc, catalog=catalog),
         "ComparisonTable": kp.compare(
             {"base": sc, "cache hit rate 50 %": sc.with_route_changes(cache={"mode": "prefix_rule", "hit_rate": 0.5})},
@@ -84,6 +95,8 @@ def objects():
         "Forecast",
         "SimResult",
         "Calibration",
+        "Calibration (fitted now)",
+        "AgentStats",
         "Backtest",
         "ComparisonTable",
     ],
@@ -100,6 +113,36 @@ def test_each_object_presents_itself_without_noise(objects, name):
     assert len(page) > 100
     for where, t in (("repr", r), ("summary", text), ("html", page)):
         assert not noise(t), (name, where, noise(t)[:5])
+
+
+def test_the_calibration_summary_states_units_precision_and_provenance(objects):
+    from kimiplan.io.formats import money, percent
+
+    cal = objects["Calibration (fitted now)"]
+    s = cal.summary()
+    facts = dict(s.facts)
+    assert facts["Model"] == cal.model and facts["Base URL"] == "http://127.0.0.1:8765/v1"
+    assert facts["Calls"] == f"{cal.n_samples:,} on {len(cal.routes)} routes"
+    assert cal.samples_from.strftime("%Y-%m-%d") in facts["Sampled"]
+    assert "± at 95 % confidence" in facts["Precision"] and "target ± 5 %" in facts["Precision"]
+    text, page = str(s), visible(cal._repr_html_())
+    for where in (text, page):
+        # the units, in the tables' titles and headers
+        assert "Tokens per call" in where and "Cost (USD/request)" in where and "± at 95 %" in where
+        assert "Truncated (of calls)" in where and "Cached (of input)" in where
+        for name, r in cal.routes.items():
+            p = r.precision
+            # each cell in the report's per-column format: money with its symbol, a spaced percent
+            assert money(p.cost_per_request.value, "USD", 4) in where, name
+            assert percent(p.cost_rel_error) in where, name
+            assert f"{r.n:,}" in where
+    assert any("chosen law" in n for n in s.notes)
+    # the file shipped as an example predates precision and base URL: the summary says so rather than show blanks
+    old = objects["Calibration"].summary()
+    assert dict(old.facts)["Base URL"] == "not recorded in this file"
+    assert any("predates the cost precision" in n for n in old.notes)
+    assert any("emulator, not on Kimi" in n for n in old.notes)
+    assert "Cost (USD/request)" not in str(old)  # no empty money column
 
 
 def test_the_checker_sees_noise():

@@ -16,6 +16,7 @@ EXPECTED = [
     "budget_curve",
     "CalibrationFitter",
     "check",
+    "cli",
     "ClientPolicy",
     "compare",
     "compare_monthly",
@@ -27,6 +28,7 @@ EXPECTED = [
     "count_tokens",
     "data_path",
     "diff",
+    "emulator",
     "erlang_b",
     "estimate_campaign",
     "exhaustion",
@@ -38,18 +40,27 @@ EXPECTED = [
     "generate_call_log",
     "growth_exhaustion",
     "KimiClient",
+    "KimiConfig",
     "load_calibration",
     "load_catalog",
     "load_scenario",
+    "LogNormalFitter",
     "model_variant",
     "monthly_by",
     "parse_scenario",
     "plan",
+    "predicted_vs_observed",
     "price_card",
     "rate_tier",
     "recommend_budgets",
+    "RetryPolicy",
+    "RouteSampling",
+    "run_sampler",
     "run_variants",
     "runway",
+    "SamplerConfig",
+    "samples_frame",
+    "samples_needed",
     "SimSettings",
     "simulate",
     "standard_variants",
@@ -75,6 +86,7 @@ VIZ = [
     "cost_per_step_figure",
     "fan_chart",
     "headroom_figure",
+    "predicted_vs_observed_figure",
     "route_area_chart",
     "setup_notebook",
     "tier_ladder_figure",
@@ -98,6 +110,9 @@ def test_every_public_name_resolves():
     assert sorted(kp.viz.__all__) == VIZ
     for name in VIZ:
         assert callable(getattr(kp.viz, name)), name
+    # the other curated namespaces a notebook reaches through kp: the local emulator, and the command line
+    assert {"emulator", "EmulatorConfig", "RouteTruth", "LogNormalTruth"} <= set(kp.emulator.__all__)
+    assert callable(kp.emulator.emulator) and callable(kp.cli.main)
 
 
 def test_unknown_name_is_an_attribute_error():

@@ -82,7 +82,7 @@ def test_cli_from_scenario_until_precision_says_the_input_was_synthetic(tmp_path
     cal_path = tmp_path / "cal.json"
     assert main(["calibrate", "fit", str(store), "-o", str(cal_path)]) == 0
     out, _ = capsys.readouterr()
-    assert "answer: mean cost per request" in out and "at 95 %" in out
+    assert "Cost (USD/request)" in out and "± at 95 %" in out and "wrote " in out
     cal = json.loads(cal_path.read_text())
     assert "synthetic" in cal["notes"]
     for name in ("answer", "summarize_ticket"):

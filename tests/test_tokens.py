@@ -3,7 +3,16 @@ import json
 import pytest
 
 from kimiplan.errors import ConfigError
-from kimiplan.tokens.tokenizer import SPECIAL_IDS, VOCAB_SIZE, ChatTemplate, count_messages, count_text, get_tokenizer
+from kimiplan.tokens.tokenizer import (
+    _ROLE_HEADERS,
+    ROLE_NAME_TOKENS,
+    SPECIAL_IDS,
+    VOCAB_SIZE,
+    ChatTemplate,
+    count_messages,
+    count_text,
+    get_tokenizer,
+)
 
 # Reference ids from kimi-platform-facts.md §6 (splintr-rs 0.22.0, matching Moonshot's own rank file).
 REFERENCE = {
@@ -45,6 +54,14 @@ def test_count_messages_adds_template_tokens():
     assert count_messages(msgs) == text + sum(per_msg) + 3
     assert count_messages(msgs, template=ChatTemplate(request_overhead=11)) == count_messages(msgs) + 11
     assert count_messages(msgs, add_reply_primer=False) == count_messages(msgs) - 3
+
+
+def test_role_name_tokens_are_the_tokenizers_count():
+    # The template's markers are known without loading the vocabulary; the vocabulary must agree, for every role.
+    assert set(ROLE_NAME_TOKENS) == {name for _, name in _ROLE_HEADERS.values()}
+    for role, (_, name) in _ROLE_HEADERS.items():
+        assert ROLE_NAME_TOKENS[name] == count_text(name), role
+        assert ChatTemplate().message_overhead(role) == 1 + count_text(name) + 2
 
 
 def test_count_messages_counts_tools_and_parts():

@@ -721,9 +721,12 @@ class CalibrationFitter(BaseFitter):
         c = self.calibration_
         return f"<kimiplan.CalibrationFitter: {c.model}, {c.n_samples} samples, routes {sorted(c.routes)}>"
 
-    def fit(self, df: pd.DataFrame, *, model: str | None = None, notes: str = "", card=None) -> CalibrationFitter:
+    def fit(
+        self, df: pd.DataFrame, *, model: str | None = None, notes: str = "", card=None, answers_only=()
+    ) -> CalibrationFitter:
         """`card`: the price card for the precision of the cost per request (default: the catalog's card for the
-        model; without one, the routes carry no `precision`)."""
+        model; without one, the routes carry no `precision`). `answers_only`: routes whose calls include their
+        tool rounds as calls of their own (a log's tool routes): their output laws are fitted on the answers."""
         if df.empty:
             raise ConfigError("no samples to fit")
         models = sorted(m for m in df["model"].dropna().unique())
@@ -746,7 +749,7 @@ class CalibrationFitter(BaseFitter):
         for name, g in df.groupby("route", sort=True):
             src = sorted(str(x) for x in g["prompt_source"].dropna().unique()) if "prompt_source" in g else []
             try:
-                fitted = self._route(g)
+                fitted = self._route(g, str(name) in answers_only)
             except ConfigError as exc:
                 raise ConfigError(f"route {name!r}: {exc}") from None
             routes[str(name)] = fitted.model_copy(
@@ -786,11 +789,16 @@ class CalibrationFitter(BaseFitter):
         except (ConfigError, ConvergenceError):
             return None
 
-    def _route(self, g: pd.DataFrame) -> RouteCalibration:
+    def _route(self, g: pd.DataFrame, answers_only: bool = False) -> RouteCalibration:
+        """`answers_only`: the route's calls include tool rounds as calls of their own (a log's), so its output
+        law is fitted on the replies that answered."""
+        g = _final_answers(g)
         censored = (g["finish_reason"] == "length").to_numpy()
         out = g["output_tokens"].astype(float)
         if out.isna().all():  # usage logs without reasoning detail: completion is all we have
             out = g["completion_tokens"].astype(float)
+        if answers_only:  # a log's tool round is not an answer: its output is a call message
+            out = out.mask(g["finish_reason"] == "tool_calls")
         ok = out.notna().to_numpy()
         r = g["reasoning_tokens"].astype(float)
         # Each call's budget (unknown in usage logs: no cut-off then), and what it left for the visible output.
@@ -811,6 +819,8 @@ class CalibrationFitter(BaseFitter):
         trunc = ProportionFitter(self.alpha).fit((g["first_finish_reason"] == "length").to_numpy())
         hits = ProportionFitter(self.alpha).fit((g["cached_tokens"].fillna(0) > 0).to_numpy())
         has_p = g["prompt_tokens"].notna()
+        if "follows_tool_call" in g:  # a log's tool rounds resend the prompt: the input is the first calls'
+            has_p &= ~g["follows_tool_call"].astype("boolean").fillna(False).to_numpy(dtype=bool)
         cached = None
         if has_p.any():
             rf = RatioFitter(self.alpha).fit(g.loc[has_p, "cached_tokens"].fillna(0), g.loc[has_p, "prompt_tokens"])
@@ -856,10 +866,65 @@ class CalibrationFitter(BaseFitter):
             tool_result_tokens=_mean_of(
                 g.assign(tool_result_tokens=_search_result_tokens(g)), "tool_result_tokens", self.alpha
             ),
+            **self._function_rounds(g),
             # Agent runs, when a log groups its calls into runs: steps per run, context tokens added per step.
             agent_steps=_mean_of(g, "agent_steps", self.alpha),
             context_growth_tokens=_mean_of(g, "context_growth_tokens", self.alpha),
         )
+
+    def _function_rounds(self, g: pd.DataFrame) -> dict:
+        """Function-tool rounds from the sampler's per-call `rounds`: rounds per request (mean and law), and per
+        answered round the tool-call message's tokens and the results' tokens; {} without function calls."""
+        if "rounds" not in g:
+            return {}
+        per_request, calls, results, cut = [], [], [], 0
+        for rounds in g["rounds"]:
+            if not isinstance(rounds, list) or not rounds or not all(isinstance(r, dict) for r in rounds):
+                continue
+            answered = [r for r in rounds[:-1] if int(r.get("function_calls") or 0) > 0]
+            per_request.append(len(answered))
+            calls += [float(r.get("output_tokens") or 0) for r in answered]
+            results += [float(r.get("function_result_tokens") or 0) for r in answered]
+            cut += rounds[-1].get("finish_reason") == "tool_calls"
+        if not calls:
+            return {}
+        k = np.asarray(per_request, dtype=float)
+        mf = MeanFitter(self.alpha).fit(k)
+        values, counts = np.unique(k.astype(int), return_counts=True)
+        n = self.max_stored_samples
+        return {
+            "function_rounds": _est(mf.mean_, mf.ci_ if mf.n_ > 1 else (mf.mean_, mf.mean_), mf.n_),
+            "function_round_counts": {int(v): int(c) for v, c in zip(values, counts)},
+            "function_call_tokens": _component(calls, None, n, self.alpha),
+            "function_result_tokens": _component(results, None, n, self.alpha),
+            "tool_rounds_cut": cut,
+        }
+
+
+def _final_answers(g: pd.DataFrame) -> pd.DataFrame:
+    """Requests with tool rounds (the sampler's per-call `rounds`): their answer is the last call's, so the output
+    and reasoning laws, the finish reason and the truncation are read from it (the first call's output is a tool
+    call). A request whose last call still called tools has no answer: its output is left out."""
+    if "rounds" not in g:
+        return g
+
+    def last(r):
+        return r[-1] if isinstance(r, list) and len(r) > 1 and isinstance(r[-1], dict) else None
+
+    final = g["rounds"].map(last)
+    has = final.map(lambda x: x is not None and "output_tokens" in x)
+    if not has.any():
+        return g
+    g = g.copy()
+    g["output_tokens"] = g["output_tokens"].astype(float)
+    g["reasoning_tokens"] = g["reasoning_tokens"].astype(float)
+    f = final[has]
+    answered = f.map(lambda x: x.get("finish_reason") != "tool_calls")
+    g.loc[has, "output_tokens"] = [float(x["output_tokens"]) if a else np.nan for x, a in zip(f, answered)]
+    g.loc[has, "reasoning_tokens"] = [float(x.get("reasoning_tokens") or 0) for x in f]
+    g.loc[has, "finish_reason"] = [x.get("finish_reason") for x in f]
+    g.loc[has, "first_finish_reason"] = [x.get("finish_reason") for x in f]
+    return g
 
 
 def _mean_of(g: pd.DataFrame, col: str, alpha: float) -> Estimate | None:
@@ -913,13 +978,37 @@ def fit_calibration(
     notes: str = "",
     card=None,
     sessions: pd.DataFrame | None = None,
+    tool_rounds: pd.DataFrame | None = None,
 ) -> Calibration:
     """Fit every route of `df` (samples). `sessions` (`LogSummary.sessions`: per route runs, steps per run,
-    conversations, turns, growth per turn) adds steps per run and history growth to the routes it names."""
-    cal = CalibrationFitter().fit(df, model=model, notes=notes, card=card).calibration_
-    if sessions is None or sessions.empty:
-        return cal
+    conversations, turns, growth per turn) adds steps per run and history growth to the routes it names;
+    `tool_rounds` (`LogSummary.tool_rounds`) the function rounds per request and each round's call and result
+    tokens. A log without conversation or run ids gives the mean rounds, not their law: its interval then takes
+    the count as Poisson (and apply uses a Poisson law)."""
+    tool_rows = [] if tool_rounds is None else tool_rounds.to_dict(orient="records")
+    answers = {str(r["route"]) for r in tool_rows}
+    cal = CalibrationFitter().fit(df, model=model, notes=notes, card=card, answers_only=answers).calibration_
     routes = dict(cal.routes)
+    for r in tool_rows:
+        name = str(r["route"])
+        k = r["function_rounds_per_request"]
+        if name not in routes or not r["requests"] or not k > 0:
+            continue
+        counts = r.get("round_counts") or None
+        if counts:  # the log's ids told the requests apart: the law of rounds, and their mean's own interval
+            x = np.repeat(np.array(list(counts), dtype=float), list(counts.values()))
+            extra = {
+                "function_rounds": _mean_estimate(float(x.mean()), float(x.std(ddof=1)), len(x)),
+                "function_round_counts": {int(v): int(n) for v, n in counts.items()},
+            }
+        else:
+            extra = {"function_rounds": _mean_estimate(k, math.sqrt(k), int(r["requests"]))}
+        if r["pairs"]:
+            extra["function_call_tokens"] = _component(r["call_tokens"], None, 2000)
+            extra["function_result_tokens"] = _component(r["result_tokens"], None, 2000)
+        routes[name] = routes[name].model_copy(update=extra)
+    if sessions is None or sessions.empty:
+        return cal.model_copy(update={"routes": routes})
     for r in sessions.to_dict(orient="records"):
         name = str(r["route"])
         if name not in routes:
@@ -955,12 +1044,15 @@ def cost_uncertainty(calibration: Calibration) -> dict[str, float]:
 
 def reservation_tokens(df: pd.DataFrame) -> pd.Series:
     """Tokens each sampled request put on TPM by Kimi's rule: prompt + max_completion_tokens, per call made
-    (a Partial Mode continuation is another call that resends the prefix)."""
-    p = df["prompt_tokens"].fillna(df["local_prompt_tokens"]).astype(float)
+    (a Partial Mode continuation is another call that resends the prefix; a tool round another call)."""
+
+    def col(name):
+        return df.get(name, pd.Series(0, index=df.index)).fillna(0).astype(float)
+
+    p = df["prompt_tokens"].fillna(df["local_prompt_tokens"]).astype(float) + col("tool_round_prompt_tokens")
     mct = df["max_completion_tokens"].astype(float).fillna(float(K26_DEFAULT_MAX_COMPLETION))
-    extra = df.get("continuation_prompt_tokens", pd.Series(0, index=df.index)).fillna(0).astype(float)
-    calls = 1 + df.get("continuations", pd.Series(0, index=df.index)).fillna(0).astype(float)
-    return p + extra + calls * mct
+    calls = 1 + col("continuations") + col("tool_rounds")
+    return p + col("continuation_prompt_tokens") + calls * mct
 
 
 def route_precision(g: pd.DataFrame, card, alpha: float = 0.05, target: float = 0.05) -> Precision | None:
@@ -1061,25 +1153,6 @@ def predicted_vs_observed(
     if not out.empty:
         out["ratio"] = out["observed"] / out["predicted"].replace(0, np.nan)
     return out
-
-
-def plot_predicted_vs_observed(table: pd.DataFrame):
-    import plotly.express as px
-
-    t = table[table["metric"] != "truncation rate"]
-    fig = px.scatter(
-        t,
-        x="predicted",
-        y="observed",
-        color="route",
-        hover_data=["metric"],
-        log_x=True,
-        log_y=True,
-        title="Calibration: predicted vs observed token statistics",
-    )
-    lo, hi = float(t[["predicted", "observed"]].min().min()), float(t[["predicted", "observed"]].max().max())
-    fig.add_shape(type="line", x0=lo, y0=lo, x1=hi, y1=hi, line={"dash": "dot"})
-    return fig
 
 
 def samples_needed(

@@ -76,13 +76,19 @@ def calls_for_target(p: MeanPrecision, n: int, target: float = 0.05) -> int | No
 
 
 def call_costs(df, card):
-    """Per-call cost in the card's currency (float; planning precision), continuation input included
-    (a pandas frame of sample records in, a Series out)."""
+    """Per-request cost in the card's currency (float; planning precision): continuation input, and the
+    further calls of tool rounds with their `$web_search` fees, included (a pandas frame of sample records in, a
+    Series out)."""
     import pandas as pd
+
+    def col(name):
+        return df.get(name, pd.Series(0, index=df.index)).fillna(0).astype(float)
 
     hit = float(card.input_cache_miss if card.input_cache_hit is None else card.input_cache_hit)
     miss, out = float(card.input_cache_miss), float(card.output)
-    p = df["prompt_tokens"].fillna(df["local_prompt_tokens"]).astype(float)
-    c = df["cached_tokens"].fillna(0).astype(float)
-    extra = df.get("continuation_prompt_tokens", pd.Series(0, index=df.index)).fillna(0).astype(float)
-    return ((p - c + extra) * miss + c * hit + df["completion_tokens"].astype(float) * out) / 1e6
+    p = df["prompt_tokens"].fillna(df["local_prompt_tokens"]).astype(float) + col("tool_round_prompt_tokens")
+    c = df["cached_tokens"].fillna(0).astype(float) + col("tool_round_cached_tokens")
+    extra = col("continuation_prompt_tokens")
+    completion = df["completion_tokens"].astype(float) + col("tool_round_completion_tokens")
+    fees = col("web_search_calls") * float(card.web_search_per_call)
+    return ((p - c + extra) * miss + c * hit + completion * out) / 1e6 + fees

@@ -71,6 +71,11 @@ class RouteSampling(BaseModel):
     #: the tool message a function tool's call is answered with; $web_search is answered, as Kimi documents,
     #: with the call's own arguments
     tool_result: str = "ok"
+    #: what the application's tools return, to answer function calls with instead of `tool_result`: JSONL of
+    #: {"content": "...", "name": "<tool>"} ("name" optional: a call takes a row of its own tool's when there
+    #: are any). A call's row is chosen by its ids, so a resumed run answers alike. Only the rows' token counts
+    #: reach the store.
+    tool_results: Path | None = None
 
 
 class SamplerConfig(BaseModel):
@@ -135,6 +140,44 @@ def load_prompts(path: str | Path) -> list[list[dict]]:
     if not out:
         raise ConfigError(f"prompts file {str(p)!r} has no prompts")
     return out
+
+
+def load_tool_results(path: str | Path) -> list[tuple[str | None, str]]:
+    """A tool-results file: (tool name or None, content) per line; a bad line names file and line."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"tool results file {str(p)!r} does not exist")
+    out: list[tuple[str | None, str]] = []
+    for i, obj in _jsonl_objects(p, "tool results file"):
+        content = obj.get("content") if isinstance(obj, dict) else obj
+        name = obj.get("name") if isinstance(obj, dict) else None
+        if not isinstance(content, str):
+            raise ConfigError(f"tool results file {str(p)!r} line {i}: field content must be a string")
+        if name is not None and not isinstance(name, str):
+            raise ConfigError(f"tool results file {str(p)!r} line {i}: field name must be a string")
+        out.append((name, content))
+    if not out:
+        raise ConfigError(f"tool results file {str(p)!r} has no results")
+    return out
+
+
+def _result_picker(rs: RouteSampling | None, rows: list[tuple[str | None, str]] | None):
+    """The answer to one function call: a row of the tool's own results (any row when it has none), picked
+    by a hash of the request's and the call's ids; without a results file, the route's `tool_result`."""
+    if not rows:
+        fixed = rs.tool_result if rs is not None else "ok"
+        return lambda request_id, call: fixed
+    by_name: dict[str | None, list[str]] = {}
+    for name, content in rows:
+        by_name.setdefault(name, []).append(content)
+    every = [c for _, c in rows]
+
+    def pick(request_id: str, call: Mapping[str, Any]) -> str:
+        pool = by_name.get((call.get("function") or {}).get("name")) or every
+        h = hashlib.sha256(f"{request_id}|{call.get('id')}".encode()).digest()
+        return pool[int.from_bytes(h[:8], "big") % len(pool)]
+
+    return pick
 
 
 def prompt_hash(messages: Sequence[Mapping[str, Any]]) -> str:
@@ -356,14 +399,16 @@ class SampleRunSummary:
     errors: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
     mean_in_flight: float = 0.0
-    #: the price card's currency, which `spent` is in
-    currency: str = ""
+    #: the price card's currency (what `spent` is counted in)
+    currency: str | None = None
 
     def __str__(self) -> str:
+        from kimiplan.io.formats import money
+
+        spent = money(self.spent, self.currency, 4 if abs(self.spent) < 1 else 2)
         s = (
             f"planned {self.planned}, already recorded {self.skipped}, completed {self.completed}, "
-            f"failed {self.failed}, not sent {self.not_sent}, retries {self.retries or 0}, "
-            f"spent {money(self.spent, self.currency or None)}"
+            f"failed {self.failed}, not sent {self.not_sent}, retries {self.retries or 0}, spent {spent}"
         )
         if self.errors:
             s += f", errors {self.errors}"
@@ -410,33 +455,49 @@ def _search_tokens(call: Mapping[str, Any]) -> int:
 
 
 def _round_summary(res) -> dict:
+    """One call of a tool request, as counts: its usage, its reasoning and visible output (a tool-call reply's
+    output is its call message), and its tool calls by kind."""
     calls = res.tool_calls or []
     searches = [c for c in calls if c["function"]["name"] == WEB_SEARCH]
+    called = res.finish_reason == "tool_calls"
     return {
         "prompt_tokens": res.prompt_tokens,
         "cached_tokens": res.cached_tokens,
         "completion_tokens": res.completion_tokens,
+        "reasoning_tokens": res.reasoning_tokens,
+        "output_tokens": res.output_tokens,
         "finish_reason": res.finish_reason,
         "tool_calls": len(calls),
-        "web_search_calls": len(searches) if res.finish_reason == "tool_calls" else 0,
+        "web_search_calls": len(searches) if called else 0,
         "web_search_result_tokens": sum(_search_tokens(c) for c in searches),
+        "function_calls": len(calls) - len(searches) if called else 0,
+        # set when the round is answered: tokens of the function results sent back (counted locally)
+        "function_result_tokens": 0,
     }
 
 
-def _answer_tools(res, thinking: bool, tool_result: str) -> list[dict]:
+def _answer_tools(res, thinking: bool, result_for) -> tuple[list[dict], int]:
     """The assistant message of a tool-call reply (its reasoning too: Kimi requires it back with thinking on)
-    and one tool message per call ($web_search: its arguments, unchanged, as Kimi documents)."""
+    and one tool message per call ($web_search: its arguments, unchanged, as Kimi documents; a function:
+    `result_for(call)`), with the tokens of the function results."""
+    from kimiplan.tokens.tokenizer import count_text
+
     msg: dict[str, Any] = {"role": "assistant", "tool_calls": res.tool_calls}
     if res.content:  # an empty content is left out: some Kimi endpoints refuse it ("text content is empty")
         msg["content"] = res.content
     if thinking:
         msg["reasoning_content"] = res.reasoning_content or ""
     out = [msg]
+    result_tokens = 0
     for c in res.tool_calls:
         name = c["function"]["name"]
-        content = c["function"].get("arguments") or "{}" if name == WEB_SEARCH else tool_result
+        if name == WEB_SEARCH:
+            content = c["function"].get("arguments") or "{}"
+        else:
+            content = result_for(c)
+            result_tokens += count_text(content)
         out.append({"role": "tool", "tool_call_id": c["id"], "name": name, "content": content})
-    return out
+    return out, result_tokens
 
 
 def _now() -> str:
@@ -491,6 +552,10 @@ def run_sampler(
         card = load_catalog().price(client.config.model)
     try:
         plan = plan_calls(config, prompts)
+        pickers = {
+            r.name: _result_picker(r, load_tool_results(r.tool_results) if r.tool_results else None)
+            for r in config.routes
+        }
         existing = store.records()
         done = {r["id"] for r in existing if r.get("status") == "ok"}
         guard = SpendGuard(
@@ -579,7 +644,10 @@ def run_sampler(
             try:
                 messages, cur = list(call.messages), res
                 while tools and cur.finish_reason == "tool_calls" and cur.tool_calls and len(more) < rs.max_tool_rounds:
-                    messages += _answer_tools(cur, call.thinking, rs.tool_result)
+                    answer, result_tokens = _answer_tools(
+                        cur, call.thinking, lambda c, k=len(more): pickers[call.route](f"{call.id}.{k}", c)
+                    )
+                    messages += answer
                     # The next call resends everything, plus the search results: reserve its worst case first.
                     grow = sum(_search_tokens(c) for c in cur.tool_calls if c["function"]["name"] == WEB_SEARCH)
                     est = guard.worst_case(count_messages(messages) + grow, call.max_completion_tokens)
@@ -600,6 +668,7 @@ def run_sampler(
                     except KimiAPIError as exc:  # the rounds so far stay recorded; this one is settled below
                         round_exc = exc
                         break
+                    rounds[-1]["function_result_tokens"] = result_tokens  # sent: this round was answered
                     more.append(cur)
                     rounds.append(_round_summary(cur))
             finally:
@@ -615,6 +684,9 @@ def run_sampler(
                 rec["tool_round_prompt_tokens"] = sum(int(r.prompt_tokens or 0) for r in more)
                 rec["tool_round_cached_tokens"] = sum(r.cached_tokens for r in more)
                 rec["tool_round_completion_tokens"] = sum(r.completion_tokens for r in more)
+                # Function rounds: replies with function calls that were answered (a further call followed).
+                rec["function_rounds"] = sum(1 for r in rounds[:-1] if r["function_calls"] > 0)
+                rec["function_result_tokens"] = sum(r["function_result_tokens"] for r in rounds)
                 rec["final_finish_reason"] = rounds[-1]["finish_reason"]
                 if round_exc is not None:
                     rec["tool_round_error"] = f"{round_exc.kind}: {scrub(round_exc)}"

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from kimiplan.capacity.loss import (
     MAX_CLASSES,
@@ -33,6 +32,7 @@ from kimiplan.capacity.moments import SAMPLES as MOMENT_SAMPLES
 from kimiplan.capacity.moments import latency_mean, reserved_and_calls, rounds_pmf
 from kimiplan.catalog.admission import LIMITS
 from kimiplan.catalog.resolve import price_card
+from kimiplan.model.laws import poisson_ppf
 
 _SEED = 20260421
 
@@ -134,7 +134,7 @@ class _Erlang:
         self.load = load
 
     def quantile(self, q: float) -> float:
-        return float(stats.poisson.ppf(q, self.load))
+        return float(poisson_ppf(q, self.load))
 
     def refusal(self, limit: float) -> float:
         return erlang_b(int(limit), self.load)
@@ -149,7 +149,7 @@ class _Counts:
 
     def quantile(self, q: float) -> float:
         if self.sizes.is_unit:
-            return float(stats.poisson.ppf(q, self.n))
+            return float(poisson_ppf(q, self.n))
         return CompoundPoisson(self.n, *self.calls).quantile(q)
 
     def refusal(self, limit: float) -> float:

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
-from scipy import stats
 
 from kimiplan.errors import ConfigError
+from kimiplan.model.laws import gamma_ppf, gamma_sf, poisson_logcdf, poisson_logpmf, poisson_ppf, poisson_sf
 
 MAX_UNITS = 3000  # knapsack capacity in units (token limits are divided into at most this many)
 MAX_CLASSES = 64  # request-size classes of the knapsack
@@ -69,9 +69,9 @@ def erlang_b(servers: int, load: float) -> float:
         return float(_erlang_b(c, a))
     if a < c and c - a > 40.0 * math.sqrt(c) + 40.0:
         return 0.0  # over 40 standard deviations above the load: below 1e-300
-    log_cdf = float(stats.poisson.logcdf(c, a))
+    log_cdf = float(poisson_logcdf(c, a))
     if math.isfinite(log_cdf) and log_cdf > -600.0:
-        return float(min(math.exp(float(stats.poisson.logpmf(c, a)) - log_cdf), 1.0))
+        return float(min(math.exp(float(poisson_logpmf(c, a)) - log_cdf), 1.0))
     return float(_erlang_b(c, a, c - 20_000, 1.0))
 
 
@@ -109,7 +109,7 @@ def poisson_overflow_fraction(mean: float, limit: float) -> float:
         return 0.0
     k = math.floor(limit)
     # E[(N-K)+] = mean * P(N >= K) - K * P(N >= K+1)
-    excess = mean * stats.poisson.sf(k - 1, mean) - k * stats.poisson.sf(k, mean)
+    excess = mean * poisson_sf(k - 1, mean) - k * poisson_sf(k, mean)
     return float(max(excess, 0.0) / mean)
 
 
@@ -148,7 +148,7 @@ class CompoundPoisson:
             return self.mean
         x0, a, th = self._gamma()
         # The translated gamma starts below zero (x0 < 0) when the sum is small and skewed: demand never does.
-        x = float(x0 + stats.gamma.ppf(q, a, scale=th))
+        x = float(x0 + gamma_ppf(q, a, scale=th))
         # A sum too small for the gamma's arithmetic (alpha underflows) is its mean, ~0.
         return max(x, 0.0) if math.isfinite(x) else self.mean
 
@@ -160,7 +160,7 @@ class CompoundPoisson:
             return max(self.mean - limit, 0.0) / self.mean
         x0, a, th = self._gamma()
         d = max(limit - x0, 0.0)
-        excess = a * th * stats.gamma.sf(d, a + 1, scale=th) - d * stats.gamma.sf(d, a, scale=th)
+        excess = a * th * gamma_sf(d, a + 1, scale=th) - d * gamma_sf(d, a, scale=th)
         return float(max(excess, 0.0) / self.mean)
 
 
@@ -339,11 +339,11 @@ def fixed_window_count_refusal(mean_requests: float, sizes: Sizes, limit: float)
     bands = np.maximum(np.rint(np.asarray(sizes.values)), 1).astype(np.int64)
     cap = int(math.floor(limit))
     # Arrivals beyond the point where P(N > i) is negligible change nothing.
-    hi = int(stats.poisson.ppf(1 - 1e-12, mean_requests)) + 1
+    hi = int(poisson_ppf(1 - 1e-12, mean_requests)) + 1
     if hi * cap > 3e6:  # too long a chain for an interactive plan: the compound Poisson overflow instead
         m = [float(np.dot(sizes.probs, np.asarray(sizes.values) ** k)) for k in (1, 2, 3)]
         return CompoundPoisson(mean_requests, *m).overflow_fraction(limit)
-    gt = stats.poisson.sf(np.arange(hi), mean_requests)
+    gt = poisson_sf(np.arange(hi), mean_requests)
     refused = _fixed_chain(gt, np.asarray(sizes.probs, dtype=np.float64), bands, cap)
     return float(refused / mean_requests)
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kimiplan.model.dists import Empirical, Exponential, Fixed, LogNormal, Mixture, Normal, Poisson, Texts, Uniform
+from kimiplan.model.laws import norm_pdf, norm_sf, poisson_pmf, poisson_ppf
 
 SAMPLES = 50_000  # draws per route for the truncated completion (and the fallbacks above)
 
@@ -72,10 +73,8 @@ def _clipped_normal_moments(m: float, s: float, k: int) -> tuple[float, ...]:
     moments E[Z^i; Z > c] = c^(i-1) phi(c) + (i-1) E[Z^(i-2); Z > c]."""
     if s == 0:
         return tuple(max(m, 0.0) ** j for j in range(1, k + 1))
-    from scipy import stats
-
     c = -m / s
-    phi, tail = float(stats.norm.pdf(c)), float(stats.norm.sf(c))
+    phi, tail = float(norm_pdf(c)), float(norm_sf(c))
     part = [tail, phi]  # E[Z^0; Z>c], E[Z^1; Z>c]
     for i in range(2, k + 1):
         # phi(c) underflows to 0 far from the mean (|c| > 38, e.g. sd 1e-300): the c^(i-1) term is 0 then, and
@@ -135,11 +134,9 @@ def count_pmf(dist) -> tuple[np.ndarray, np.ndarray] | None:
     if isinstance(dist, Fixed):
         return np.array([float(round(max(dist.value, 0.0)))]), np.array([1.0])
     if isinstance(dist, Poisson):
-        from scipy import stats
-
-        hi = int(stats.poisson.ppf(1 - 1e-15, dist.mean_)) + 2 if dist.mean_ > 0 else 0
+        hi = int(poisson_ppf(1 - 1e-15, dist.mean_)) + 2 if dist.mean_ > 0 else 0
         k = np.arange(hi + 1)
-        return k.astype(float), stats.poisson.pmf(k, dist.mean_)
+        return k.astype(float), poisson_pmf(k, dist.mean_)
     if isinstance(dist, Empirical):  # a measured law of counts (calibration): its values as drawn, whole
         k, c = np.unique(np.rint(np.maximum(np.asarray(dist.samples, dtype=float), 0.0)), return_counts=True)
         return k, c / c.sum()

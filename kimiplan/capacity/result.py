@@ -339,34 +339,9 @@ class CapacityPlan:
                     f"requests/s on average; with growth of {percent(ex.get('growth', 0), trim=True)} a month "
                     f"{self.tier} is {when}."
                 )
-        up = self.upgrade
+        up = self.upgrade_path()
         if up is not None:
-            if up["to"] is None:
-                lines.append(
-                    f"No tier above {up['from']} raises its binding limit ({up['binding_limit']}); "
-                    "ask the provider for a custom limit or reduce the demand on it."
-                )
-            else:
-                skipped = (
-                    f"; {', '.join(up['skipped'])} raise{'s' if len(up['skipped']) == 1 else ''} only other limits"
-                    if up["skipped"]
-                    else ""
-                )
-                m = up["move_in_months"]
-                by = "now" if m == 0 else _month(up["move_by"]) if up["move_by"] else "no date within 3 years"
-                lines.append(
-                    f"Upgrade path: {up['to']} ({up['binding_limit']} {_num(up['limit_to'])} instead of "
-                    f"{_num(up['limit_from'])}{skipped}), needed by {by}; it unlocks at a cumulative recharge of "
-                    f"{_money(up['recharge'], up['recharge_currency'])} "
-                    f"(now {_money(up['recharge_from'], up['recharge_currency'])}) "
-                    + (
-                        f"and it would not hold today's traffic either ({up['to']} is over the target now)."
-                        if up["exhausted_months"] == 0
-                        else f"and growth exhausts it in {_month(up['exhausted_on'])}."
-                        if up["exhausted_on"]
-                        else "and growth does not exhaust it within 3 years."
-                    )
-                )
+            lines.append(up)
         if self.client_effect is not None:
             lines.append(client_effect_sentence(self.client_effect))
         if self.pacing_wait is not None:
@@ -446,6 +421,39 @@ class CapacityPlan:
             "are the scenario's assumptions unless calibrated."
         )
         return SummaryTable(f"Capacity plan: {self.scenario}", facts, tables, notes)
+
+    def upgrade_path(self) -> str | None:
+        """The upgrade path in one sentence (the tier to move to, by when, the recharge that unlocks it), as
+        `describe()` gives it; None when the plan has none. `upgrade` holds the same figures as a dict."""
+        up = self.upgrade
+        if up is None:
+            return None
+        if up["to"] is None:
+            return (
+                f"No tier above {up['from']} raises its binding limit ({up['binding_limit']}); "
+                "ask the provider for a custom limit or reduce the demand on it."
+            )
+        else:
+            skipped = (
+                f"; {', '.join(up['skipped'])} raise{'s' if len(up['skipped']) == 1 else ''} only other limits"
+                if up["skipped"]
+                else ""
+            )
+            m = up["move_in_months"]
+            by = "now" if m == 0 else _month(up["move_by"]) if up["move_by"] else "no date within 3 years"
+            return (
+                f"Upgrade path: {up['to']} ({up['binding_limit']} {_num(up['limit_to'])} instead of "
+                f"{_num(up['limit_from'])}{skipped}), needed by {by}; it unlocks at a cumulative recharge of "
+                f"{_money(up['recharge'], up['recharge_currency'])} "
+                f"(now {_money(up['recharge_from'], up['recharge_currency'])}) "
+                + (
+                    f"and it would not hold today's traffic either ({up['to']} is over the target now)."
+                    if up["exhausted_months"] == 0
+                    else f"and growth exhausts it in {_month(up['exhausted_on'])}."
+                    if up["exhausted_on"]
+                    else "and growth does not exhaust it within 3 years."
+                )
+            )
 
     def worst_route(self) -> tuple[str, float] | None:
         """The route whose requests are refused most often at the busiest minute (with its share), when

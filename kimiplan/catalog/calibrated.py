@@ -19,7 +19,9 @@ calibrated routes. Per route, unless the route pins the quantity (`pin: [input, 
 - **output**, **reasoning** (thinking routes): the fitted laws, cut at the route's budget as Kimi does, so the
   measured truncation follows (a calibration taken at another budget is warned about).
 - **server_overhead**: prompt tokens the server adds unseen. **latency**: time to first token and decode speed.
-- **tools**: searches per request and their result size, when the samples recorded tool rounds.
+- **tools**: when the samples recorded tool rounds, function rounds per request (their observed law), the
+  tokens of each round's call message and of its results (fitted laws); rounds that were not function rounds
+  are searches, applied to a route with `$web_search` (their count and result size).
 - **precision**: the sampling error of the measured mean cost per request and mean reservation (relative
   standard errors and interval half-widths, `CalibratedFrom.cost_rel_se` ...), carried whenever a quantity the
   cost rests on was applied; `forecast` widens its bands by the cost's by default.
@@ -42,6 +44,7 @@ from pydantic import ValidationError
 
 from kimiplan.catalog.providers import canonical_model_or_none, provider_of_host
 from kimiplan.errors import ConfigError
+from kimiplan.io.formats import number, percent
 from kimiplan.model.calibration import (
     PIN_QUANTITIES,
     CalibratedFrom,
@@ -175,6 +178,15 @@ def _disagrees(assumed: float, est: tuple[float, tuple[float, float], int]) -> b
     return not (lo <= assumed <= hi) and not math.isclose(assumed, est[0], rel_tol=1e-9, abs_tol=1e-9)
 
 
+def _count_law(counts: dict[int, int]):
+    """The law of a count from how many requests had each value: fixed when they all agree, else the observed
+    values resampled (each as often as measured, divided by their common factor)."""
+    if len(counts) == 1:
+        return Fixed(value=float(next(iter(counts))))
+    g = math.gcd(*counts.values())
+    return Empirical(samples=tuple(float(v) for v, c in sorted(counts.items()) for _ in range(c // g)))
+
+
 def _from_estimate(e: Estimate) -> tuple[float, tuple[float, float], int]:
     return e.value, (e.ci[0], e.ci[1]), e.n
 
@@ -236,12 +248,19 @@ def calibrate_route(
     warns: list[str] = _where(cal, scenario)
     agent = route.agent is not None
 
-    def note(quantity: str, what: str, assumed: float, est) -> None:
+    def note(quantity: str, what: str, assumed: float, est, of: str = "calls") -> None:
         if _disagrees(assumed, est):
             used = "assumed" if quantity in pins else "measured"
             diffs.append(
                 Difference(
-                    quantity=quantity, what=what, assumed=assumed, measured=est[0], ci=est[1], n=est[2], used=used
+                    quantity=quantity,
+                    what=what,
+                    assumed=assumed,
+                    measured=est[0],
+                    ci=est[1],
+                    n=est[2],
+                    used=used,
+                    of=of,
                 )
             )
 
@@ -299,12 +318,12 @@ def calibrate_route(
                 applied.append("cache")
             elif prefix <= 0:
                 warns.append(
-                    f"measured cached share {share:.1%} not applied: the route has no cacheable prefix "
+                    f"measured cached share {percent(share)} not applied: the route has no cacheable prefix "
                     f"({', '.join(current.cache.prefix)} are empty)"
                 )
             elif hittable <= 0:
                 warns.append(
-                    f"measured cached share {share:.1%} not applied: none of the route's prompts (mean "
+                    f"measured cached share {percent(share)} not applied: none of the route's prompts (mean "
                     f"{input_mean(current):,.0f} tokens) exceeds cache.min_prompt_tokens "
                     f"({cache.min_prompt_tokens:,}), the least Kimi's prefix cache serves; the calls that hit were "
                     "longer than the scenario's input laws allow"
@@ -316,9 +335,9 @@ def calibrate_route(
                         f" on prompts over {cache.min_prompt_tokens:,} tokens" if hittable < prefix * (1 - 1e-9) else ""
                     )
                     warns.append(
-                        f"measured cached share {share:.1%} exceeds the route's prefix share{short} "
-                        f"{hittable / input_mean(current):.1%}: hit rate set to 1 (the cached prefix is larger than "
-                        "the scenario's system and history)"
+                        f"measured cached share {percent(share)} exceeds the route's prefix share{short} "
+                        f"{percent(hittable / input_mean(current))}: hit rate set to 1 (the cached prefix is larger "
+                        "than the scenario's system and history)"
                     )
                     rate = 1.0
                 upd["cache"] = cache.model_copy(update={"hit_rate": rate})
@@ -327,9 +346,9 @@ def calibrate_route(
                 route_cpm = scenario.traffic.mean_rps * 60.0 * route.share
                 if route_cpm * SPARSE_FACTOR < rc.calls_per_minute:
                     warns.append(
-                        f"the sampler sent {rc.calls_per_minute:,.1f} calls/min, the scenario's traffic averages "
-                        f"{route_cpm:,.2f}: Kimi's prefix cache stays warm only for prefixes seen recently, so the "
-                        f"measured cache hits ({share:.0%} of input) may overstate this route's"
+                        f"the sampler sent {number(rc.calls_per_minute)} calls/min, the scenario's traffic averages "
+                        f"{number(route_cpm)}: Kimi's prefix cache stays warm only for prefixes seen recently, so the "
+                        f"measured cache hits ({percent(share)} of input) may overstate this route's"
                     )
 
     note("output", "output tokens per call", route.output.mean(), _mean_ci(rc.output))
@@ -350,7 +369,7 @@ def calibrate_route(
     if rc.max_completion_tokens is not None and budget is not None and rc.max_completion_tokens != budget:
         warns.append(
             f"sampled with max_completion_tokens {rc.max_completion_tokens:,}, the route sends {budget:,}: the "
-            f"measured truncation ({rc.truncation_rate.value:.1%}) was at the sampler's budget"
+            f"measured truncation ({percent(rc.truncation_rate.value)}) was at the sampler's budget"
         )
 
     if latency and rc.ttft_s is not None and rc.decode_tps is not None and take("latency"):
@@ -367,18 +386,67 @@ def calibrate_route(
             )
 
     searches = route.tools.web_search_calls.mean() > 0
-    if not agent and not searches and rc.tool_rounds is not None and rc.tool_rounds.value > 0:
-        warns.append(
-            f"the samples made {rc.tool_rounds.value:.2f} tool rounds per request; the route models only $web_search "
-            "rounds (tools.web_search_calls), so function-tool rounds stay out of its figures"
+    functions = rc.function_rounds is not None and rc.function_rounds.value > 0
+    tools_upd: dict[str, Any] = {}
+    if not agent and functions:
+        t = route.tools
+        note(
+            "tools",
+            "function rounds per request",
+            t.function_calls.mean(),
+            _from_estimate(rc.function_rounds),
+            "requests",
         )
-    elif not agent and (rc.tool_rounds is not None or rc.tool_result_tokens is not None):
-        tools_upd: dict[str, Any] = {}
-        if rc.tool_rounds is not None:
+        # The observed law when the sampler counted rounds per request; a log gives the mean only.
+        counts = rc.function_round_counts
+        law = _count_law(counts) if counts else Poisson(mean=rc.function_rounds.value)
+        tools_upd["function_calls"] = law
+        if rc.function_call_tokens is not None:
             note(
-                "tools", "tool rounds per request", route.tools.web_search_calls.mean(), _from_estimate(rc.tool_rounds)
+                "tools",
+                "tokens per function call message",
+                t.function_call_tokens.mean(),
+                _mean_ci(rc.function_call_tokens),
+                "rounds",
             )
-            tools_upd["web_search_calls"] = Poisson(mean=max(rc.tool_rounds.value, 0.0))
+            tools_upd["function_call_tokens"] = component_dist(rc.function_call_tokens, kind)
+        if rc.function_result_tokens is not None:
+            note(
+                "tools",
+                "tokens of function results per round",
+                t.function_result_tokens.mean(),
+                _mean_ci(rc.function_result_tokens),
+                "rounds",
+            )
+            tools_upd["function_result_tokens"] = component_dist(rc.function_result_tokens, kind)
+        if rc.tool_rounds_cut:
+            warns.append(
+                f"{rc.tool_rounds_cut} of {rc.n} sampled requests still called tools at their last recorded call "
+                "(the sampler's max_tool_rounds, spend cap or an error stopped them): rounds per request are a "
+                "lower bound"
+            )
+    # Rounds the samples made beyond their function rounds were searches.
+    search_rounds = rc.tool_rounds
+    if search_rounds is not None and functions:
+        v = max(search_rounds.value - rc.function_rounds.value, 0.0)
+        search_rounds = search_rounds.model_copy(
+            update={
+                "value": v,
+                "ci": (
+                    max(search_rounds.ci[0] - rc.function_rounds.value, 0.0),
+                    max(search_rounds.ci[1] - rc.function_rounds.value, 0.0),
+                ),
+            }
+        )
+    if not agent and not searches and search_rounds is not None and search_rounds.value > 0:
+        warns.append(
+            f"the samples made {search_rounds.value:.2f} tool rounds per request that were not function rounds; "
+            "the route has no $web_search (tools.web_search_calls), so those rounds stay out of its figures"
+        )
+    elif not agent and searches and (search_rounds is not None or rc.tool_result_tokens is not None):
+        if search_rounds is not None:
+            note("tools", "tool rounds per request", route.tools.web_search_calls.mean(), _from_estimate(search_rounds))
+            tools_upd["web_search_calls"] = Poisson(mean=max(search_rounds.value, 0.0))
         if rc.tool_result_tokens is not None:
             note(
                 "tools",
@@ -387,9 +455,9 @@ def calibrate_route(
                 _from_estimate(rc.tool_result_tokens),
             )
             tools_upd["result_tokens"] = Fixed(value=max(rc.tool_result_tokens.value, 0.0))
-        if take("tools"):
-            upd["tools"] = route.tools.model_copy(update=tools_upd)
-            applied.append("tools")
+    if tools_upd and take("tools"):
+        upd["tools"] = route.tools.model_copy(update=tools_upd)
+        applied.append("tools")
     if agent:
         a = route.agent
         if rc.agent_steps is not None:

@@ -8,8 +8,6 @@ import threading
 
 from kimiplan.errors import ConfigError
 
-from ._util import print_table
-
 
 def register(sub) -> None:
     em = sub.add_parser("emulator", help="a local Kimi-compatible emulator with known ground truth")
@@ -180,9 +178,15 @@ def _serve(args) -> int:
 
 
 def _announce(base_url: str) -> None:
-    # Only the URL goes to stdout, flushed at once: a script (or test) started with --port 0 reads the port from it.
+    banner = f"kimiplan emulator (not the real service) on {base_url} — Ctrl-C to stop"
+    if sys.stdout.isatty() and sys.stderr.isatty():
+        # A person at a terminal reads one line that names the URL, not the URL twice.
+        print(banner, flush=True)
+        return
+    # Piped: only the URL goes to stdout, flushed at once (a script started with --port 0 reads the port from it),
+    # and the banner to stderr.
     print(base_url, flush=True)
-    print(f"kimiplan emulator (not the real service) on {base_url} — Ctrl-C to stop", file=sys.stderr, flush=True)
+    print(banner, file=sys.stderr, flush=True)
 
 
 def _interrupt(signum, frame):
@@ -338,6 +342,14 @@ def _scenario_sampling(args, catalog):
         skipped = [r.name for r in scenario.routes if r not in usable]
         if skipped:
             print(f"not sampled (agent or $web_search routes need real prompts): {', '.join(skipped)}", file=sys.stderr)
+        functions = [r.name for r in usable if r.tools.function_calls.mean() > 0]
+        if functions:
+            # Without the application's tool definitions and results no call is a tool call: the rounds stay assumed.
+            print(
+                f"sampled without tools, so their function rounds stay assumed: {', '.join(functions)} (give each "
+                "route's tools and tool_results in a sampler --config to measure them)",
+                file=sys.stderr,
+            )
     prompts = {
         r.name: route_prompts(by_name[r.name], args.prompts_per_route, seed=scenario.seed + i)
         for i, r in enumerate(config.routes)
@@ -347,27 +359,13 @@ def _scenario_sampling(args, catalog):
 
 def _fit(args) -> int:
     from kimiplan.calibration.fitters import fit_calibration, samples_frame
-    from kimiplan.io.formats import money, percent
 
     df = samples_frame(*args.inputs)
     cal = fit_calibration(df, model=args.model)
     path = cal.save(args.output)
-    table = cal.summary()
-    print_table(table.frame.reset_index(), formats=table.overrides)
-    print(f"wrote {path} ({cal.n_samples} samples, provenance {cal.provenance})")
-    for name, rc in cal.routes.items():
-        p = rc.precision
-        if p is not None:
-            more = (
-                f"{p.more_calls_for_target:,} more calls for ±{percent(p.target_rel_error, trim=True)}"
-                if p.more_calls_for_target
-                else f"within ±{percent(p.target_rel_error, trim=True)}"
-            )
-            print(
-                f"{name}: mean cost per request {money(p.cost_per_request.value, p.currency)} "
-                f"±{percent(p.cost_rel_error, 1)} at {percent(p.confidence, trim=True)} ({rc.n:,} calls); {more}; "
-                f"output law {rc.output.law}"
-            )
+    # The summary carries each route's cost per request with its ± at 95 % and the calls still needed.
+    print(cal.summary())
+    print(f"\nwrote {path} ({cal.n_samples:,} samples, provenance {cal.provenance})")
     return 0
 
 

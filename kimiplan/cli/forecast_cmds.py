@@ -303,7 +303,7 @@ def register(sub) -> None:
         metavar="OTHER",
         nargs="*",
         help="scenarios to compare with the base; none: the standard variants (kimi-k2.5, other "
-        "providers, Batch API, thinking off, cache hit rate 50%%) that the catalog can price",
+        "providers, Batch API, thinking off, prefix cached on 50 %% of requests) that the catalog can price",
     )
     c.add_argument("--months", type=_int("--months"), default=12, help="horizon in calendar months (1-120)")
     c.add_argument("--paths", type=_int("--paths"), default=2000, help="Monte Carlo paths per variant")

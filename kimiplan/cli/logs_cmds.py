@@ -56,7 +56,11 @@ def cmd_calibrate(args) -> int:
     args.by = "route"
     s = _summarize(args, samples=args.samples)
     cal = fit_calibration(
-        s.samples, model=args.fit_model, notes=f"from call log {args.path} ({s.mapping})", sessions=s.sessions
+        s.samples,
+        model=args.fit_model,
+        notes=f"from call log {args.path} ({s.mapping})",
+        sessions=s.sessions,
+        tool_rounds=s.tool_rounds,
     )
     out = cal.save(args.output)
     print(s.headline())

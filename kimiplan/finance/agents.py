@@ -15,6 +15,7 @@ import pandas as pd
 from kimiplan.catalog.cards import PriceCard
 from kimiplan.catalog.resolve import price_card
 from kimiplan.errors import ConfigError
+from kimiplan.io.formats import CURRENCY_SYMBOLS, ColumnFormat, count, money, number, percent, seconds
 from kimiplan.model.agent import STOP_REASONS
 from kimiplan.model.scenario import Route, Scenario
 from kimiplan.workload.agent import AgentDraw, draw_agent, steps_frame
@@ -45,12 +46,47 @@ class AgentStats:
             "stop_reasons": self.stops.to_dict("records"),
         }
 
-    def _repr_html_(self) -> str:
+    def __repr__(self) -> str:
+        cost = self.table.set_index("metric").loc["cost per run"]
         return (
-            f"<b>Agent route {self.route}</b> ({self.runs:,} sampled runs; money in {self.currency})"
-            + self.table.to_html(index=False, float_format=lambda v: f"{v:,.4g}")
-            + self.stops.to_html(index=False, float_format=lambda v: f"{v:,.4g}")
+            f"<AgentStats {self.route}: {self.runs:,} sampled runs, cost per run P50 "
+            f"{money(cost['p50'], self.currency)}, P90 {money(cost['p90'], self.currency)}; summary() for the table>"
         )
+
+    def summary(self):
+        """The runs at a glance: each distribution in its own unit (money, tokens, steps, seconds, shares), and
+        how runs stop with what they cost."""
+        from kimiplan.io.tables import SummaryTable
+
+        stats = ("mean", "p50", "p90", "p99")
+        rows = []
+        for r in self.table.to_dict("records"):
+            top = max(abs(float(r[k])) for k in stats)  # one precision per row, so a row's figures line up
+            rows.append({"metric": r["metric"], **{k: _in_unit(r[k], r["unit"], self.currency, top) for k in stats}})
+        # Cells already carry their unit (a row's unit, not a column's): shown as they are, right-aligned.
+        text = {k: ColumnFormat("text", header=k.upper() if k != "mean" else "Mean") for k in stats}
+        facts = [("Route", self.route), ("Runs sampled", f"{self.runs:,}"), ("Money", self.currency)]
+        notes = ["Sample statistics of seeded runs; exact sums of a given usage come from kp.cost_of_usage."]
+        return SummaryTable(
+            f"Agent runs: {self.route}",
+            facts,
+            [("Per run and per step", pd.DataFrame(rows), None), ("How runs stop", self.stops, self.currency)],
+            notes,
+            overrides=text,
+        )
+
+    def _repr_html_(self) -> str:
+        return self.summary()._repr_html_()
+
+
+def _in_unit(v: float, unit: str, currency: str, top: float) -> str:
+    if unit == currency or unit in CURRENCY_SYMBOLS:
+        return money(v, unit, 4 if top < 1 else 2)
+    if unit == "fraction":
+        return percent(v)
+    if unit == "s":
+        return f"{number(v / 3600, 2)} h" if top >= 3600 else seconds(v, 0 if top >= 100 else None)
+    return f"{count(v)} {unit}"
 
 
 def _q(x: np.ndarray) -> dict:

@@ -22,6 +22,7 @@ from kimiplan.catalog.providers import (  # noqa: F401  (re-exported: variants w
 from kimiplan.catalog.resolve import price_card
 from kimiplan.errors import CatalogError, ConfigError
 from kimiplan.finance.forecast import Forecast, forecast
+from kimiplan.io.formats import percent
 from kimiplan.model.scenario import Scenario
 
 # ---------------------------------------------------------------- building variants
@@ -123,7 +124,15 @@ def cache_variant(scenario: Scenario, hit_rate: float) -> Scenario:
     if not (0 <= hit_rate <= 1):
         raise ConfigError(f"hit_rate must be in [0, 1], got {hit_rate}")
     out = _map_routes(scenario, lambda r: {**r, "cache": {**r["cache"], "hit_rate": hit_rate}})
-    return out.with_changes(description=f"cache hit rate {hit_rate:.0%} on every route")
+    return out.with_changes(
+        description=f"the repeated prompt prefix read from cache on {percent(hit_rate, trim=True)} of requests, "
+        "on every route (cache hits are billed at the cache-hit input price)"
+    )
+
+
+def cache_variant_label(hit_rate: float) -> str:
+    """The variant's name in a comparison: what the rate is a share of, in the project's percent format."""
+    return f"prefix cached on {percent(hit_rate, trim=True)} of requests"
 
 
 def max_tokens_variant(scenario: Scenario, max_completion_tokens: int) -> Scenario:
@@ -156,7 +165,7 @@ def standard_variants(
         attempts.append(("Batch API (all routes)", lambda: batch_variant(scenario)))
     if any(r.thinking for r in scenario.routes):
         attempts.append(("thinking off", lambda: thinking_variant(scenario, False)))
-    attempts.append(("cache hit rate 50%", lambda: cache_variant(scenario, 0.5)))
+    attempts.append((cache_variant_label(0.5), lambda: cache_variant(scenario, 0.5)))
     for name, make in attempts:
         try:
             v = make()

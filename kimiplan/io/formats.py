@@ -204,7 +204,8 @@ def seconds(v: float, decimals: int | None = None) -> str:
         return "0 s"
     if a >= 3600 and decimals is None:
         return f"{x / 3600:,.1f} h"
-    return f"{number(x, decimals if decimals is not None else (1 if a >= 10 else 2 if a >= 0.01 else 3))} s"
+    places = 0 if a >= 1000 else 1 if a >= 10 else 2 if a >= 0.01 else 3
+    return f"{number(x, decimals if decimals is not None else places)} s"
 
 
 def format_value(v: Any, fmt: ColumnFormat) -> str:
@@ -214,6 +215,8 @@ def format_value(v: Any, fmt: ColumnFormat) -> str:
         return "yes" if v else "no"
     if isinstance(v, str):
         return v
+    if isinstance(v, (list, tuple)):  # e.g. the tiers an upgrade skips: "Tier4, Tier5", not "['Tier4', 'Tier5']"
+        return ", ".join(format_value(x, fmt) for x in v) if v else ""
     if isinstance(v, (dt.datetime, pd.Timestamp)):
         return (
             f"{v:%Y-%m}"
@@ -253,6 +256,8 @@ def header(col: str, fmt: ColumnFormat | None = None) -> str:
     if fmt is not None and fmt.header:
         return fmt.header
     name = str(col)
+    if name.startswith("set:"):  # a sweep's grid column: the override path as the user wrote it
+        return f"Grid: {name[4:]}"
     if _QUANTILE_COL.match(name):
         words = name.split("_")
     else:
@@ -270,6 +275,8 @@ def header(col: str, fmt: ColumnFormat | None = None) -> str:
         text += f" ({symbol(fmt.currency) or fmt.currency})"
     if fmt is not None and fmt.kind == "seconds" and text.endswith(" s"):
         text = text[:-2] + " (s)"
+    elif fmt is not None and fmt.kind == "seconds" and " s P" in text:  # "Latency s P99" -> "Latency P99 (s)"
+        text = text.replace(" s P", " P") + " (s)"
     return text
 
 
@@ -307,6 +314,8 @@ def infer_format(col: str, s: pd.Series, currency: str | None = None) -> ColumnF
         return ColumnFormat("percent", scale=0.01)
     if words and (words[0] == "p" and len(words) > 1 and name[:2] in ("p_", "P_")):
         return ColumnFormat("percent")
+    if words and words[0] == "share" and len(words) > 1:  # share_of_spend, share_of_cost: a share, not money
+        return ColumnFormat("percent")
     if set(words) & _MONEY_WORDS or cur_in_name:
         # A token count next to a price word ("cost_tokens") stays a count.
         if "tokens" not in words:
@@ -314,18 +323,20 @@ def infer_format(col: str, s: pd.Series, currency: str | None = None) -> ColumnF
     if currency and (
         _QUANTILE_COL.match(name) or set(words) & _MONEY_IN_CURRENCY_FRAME or name in _MONEY_IN_CURRENCY_FRAME
     ):
-        if not set(words) & {"tokens", "requests", "neurons", "days"}:
+        # "refusal_total" in a frame with a currency is still a share; "P90_total" and "expected" are money.
+        if not set(words) & ({"tokens", "requests", "neurons", "days"} | (_PERCENT_WORDS - {"use"})):
             return ColumnFormat("money", currency=currency)
     if name in ("quantile", "percentile", "level", "confidence"):
         return ColumnFormat("percent")
-    if words and words[-1] == "s" and len(words) > 1:
-        return ColumnFormat("seconds")
+    if len(words) > 1 and (words[-1] == "s" or (words[-2] == "s" and re.fullmatch(r"p\d+", words[-1]))):
+        return ColumnFormat("seconds")  # latency_s, latency_s_p99
     if "scale" in words:
         return ColumnFormat("multiple")
     if "second" in words or "rps" in words:
         return ColumnFormat("number")
-    if set(words) & _PERCENT_WORDS and not set(words) & {"tokens", "requests", "rps"}:
-        return ColumnFormat("percent")
+    whole_counts = pd.api.types.is_integer_dtype(s.dtype) and len(vals) and float(vals.max()) > 1
+    if set(words) & _PERCENT_WORDS and not set(words) & {"tokens", "requests", "rps"} and not whole_counts:
+        return ColumnFormat("percent")  # a "refused" column of whole numbers above 1 is a count, not a share
     if set(words) & _COUNT_WORDS or pd.api.types.is_integer_dtype(s.dtype):
         return ColumnFormat("count")
     return ColumnFormat("number")
@@ -359,16 +370,27 @@ def display_frame(
     if drop_currency and "currency" in df.columns and cur is not None and frame_currency(df) == cur:
         df = df.drop(columns="currency")
     fmts = infer_formats(df, cur, overrides)
-    # "recharge" + "recharge_currency": a single-valued companion column becomes the money column's unit.
+
+    # "recharge" + "recharge_currency": a single-valued companion column becomes the money column's unit, and
+    # that of the columns named after it ("recharge_from").
+    def companion(c) -> str | None:
+        parts = str(c).split("_")
+        names = [f"{'_'.join(parts[:i])}_currency" for i in range(len(parts), 0, -1)]
+        return next((n for n in names if n in df.columns), None)
+
+    comps = set()
     for c in list(df.columns):
-        comp = f"{c}_currency"
-        if str(c) in fmts and fmts[str(c)].kind == "money" and comp in df.columns:
+        comp = companion(c)
+        if comp is not None and str(c) in fmts and fmts[str(c)].kind == "money":
+            comps.add(comp)
             vals = pd.Series(df[comp]).dropna().unique()
             if len(vals) == 1 and (overrides is None or c not in overrides):
                 fmts[str(c)] = replace(fmts[str(c)], currency=str(vals[0]))
-                if drop_currency:
-                    df = df.drop(columns=comp)
-                    fmts.pop(comp, None)
+    if drop_currency:
+        for comp in comps:
+            if len(pd.Series(df[comp]).dropna().unique()) == 1:
+                df = df.drop(columns=comp)
+                fmts.pop(comp, None)
     return df, fmts
 
 

@@ -49,8 +49,8 @@ FIELD_DOCS = {
     "model": "exact model ID as priced in the catalog (default: the mapping's or the caller's model)",
     "prompt_tokens": "usage.prompt_tokens, cached tokens included (Kimi semantics)",
     "cached_tokens": "usage.cached_tokens (default 0)",
-    "cache_write_tokens": "prompt tokens written to a paid prompt cache (K3 family; priced at the 5-minute write "
-    "price; K2.x writes are ordinary input). Default 0",
+    "cache_write_tokens": "prompt tokens written to a paid prompt cache (K3 family; priced at the write price of "
+    "the mapping's cache_write_retention, 5 minutes by default; K2.x writes are ordinary input). Default 0",
     "completion_tokens": "usage.completion_tokens, reasoning included",
     "reasoning_tokens": "reasoning part of completion_tokens (default unknown: counted as 0 reasoning)",
     "web_search_calls": "$web_search calls billed (default 0)",
@@ -95,6 +95,10 @@ class LogMapping(BaseModel):
     #: OpenTelemetry conventions), "exclusive" (prompt = input + cache read + cache write), or "auto" (OTLP only:
     #: per instrumentation scope, exclusive when a span shows cached > input, which inclusive counting cannot)
     input_counting: Literal["inclusive", "exclusive", "auto"] = "inclusive"
+    #: the retention cache writes are priced at (K3 family: "5m" at 1x the input price, "1h" at 2x). Logs and
+    #: spans do not record it; the default is the 5-minute price. Say "1h" for a client that asks for 1-hour
+    #: retention
+    cache_write_retention: Literal["5m", "1h"] = "5m"
     columns: dict[str, tuple[Source, ...]]
 
     @field_validator("columns", mode="before")

@@ -32,6 +32,7 @@ import pandas as pd
 
 from kimiplan.catalog.cards import Catalog, load_catalog
 from kimiplan.errors import CatalogError, ConfigError
+from kimiplan.io.formats import money
 from kimiplan.logs.mapping import FIELDS, LogMapping, Source, guess_mapping, load_mapping
 from kimiplan.logs.otel import DERIVED, build_views, detect_exclusive_scopes, is_otlp_columns, materialize
 
@@ -328,9 +329,10 @@ def _json_path(col: str) -> str:
 
 
 # --- prices --------------------------------------------------------------------------------------------------
-def price_table(catalog: Catalog, provider: str, region: str | None) -> pd.DataFrame:
+def price_table(catalog: Catalog, provider: str, region: str | None, cache_retention: str = "5m") -> pd.DataFrame:
     """Every model name's price per million tokens over dated intervals that do not overlap, as the catalog
-    prices it on each day (`Catalog.price`), for interactive and Batch calls."""
+    prices it on each day (`Catalog.price`), for interactive and Batch calls; cache writes at the price of
+    `cache_retention` ("5m" or "1h")."""
     region = region or ("intl" if provider == "moonshot" else "global")
     cards = [c for c in catalog.cards if c.provider == provider and c.region == region]
     if not cards:
@@ -353,9 +355,9 @@ def price_table(catalog: Catalog, provider: str, region: str | None) -> pd.DataF
                     "p_miss": card.input_cache_miss * m,
                     "p_out": card.output * m,
                     "p_web": card.web_search_per_call,  # a per-call fee: no batch discount
-                    # A paid cache write (K3 family) at its 5-minute price (spans do not say the retention);
-                    # K2.x: the cache-miss price, a written prefix being ordinary input.
-                    "p_write": card.cache_write_price("5m") * m,
+                    # A paid cache write (K3 family) at the retention the mapping says (logs and spans do not
+                    # record it; 5 minutes by default); K2.x: the cache-miss price, a written prefix being input.
+                    "p_write": card.cache_write_price(cache_retention) * m,
                 }
                 for k, v in prices.items():
                     if v != v.quantize(PRICE_SCALE):
@@ -404,6 +406,9 @@ class LogSummary:
     skipped: dict[str, int] = field(default_factory=dict)
     #: per route: agent runs and steps per run, conversations, turns and prompt growth per turn (None: no ids)
     sessions: pd.DataFrame | None = None
+    #: per route with tool-call replies: function and search rounds per request and, where calls carry a
+    #: conversation or run id, each function round's call and result tokens (None: no route called tools)
+    tool_rounds: pd.DataFrame | None = None
 
     @property
     def rejected_rows(self) -> int:
@@ -456,13 +461,20 @@ class LogSummary:
             "sessions": None
             if self.sessions is None
             else json.loads(self.sessions.to_json(orient="records", double_precision=10)),
+            "tool_rounds": None
+            if self.tool_rounds is None
+            else json.loads(
+                self.tool_rounds.drop(columns=["call_tokens", "result_tokens", "round_counts"]).to_json(
+                    orient="records", double_precision=10
+                )
+            ),
         }
 
     def headline(self) -> str:
         lines = [
             f"{self.rows:,} rows in {len(self.files)} file(s) read as {self.mapping!r}: {self.requests:,} requests, "
-            f"cost {self.cost.quantize(Decimal('0.01'), rounding=decimal.ROUND_HALF_UP):,} {self.currency} "
-            f"(exact {self.cost.normalize():f})"
+            f"cost {money(self.cost.quantize(Decimal('0.01'), rounding=decimal.ROUND_HALF_UP), self.currency)} "
+            f"(exact {self.cost.normalize():f} {self.currency})"
         ]
         if self.refusals:
             lines.append("refused: " + ", ".join(f"{k} {v:,}" for k, v in sorted(self.refusals.items())))
@@ -493,6 +505,16 @@ class LogSummary:
                     parts.append(f"{r.conversations:,} conversations, {r.turns_per_conversation:,.2f} turns each{g}")
                 if parts:
                     lines.append(f"route {r.route}: " + "; ".join(parts))
+        if self.tool_rounds is not None:
+            for r in self.tool_rounds.itertuples():
+                size = ""
+                if r.pairs:
+                    size = f" (each {r.call_tokens_mean:,.0f} call + {r.result_tokens_mean:,.0f} result tokens)"
+                lines.append(
+                    f"route {r.route}: {r.function_rounds_per_request:,.2f} function rounds per request{size}, "
+                    f"{r.search_rounds_per_request:,.2f} $web_search rounds "
+                    f"({r.requests:,} requests, {r.calls:,} calls)"
+                )
         lines += self.notes
         return "\n".join(lines)
 
@@ -502,9 +524,12 @@ class LogSummary:
     def _repr_html_(self) -> str:
         import html
 
+        from kimiplan.io.tables import table_html
+
         head = "<br>".join(html.escape(x) for x in self.headline().splitlines())
-        show = self.table.drop(columns=["cost_exact"])
-        return f"<div><p>{head}</p>{show.to_html(index=False, max_rows=40, float_format=lambda v: f'{v:,.4g}')}</div>"
+        show = self.table.drop(columns=["cost_exact"]).head(40)
+        more = f"first 40 of {len(self.table):,} rows" if len(self.table) > 40 else ""
+        return f"<div><p>{head}</p>{table_html(show, self.currency, note=more)}</div>"
 
 
 # --- the entry point -----------------------------------------------------------------------------------------
@@ -569,7 +594,7 @@ def summarize_log(
                 raise ConfigError(f"log {origin}: cannot be read as {fmt}: {exc}") from None
             columns = {r[0]: r[1] for r in desc if r[0] not in ("filename", "file_row_number")}
         m = load_mapping(mapping if mapping is not None else guess_mapping(list(columns)))
-        prices = price_table(catalog, provider, region)
+        prices = price_table(catalog, provider, region, m.cache_write_retention)
         otlp = None
         if m.format == "otlp" or (m.format is None and is_otlp_columns(list(columns))):
             # OpenTelemetry spans: read once into a temp table of calls (the other spans counted by reason).
@@ -628,6 +653,7 @@ def summarize_log(
         _check_whole_columns(plan, totals, first)
         samples = _samples(con, plan, model, table, by, samples_per_route) if samples_per_route else None
         sessions = _sessions(con, plan, model)
+        tool_rounds = None if m.aggregated else _tool_rounds(con, plan, model)
     except duckdb.Error as exc:
         raise ConfigError(f"log {origin} (mapping {m.name if 'm' in locals() else '?'}): {exc}") from None
     finally:
@@ -657,6 +683,7 @@ def summarize_log(
         notes=notes,
         skipped=dict(otlp.skipped) if otlp else {},
         sessions=sessions,
+        tool_rounds=tool_rounds,
     )
 
 
@@ -715,6 +742,96 @@ def _sessions(con, plan: _Plan, model) -> pd.DataFrame | None:
                 "growth_per_turn": _fmean(g),
                 "growth_sd": _fsd(g),
                 "growth_n": len(g),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+#: the function rounds' call and result tokens kept per route (chosen by a hash: the same ones every run)
+TOOL_ROUND_SAMPLES = 2000
+
+
+def _tool_rounds(con, plan: _Plan, model) -> pd.DataFrame | None:
+    """Per route whose calls end in tool calls: a request is its calls up to the one that answers, so each
+    reply with `finish_reason=tool_calls` is one round of a request, and requests = calls - such replies. A
+    reply with $web_search calls is a search round, any other a function round. Where calls carry a
+    conversation id, the call after a function round (the next one of that conversation, by time) shows what the
+    round added: its prompt minus the round's prompt, completion (the call message and the reasoning, read back
+    within the turn) and the assistant and tool message markers is the results' size. Calls with a run id are
+    agent steps (counted as steps per run), not tool rounds of a request."""
+    from kimiplan.tokens.tokenizer import DEFAULT_TEMPLATE
+
+    if plan.fields.get("finish_reason") is None:
+        return None
+    canon = _canon_sql(plan, model)
+    ok = "_reason IS NULL AND error_type IS NULL"
+    counts = con.execute(
+        f"""SELECT route, count(*) AS calls,
+               count(*) FILTER (WHERE finish_reason = 'tool_calls') AS tool_replies,
+               count(*) FILTER (WHERE finish_reason = 'tool_calls' AND coalesce(web_search_calls, 0) = 0) AS fn
+        FROM ({canon}) WHERE {ok} AND run_id IS NULL GROUP BY route ORDER BY route"""
+    ).df()
+    counts = counts[counts["tool_replies"] > 0]
+    if counts.empty:
+        return None
+    pairs = pd.DataFrame(columns=["route", "call", "result"])
+    per_request = pd.DataFrame(columns=["route", "k", "n"])
+    if plan.fields.get("conversation_id") is not None:
+        # Requests within an id: a call not after a tool-call reply starts one; its function rounds counted.
+        per_request = con.execute(
+            f"""WITH c AS (
+                  SELECT route, conversation_id AS sid, time, finish_reason, web_search_calls,
+                         CASE WHEN coalesce(lag(finish_reason) OVER (PARTITION BY route, conversation_id
+                              ORDER BY time) = 'tool_calls', false) THEN 0 ELSE 1 END AS start
+                  FROM ({canon}) WHERE {ok} AND conversation_id IS NOT NULL AND run_id IS NULL
+                ), r AS (
+                  SELECT *, sum(start) OVER (PARTITION BY route, sid ORDER BY time
+                                             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS req
+                  FROM c
+                )
+                SELECT route, k, count(*) AS n FROM (
+                  SELECT route, sid, req,
+                         count(*) FILTER (WHERE finish_reason = 'tool_calls' AND coalesce(web_search_calls, 0) = 0)
+                           AS k
+                  FROM r GROUP BY route, sid, req
+                ) GROUP BY route, k ORDER BY route, k"""
+        ).df()
+        markers = DEFAULT_TEMPLATE.message_overhead("assistant") + DEFAULT_TEMPLATE.message_overhead("tool")
+        pairs = con.execute(
+            f"""SELECT route, completion_tokens - coalesce(reasoning_tokens, 0) AS call,
+                       next_prompt - prompt_tokens - completion_tokens - {int(markers)} AS result
+                FROM (
+                  SELECT route, time, prompt_tokens, completion_tokens, reasoning_tokens, finish_reason,
+                         web_search_calls,
+                         lead(prompt_tokens) OVER (PARTITION BY route, conversation_id ORDER BY time) AS next_prompt
+                  FROM ({canon}) WHERE {ok} AND conversation_id IS NOT NULL AND run_id IS NULL
+                )
+                WHERE finish_reason = 'tool_calls' AND coalesce(web_search_calls, 0) = 0 AND next_prompt IS NOT NULL
+                QUALIFY row_number() OVER (PARTITION BY route
+                        ORDER BY hash(time, prompt_tokens, completion_tokens, next_prompt)) <= {TOOL_ROUND_SAMPLES}
+                ORDER BY route, time"""
+        ).df()
+    rows = []
+    for r in counts.to_dict(orient="records"):
+        requests = int(r["calls"] - r["tool_replies"])
+        p = pairs[pairs["route"] == r["route"]]
+        q = per_request[per_request["route"] == r["route"]]
+        call = p["call"].to_numpy(dtype=float)
+        res = np.maximum(p["result"].to_numpy(dtype=float), 0.0)
+        rows.append(
+            {
+                "route": r["route"],
+                "calls": int(r["calls"]),
+                "requests": requests,
+                "function_rounds_per_request": r["fn"] / requests if requests else float("nan"),
+                "search_rounds_per_request": (r["tool_replies"] - r["fn"]) / requests if requests else float("nan"),
+                "pairs": len(p),
+                "call_tokens_mean": _fmean(call),
+                "result_tokens_mean": _fmean(res),
+                "call_tokens": call.tolist(),
+                "result_tokens": res.tolist(),
+                # requests by their function rounds, where ids tell the requests apart (else None)
+                "round_counts": {int(k): int(n) for k, n in zip(q["k"], q["n"])} if len(q) else None,
             }
         )
     return pd.DataFrame(rows)
@@ -941,10 +1058,20 @@ def _samples(con, plan: _Plan, model, table: pd.DataFrame, by, k: int) -> pd.Dat
     cases = " ".join(
         f"WHEN {_q(r)} THEN {min(mod, int(mod * min(1.0, 2.0 * k / max(int(n), 1))) + 1)}" for r, n in n_route.items()
     )
+    # A call that follows a tool-call reply of the same conversation or run is a tool round, not a request's
+    # first call: marked, so the measured input is the first calls' (NULL: the log has no ids to tell).
+    # An agent run's steps (calls with a run id) are its own unit: their prompts stay as they are.
+    ids = plan.fields.get("conversation_id") is not None
+    follows = (
+        "CASE WHEN run_id IS NULL AND conversation_id IS NOT NULL THEN coalesce(lag(finish_reason) OVER "
+        "(PARTITION BY route, conversation_id, run_id IS NULL ORDER BY time) = 'tool_calls', false) END"
+        if ids
+        else "NULL::BOOLEAN"
+    )
     sql = f"""
     SELECT * FROM (
       SELECT route, model, time, prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens,
-             finish_reason, max_completion_tokens, ttft_s, latency_s,
+             finish_reason, max_completion_tokens, ttft_s, latency_s, {follows} AS follows_tool_call,
              hash(time, route, prompt_tokens, completion_tokens, cached_tokens, ttft_s, latency_s) AS _h
       FROM ({canon})
       WHERE _reason IS NULL AND error_type IS NULL

@@ -174,6 +174,24 @@ class RouteCalibration(_F):
     tool_result_tokens: Estimate | None = Field(
         default=None, description="Tokens one tool result adds to the next call's input, when recorded"
     )
+    function_rounds: Estimate | None = Field(
+        default=None,
+        description="Function-tool rounds per request (replies with function calls that were answered)",
+    )
+    function_round_counts: dict[int, int] | None = Field(
+        default=None, description="Requests by their number of function rounds (the law of tools.function_calls)"
+    )
+    function_call_tokens: ComponentFit | None = Field(
+        default=None, description="Tokens of one function round's tool-call message (the reply's visible output)"
+    )
+    function_result_tokens: ComponentFit | None = Field(
+        default=None, description="Tokens of the function results sent back in one round (counted by the sampler)"
+    )
+    tool_rounds_cut: int | None = Field(
+        default=None,
+        description="Requests whose last recorded reply still called tools (the sampler's max_tool_rounds, its "
+        "spend cap or an error stopped them): their rounds are a lower bound",
+    )
     agent_steps: Estimate | None = Field(default=None, description="Steps per agent run, when the log has runs")
     context_growth_tokens: Estimate | None = Field(
         default=None, description="Input tokens an agent run's context grows per step, when the log has runs"
@@ -214,68 +232,147 @@ class Calibration(_F):
         return self.summary()._repr_html_()
 
     def summary(self):
-        """One row per route (fitted medians, p95, rates), as a `SummaryTable` that also reads like the frame."""
+        """The calibration at a glance, as statsmodels prints a fit: what was measured where (model, calls, dates,
+        base URL), one row per route with its units (tokens per call, shares, money per request with its ± at
+        95 %), and the caveats. A `SummaryTable`; its first table still reads like the per-route frame."""
+        from kimiplan.io.formats import ColumnFormat, money, percent
         from kimiplan.io.tables import SummaryTable
 
+        precisions = [r.precision for r in self.routes.values() if r.precision is not None]
+        cur = precisions[0].currency if precisions else None
+        where = {
+            "live": "Kimi (live calls)",
+            "emulator": "the local emulator (not Kimi)",
+            "usage-log": "a call log",
+            "mixed": "several sources (live, emulator or logs)",
+        }.get(self.provenance, "unknown")
         facts = [
             ("Model", self.model),
-            ("Samples", f"{self.n_samples:,} ({self.provenance})"),
-            ("Created", f"{self.created:%Y-%m-%d %H:%M}"),
+            ("Measured on", where),
+            ("Base URL", self.base_url or "not recorded in this file"),
+            ("Calls", f"{self.n_samples:,} on {len(self.routes)} route{'s' if len(self.routes) != 1 else ''}"),
+            ("Sampled", _span(self.samples_from, self.samples_to)),
         ]
-        notes = ["Medians and p95 are of fitted log-normals (tokens); rates are shares of calls."]
-        if self.provenance == "emulator":
-            notes.append("Fitted from the local emulator, not from live Kimi calls.")
-        return SummaryTable(
-            f"Calibration: {self.model}", facts, [("By route", self._frame(), None)], notes, self.frame_formats()
-        )
-
-    def frame_formats(self) -> dict:
-        """How the summary's columns read: token counts say "(tokens)", the cost its currency."""
-        from kimiplan.io.formats import ColumnFormat
-
-        cur = next((r.precision.currency for r in self.routes.values() if r.precision is not None), None)
-        tokens = {
-            "prompt_tokens": "Prompt",
-            "output_median": "Output median",
-            "output_p95": "Output P95",
-            "reasoning_median": "Reasoning median",
-            "reasoning_p95": "Reasoning P95",
-            "template_overhead": "Server overhead",
+        if self.samples_from is None and self.samples_to is None:  # the file's own date is the best there is
+            facts.append(("Written", f"{self.created:%Y-%m-%d %H:%M} UTC"))
+        overheads = {r.template_overhead.value for r in self.routes.values() if r.template_overhead is not None}
+        if len(overheads) == 1:
+            facts.append(("Template overhead", f"{overheads.pop():,.0f} tokens per call (billed, not in your text)"))
+        if precisions:
+            p = precisions[0]
+            facts.append(
+                (
+                    "Precision",
+                    f"mean cost per request ± at {percent(p.confidence, trim=True)} confidence ({p.method}); "
+                    f"target ± {percent(p.target_rel_error, trim=True)}",
+                )
+            )
+        if self.notes:
+            facts.append(("Notes", self.notes))
+        df = self._frame().dropna(axis=1, how="all")  # a column no route has (reasoning, precision) says nothing
+        target = f"± {percent(precisions[0].target_rel_error, trim=True)}" if precisions else "the target"
+        fmts = {
+            "calls": ColumnFormat("count", header="Calls"),
+            "prompt_tokens": ColumnFormat("count", header="Prompt"),
+            "output_median": ColumnFormat("count", header="Output p50"),
+            "output_p95": ColumnFormat("count", header="Output p95"),
+            "reasoning_median": ColumnFormat("count", header="Reasoning p50"),
+            "reasoning_p95": ColumnFormat("count", header="Reasoning p95"),
+            "output_law": ColumnFormat("text", header="Output law"),
+            "truncated": ColumnFormat("percent", header="Truncated (of calls)"),
+            "cached_share": ColumnFormat("percent", header="Cached (of input)"),
+            "cost_per_request": ColumnFormat("money", currency=cur, decimals=4, header=f"Cost ({cur}/request)"),
+            "cost_pm_95": ColumnFormat("percent", header="± at 95 %"),
+            "more_calls_for_target": ColumnFormat("count", header=f"More calls for {target}"),
         }
-        out: dict = {k: ColumnFormat("count", header=f"{v} (tokens)") for k, v in tokens.items()}
-        out["n"] = ColumnFormat("count", header="Calls")
-        out["cost_per_request"] = ColumnFormat("money", currency=cur)
-        out["cost_rel_error"] = ColumnFormat("percent", header="Cost ± (95 %)")
-        out["more_calls_for_5pct"] = ColumnFormat("count", header="More calls for ±5 %")
-        return out
+        sizes = [c for c in df.columns if c in _SIZE_COLUMNS]
+        tables = [("Tokens per call, by route", df[sizes], None)]
+        rest = [c for c in df.columns if c not in _SIZE_COLUMNS]
+        if rest:
+            title = "Shares and cost per request" if "cost_per_request" in rest else "Shares"
+            tables.append((f"{title}, by route", df[rest], cur))
+        notes = [
+            "Output and reasoning sizes are of each route's chosen law (log-normal, a mixture of two, or the "
+            "sample itself); truncated calls (finish_reason length) count as censored, not as short answers."
+        ]
+        if self.provenance == "emulator":
+            notes.append(
+                "Measured on the local emulator, not on Kimi: the sizes are its ground truth, not your traffic's."
+            )
+        sampled = self.provenance in ("live", "emulator", "mixed")  # a call log's cache hits are the traffic's own
+        if sampled and any(r.cached_fraction is not None and r.cached_fraction.value > 0 for r in self.routes.values()):
+            notes.append(
+                "The cached share is what the sampler's pace found; Kimi keeps a prefix cached only while it is seen "
+                "often, so traffic slower than the sampler reads less from cache."
+            )
+        short = [(n, r.precision) for n, r in self.routes.items() if r.precision and r.precision.more_calls_for_target]
+        if short:
+            notes.append(
+                f"Not yet within {target}: "
+                + "; ".join(
+                    f"{name} ({money(p.cost_per_request.value, p.currency, 4)} ± {percent(p.cost_rel_error)}, "
+                    f"{p.more_calls_for_target:,} more calls)"
+                    for name, p in short
+                )
+                + "."
+            )
+        if not precisions:
+            notes.append("This file predates the cost precision: fit it again (kimiplan calibrate fit) to get the ±.")
+        return SummaryTable(
+            f"Calibration: {self.model}, {self.n_samples:,} calls ({self.provenance})",
+            facts,
+            tables,
+            notes,
+            overrides=fmts,
+        )
 
     def _frame(self):
         import pandas as pd
 
         rows = []
         for name, r in self.routes.items():
-            lo = r.output.lognormal
-            re_ = r.reasoning.lognormal if r.reasoning else None
+            out, rea = r.output.to_dist(), r.reasoning.to_dist() if r.reasoning else None
+            cached = r.cached_fraction if r.cached_fraction is not None else None
+            p = r.precision
             rows.append(
                 {
                     "route": name,
-                    "n": r.n,
+                    "calls": r.n,
                     "prompt_tokens": r.prompt_tokens.value if r.prompt_tokens else None,
-                    "output_median": lo.median if lo else None,
-                    "output_p95": lo.p95 if lo else None,
-                    "reasoning_median": re_.median if re_ else None,
-                    "reasoning_p95": re_.p95 if re_ else None,
-                    "truncation_rate": r.truncation_rate.value,
-                    "cache_hit_rate": r.cache_hit_rate.value,
-                    "cached_fraction": r.cached_fraction.value if r.cached_fraction else None,
-                    "template_overhead": r.template_overhead.value if r.template_overhead else None,
-                    "output_law": r.output.law,
-                    "cost_per_request": r.precision.cost_per_request.value if r.precision else None,
-                    "cost_rel_error": r.precision.cost_rel_error if r.precision else None,
-                    "more_calls_for_5pct": r.precision.more_calls_for_target if r.precision else None,
+                    "output_median": float(out.quantile(0.5)),
+                    "output_p95": float(out.quantile(0.95)),
+                    "reasoning_median": float(rea.quantile(0.5)) if rea is not None else None,
+                    "reasoning_p95": float(rea.quantile(0.95)) if rea is not None else None,
+                    "output_law": r.output.law or ("lognormal" if r.output.lognormal else "empirical"),
+                    "truncated": r.truncation_rate.value,
+                    "cached_share": cached.value if cached is not None else None,
+                    "cost_per_request": p.cost_per_request.value if p else None,
+                    "cost_pm_95": p.cost_rel_error if p else None,
+                    "more_calls_for_target": p.more_calls_for_target if p else None,
                 }
             )
         return pd.DataFrame(rows).set_index("route")
+
+
+_SIZE_COLUMNS = (
+    "calls",
+    "prompt_tokens",
+    "output_median",
+    "output_p95",
+    "reasoning_median",
+    "reasoning_p95",
+    "output_law",
+)
+
+
+def _span(a: dt.datetime | None, b: dt.datetime | None) -> str:
+    """'2026-11-26 00:58 to 01:04 UTC' (one day), or the two dates; 'not recorded' when neither is known."""
+    if a is None and b is None:
+        return "not recorded in this file"
+    a, b = a or b, b or a
+    if a.date() == b.date():
+        return f"{a:%Y-%m-%d %H:%M} to {b:%H:%M} UTC"
+    return f"{a:%Y-%m-%d} to {b:%Y-%m-%d}"
 
 
 def load_calibration(path: str | Path) -> Calibration:
@@ -321,13 +418,14 @@ class Difference(_Frozen):
     ci: tuple[float, float]
     n: int
     used: Literal["measured", "assumed"] = Field(description="'assumed' when the route pins the quantity")
+    of: Literal["calls", "requests", "rounds"] = Field(default="calls", description="what `n` counts")
 
     def describe(self) -> str:
         half = max(self.measured - self.ci[0], self.ci[1] - self.measured)
         fmt = _fmt_for(self.measured, half)
         pinned = "pinned: the forecast keeps the assumption" if self.used == "assumed" else "the forecast uses it"
         return (
-            f"assumed {fmt(self.assumed)} {self.what}; {self.n:,} calls measured {fmt(self.measured)} ± "
+            f"assumed {fmt(self.assumed)} {self.what}; {self.n:,} {self.of} measured {fmt(self.measured)} ± "
             f"{fmt(half)} ({pinned})"
         )
 

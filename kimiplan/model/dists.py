@@ -28,12 +28,13 @@ MAX_SIGMA = 6.0  # lognormal sd of log x: p95 at most ~19,000x the median, alrea
 MAX_SAMPLES = 1_000_000  # empirical samples given inline
 
 
-def _stats():
-    # scipy.stats takes about a second to import; only quantiles and clipped moments need it, so the CLI's
-    # light commands (prices, tiers, tokens, cost) do not pay for it.
-    from scipy import stats
+def _laws():
+    # The normal and Poisson laws load scipy.special (scipy.stats' own formulas, without its second of import);
+    # only quantiles and clipped moments need them, so the CLI's light commands (prices, tiers, tokens, cost)
+    # do not pay for it.
+    from kimiplan.model import laws
 
-    return stats
+    return laws
 
 
 class _Dist(BaseModel):
@@ -95,18 +96,18 @@ class Normal(_Dist):
         if self.sd_ == 0:
             return self.mean_
         a = self.mean_ / self.sd_
-        return self.mean_ * _stats().norm.cdf(a) + self.sd_ * _stats().norm.pdf(a)
+        return self.mean_ * _laws().norm_cdf(a) + self.sd_ * _laws().norm_pdf(a)
 
     def var(self) -> float:
         if self.sd_ == 0:
             return 0.0
         m, s = self.mean_, self.sd_
         a = m / s
-        second = (m * m + s * s) * _stats().norm.cdf(a) + m * s * _stats().norm.pdf(a)
+        second = (m * m + s * s) * _laws().norm_cdf(a) + m * s * _laws().norm_pdf(a)
         return max(second - self.mean() ** 2, 0.0)
 
     def quantile(self, q):
-        return np.maximum(_stats().norm.ppf(q, self.mean_, self.sd_), 0.0)
+        return np.maximum(_laws().norm_ppf(q, self.mean_, self.sd_), 0.0)
 
     def sample(self, rng, n):
         return self._clip(np.maximum(rng.normal(self.mean_, self.sd_, n), 0.0))
@@ -230,7 +231,7 @@ class LogNormal(_Dist):
         return (math.exp(s2) - 1) * math.exp(2 * self.mu + s2)
 
     def quantile(self, q):
-        return np.exp(self.mu + self.sigma * _stats().norm.ppf(q))
+        return np.exp(self.mu + self.sigma * _laws().norm_ppf(q))
 
     def sample(self, rng, n):
         return self._clip(rng.lognormal(self.mu, self.sigma, n))
@@ -280,7 +281,7 @@ class Poisson(_Dist):
         return self.mean_
 
     def quantile(self, q):
-        return _stats().poisson.ppf(q, self.mean_)
+        return _laws().poisson_ppf(q, self.mean_)
 
     def sample(self, rng, n):
         return self._clip(rng.poisson(self.mean_, n).astype(float))
@@ -413,14 +414,14 @@ class Texts(_Dist):
 
 def _component_cdf(d: _Dist, x: np.ndarray) -> np.ndarray:
     """P(X <= x) of a mixture component (the kinds a Mixture allows)."""
-    st = _stats()
+    st = _laws()
     if isinstance(d, LogNormal):
         with np.errstate(divide="ignore"):
-            return st.norm.cdf((np.log(np.maximum(x, 0.0)) - d.mu) / d.sigma) if d.sigma > 0 else (x >= d.median) * 1.0
+            return st.norm_cdf((np.log(np.maximum(x, 0.0)) - d.mu) / d.sigma) if d.sigma > 0 else (x >= d.median) * 1.0
     if isinstance(d, Exponential):
         return 1.0 - np.exp(-np.maximum(x, 0.0) / d.mean_)
     if isinstance(d, Normal):
-        return np.where(x < 0, 0.0, st.norm.cdf(x, d.mean_, d.sd_) if d.sd_ > 0 else (x >= d.mean_) * 1.0)
+        return np.where(x < 0, 0.0, st.norm_cdf(x, d.mean_, d.sd_) if d.sd_ > 0 else (x >= d.mean_) * 1.0)
     if isinstance(d, Uniform):
         return np.clip((x - d.low) / (d.high - d.low), 0.0, 1.0) if d.high > d.low else (x >= d.low) * 1.0
     return (x >= d.value) * 1.0  # Fixed

@@ -427,6 +427,7 @@ class Scenario(_M):
         """The scenario at a glance: model, tier, traffic and one row per route."""
         import pandas as pd
 
+        from kimiplan.io.formats import ColumnFormat
         from kimiplan.io.tables import SummaryTable
 
         t = self.traffic
@@ -448,15 +449,48 @@ class Scenario(_M):
                 "web_searches": r.tools.web_search_calls.mean(),
                 # only when some route has them, so scenarios without function tools read as before
                 **({"function_rounds": r.tools.function_calls.mean()} if functions else {}),
-                "calibrated": bool(r.calibration),
+                "token_sizes": (
+                    r.calibrated.describe()
+                    if r.calibrated
+                    else f"calibration {r.calibration or self.calibration} named, not yet applied"
+                    if (r.calibration or self.calibration)
+                    else "assumed"
+                ),
             }
             for r in self.routes
         ]
-        uncal = sum(not r.calibration for r in self.routes)
+        tables = [("Routes", pd.DataFrame(rows), None)]
+        uncal = sum(r.calibrated is None for r in self.routes)
         notes = (
             [f"Token sizes are assumptions on {uncal} of {len(self.routes)} routes until calibrated."] if uncal else []
         )
-        return SummaryTable(f"Scenario: {self.name}", facts, [("Routes", pd.DataFrame(rows), None)], notes)
+        diffs = [
+            {
+                "route": r.name,
+                "quantity": d.what,
+                "assumed": d.assumed,
+                "measured": d.measured,
+                "ci_low": d.ci[0],
+                "ci_high": d.ci[1],
+                "calls": d.n,
+                "forecast_uses": d.used,
+            }
+            for r in self.routes
+            if r.calibrated
+            for d in r.calibrated.differences
+        ]
+        if diffs:
+            # Where an assumption lies outside the measurement's 95 % interval, both are shown side by side.
+            tables.append(("Measured against assumed (outside the 95 % interval)", pd.DataFrame(diffs), None))
+        for r in self.routes:
+            notes += [f"Route {r.name!r}: {w}" for w in (r.calibrated.warnings if r.calibrated else ())]
+        overrides = {
+            "assumed": "number",
+            "measured": "number",
+            "ci_low": ColumnFormat("number", header="95 % low"),
+            "ci_high": ColumnFormat("number", header="95 % high"),
+        }
+        return SummaryTable(f"Scenario: {self.name}", facts, tables, notes, overrides=overrides)
 
     def _repr_html_(self) -> str:
         return self.summary()._repr_html_()

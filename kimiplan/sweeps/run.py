@@ -143,7 +143,7 @@ def _evaluate(base, overrides, seed_words, catalog, cfg: _Settings, cache: dict)
             s = dict(refusal_summary(demand_table(sc, catalog, tier, cfg.percentile, moments=moments, peaks=peaks)))
             # Where concurrency and a window limit bind together the plan's headline is a short simulation:
             # the same here, so a point equals its plan.
-            joint = joint_simulation(sc, catalog, tier, s, cfg.target, peaks)
+            joint = joint_simulation(sc, catalog, tier, s, cfg.target, peaks, moments=moments)
             if joint is not None:
                 use_joint_simulation(s, joint)
             cache["r", rk] = s

@@ -39,6 +39,9 @@ _ROLE_HEADERS = {
     "assistant": ("<|im_assistant|>", "assistant"),
     "tool": ("<|im_system|>", "tool"),
 }
+# Tokens of each role name in Kimi's vocabulary (one each), so that the template's markers (all a plan needs from
+# the tokenizer) are known without loading its 163,840-token vocabulary; tests/test_tokens.py counts them again.
+ROLE_NAME_TOKENS = {"system": 1, "user": 1, "assistant": 1, "tool": 1}
 
 
 @lru_cache(maxsize=1)
@@ -128,7 +131,7 @@ class ChatTemplate:
             raise ConfigError(f"messages[].role must be one of {sorted(_ROLE_HEADERS)}, got {role!r}")
         _, name = _ROLE_HEADERS[role]
         # start special + role name + <|im_middle|> + <|im_end|>
-        return 1 + count_text(name) + 1 + 1
+        return 1 + ROLE_NAME_TOKENS[name] + 1 + 1
 
     def with_overhead(self, request_overhead: int) -> ChatTemplate:
         return ChatTemplate(self.reply_primer, int(request_overhead), self.per_tool_overhead, dict(self.role_tokens))

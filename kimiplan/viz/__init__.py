@@ -2,6 +2,7 @@
 
 from kimiplan.viz.agents import cached_input_figure, context_growth_figure, cost_per_step_figure
 from kimiplan.viz.breakdown import cost_breakdown_figure, token_breakdown_figure
+from kimiplan.viz.calibration import predicted_vs_observed_figure
 from kimiplan.viz.capacity import (
     budget_tradeoff_figure,
     headroom_figure,
@@ -20,6 +21,7 @@ __all__ = [
     "cost_per_step_figure",
     "fan_chart",
     "headroom_figure",
+    "predicted_vs_observed_figure",
     "route_area_chart",
     "setup_notebook",
     "tier_ladder_figure",

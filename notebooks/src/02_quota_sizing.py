@@ -103,18 +103,18 @@ kp.viz.utilization_figure(day)
 # The routes share one account but not one fate: a route whose requests reserve more tokens (or make several `$web_search` calls, each counted against RPM) is refused more often when the window is nearly full. The simulator counts every route's attempts and refusals by limit (`by_route`); the table is sorted worst first.
 
 # %%
-from kimiplan.capacity.sim.simulate import route_table, worst_route
-
 s = day.summary  # the day simulated above, client none
-print('route refused most:', worst_route(s['rejected_fraction_by_route']))
-kp.table(route_table(s)[['route', 'requests', 'refused_share', 'refused_concurrency', 'refused_rpm', 'refused_tpm', 'failed_share']])
+name, share = s.worst_route()
+print(f'route refused most: {name} ({share * 100:.2f} % of its attempts)')
+kp.table(s.route_table()[['route', 'requests', 'refused_share', 'refused_concurrency', 'refused_rpm', 'refused_tpm', 'failed_share']])
 
 # %% [markdown]
 # The plan gives the same view in closed form, at the busiest minute (where the day's refusals concentrate): each route's share of its requests refused (`refusal_by_route`), and the route refused most in its verdict.
 
 # %%
 pt = kp.plan(tight, catalog)
-print('route refused most at the busiest minute:', pt.worst_route())
+name, share = pt.worst_route()
+print(f'route refused most at the busiest minute: {name} ({share * 100:.1f} % of its requests)')
 kp.table(pd.DataFrame({'route': list(pt.refusal_by_route), 'refusal_busiest_minute': list(pt.refusal_by_route.values())}))
 
 # %% [markdown]
@@ -122,7 +122,8 @@ kp.table(pd.DataFrame({'route': list(pt.refusal_by_route), 'refusal_busiest_minu
 # With compound monthly growth, the month traffic outgrows each tier, and the tier to move to: the cheapest one whose binding limit is higher (a tier that raises only other limits changes nothing), with the cumulative recharge that unlocks it.
 
 # %%
-p.upgrade
+print(p.upgrade_path())
+kp.table(pd.DataFrame([p.upgrade]))
 
 # %%
 g = []

@@ -23,24 +23,12 @@ from decimal import Decimal
 
 import pandas as pd
 
-from kimiplan.calibration.fitters import (
-    LogNormalFitter,
-    fit_calibration,
-    plot_predicted_vs_observed,
-    predicted_vs_observed,
-    samples_frame,
-    samples_needed,
-)
-from kimiplan.calibration.sampler import RouteSampling, SamplerConfig, run_sampler
-from kimiplan.catalog.cards import load_catalog
-from kimiplan.catalog.resolve import load_scenario
-from kimiplan.client import KimiClient, KimiConfig, RetryPolicy
-from kimiplan.emulator import EmulatorConfig, LogNormalTruth, RouteTruth, emulator
+import kimiplan as kp
 
 pd.set_option("display.width", 140)
 ROOT_DIR = os.getcwd()
 LIVE = bool(os.environ.get("MOONSHOT_API_KEY"))
-catalog = load_catalog()
+catalog = kp.load_catalog()
 MODEL = "kimi-k2.6"  # an exact ID from the catalog, never guessed
 assert MODEL in catalog.models("moonshot", "intl")
 card = catalog.price(MODEL, region="intl")
@@ -59,9 +47,7 @@ print(
 # %%
 # NBVAL_IGNORE_OUTPUT
 # Figures: interactive in JupyterLab, and a static PNG beside each (kaleido + Chromium) for nbconvert, GitHub, offline.
-from kimiplan.viz.theme import setup_notebook
-
-setup_notebook()
+kp.viz.setup_notebook()
 
 # %% [markdown]
 # ## The emulator's ground truth (used only when no key is set)
@@ -72,21 +58,22 @@ setup_notebook()
 # tokens in whole 256-token blocks as measured on Kimi: a route whose shared prefix is shorter than a block reads none.
 
 # %%
+em_ = kp.emulator  # the local emulator's namespace: its config and the laws it draws from
 TRUTH = {
-    "answer": RouteTruth(output=LogNormalTruth(median=220, p95=650)),
-    "summarize_ticket": RouteTruth(output=LogNormalTruth(median=160, p95=400)),
-    "agent_step": RouteTruth(
-        output=LogNormalTruth(median=300, p95=1500), reasoning=LogNormalTruth(median=800, p95=3000)
+    "answer": em_.RouteTruth(output=em_.LogNormalTruth(median=220, p95=650)),
+    "summarize_ticket": em_.RouteTruth(output=em_.LogNormalTruth(median=160, p95=400)),
+    "agent_step": em_.RouteTruth(
+        output=em_.LogNormalTruth(median=300, p95=1500), reasoning=em_.LogNormalTruth(median=800, p95=3000)
     ),
 }
 stack = contextlib.ExitStack()
 if LIVE:
-    config = KimiConfig.from_env(MODEL)  # the key stays inside a SecretStr: repr shows **********
+    config = kp.KimiConfig.from_env(MODEL)  # the key stays inside a SecretStr: repr shows **********
     time_scale = 1.0
 else:
     em = stack.enter_context(
-        emulator(
-            EmulatorConfig(
+        em_.emulator(
+            em_.EmulatorConfig(
                 seed=42,
                 time_scale=0.0,
                 stream_chunk_tokens=256,
@@ -96,10 +83,10 @@ else:
             )
         )
     )
-    config = KimiConfig(
-        model=MODEL, base_url=em.base_url, api_key="kimiplan-emulator-test-key", retry=RetryPolicy(time_scale=0.001)
+    config = kp.KimiConfig(
+        model=MODEL, base_url=em.base_url, api_key="kimiplan-emulator-test-key", retry=kp.RetryPolicy(time_scale=0.001)
     )
-client = stack.enter_context(KimiClient(config))
+client = stack.enter_context(kp.KimiClient(config))
 print(repr(client).split(", base_url")[0], "| key shown as:", config.api_key)
 
 # %% [markdown]
@@ -108,17 +95,17 @@ print(repr(client).split(", base_url")[0], "| key shown as:", config.api_key)
 # Each planned call has a deterministic id; the JSONL store is fsync'ed per record, so re-running this cell after a crash
 # only sends what is missing. The spend cap is checked *before* each call against its worst case (input + its
 # `max_completion_tokens`, priced). Concurrency is 1 here so the cache sequence — and this notebook's output — is
-# reproducible; real runs use `SamplerConfig.with_tier(catalog.tier("Tier1"))` to run near the tier's limits.
+# reproducible; real runs use `kp.SamplerConfig.with_tier(catalog.tier("Tier1"))` to run near the tier's limits.
 
 # %%
-sampler_config = SamplerConfig(
+sampler_config = kp.SamplerConfig(
     run_id="nb04-demo",
     max_concurrency=1,
     spend_cap=Decimal("1.00"),
     routes=[
-        RouteSampling(name="answer", n=80, max_completion_tokens=1024, thinking=False),
-        RouteSampling(name="summarize_ticket", n=80, max_completion_tokens=1024, thinking=False),
-        RouteSampling(name="agent_step", n=80, max_completion_tokens=4096, thinking=True),
+        kp.RouteSampling(name="answer", n=80, max_completion_tokens=1024, thinking=False),
+        kp.RouteSampling(name="summarize_ticket", n=80, max_completion_tokens=1024, thinking=False),
+        kp.RouteSampling(name="agent_step", n=80, max_completion_tokens=4096, thinking=True),
     ],
 )
 workdir = stack.enter_context(tempfile.TemporaryDirectory())
@@ -126,52 +113,55 @@ store = os.path.join(workdir, "samples.jsonl")
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-summary = run_sampler(client, sampler_config, store, card=card, progress=False)
+summary = kp.run_sampler(client, sampler_config, store, card=card, progress=False)
 
 # %%
 print(summary)
-df = samples_frame(store)
-df[
-    [
-        "route",
-        "prompt_tokens",
-        "local_prompt_tokens",
-        "cached_tokens",
-        "reasoning_tokens",
-        "output_tokens",
-        "finish_reason",
-        "provenance",
-    ]
-].head()
+df = kp.samples_frame(store)
+cols = ["route", "prompt_tokens", "local_prompt_tokens", "cached_tokens", "reasoning_tokens", "output_tokens"]
+kp.table(df[cols + ["finish_reason", "provenance"]].head())
 
 # %% [markdown]
 # ## Fit
 #
-# `fit_calibration` fits every route. Truncated calls (`finish_reason=length`) are right-censored in the fits —
+# `kp.fit_calibration` fits every route. Truncated calls (`finish_reason=length`) are right-censored in the fits —
 # ignoring that would shrink the tail exactly where the budget bites. Each component's law is chosen by goodness of
 # fit (a lognormal where it fits, else a mixture of two lognormals, else the empirical law), and each route states how
-# precisely its mean cost per request is known and how many more calls would pin it to ±5 % at 95 %.
+# precisely its mean cost per request is known and how many more calls would pin it to ±5 % at 95 %. The
+# calibration's `summary()` says it at once, as statsmodels prints a fit: where and when the calls were made, sizes
+# in tokens per call, the cost per request with its ± at 95 %, and the caveats.
 
 # %%
-cal = fit_calibration(df, notes="notebook 04 demo")
-print("provenance:", cal.provenance, "| samples:", cal.n_samples, "| schema:", cal.schema_version)
-cal.summary().round(3)
+# NBVAL_IGNORE_OUTPUT
+# (it names the sampling time and the emulator's port, which differ from run to run; the tables below are checked)
+cal = kp.fit_calibration(df, notes="notebook 04 demo")
+print(repr(cal), "| schema:", cal.schema_version)
+cal.summary()
+
+# %% [markdown]
+# Why each route's output law was chosen, and the mean output it implies under the route's budget (the capped mean,
+# with an interval that covers both the sample's error and the law's distance from it):
 
 # %%
-pd.DataFrame(
-    {
-        route: {
-            "output law": rc.output.law,
-            "why": rc.output.law_reason,
-            "capped mean output (tokens)": round(rc.output.capped_mean.value, 1),
-            "95% interval": tuple(round(v, 1) for v in rc.output.capped_mean.ci),
-            "mean cost per request (USD)": round(rc.precision.cost_per_request.value, 6),
-            "± at 95%": f"{rc.precision.cost_rel_error:.1%}",
-            "more calls for ±5%": rc.precision.more_calls_for_target,
-        }
-        for route, rc in cal.routes.items()
-    }
-).T
+kp.table(
+    pd.DataFrame(
+        [
+            {
+                "route": route,
+                "output law": rc.output.law,
+                "why": rc.output.law_reason,
+                "capped mean output (tokens)": rc.output.capped_mean.value,
+                "95 % low": rc.output.capped_mean.ci[0],
+                "95 % high": rc.output.capped_mean.ci[1],
+            }
+            for route, rc in cal.routes.items()
+        ]
+    ),
+    formats={"capped mean output (tokens)": "count", "95 % low": "count", "95 % high": "count"},
+)
+
+# %% [markdown]
+# The lognormal fits against the emulator's hidden truth (median and p95 in tokens, each with its 95 % interval):
 
 # %%
 rows = []
@@ -186,52 +176,64 @@ for route, rc in cal.routes.items():
             {
                 "route": route,
                 "component": comp,
-                "n": ln.n,
+                "calls": ln.n,
                 "censored": ln.n_censored,
-                "median": round(ln.median, 1),
-                "median 95% CI": tuple(round(v, 1) for v in ln.median_ci),
-                "p95": round(ln.p95, 1),
-                "p95 95% CI": tuple(round(v, 1) for v in ln.p95_ci),
+                "median": ln.median,
+                "median 95 %": f"{ln.median_ci[0]:,.0f}–{ln.median_ci[1]:,.0f}",
                 "true median": truth.median if truth else None,
+                "p95": ln.p95,
+                "p95 95 %": f"{ln.p95_ci[0]:,.0f}–{ln.p95_ci[1]:,.0f}",
                 "true p95": truth.p95 if truth else None,
-                "KS p-value": round(ln.ks_pvalue, 3),
+                "KS p-value": ln.ks_pvalue,
             }
         )
-pd.DataFrame(rows)
-
-# %%
-pd.DataFrame(
-    {
-        route: {
-            "template overhead (tokens)": rc.template_overhead.value,
-            "overhead 95% CI": rc.template_overhead.ci,
-            "truncation rate": round(rc.truncation_rate.value, 3),
-            "truncation 95% CI": tuple(round(v, 3) for v in rc.truncation_rate.ci),
-            "cache-hit rate": round(rc.cache_hit_rate.value, 3),
-            "cached share of input": round(rc.cached_fraction.value, 3),
-        }
-        for route, rc in cal.routes.items()
-    }
-).T
+kp.table(
+    pd.DataFrame(rows),
+    formats={c: "count" for c in ("median", "p95", "true median", "true p95")} | {"KS p-value": "number"},
+)
 
 # %% [markdown]
-# The overhead is `prompt_tokens` (what the API bills) minus kimiplan's exact local count of the same messages; the
-# emulator's hidden 23 tokens come back exactly. Feed it to `kimiplan.tokens.tokenizer.ChatTemplate(request_overhead=...)`.
-#
+# The hidden chat-template overhead is `prompt_tokens` (what the API bills) minus kimiplan's exact local count of the
+# same messages; the emulator's hidden 23 tokens come back exactly, and applying the calibration carries them into
+# each route's input. Truncation and cache, with their 95 % intervals:
+
+# %%
+kp.table(
+    pd.DataFrame(
+        [
+            {
+                "route": route,
+                "template overhead (tokens)": rc.template_overhead.value,
+                "truncated share": rc.truncation_rate.value,
+                "truncated 95 % high": rc.truncation_rate.ci[1],
+                "calls with a cache hit (share)": rc.cache_hit_rate.value,
+                "cached share of input": rc.cached_fraction.value,
+            }
+            for route, rc in cal.routes.items()
+        ]
+    ),
+    formats={"template overhead (tokens)": "count", "truncated 95 % high": "percent"},
+)
+
+# %% [markdown]
 # ## Goodness of fit
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 sub = df[df.route == "agent_step"]
-LogNormalFitter().fit(sub.output_tokens, sub.finish_reason == "length").qq_plot("agent_step output tokens: QQ plot")
+kp.LogNormalFitter().fit(sub.output_tokens, sub.finish_reason == "length").qq_plot("agent_step output tokens: QQ plot")
+
+# %% [markdown]
+# What the fitted laws predict (drawn through each route's budget, reasoning first) against what the calls showed:
+# tokens for the means and quantiles, a share for the truncation rate.
 
 # %%
-table = predicted_vs_observed(cal, df, seed=0)
-table.round(3)
+table = kp.predicted_vs_observed(cal, df, seed=0)
+kp.table(table, formats={"predicted": "number", "observed": "number", "ratio": "multiple"})
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-plot_predicted_vs_observed(table)
+kp.viz.predicted_vs_observed_figure(table)
 
 # %% [markdown]
 # ## How many samples for ±5 % on monthly cost?
@@ -240,25 +242,29 @@ plot_predicted_vs_observed(table)
 # traffic mix (shares from the support-chat scenario) combined over routes.
 
 # %%
-samples_needed(df, card, rel_error=0.05, shares={"answer": 0.5, "summarize_ticket": 0.3, "agent_step": 0.2}).round(4)
+needed = kp.samples_needed(df, card, rel_error=0.05, shares={"answer": 0.5, "summarize_ticket": 0.3, "agent_step": 0.2})
+kp.table(needed, currency=card.currency, formats={"cv": "number", "current_rel_error": "percent"})
 
 # %% [markdown]
 # ## The same path from the command line: fit → apply → report
 #
 # The README's path is four commands: `calibrate sample`, `calibrate fit`, `calibrate apply`, `report`. The sample above
-# is what `calibrate sample` sends (the same `run_sampler`); the next three run here as the command line runs them.
-# `calibrate apply` writes the scenario with the fitted laws inline and each route's provenance (calls, dates, model,
-# base URL) as comments, and it never overwrites a file without `--force`.
-
-# %%
-from kimiplan.cli import main
-
-os.chdir(workdir)  # the commands print the paths they write: relative ones read the same on every machine
-main(["calibrate", "fit", "samples.jsonl", "-o", "support_chat_calibration.json"])
+# is what `calibrate sample` sends (the same `kp.run_sampler`); the next three run here as the command line runs them
+# (`kp.cli.main` takes the same arguments as the `kimiplan` command). `calibrate apply` writes the scenario with the
+# fitted laws inline and each route's provenance (calls, dates, model, base URL) as comments, and it never overwrites a
+# file without `--force`.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-main(["calibrate", "apply", "support_chat", "support_chat_calibration.json", "-o", "support_chat_calibrated.yaml"])
+# (the summary it prints names the sampling time and the emulator's port, which differ from run to run)
+os.chdir(workdir)  # the commands print the paths they write: relative ones read the same on every machine
+kp.cli.main(["calibrate", "fit", "samples.jsonl", "-o", "support_chat_calibration.json"])
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+kp.cli.main(
+    ["calibrate", "apply", "support_chat", "support_chat_calibration.json", "-o", "support_chat_calibrated.yaml"]
+)
 
 # %% [markdown]
 # Above each route of the written file, its provenance and what the measurement changed (here the `answer` route's lines
@@ -277,39 +283,43 @@ with open("support_chat_calibrated.yaml") as fh:
 # the same figures: plan, simulate, forecast, report, compare, sweep.
 
 # %%
-scenario = load_scenario("support_chat")
-calibrated = load_scenario("support_chat_calibrated.yaml")
-pd.DataFrame(
-    [
-        {
-            "route": r.name,
-            "what": d.what,
-            "assumed": round(d.assumed, 3),
-            "measured": round(d.measured, 3),
-            "95% CI": tuple(round(v, 3) for v in d.ci),
-            "calls": d.n,
-            "forecast uses": d.used,
-        }
-        for r in calibrated.routes
-        if r.calibrated
-        for d in r.calibrated.differences
-    ]
+scenario = kp.load_scenario("support_chat")
+calibrated = kp.load_scenario("support_chat_calibrated.yaml")
+kp.table(
+    pd.DataFrame(
+        [
+            {
+                "route": r.name,
+                "quantity": d.what,
+                "assumed": d.assumed,
+                "measured": d.measured,
+                "95 % low": d.ci[0],
+                "95 % high": d.ci[1],
+                "calls": d.n,
+                "forecast uses": d.used,
+            }
+            for r in calibrated.routes
+            if r.calibrated
+            for d in r.calibrated.differences
+        ]
+    ),
+    formats={"assumed": "number", "measured": "number", "95 % low": "number", "95 % high": "number"},
 )
 
 # %%
-from kimiplan.finance.cost import cost_summary, expected_cost
-
-before = cost_summary(expected_cost(scenario, catalog)).set_index("route")
-after = cost_summary(expected_cost(calibrated, catalog)).set_index("route")
-pd.DataFrame(
+before = kp.cost_summary(kp.expected_cost(scenario, catalog)).set_index("route")
+after = kp.cost_summary(kp.expected_cost(calibrated, catalog)).set_index("route")
+costs = pd.DataFrame(
     {
         "token sizes": {
             r.name: f"{r.calibrated.calls} calls" if r.calibrated else "assumed" for r in calibrated.routes
         },
-        "cost/month assumed": before["cost_per_month"].round(0),
-        "cost/month calibrated": after["cost_per_month"].round(0),
+        "cost per month assumed": before["cost_per_month"],
+        "cost per month calibrated": after["cost_per_month"],
     }
-).fillna("")
+).fillna({"token sizes": ""})
+costs.index.name = "route"
+kp.table(costs, currency=card.currency)
 
 # %% [markdown]
 # ## The calibration's precision reaches the forecast
@@ -337,18 +347,16 @@ pd.DataFrame(
 )
 
 # %% [markdown]
-# The report's Calibration table says the same per route, with the warnings: measured on the emulator (not Kimi), a
-# sampler far faster than the route's traffic (Kimi's prefix cache is warm only for prefixes seen recently), routes the
-# scenario lacks (`agent_step`). `kimiplan report support_chat_calibrated.yaml -o report.html` writes it.
+# The calibrated scenario presents itself with the same facts, route by route: which token sizes are measured (calls,
+# date, where) and which still assumed, what the measurement changed, and the calibration's warnings (measured on the
+# emulator, not Kimi; a sampler far faster than the route's traffic, where Kimi's prefix cache is warm only for
+# prefixes seen recently). The report's Calibration table says the same;
+# `kimiplan report support_chat_calibrated.yaml -o report.html` writes it.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-# (it names the sampling date and the sampler's pace, which differ from run to run)
-from kimiplan.report.html import calibration_table
-
-table, note = calibration_table(calibrated)
-print(note)
-table
+# (it names the sampling date and the emulator's port, which differ from run to run)
+calibrated.summary()
 
 # %%
 os.chdir(ROOT_DIR)

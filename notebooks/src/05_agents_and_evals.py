@@ -58,10 +58,10 @@ print(
 
 # %%
 st = kp.agent_stats(sc, "fix_issue", catalog, runs=2000)
-print(st.table.to_string(index=False, float_format=lambda v: f"{v:,.4g}"))
+st.summary()
 
 # %%
-st.stops.round(4)
+kp.table(st.stops, currency=st.currency)
 
 # %% [markdown]
 # ### Context growth over steps
@@ -71,7 +71,7 @@ st.stops.round(4)
 # %%
 steps = kp.steps_frame(st.draw)
 by_step = steps.groupby("step").agg(runs=("run", "size"), prompt_p50=("prompt", "median"), cost_p50=("cost", "median"))
-by_step.loc[[1, 2, 5, 10, 20, 40, 80]].round(5)
+kp.table(by_step.loc[[1, 2, 5, 10, 20, 40, 80]], currency=st.currency, formats={"prompt_p50": "count"})
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -118,7 +118,7 @@ for model in ("kimi-k2.6", "kimi-k3", "kimi-k3.1-pro", "kimi-k3.1-pro-highspeed"
             "price source": "official" if kp.price_card(v, catalog).official else "third party",
         }
     )
-pd.DataFrame(rows).round(4)
+kp.table(pd.DataFrame(rows), currency="USD", formats={"unresolved": "percent", "cache writes per run (mean)": "count"})
 
 # %% [markdown]
 # ## 4. Agent runs against the limits
@@ -126,7 +126,7 @@ pd.DataFrame(rows).round(4)
 # time between them.
 
 # %%
-kp.agent_capacity(sc, catalog).round(2).T
+kp.table(kp.agent_capacity(sc, catalog))
 
 # %% [markdown]
 # ## 5. An evaluation campaign: 500 SWE-Bench-style tasks at Tier3
@@ -140,6 +140,7 @@ cols = [
     "variant",
     "provider",
     "model",
+    "currency",
     "cost_p05",
     "cost_expected",
     "cost_p95",
@@ -147,7 +148,7 @@ cols = [
     "duration_h",
     "binding",
 ]
-est.costs[cols].round(2)
+kp.table(est.costs[cols].rename(columns={"duration_h": "duration (hours)"}))
 
 # %%
 for k, v in est.assumptions.items():
@@ -158,4 +159,4 @@ for k, v in est.assumptions.items():
 
 # %%
 math = kp.estimate_campaign("math", 30, tier="Tier3", catalog=catalog, as_of=sc.as_of, samples=1000)
-math.costs[cols].round(2)
+kp.table(math.costs[cols].rename(columns={"duration_h": "duration (hours)"}))

@@ -50,7 +50,7 @@ print(s)
 # %%
 cols = ["route", "day", "requests", "refused", "cache_hit_tokens", "cache_miss_tokens", "output_tokens",
         "reasoning_tokens", "cost", "completion_tokens_p50", "completion_tokens_p99", "latency_s_p99"]
-s.table[cols].head(6).round(3)
+kp.table(s.table[cols].head(6), currency=s.currency)
 
 # %% [markdown]
 # Money stays exact: `cost_exact` holds the Decimal of each group, and the total is their exact sum.
@@ -58,7 +58,7 @@ s.table[cols].head(6).round(3)
 # %%
 by_route = kp.summarize_log(log, catalog=catalog, by=["route"])
 print(by_route.table[["route", "requests", "refused_rate_limit", "refused_tpd", "refused_server", "cost_exact"]]
-      .to_string(index=False))
+      .to_string(index=False))  # printed as stored: cost_exact is the exact Decimal, not a rounded figure
 print("total:", by_route.cost, s.currency, "| same as by route and day:", by_route.cost == s.cost)
 
 # %% [markdown]
@@ -84,7 +84,7 @@ print(b)
 
 # %%
 cal = kp.fit_calibration(s.samples, notes="from the synthetic call log of notebook 06")
-cal.summary().round(3)
+cal.summary()
 
 # %% [markdown]
 # `usage_frame()` is the per day and route usage in the backtest's columns (`kimiplan.finance.backtest.backtest`
@@ -111,13 +111,13 @@ show = ["set:tier", "set:routes.answer.max_completion_tokens", "set:traffic.requ
         "set:traffic.monthly_growth", "cost_per_month", "refusal_total", "binding_limit", "max_scale",
         "months_to_exhaustion"]
 print(f"{len(res.table)} points")
-res.table[show].head(8).round(4)
+kp.table(res.table[show].head(8), currency=res.table["currency"].iloc[0])
 
 # %% [markdown]
 # For each demand (volume and growth), the frontier keeps the designs no other beats on both cost and refusal:
 
 # %%
-res.frontier()[show].round(4)
+kp.table(res.frontier()[show], currency=res.table["currency"].iloc[0])
 
 # %%
 # NBVAL_IGNORE_OUTPUT

@@ -126,6 +126,16 @@ class SimSummary(Mapping):
             tables.append(("Per route, worst first", route_table(self), None))
         return SummaryTable("Simulation", facts, tables, notes)
 
+    def route_table(self) -> pd.DataFrame:
+        """One row per route (requests, attempts, refused shares by limit, failed share), worst route first."""
+        return route_table(self)
+
+    def worst_route(self) -> tuple[str, float] | None:
+        """The route whose attempts were refused most (with its share), as `CapacityPlan.worst_route()` gives
+        it from the closed form; None with one route or no refusal."""
+        name = worst_route(self.rejected_fraction_by_route)
+        return None if name is None else (name, self.rejected_fraction_by_route[name])
+
     def __repr__(self) -> str:
         return f"<SimSummary {self.headline()}>"
 
