@@ -330,11 +330,9 @@ kp.table(costs, currency=card.currency)
 # gives the bands from traffic noise alone.
 
 # %%
-from kimiplan.finance.forecast import forecast
-
 kw = dict(months=3, paths=4000, capacity=False)
-with_error = forecast(calibrated, **kw)
-traffic_only = forecast(calibrated, parameter_uncertainty=False, **kw)
+with_error = kp.forecast(calibrated, **kw)
+traffic_only = kp.forecast(calibrated, parameter_uncertainty=False, **kw)
 print(with_error.parameter_note)
 pd.DataFrame(
     {
