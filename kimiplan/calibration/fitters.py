@@ -19,7 +19,11 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from kimiplan.calibration.precision import call_costs  # noqa: F401  (its home is precision; imported from here too)
+from kimiplan.calibration.precision import (  # call_costs: its home is precision; imported from here too
+    call_costs,  # noqa: F401
+    calls_for_target,
+    mean_precision,
+)
 from kimiplan.catalog.providers import K26_DEFAULT_MAX_COMPLETION, truncate_completion
 from kimiplan.errors import ConfigError, ConvergenceError
 from kimiplan.model.calibration import (  # noqa: F401  (the file format; re-exported for older imports)
@@ -29,6 +33,7 @@ from kimiplan.model.calibration import (  # noqa: F401  (the file format; re-exp
     ComponentFit,
     EmpiricalFit,
     Estimate,
+    FixedFit,
     Law,
     LawTest,
     LogNormalFit,
@@ -102,6 +107,14 @@ class ConvergenceWarning(UserWarning):
     """The optimizer stopped without meeting its tolerance; the estimate is usable but may be off."""
 
 
+class DegenerateSampleError(ConfigError):
+    """Every value is the same: no law with spread can be fitted; `value` is the constant (a Fixed law)."""
+
+    def __init__(self, value: float, n: int, what: str = "values"):
+        self.value, self.n = value, n
+        super().__init__(f"all {n:,} {what} equal {value:g}: no spread to fit a lognormal to (the law is Fixed)")
+
+
 class BaseFitter:
     """lifelines-style fitter: options in the constructor, `fit()` returns self, fitted values end in `_`,
     `summary` is a table of the estimates with their (1 - alpha) confidence intervals."""
@@ -163,6 +176,10 @@ class LogNormalFitter(BaseFitter):
             raise ConfigError(f"a lognormal fit needs at least 2 uncensored positive values, got {(~c).sum()}")
         lx = np.log(x)
         obs, cen = lx[~c], lx[c]
+        if obs.max() - obs.min() <= 1e-9 and not (cen > obs.max() + 1e-9).any():
+            # No spread and nothing cut above it: the law is the constant itself (Fixed), not a lognormal whose
+            # sigma the optimizer would drive to zero.
+            raise DegenerateSampleError(float(x[~c].mean()), int((~c).sum()))
 
         def nll(theta):
             mu, log_s = theta
@@ -181,20 +198,28 @@ class LogNormalFitter(BaseFitter):
         if not res.success:
             warnings.warn(f"lognormal fit: {res.message}", ConvergenceWarning, stacklevel=2)
         self.converged_ = bool(res.success)
-        mu, log_s = res.x
-        sigma = math.exp(log_s)
-        cov = _inverse_hessian(lambda th: nll((th[0], math.log(th[1]))), np.array([mu, sigma]))
-        var_mu, var_s, cov_ms = cov[0, 0], cov[1, 1], cov[0, 1]
-        self.n_, self.n_censored_ = int(len(x)), int(c.sum())
-        self.mu_, self.sigma_ = float(mu), float(sigma)
-        self.median_ = math.exp(mu)
-        self.p95_ = math.exp(mu + Z95 * sigma)
-        se_mu = math.sqrt(max(var_mu, 0.0))
-        se_q = math.sqrt(max(var_mu + Z95**2 * var_s + 2 * Z95 * cov_ms, 0.0))
-        z = self._z
-        self.median_ci_ = (math.exp(mu - z * se_mu), math.exp(mu + z * se_mu))
-        self.p95_ci_ = (math.exp(mu + Z95 * sigma - z * se_q), math.exp(mu + Z95 * sigma + z * se_q))
-        self.mean_ = math.exp(mu + sigma**2 / 2)
+        try:
+            mu, log_s = res.x
+            sigma = math.exp(log_s)
+            # The curvature in (mu, log sigma), where every step stays a valid sigma (a step in sigma itself can
+            # cross zero when sigma is tiny), then the delta method back to sigma.
+            cov = _inverse_hessian(nll, np.array([mu, log_s]))
+            var_mu, var_s, cov_ms = cov[0, 0], sigma**2 * cov[1, 1], sigma * cov[0, 1]
+            self.n_, self.n_censored_ = int(len(x)), int(c.sum())
+            self.mu_, self.sigma_ = float(mu), float(sigma)
+            self.median_ = math.exp(mu)
+            self.p95_ = math.exp(mu + Z95 * sigma)
+            se_mu = math.sqrt(max(var_mu, 0.0))
+            se_q = math.sqrt(max(var_mu + Z95**2 * var_s + 2 * Z95 * cov_ms, 0.0))
+            z = self._z
+            self.median_ci_ = (math.exp(mu - z * se_mu), math.exp(mu + z * se_mu))
+            self.p95_ci_ = (math.exp(mu + Z95 * sigma - z * se_q), math.exp(mu + Z95 * sigma + z * se_q))
+            self.mean_ = math.exp(mu + sigma**2 / 2)
+        except OverflowError:
+            # a spread of log values so wide that exp() leaves floating point: no usable lognormal
+            raise ConvergenceError(
+                f"lognormal fit overflowed (log sigma {res.x[1]:.3g}): the values span too wide a range"
+            ) from None
         # Goodness of fit that holds with the censoring (see _sub_ks).
         self.ks_stat_, self.ks_pvalue_ = _sub_ks(x, c, cut, self.cdf)
         self._obs = np.sort(np.exp(obs))
@@ -723,7 +748,11 @@ class CalibrationFitter(BaseFitter):
         routes = {}
         for name, g in df.groupby("route", sort=True):
             src = sorted(str(x) for x in g["prompt_source"].dropna().unique()) if "prompt_source" in g else []
-            routes[str(name)] = self._route(g, str(name) in answers_only).model_copy(
+            try:
+                fitted = self._route(g, str(name) in answers_only)
+            except ConfigError as exc:
+                raise ConfigError(f"route {name!r}: {exc}") from None
+            routes[str(name)] = fitted.model_copy(
                 update={"precision": route_precision(g, card, self.alpha), "prompt_source": "; ".join(src) or None}
             )
         synthetic = sorted(n for n, rc in routes.items() if rc.prompt_source and "synthetic" in rc.prompt_source)
@@ -745,6 +774,20 @@ class CalibrationFitter(BaseFitter):
             base_url=_one_base_url(df),
         )
         return self
+
+    def _latency_fit(self, x: np.ndarray) -> LogNormalFit | FixedFit | None:
+        """A lognormal where the values spread, a Fixed law where they are all one value (a server that decodes
+        at one speed), None where neither holds (zeros, too few): the latency then stays assumed."""
+        x = x[np.isfinite(x)]
+        # One value up to rounding (a speed computed as tokens over seconds is never exactly constant).
+        if len(x) and x.min() >= 0 and x.max() - x.min() <= 1e-9 * max(abs(x.max()), 1.0):
+            return FixedFit(value=float(x.mean()), n=int(len(x)))
+        try:
+            return _lognormal_fit(LogNormalFitter(self.alpha).fit(x))
+        except DegenerateSampleError as exc:
+            return FixedFit(value=exc.value, n=exc.n)
+        except (ConfigError, ConvergenceError):
+            return None
 
     def _route(self, g: pd.DataFrame, answers_only: bool = False) -> RouteCalibration:
         """`answers_only`: the route's calls include tool rounds as calls of their own (a log's), so its output
@@ -795,15 +838,12 @@ class CalibrationFitter(BaseFitter):
         ttft = decode = None
         lat = g[g["ttft_s"].notna() & g["total_s"].notna()]
         if len(lat) >= 3:
-            try:
-                ttft = _lognormal_fit(LogNormalFitter(self.alpha).fit(lat["ttft_s"]))
-                gen_s = (lat["total_s"] - lat["ttft_s"]).to_numpy()
-                tps = lat["completion_tokens"].to_numpy() / np.where(gen_s > 0, gen_s, np.nan)
-                tps = tps[np.isfinite(tps) & (lat["completion_tokens"].to_numpy() >= 16)]
-                if len(tps) >= 3:
-                    decode = _lognormal_fit(LogNormalFitter(self.alpha).fit(tps))
-            except (ConfigError, ConvergenceError):
-                pass
+            ttft = self._latency_fit(lat["ttft_s"].to_numpy(dtype=float))
+            gen_s = (lat["total_s"] - lat["ttft_s"]).to_numpy()
+            tps = lat["completion_tokens"].to_numpy() / np.where(gen_s > 0, gen_s, np.nan)
+            tps = tps[np.isfinite(tps) & (lat["completion_tokens"].to_numpy() >= 16)]
+            if len(tps) >= 3:
+                decode = self._latency_fit(tps)
         th = g["thinking"].dropna()
         mct = g["max_completion_tokens"].dropna()
         return RouteCalibration(
@@ -1017,21 +1057,22 @@ def reservation_tokens(df: pd.DataFrame) -> pd.Series:
 
 def route_precision(g: pd.DataFrame, card, alpha: float = 0.05, target: float = 0.05) -> Precision | None:
     """The Precision of one route's samples on `card` (None without a card or with fewer than 2 calls)."""
-    from kimiplan.calibration.precision import BOOTSTRAP_RESAMPLES, bootstrap_mean, calls_for
+    from kimiplan.calibration.precision import BOOTSTRAP_RESAMPLES
 
     if card is None or len(g) < 2:
         return None
     conf = 1 - alpha
-    # Sorted: the bootstrap then depends on the calls, not on the order the store recorded them in.
-    cost = np.sort(call_costs(g, card).to_numpy(dtype=float))
-    res = np.sort(reservation_tokens(g).to_numpy(dtype=float))
+    cost = call_costs(g, card).to_numpy(dtype=float)
+    res = reservation_tokens(g).to_numpy(dtype=float)
     if not (np.isfinite(cost).all() and np.isfinite(res).all()):
         return None
-    m, ci, se = bootstrap_mean(cost, conf)
-    rm, rci, rse = bootstrap_mean(res, conf, seed=1)
+    # The same function `--until-precision` stops on: the file states the figure the sampler stopped at.
+    cp, rp = mean_precision(cost, conf), mean_precision(res, conf, seed=1)
+    m, ci, se = cp.mean, cp.ci, cp.se
+    rm, rci, rse = rp.mean, rp.ci, rp.se
     sd = float(cost.std(ddof=1))
     cv = sd / m if m > 0 else 0.0
-    need = calls_for(cv, target, conf) or len(g)
+    need = calls_for_target(cp, len(g), target) or len(g)
     return Precision(
         confidence=conf,
         target_rel_error=target,
@@ -1040,10 +1081,10 @@ def route_precision(g: pd.DataFrame, card, alpha: float = 0.05, target: float = 
         cost_per_request=_est(m, ci, len(g)),
         cost_se=se,
         cost_cv=cv,
-        cost_rel_error=max(m - ci[0], ci[1] - m) / m if m > 0 else 0.0,
+        cost_rel_error=cp.rel_error,
         reservation_tokens=_est(rm, rci, len(g)),
         reservation_se=rse,
-        reservation_rel_error=max(rm - rci[0], rci[1] - rm) / rm if rm > 0 else 0.0,
+        reservation_rel_error=rp.rel_error,
         calls_for_target=need,
         more_calls_for_target=max(0, need - len(g)),
     )
@@ -1137,14 +1178,16 @@ def samples_needed(
         n, m, s = len(c), float(c.mean()), float(c.std(ddof=1)) if len(c) > 1 else float("nan")
         cv = s / m if m > 0 else float("nan")
         parts[name] = (n, m, s)
+        # The calibration file's own figure and calls (route_precision), not a second formula beside it.
+        p = mean_precision(c.to_numpy(dtype=float), confidence)
         rows.append(
             {
                 "route": name,
                 "n": n,
                 "mean_cost": m,
                 "cv": cv,
-                "current_rel_error": z * cv / math.sqrt(n) if n > 0 else float("nan"),
-                "n_needed": int(math.ceil((z * cv / rel_error) ** 2)) if math.isfinite(cv) else None,
+                "current_rel_error": p.rel_error if n > 1 else float("nan"),
+                "n_needed": calls_for_target(p, n, rel_error),
             }
         )
     if shares:

@@ -1,17 +1,19 @@
 """How precisely the sampled calls pin a route's mean cost per request, and how many calls reach a target.
 
 A route's monthly cost is requests x mean cost per request, so its relative error is the mean's. The interval
-is a bootstrap percentile one (seeded, so a file re-fitted from the same calls states the same interval); the
-calls a target needs follow from the coefficient of variation: n = (z CV / target)^2 (the t interval's large-n
-form). A route whose cost barely varies needs few calls, a heavy-tailed one many.
+is a bootstrap percentile one (seeded, so a file re-fitted from the same calls states the same interval), and
+its wider side over the mean is the relative error that both the calibration file states and `calibrate sample
+--until-precision` stops on (`mean_precision`, one function for both). The calls a target needs follow from that
+figure, which shrinks as 1/sqrt(n): n (rel_error / target)^2 (`calls_for_target`; for a symmetric interval the
+normal theory's (z CV / target)^2). A route whose cost barely varies needs few calls, a heavy-tailed one many.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from kimiplan.errors import ConfigError
 
@@ -40,23 +42,37 @@ def bootstrap_mean(x, confidence: float = 0.95, resamples: int = BOOTSTRAP_RESAM
     return m, (float(lo), float(hi)), float(means.std(ddof=1))
 
 
-def calls_for(cv: float, rel_error: float = 0.05, confidence: float = 0.95) -> int | None:
-    """Calls that bring the mean within +-rel_error at `confidence`, for a per-call coefficient of variation cv."""
-    if not 0 < rel_error < 1:
-        raise ConfigError(f"rel_error must be in (0, 1), got {rel_error}")
-    if not math.isfinite(cv):
+@dataclass(frozen=True)
+class MeanPrecision:
+    """A mean with its bootstrap interval, standard error and relative half-width (the wider side over the
+    mean): the one figure the calibration file states and `--until-precision` stops on."""
+
+    mean: float
+    ci: tuple[float, float]
+    se: float
+    rel_error: float
+
+
+def mean_precision(x, confidence: float = 0.95, seed: int = 0) -> MeanPrecision:
+    """The precision of the mean of `x`. Sorted first, so the figure depends on the values, not on the order
+    they were recorded in; fewer than 2 values have no stated precision (rel_error inf)."""
+    a = np.sort(np.asarray(x, dtype=float))
+    m, ci, se = bootstrap_mean(a, confidence, seed=seed)
+    if len(a) < 2:
+        return MeanPrecision(m, ci, se, math.inf)
+    rel = max(m - ci[0], ci[1] - m) / m if m > 0 else 0.0
+    return MeanPrecision(m, ci, se, rel)
+
+
+def calls_for_target(p: MeanPrecision, n: int, target: float = 0.05) -> int | None:
+    """Calls that bring `p`'s relative error (from `n` calls) to `target`: the error shrinks as 1/sqrt(n), so
+    n (rel_error / target)^2. From the stated figure itself, so a route within the target never needs more calls
+    than it has, and one outside it always does (None without a stated error)."""
+    if not 0 < target < 1:
+        raise ConfigError(f"target must be in (0, 1), got {target}")
+    if not math.isfinite(p.rel_error):
         return None
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
-    return max(2, int(math.ceil((z * cv / rel_error) ** 2)))
-
-
-def rel_half_width(x, confidence: float = 0.95) -> float:
-    """The normal-theory half-width of the mean's interval over the mean (inf for fewer than 2 values)."""
-    a = np.asarray(x, dtype=float)
-    if len(a) < 2 or a.mean() <= 0:
-        return math.inf if len(a) < 2 else 0.0
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
-    return z * float(a.std(ddof=1)) / math.sqrt(len(a)) / float(a.mean())
+    return max(2, int(math.ceil(n * (p.rel_error / target) ** 2 - 1e-9)))
 
 
 def call_costs(df, card):

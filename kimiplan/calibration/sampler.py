@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kimiplan.client import KimiAPIError, KimiClient, scrub
 from kimiplan.errors import ConfigError, validate
 from kimiplan.finance.cost import Usage, cost_of_usage
+from kimiplan.io.formats import money, percent
 from kimiplan.io.paths import data_path
 from kimiplan.tokens.tokenizer import count_messages
 
@@ -881,14 +882,15 @@ class PrecisionRunSummary:
 
     def __str__(self) -> str:
         lines = [
-            f"{len(self.rounds)} round(s), {self.calls} calls, spent {self.spent:.6f} {self.currency}; "
-            f"target +-{self.target:.1%} at {self.confidence:.0%}: {self.stopped_reason}"
+            f"{len(self.rounds)} round(s), {self.calls:,} calls, spent {money(self.spent, self.currency or None)}; "
+            f"target ±{percent(self.target, trim=True)} at {percent(self.confidence, trim=True)}: {self.stopped_reason}"
         ]
         for r in self.routes:
             need = f"{r.calls_needed:,}" if r.calls_needed is not None else "?"
             lines.append(
-                f"  {r.route}: {r.n:,} calls, mean cost {r.mean_cost:.6f} {self.currency} per request "
-                f"+-{r.rel_error:.1%} (CV {r.cv:.2f}; {need} calls for the target){'' if r.reached else ' NOT reached'}"
+                f"  {r.route}: {r.n:,} calls, mean cost {money(r.mean_cost, self.currency or None)} per request "
+                f"±{percent(r.rel_error, 1)} (CV {r.cv:.2f}; {need} calls for the target)"
+                + ("" if r.reached else " NOT reached")
             )
         return "\n".join(lines)
 
@@ -900,7 +902,7 @@ def route_cost_status(records, run_id: str, card, target: float, confidence: flo
 
     import pandas as pd
 
-    from kimiplan.calibration.precision import MIN_CALLS, call_costs, calls_for, rel_half_width
+    from kimiplan.calibration.precision import MIN_CALLS, call_costs, calls_for_target, mean_precision
 
     ok = [r for r in records if r.get("run_id") == run_id and r.get("status") == "ok"]
     if not ok:
@@ -915,8 +917,9 @@ def route_cost_status(records, run_id: str, card, target: float, confidence: flo
         x = c.to_numpy(dtype=float)
         m = float(x.mean())
         cv = float(x.std(ddof=1)) / m if len(x) > 1 and m > 0 else (0.0 if len(x) > 1 else math.inf)
-        rel = rel_half_width(x, confidence)
-        need = calls_for(cv, target, confidence) if math.isfinite(cv) else None
+        # The calibration file's own figure and calls (route_precision calls the same functions on the same calls).
+        p = mean_precision(x, confidence)
+        rel, need = p.rel_error, calls_for_target(p, len(x), target)
         out[str(name)] = RoutePrecision(
             str(name), len(x), m, cv, rel, need, bool(len(x) >= MIN_CALLS and rel <= target)
         )

@@ -10,14 +10,21 @@ calibrated routes. Per route, unless the route pins the quantity (`pin: [input, 
   mean. Scaling keeps what the cache prefix is (system, history) and what the breakdown shows; the measured
   total is the calibration's. (Counts such as history turns or RAG chunks are not changed, their sizes are.)
 - **cache**: the prefix hit rate is set so that the expected cached tokens per call are the measured cached
-  share of the measured prompt (prompts over `min_prompt_tokens` are assumed; a route with no cacheable prefix
-  but measured hits is warned about).
+  share of the measured prompt. Only prompts over `cache.min_prompt_tokens` can hit (Kimi: "a new request can
+  hit the prefix cache only when the previous request's prompt tokens exceed 256"), so the rate is the measured
+  cached tokens over the prefix tokens that sit on such prompts, drawn from the route's own laws; with short
+  prompts in the mix it is above the plain share. A route with no cacheable prefix, or whose prompts never
+  exceed the threshold, but measured hits is warned about. (Kimi counts cached tokens in 256-token blocks, a
+  third party measured; the measured share already holds that, and the rate reproduces the measured tokens.)
 - **output**, **reasoning** (thinking routes): the fitted laws, cut at the route's budget as Kimi does, so the
   measured truncation follows (a calibration taken at another budget is warned about).
 - **server_overhead**: prompt tokens the server adds unseen. **latency**: time to first token and decode speed.
 - **tools**: when the samples recorded tool rounds, function rounds per request (their observed law), the
   tokens of each round's call message and of its results (fitted laws); rounds that were not function rounds
   are searches, applied to a route with `$web_search` (their count and result size).
+- **precision**: the sampling error of the measured mean cost per request and mean reservation (relative
+  standard errors and interval half-widths, `CalibratedFrom.cost_rel_se` ...), carried whenever a quantity the
+  cost rests on was applied; `forecast` widens its bands by the cost's by default.
 
 Agent routes take the per-step laws (output, reasoning, latency, server overhead); steps per run and context
 growth are applied only when the calibration measured them.
@@ -45,10 +52,13 @@ from kimiplan.model.calibration import (
     ComponentFit,
     Difference,
     Estimate,
+    FixedFit,
+    LogNormalFit,
     RouteCalibration,
     load_calibration,
 )
 from kimiplan.model.dists import Empirical, Exponential, Fixed, LogNormal, Normal, Poisson, Uniform
+from kimiplan.model.inputs import eligible_prefix_share
 from kimiplan.tokens.tokenizer import template_tokens
 
 if TYPE_CHECKING:
@@ -57,6 +67,8 @@ if TYPE_CHECKING:
 STALE_DAYS = 90  # older than this (against the scenario's as_of) is a warning
 SPARSE_FACTOR = 10.0  # the scenario's calls/min this many times below the sampler's: the cache may be colder
 _Z = 1.959963984540054
+#: the measured quantities a request's cost rests on (its sampling error goes with the route when one is applied)
+COST_QUANTITIES = {"input", "cache", "output", "reasoning", "server_overhead", "tools"}
 
 
 def component_dist(comp: ComponentFit, kind: Literal["auto", "lognormal", "mixture", "empirical"] = "auto"):
@@ -135,12 +147,20 @@ def _prefix_mean(route: Route) -> float:
     return sum(parts[p] for p in route.cache.prefix)
 
 
+def _hittable_prefix_mean(route: Route) -> float:
+    """Mean prefix tokens per call on prompts long enough for the cache (over `cache.min_prompt_tokens`; Kimi:
+    256): the prefix mean itself when every prompt is, less when some are shorter (drawn from the route's laws)."""
+    prefix = _prefix_mean(route)
+    return prefix * eligible_prefix_share(route) if prefix > 0 else 0.0
+
+
 def cached_share(route: Route) -> float:
-    """The share of a route's input the scenario expects from cache (prompts over `min_prompt_tokens`)."""
+    """The share of a route's input the scenario expects from cache (hits only on prompts over
+    `min_prompt_tokens`, as the workload draws them)."""
     if route.cache.mode != "prefix_rule":
         return 0.0
     m = input_mean(route)
-    return route.cache.hit_rate * _prefix_mean(route) / m if m > 0 else 0.0
+    return route.cache.hit_rate * _hittable_prefix_mean(route) / m if m > 0 else 0.0
 
 
 def _scale_input(route: Route, f: float) -> dict[str, Any]:
@@ -286,11 +306,12 @@ def calibrate_route(
     if share is not None and not agent:
         note("cache", "share of input from cache", cached_share(route), _from_estimate(rc.cached_fraction))
         if take("cache"):
-            prefix = (
-                _prefix_mean(current)
-                if current.cache.mode == "prefix_rule"
-                else _prefix_mean(current.model_copy(update={"cache": Cache()}))
-            )
+            cache = current.cache if current.cache.mode == "prefix_rule" else Cache()
+            with_cache = current.model_copy(update={"cache": cache})
+            # Only prompts over min_prompt_tokens can hit (Kimi: 256 tokens), so the hit rate is what gives the
+            # measured cached tokens on the prompts that can: with short prompts in the mix it is above the share.
+            prefix = _prefix_mean(with_cache)
+            hittable = _hittable_prefix_mean(with_cache)
             want = share * input_mean(current)
             if want <= 0:
                 upd["cache"] = current.cache.model_copy(update={"hit_rate": 0.0})
@@ -300,16 +321,25 @@ def calibrate_route(
                     f"measured cached share {percent(share)} not applied: the route has no cacheable prefix "
                     f"({', '.join(current.cache.prefix)} are empty)"
                 )
+            elif hittable <= 0:
+                warns.append(
+                    f"measured cached share {percent(share)} not applied: none of the route's prompts (mean "
+                    f"{input_mean(current):,.0f} tokens) exceeds cache.min_prompt_tokens "
+                    f"({cache.min_prompt_tokens:,}), the least Kimi's prefix cache serves; the calls that hit were "
+                    "longer than the scenario's input laws allow"
+                )
             else:
-                rate = want / prefix
+                rate = want / hittable
                 if rate > 1:
+                    short = (
+                        f" on prompts over {cache.min_prompt_tokens:,} tokens" if hittable < prefix * (1 - 1e-9) else ""
+                    )
                     warns.append(
-                        f"measured cached share {percent(share)} exceeds the route's prefix share "
-                        f"{percent(prefix / input_mean(current))}: hit rate set to 1 (the cached prefix is larger than "
-                        "the scenario's system and history)"
+                        f"measured cached share {percent(share)} exceeds the route's prefix share{short} "
+                        f"{percent(hittable / input_mean(current))}: hit rate set to 1 (the cached prefix is larger "
+                        "than the scenario's system and history)"
                     )
                     rate = 1.0
-                cache = current.cache if current.cache.mode == "prefix_rule" else Cache()
                 upd["cache"] = cache.model_copy(update={"hit_rate": rate})
                 applied.append("cache")
             if rc.calls_per_minute and share > 0:
@@ -344,18 +374,15 @@ def calibrate_route(
 
     if latency and rc.ttft_s is not None and rc.decode_tps is not None and take("latency"):
         try:
-            upd["latency"] = Latency(
-                ttft_s=LogNormal(median=rc.ttft_s.median, p95=rc.ttft_s.p95),
-                decode_tps=LogNormal(median=rc.decode_tps.median, p95=rc.decode_tps.p95),
-            )
+            upd["latency"] = Latency(ttft_s=_latency_law(rc.ttft_s), decode_tps=_latency_law(rc.decode_tps))
             applied.append("latency")
         except (ValueError, ValidationError):
             # Timings of calls a loaded client measured in milliseconds (a sped-up emulator) can give a law no
             # route can hold (decode speeds past 1e9 tokens/s): said, and the assumption kept.
             warns.append(
-                f"the measured latency (time to first token median {rc.ttft_s.median:,.3g} s, decode median "
-                f"{rc.decode_tps.median:,.3g} tokens/s, p95 {rc.decode_tps.p95:,.3g}) is outside what a route "
-                "can hold: its latency stays assumed"
+                f"the measured latency (time to first token {_latency_text(rc.ttft_s, 's')}, decode "
+                f"{_latency_text(rc.decode_tps, 'tokens/s')}) is outside what a route can hold: its latency stays "
+                "assumed"
             )
 
     searches = route.tools.web_search_calls.mean() > 0
@@ -445,6 +472,19 @@ def calibrate_route(
         if rc.agent_steps is None:
             warns.append("agent route: steps per run and context growth were not measured and stay assumed")
 
+    # The precision of the measured mean cost travels with the route, so every forecast of it carries it; a
+    # route that pins every quantity its cost rests on keeps its assumptions, and no sampling error with them.
+    prec: dict[str, Any] = {}
+    p = rc.precision
+    if p is not None and set(applied) & COST_QUANTITIES:
+        m, rm = p.cost_per_request.value, p.reservation_tokens.value
+        prec = {
+            "confidence": p.confidence,
+            "cost_rel_se": p.cost_se / m if m > 0 else 0.0,
+            "cost_rel_error": p.cost_rel_error,
+            "reservation_rel_se": p.reservation_se / rm if rm > 0 else 0.0,
+            "reservation_rel_error": p.reservation_rel_error,
+        }
     extra = sorted(set(cal.routes) - {r.name for r in scenario.routes})
     if extra:
         warns.append(
@@ -462,8 +502,19 @@ def calibrate_route(
         pinned=tuple(q for q in PIN_QUANTITIES if q in pins),
         differences=tuple(diffs),
         warnings=tuple(dict.fromkeys(warns)),
+        **prec,
     )
     return route.model_copy(update=upd)
+
+
+def _latency_law(fit: LogNormalFit | FixedFit):
+    return Fixed(value=fit.value) if isinstance(fit, FixedFit) else LogNormal(median=fit.median, p95=fit.p95)
+
+
+def _latency_text(fit: LogNormalFit | FixedFit, unit: str) -> str:
+    if isinstance(fit, FixedFit):
+        return f"always {fit.value:,.3g} {unit}"
+    return f"median {fit.median:,.3g} {unit}, p95 {fit.p95:,.3g}"
 
 
 def apply_calibration(

@@ -30,6 +30,7 @@ def cmd_forecast(args) -> int:
         daily_cv=args.daily_cv,
         growth_sd=args.growth_sd,
         calibration_samples=args.calibration_samples,
+        parameter_uncertainty=args.parameter_uncertainty,
         currency=args.currency,
     )
     focus = _write_focus(fc, args.focus) if args.focus else None
@@ -78,6 +79,8 @@ def cmd_forecast(args) -> int:
         "months (traffic, growth and token sizes vary). Status: ok, or what bites that month (price, capacity on "
         "the scenario's tier, the budget, the prepaid balance)."
     )
+    if fc.parameter_note:
+        print(f"P10–P90 {fc.parameter_note} (--no-parameter-uncertainty for traffic noise only).")
     for w in fc.warnings:
         print(f"warning: {w}")
     print_calibration(scenario)
@@ -263,6 +266,13 @@ def register(sub) -> None:
         "--calibration-samples",
         type=_int("--calibration-samples"),
         help="calls the token sizes were calibrated from (adds the uncertainty of their mean)",
+    )
+    p.add_argument(
+        "--no-parameter-uncertainty",
+        dest="parameter_uncertainty",
+        action="store_false",
+        help="bands without the calibration's sampling uncertainty of each calibrated route's mean cost "
+        "(only traffic and request noise)",
     )
     p.add_argument("--currency", help="report in this currency (needs the scenario's exchange_rate)")
     p.add_argument("--balance", type=float, help="prepaid balance now (as of the scenario's as_of)")

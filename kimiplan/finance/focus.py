@@ -5,7 +5,9 @@ x quantile of the forecast. Token meters: `ConsumedQuantity` in Tokens, `Pricing
 the card's list price per million; `$web_search`: calls ("Requests") at the per-call price. A forecast is not a
 bill: costs are list prices before tax (FOCUS carries tax as separate Tax charges; none are written), there is no
 invoice, and `x_Forecast` is true on every row. What FOCUS lacks is in `x_` columns: `x_Scenario`, `x_Route`,
-`x_Quantile` (P10, P50, P90 ...), `x_Model`, `x_TokenClass`, `x_Card`.
+`x_Quantile` (P10, P50, P90 ...), `x_Model`, `x_TokenClass`, `x_Card`, and `x_BandParameterRelSE`: the relative
+standard error of the route's mean cost per request that its quantile rows include (the calibration's sampling
+uncertainty, `Forecast.parameter_note`; empty when the bands carry none).
 
 A quantile row scales the month's expected meter mix of the route by the route's quantile of monthly cost over
 its expected cost (the meters of a route move together), so that the meters of a route sum to its quantile.
@@ -104,7 +106,16 @@ VALIDATOR_CRITERIA = (
     "NEGOTIATED_PRICING_SUPPORTED",
     "MULTIPLE_PRICING_CATEGORIES_SUPPORTED",
 )
-X_COLUMNS = ("x_Scenario", "x_Route", "x_Quantile", "x_Forecast", "x_Model", "x_TokenClass", "x_Card")
+X_COLUMNS = (
+    "x_Scenario",
+    "x_Route",
+    "x_Quantile",
+    "x_Forecast",
+    "x_Model",
+    "x_TokenClass",
+    "x_Card",
+    "x_BandParameterRelSE",
+)
 
 
 def _iso(d: dt.date) -> str:
@@ -142,6 +153,9 @@ def focus_frame(fc, *, billing_account: str | None = None) -> pd.DataFrame:
     web = g[g["price_class"] == "tool_calls"].groupby("segment_start")[["calls", "cost"]].sum()
     seg_card = {d: _card_on(fc, d, web.loc[d] if d in web.index else None, tax) for d in starts}
     account = billing_account or f"kimiplan-forecast:{sc.name}"
+    # The relative standard error of a route's mean cost per request its quantile rows carry (the calibration's
+    # sampling uncertainty; empty where the bands have none).
+    param = fc.settings.get("parameter_uncertainty") or {}
     rows = []
     for q in fc.quantile_columns():
         for r in g.itertuples(index=False):
@@ -211,6 +225,7 @@ def focus_frame(fc, *, billing_account: str | None = None) -> pd.DataFrame:
                     "x_Model": card.model,
                     "x_TokenClass": r.price_class,
                     "x_Card": f"{r.card} (source: {card.source}; verified {card.verified_on})",
+                    "x_BandParameterRelSE": param.get(r.route) or None,
                 }
             )
     out = pd.DataFrame(rows, columns=[*FOCUS_COLUMNS, *X_COLUMNS])

@@ -303,6 +303,11 @@ class Forecast:
     def quantile_columns(self) -> list[str]:
         return [qlabel(q) for q in self.quantiles]
 
+    @property
+    def parameter_note(self) -> str:
+        """ "bands include the calibration's sampling uncertainty ...: ±x % on route R (...)", or "" without."""
+        return self.settings.get("parameter_uncertainty_note") or ""
+
     def next_full_month(self) -> int:
         """The row of `monthly` (and column of `paths`) of the first month that starts on or after the
         scenario's `as_of`: a month already under way on that date is partly history. The month the report's
@@ -351,6 +356,7 @@ class Forecast:
         notes = [
             f"Expected: the exact mean of each month's bill; {', '.join(self.quantile_columns())}: quantiles of the "
             "simulated months (daily traffic, growth and token sizes vary).",
+            *([f"The {self.parameter_note}."] if self.parameter_note else []),
             *self.warnings,
         ]
         return SummaryTable(f"Spend forecast: {self.scenario.name} ({cur})", facts, [("By month", m[cols], cur)], notes)
@@ -804,7 +810,7 @@ def forecast(
     daily_cv: float = 0.15,
     growth_sd: float = 0.02,
     calibration_samples: int | Mapping[str, int] | None = None,
-    parameter_uncertainty: Mapping[str, float] | None = None,
+    parameter_uncertainty: Mapping[str, float] | bool | None = True,
     currency: str | None = None,
     fx_base: str | None = None,
     unit_samples: int = UNIT_SAMPLES,
@@ -817,10 +823,13 @@ def forecast(
     `capacity`: each month's `capacity_status` (ok / near_limit / over_capacity) from the capacity plan of the
     scenario's tier (computed here when True; pass a `CapacityPlan` to reuse one, False to skip).
 
-    `parameter_uncertainty`: route -> relative standard error of its mean cost per request, as a calibration
-    measured it (`kimiplan.calibration.fitters.cost_uncertainty`); each path draws the route's mean from it, so
-    the bands carry the calibration's precision. `calibration_samples` instead guesses it from the scenario's own
-    spread and a number of calls (for routes not given here).
+    `parameter_uncertainty` (default True): each calibrated route's mean cost per request is known only to its
+    calibration's sampling error (`route.calibrated.cost_rel_se`); each path draws the route's mean from it, so
+    the bands carry the calibration's precision as well as the traffic noise, and `parameter_note` says so. A
+    mapping route -> relative standard error sets it for those routes (e.g.
+    `kimiplan.calibration.fitters.cost_uncertainty(cal)`; 0 turns one off), the others keep their calibration's;
+    False (or None) turns it off everywhere. `calibration_samples` instead guesses it from the scenario's own
+    spread and a number of calls (for routes with neither).
 
     `budget` is per month in the reporting `currency` (default: the card currency on `as_of`). `fx_base` is the
     currency `scenario.exchange_rate` is quoted against (default: the card currency on `as_of`)."""
@@ -851,6 +860,7 @@ def forecast(
     if units.routes != tuple(r.name for r in scenario.routes):
         raise ConfigError(f"units are for routes {units.routes}, the scenario has {[r.name for r in scenario.routes]}")
 
+    param, param_note = parameter_spread(scenario, parameter_uncertainty)
     seg = _segments(scenario, cal, cards, status, notes)
     sp = _segment_prices(scenario, seg, units, currency, base_cur)
     draws = _KeyedDraws(seed, dates) if common_random_numbers else _SequentialDraws(np.random.default_rng([seed, 4]))
@@ -863,7 +873,7 @@ def forecast(
         daily_cv,
         growth_sd,
         calibration_samples,
-        _param_rel_sd(parameter_uncertainty, units.routes),
+        _param_rel_sd(param, units.routes),
     )
     d = seg.seg_of_day
     free_credit_day = (
@@ -925,7 +935,8 @@ def forecast(
             "calibration_samples": calibration_samples
             if not isinstance(calibration_samples, Mapping)
             else dict(calibration_samples),
-            "parameter_uncertainty": dict(parameter_uncertainty) if parameter_uncertainty else None,
+            "parameter_uncertainty": param or None,
+            "parameter_uncertainty_note": param_note,
             "currency": currency,
             "fx_base": base_cur,
             "unit_samples": units.samples,
@@ -988,16 +999,53 @@ def _with_capacity(
     return out
 
 
+def parameter_spread(scenario: Scenario, u: Mapping[str, float] | bool | None = True) -> tuple[dict[str, float], str]:
+    """(route -> relative standard error of its mean cost per request that the forecast draws, the sentence that
+    says so) for `forecast`'s `parameter_uncertainty` (see there); an empty dict and "" when none applies."""
+    routes = [r.name for r in scenario.routes]
+    if u is None or u is False:
+        return {}, ""
+    given: Mapping[str, float] = {}
+    if u is not True:
+        if not isinstance(u, Mapping):
+            raise ConfigError(
+                f"parameter_uncertainty must be True, False or map route names to relative errors, got {u!r}"
+            )
+        unknown = set(u) - set(routes)
+        if unknown:
+            raise ConfigError(f"parameter_uncertainty names unknown routes {sorted(unknown)}; routes: {routes}")
+        for r, v in u.items():
+            _check_range(f"parameter_uncertainty[{r!r}]", v, 0, 1)
+        given = u
+    out: dict[str, float] = {}
+    parts: list[str] = []
+    for r in scenario.routes:
+        c = r.calibrated
+        if r.name in given:
+            v = float(given[r.name])
+            if v > 0:
+                out[r.name] = v
+                parts.append(f"±{percent(Z95_TWO_SIDED * v, 1)} on route {r.name} (given)")
+            elif c is not None:
+                out[r.name] = 0.0  # explicitly off for this route: not its calibration's either
+        elif c is not None and c.cost_rel_se is not None and c.cost_rel_se > 0:
+            out[r.name] = float(c.cost_rel_se)
+            half = c.cost_rel_error if c.cost_rel_error is not None else Z95_TWO_SIDED * c.cost_rel_se
+            conf = percent(c.confidence if c.confidence is not None else 0.95, trim=True)
+            parts.append(f"±{percent(half, 1)} on route {r.name} ({c.calls:,} calls, {conf})")
+    if not parts:
+        return out, ""
+    return out, (
+        "bands include the calibration's sampling uncertainty of the mean cost per request: " + ", ".join(parts)
+    )
+
+
+Z95_TWO_SIDED = 1.959963984540054
+
+
 def _param_rel_sd(u: Mapping[str, float] | None, routes: Sequence[str]) -> np.ndarray | None:
     if not u:
         return None
-    if not isinstance(u, Mapping):
-        raise ConfigError(f"parameter_uncertainty must map route names to relative errors, got {type(u).__name__}")
-    unknown = set(u) - set(routes)
-    if unknown:
-        raise ConfigError(f"parameter_uncertainty names unknown routes {sorted(unknown)}; routes: {list(routes)}")
-    for r, v in u.items():
-        _check_range(f"parameter_uncertainty[{r!r}]", v, 0, 1)
     return np.array([float(u[r]) if r in u else np.nan for r in routes])
 
 

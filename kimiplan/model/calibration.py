@@ -42,6 +42,14 @@ class LogNormalFit(_F):
     ks_pvalue: float
 
 
+class FixedFit(_F):
+    """A quantity that did not vary in the sample (e.g. a constant decode speed): the law is the constant."""
+
+    kind: Literal["fixed"] = "fixed"
+    value: float
+    n: int
+
+
 class EmpiricalFit(_F):
     mean: float
     quantiles: dict[str, float]
@@ -148,8 +156,8 @@ class RouteCalibration(_F):
     cache_hit_rate: Estimate
     cached_fraction: Estimate | None = None
     template_overhead: Estimate | None = None
-    ttft_s: LogNormalFit | None = None
-    decode_tps: LogNormalFit | None = None
+    ttft_s: LogNormalFit | FixedFit | None = None
+    decode_tps: LogNormalFit | FixedFit | None = None
     precision: Precision | None = None
     #: where the prompts came from when the sampler recorded it (e.g. "synthetic: built from scenario X")
     prompt_source: str | None = None
@@ -446,6 +454,21 @@ class CalibratedFrom(_Frozen):
     pinned: tuple[str, ...] = Field(default=(), description="Measured quantities the route keeps as assumed")
     differences: tuple[Difference, ...] = ()
     warnings: tuple[str, ...] = ()
+    # The sampling uncertainty of what was measured (from the calibration's `precision`; None when it has none
+    # or the route pins every quantity its cost rests on). The forecast widens its bands by the cost's.
+    confidence: float | None = Field(default=None, description="Confidence of the relative errors below")
+    cost_rel_se: float | None = Field(
+        default=None, ge=0, description="Standard error of the measured mean cost per request, over the mean"
+    )
+    cost_rel_error: float | None = Field(
+        default=None, ge=0, description="Half-width of the mean cost's interval at `confidence`, over the mean"
+    )
+    reservation_rel_se: float | None = Field(
+        default=None, ge=0, description="Standard error of the mean TPM reservation per request, over the mean"
+    )
+    reservation_rel_error: float | None = Field(
+        default=None, ge=0, description="Half-width of the mean reservation's interval at `confidence`, over it"
+    )
 
     @property
     def date(self) -> dt.date | None:

@@ -58,7 +58,9 @@ def forecast_report_sections(
                 fc.monthly[cols],
                 currency=fc.currency,
                 note="Expected: the analytic mean; P10/P50/P90: quantiles of the Monte Carlo paths (daily traffic "
-                "noise and growth uncertainty). Tax included at the scenario's rate.",
+                "noise and growth uncertainty)."
+                + (f" The {fc.parameter_note}." if fc.parameter_note else "")
+                + " Tax included at the scenario's rate.",
             ),
         ),
         ("Expected spend by route", route_area_chart(fc)),

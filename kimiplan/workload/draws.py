@@ -17,9 +17,9 @@ from kimiplan.catalog.cards import PriceCard
 from kimiplan.catalog.providers import truncate_completion
 from kimiplan.catalog.resolve import max_completion, price_card
 from kimiplan.errors import ConfigError
-from kimiplan.model.dists import Fixed
+from kimiplan.model.inputs import column, draw_input, whole_tokens
 from kimiplan.model.scenario import COMPONENTS, Route, Scenario
-from kimiplan.tokens.tokenizer import DEFAULT_TEMPLATE, template_tokens
+from kimiplan.tokens.tokenizer import DEFAULT_TEMPLATE
 
 COLUMNS = (
     "system",
@@ -56,18 +56,8 @@ class RouteContext:
     card: PriceCard | None = None  # agent routes read the cache rule and prices (run budgets) from it
 
 
-def _tokens(dist, rng: np.random.Generator, n: int):
-    """Whole tokens drawn from `dist`; a fixed count stays a scalar (it broadcasts, and costs no pass)."""
-    if isinstance(dist, Fixed):
-        return int(np.rint(max(dist.value, 0.0)))
-    x = np.asarray(dist.sample(rng, n), dtype=np.float64)  # every sample() returns a fresh array
-    np.maximum(x, 0.0, out=x)
-    np.rint(x, out=x)
-    return x.astype(np.int64)
-
-
-def _column(x, n: int, dtype=np.int64) -> np.ndarray:
-    return x if isinstance(x, np.ndarray) else np.full(n, x, dtype=dtype)
+# The input's draw has its home in the model layer (calibration reads it too); the names stay for this module.
+_tokens, _column = whole_tokens, column
 
 
 def draw_route(route: Route, n: int, rng: np.random.Generator, ctx: RouteContext) -> dict[str, np.ndarray]:
@@ -79,30 +69,15 @@ def draw_route(route: Route, n: int, rng: np.random.Generator, ctx: RouteContext
         from kimiplan.workload.agent import draw_agent
 
         return draw_agent(route, n, rng, ctx).columns
-    system = _tokens(route.system, rng, n)
-    turns = _tokens(route.history.turns, rng, n)
-    history = turns * _tokens(route.history.tokens_per_turn, rng, n)
-    rag = _tokens(route.rag.top_k, rng, n) * _tokens(route.rag.chunk_tokens, rng, n)
-    p_doc = route.documents.probability
-    if p_doc > 0:
-        doc = _tokens(route.documents.pages, rng, n) * _tokens(route.documents.tokens_per_page, rng, n)
-        documents = doc if p_doc >= 1 else np.where(rng.random(n) < p_doc, doc, 0)
-    else:
-        documents = 0
-    user = _tokens(route.user, rng, n)
-    if route.overhead_tokens is None:  # the chat template's markers for this request's messages
-        overhead = template_tokens(np.greater(system, 0).astype(np.int64), turns) + route.server_overhead_tokens
-    else:
-        overhead = route.overhead_tokens + route.server_overhead_tokens
-    input_tokens = _column(system + history + rag + documents + user + overhead, n)
+    inp = draw_input(route, rng, n)
+    system, history, rag, documents, user = (inp[k] for k in ("system", "history", "rag", "documents", "user"))
+    overhead, input_tokens = inp["overhead"], inp["input_tokens"]
 
     cached = np.zeros(n, dtype=np.int64)
     hit = np.zeros(n, dtype=bool)
     if route.cache.mode == "prefix_rule":
-        parts = {"system": system, "history": history, "rag": rag, "documents": documents}
-        prefix = _column(sum((parts[p] for p in route.cache.prefix), 0), n)
         hit = (rng.random(n) < route.cache.hit_rate) & (input_tokens > route.cache.min_prompt_tokens)
-        cached = np.where(hit, prefix, 0)
+        cached = np.where(hit, inp["prefix"], 0)
 
     budget = route.max_completion_tokens or ctx.max_completion_tokens
     want_reasoning = _column(_tokens(route.reasoning, rng, n) if route.thinking else 0, n)

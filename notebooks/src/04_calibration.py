@@ -322,6 +322,29 @@ costs.index.name = "route"
 kp.table(costs, currency=card.currency)
 
 # %% [markdown]
+# ## The calibration's precision reaches the forecast
+#
+# Each calibrated route carries the sampling error of its measured mean cost per request (`calibrated.cost_rel_se`),
+# and every forecast of it (`forecast()`, `kimiplan forecast`, the report, Excel and FOCUS exports) widens its P10–P90
+# bands by it, on top of the traffic noise, and says so. `parameter_uncertainty=False` (or `--no-parameter-uncertainty`)
+# gives the bands from traffic noise alone.
+
+# %%
+kw = dict(months=3, paths=4000, capacity=False)
+with_error = kp.forecast(calibrated, **kw)
+traffic_only = kp.forecast(calibrated, parameter_uncertainty=False, **kw)
+print(with_error.parameter_note)
+pd.DataFrame(
+    {
+        "expected": with_error.monthly.set_index("month")["expected"].round(0),
+        "P10–P90, traffic only": (traffic_only.monthly["P90"] - traffic_only.monthly["P10"]).round(0).to_numpy(),
+        "P10–P90, with the calibration's error": (with_error.monthly["P90"] - with_error.monthly["P10"])
+        .round(0)
+        .to_numpy(),
+    }
+)
+
+# %% [markdown]
 # The calibrated scenario presents itself with the same facts, route by route: which token sizes are measured (calls,
 # date, where) and which still assumed, what the measurement changed, and the calibration's warnings (measured on the
 # emulator, not Kimi; a sampler far faster than the route's traffic, where Kimi's prefix cache is warm only for
