@@ -401,24 +401,14 @@ def calibrate_route(
         counts = rc.function_round_counts
         law = _count_law(counts) if counts else Poisson(mean=rc.function_rounds.value)
         tools_upd["function_calls"] = law
-        if rc.function_call_tokens is not None:
-            note(
-                "tools",
-                "tokens per function call message",
-                t.function_call_tokens.mean(),
-                _mean_ci(rc.function_call_tokens),
-                "rounds",
-            )
-            tools_upd["function_call_tokens"] = component_dist(rc.function_call_tokens, kind)
-        if rc.function_result_tokens is not None:
-            note(
-                "tools",
-                "tokens of function results per round",
-                t.function_result_tokens.mean(),
-                _mean_ci(rc.function_result_tokens),
-                "rounds",
-            )
-            tools_upd["function_result_tokens"] = component_dist(rc.function_result_tokens, kind)
+        for field, what in (
+            ("function_call_tokens", "tokens per function call message"),
+            ("function_result_tokens", "tokens of function results per round"),
+        ):
+            measured = getattr(rc, field)
+            if measured is not None:
+                note("tools", what, getattr(t, field).mean(), _mean_ci(measured), "rounds")
+                tools_upd[field] = component_dist(measured, kind)
         if rc.tool_rounds_cut:
             warns.append(
                 f"{rc.tool_rounds_cut} of {rc.n} sampled requests still called tools at their last recorded call "
